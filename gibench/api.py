@@ -1,0 +1,223 @@
+"""The contracts between gibench's core and its plugins. Types only, no logic.
+
+Pixel space: every image tensor that crosses a contract is a float batch in [0, 1] of shape (N, C, H, W). Models
+normalize internally (their first layer), so noise levels, attack radii and fill values are in pixel units.
+
+A plugin is a class with a nested ``Config`` dataclass (hyper-parameters with defaults; ``__post_init__`` raises
+``ValueError`` naming a bad value) and a constructor taking that config. Plugins are registered by name through the
+entry-point groups ``gibench.regularizers``, ``gibench.evaluators`` and ``gibench.datasets``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+# Dataset capabilities an evaluator may require (DatasetBundle.capabilities).
+SIGNAL_MASK = "signal_mask"  # test split extras["signal_mask"]: (N, 1, H, W) bool, True where the label signal lives
+ANALYTIC_SCORE = "analytic_score"  # bundle.extras["score"]: callable (x, y | None) -> grad_x log p(x | y) or log p(x)
+
+
+@dataclass(frozen=True)
+class EmptyConfig:
+    """The config of a plugin without hyper-parameters."""
+
+
+class Plugin:
+    """Common base of regularizers, evaluators and datasets.
+
+    ``name`` is filled in by the registry from the entry-point name; ``Config`` is the plugin's hyper-parameter
+    dataclass. Construct through :func:`gibench.create_regularizer` (and friends) to get validated, coerced
+    parameters, or directly with ``MyPlugin(MyPlugin.Config(...))``.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = EmptyConfig
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def config_dict(self) -> dict[str, Any]:
+        """The full config, defaults included, as plain JSON-able values."""
+        return dataclasses.asdict(self.config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Regularizers
+
+
+@dataclass(frozen=True)
+class TrainingLoss:
+    """The full training loss of one batch.
+
+    ``total`` is the scalar to back-propagate. ``parts`` are detached 0-dim tensors to log (cross-entropy, penalty
+    terms, estimator values); they stay on the device so that a training step never synchronizes with the host; the
+    training loop reads them every few steps.
+    """
+
+    total: Tensor
+    parts: Mapping[str, Tensor] = field(default_factory=dict)
+
+
+class Regularizer(Plugin):
+    """A training objective: cross-entropy plus (optionally) a penalty, possibly with its own forward passes.
+
+    Subclasses implement :meth:`training_loss`. The model arrives in train mode and must be left in train mode.
+    """
+
+    #: True when the penalty is zero almost everywhere for piecewise-linear networks (it involves input Hessians);
+    #: the trainer then warns if the backbone has no smooth activation.
+    needs_smooth_activation: ClassVar[bool] = False
+
+    def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Datasets
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset, held in memory.
+
+    ``x``: float32 (N, C, H, W) in [0, 1]; ``y``: int64 (N,); ``extras``: per-sample tensors with first dimension N
+    (for example ``signal_mask``).
+    """
+
+    x: Tensor
+    y: Tensor
+    extras: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """A dataset ready for training and evaluation.
+
+    ``mean``/``std`` are per-channel statistics of the train split, used by the model's normalization layer.
+    ``capabilities`` names what evaluators may rely on (see the module constants); ``extras`` holds dataset-level
+    objects that back them (for example the analytic score of a synthetic mixture).
+    """
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()
+    capabilities: frozenset[str] = frozenset()
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+
+
+class Dataset(Plugin):
+    """A dataset factory. ``load`` must not touch the network unless ``download`` is True."""
+
+    def load(self, data_root: Path, download: bool = False) -> DatasetBundle:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluators
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number an evaluator produces. Exactly one metric of an evaluator is its ``headline``."""
+
+    name: str
+    higher_is_better: bool
+    description: str
+    headline: bool = False
+
+
+@dataclass(frozen=True)
+class Curve:
+    """An (x, y) series, for example accuracy against the fraction of pixels removed."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    x_label: str = "x"
+    y_label: str = "y"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What an evaluator returns. ``artifacts`` maps a name to a file name inside ``EvalContext.artifact_dir``."""
+
+    scalars: Mapping[str, float]
+    curves: Mapping[str, Curve] = field(default_factory=dict)
+    artifacts: Mapping[str, str] = field(default_factory=dict)
+
+
+class AuxCache:
+    """A cache for auxiliary models (judge classifiers, denoisers) shared across jobs of one run."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+
+    def get_or_create(self, key: str, factory: Callable[[], Any]) -> Any:
+        if key not in self._items:
+            self._items[key] = factory()
+        return self._items[key]
+
+
+@dataclass
+class EvalContext:
+    """Everything an evaluator may use.
+
+    ``model`` is in eval mode on ``device``; ``saliency(model, x, y)`` returns the explained quantity (by default the
+    input-gradient of the label logit, same shape as ``x``); ``fit(bundle)`` trains a fresh model of the same job spec
+    on other data (None where the runner offers no retraining); ``artifact_dir`` exists and is private to this
+    (job, evaluator) pair.
+    """
+
+    model: nn.Module
+    data: DatasetBundle
+    saliency: Callable[[nn.Module, Tensor, Tensor], Tensor]
+    device: torch.device
+    seed: int
+    artifact_dir: Path
+    fit: Callable[[DatasetBundle], nn.Module] | None = None
+    cache: AuxCache = field(default_factory=AuxCache)
+    batch_size: int = 256
+
+
+class Evaluator(Plugin):
+    """Scores one trained model.
+
+    Class attributes: ``version`` (bump it whenever the numbers it produces change; stored results of other versions
+    are recomputed), ``metrics`` (what ``evaluate`` returns in ``scalars``), ``requires`` (dataset capabilities; a
+    job whose dataset lacks one is skipped with a recorded reason).
+    """
+
+    version: ClassVar[str] = "1"
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def evaluate(self, ctx: EvalContext) -> EvalResult:
+        raise NotImplementedError
+
+    @classmethod
+    def headline(cls) -> Metric:
+        return next(m for m in cls.metrics if m.headline)

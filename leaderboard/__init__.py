@@ -1,0 +1,1 @@
+"""The static leaderboard site: renders ``submissions/`` into HTML with Jinja2."""

@@ -1,0 +1,16 @@
+"""``erm``: plain empirical risk minimization, the baseline every other regularizer is compared against."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gibench.api import Regularizer, TrainingLoss
+
+
+class ERM(Regularizer):
+    """Mean cross-entropy on the clean batch and nothing else (one forward, one backward per step)."""
+
+    def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
+        ce = F.cross_entropy(model(x), y)
+        return TrainingLoss(total=ce, parts={"cross_entropy": ce.detach()})
