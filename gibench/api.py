@@ -39,6 +39,9 @@ class Plugin:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = EmptyConfig
+    #: Bump whenever the plugin's numbers change for the same config: stored models (regularizers, datasets) or
+    #: results (evaluators) of another version are then recomputed rather than reused.
+    version: ClassVar[str] = "1"
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -77,6 +80,10 @@ class Regularizer(Plugin):
     #: True when the penalty is zero almost everywhere for piecewise-linear networks (it involves input Hessians);
     #: the trainer then warns if the backbone has no smooth activation.
     needs_smooth_activation: ClassVar[bool] = False
+
+    #: Hyper-parameters that turn this regularizer into plain ``erm`` (same loss value on the same batch). The
+    #: conformance tests use it; a regularizer without a ``weight`` (noise augmentation, PGD) overrides it.
+    zero_strength: ClassVar[Mapping[str, Any]] = {"weight": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         raise NotImplementedError
@@ -206,12 +213,10 @@ class EvalContext:
 class Evaluator(Plugin):
     """Scores one trained model.
 
-    Class attributes: ``version`` (bump it whenever the numbers it produces change; stored results of other versions
-    are recomputed), ``metrics`` (what ``evaluate`` returns in ``scalars``), ``requires`` (dataset capabilities; a
+    Class attributes: ``version`` (see Plugin), ``metrics`` (what ``evaluate`` returns in ``scalars``), ``requires`` (dataset capabilities; a
     job whose dataset lacks one is skipped with a recorded reason).
     """
 
-    version: ClassVar[str] = "1"
     metrics: ClassVar[tuple[Metric, ...]] = ()
     requires: ClassVar[frozenset[str]] = frozenset()
 

@@ -11,6 +11,8 @@ from gibench.api import Regularizer, TrainingLoss
 class ERM(Regularizer):
     """Mean cross-entropy on the clean batch and nothing else (one forward, one backward per step)."""
 
+    zero_strength = {}
+
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         ce = F.cross_entropy(model(x), y)
         return TrainingLoss(total=ce, parts={"cross_entropy": ce.detach()})

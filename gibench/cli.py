@@ -1,0 +1,264 @@
+"""The ``gibench`` command line.
+
+    gibench list {regularizers,evaluators,datasets,backbones,suites}
+    gibench run --suite NAME|PATH [--runs-dir DIR] [--data-root DIR] [--download] [--device cpu|cuda] [--dry-run]
+    gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics]
+    gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]
+    gibench validate SUBMISSION_DIR
+    gibench leaderboard build [--submissions DIR] [--out DIR]
+    gibench leaderboard serve [--out DIR] [--port N]
+
+User errors (gibench.errors.GibenchError) print one message without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gibench.errors import GibenchError
+
+DEFAULT_RUNS_DIR = Path("runs")
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except GibenchError as exc:
+        stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except KeyboardInterrupt:
+        stderr.print("interrupted; finished jobs are kept and a rerun resumes from them.")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gibench", description="Benchmark gradient-interpretability regularizers.")
+    sub = parser.add_subparsers(title="commands")
+
+    p = sub.add_parser("list", help="list installed plugins, backbones or shipped suites")
+    p.add_argument("kind", choices=["regularizers", "evaluators", "datasets", "backbones", "suites"])
+    p.add_argument("--pattern", default=None, help="for backbones: a timm wildcard, e.g. 'resnet*'")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("run", help="train and evaluate every job of a suite (resumable)")
+    p.add_argument("--suite", required=True, help="a shipped suite name (see `gibench list suites`) or a YAML path")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where models and results are stored")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: ~/.cache/gibench/data)")
+    p.add_argument("--download", action="store_true", help="allow downloading missing datasets")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and their hashes; train nothing")
+    p.add_argument("--retry-failed", action="store_true", help="retrain jobs whose training failed before")
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("report", help="print mean ± std over seeds and the change against erm")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
+    p.add_argument("--csv", type=Path, default=None, help="also write the per-metric summary as CSV")
+    p.add_argument("--all-metrics", action="store_true", help="show every metric, not only the headlines")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("submit", help="package results as submissions/<id>/ for the leaderboard")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
+    p.add_argument("--name", required=True)
+    p.add_argument("--author", action="append", required=True, dest="authors")
+    p.add_argument("--description", default="")
+    p.add_argument("--link", action="append", default=[], dest="links")
+    p.add_argument("--suite", default=None, help="only the jobs of runs of this suite name")
+    p.add_argument("--out", type=Path, default=Path("submissions"))
+    p.set_defaults(handler=cmd_submit)
+
+    p = sub.add_parser("validate", help="check a submission folder against the schema")
+    p.add_argument("path", type=Path)
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("leaderboard", help="build or serve the static leaderboard site")
+    lsub = p.add_subparsers(title="leaderboard commands")
+    b = lsub.add_parser("build", help="render submissions/ into a static site")
+    b.add_argument("--submissions", type=Path, default=Path("submissions"))
+    b.add_argument("--out", type=Path, default=Path("site"))
+    b.set_defaults(handler=cmd_leaderboard_build)
+    s = lsub.add_parser("serve", help="serve the built site on localhost")
+    s.add_argument("--out", type=Path, default=Path("site"))
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(handler=cmd_leaderboard_serve)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.kind == "suites":
+        return _list_suites()
+    if args.kind == "backbones":
+        return _list_backbones(args.pattern)
+    from gibench import registry
+
+    reg = getattr(registry, args.kind)
+    table = Table("name", "distribution", "version", "status", title=f"{args.kind} ({reg.group})")
+    failed = 0
+    for info in reg.infos():
+        status = "[green]ok[/]" if info.error is None else f"[red]error[/]: {escape(info.error.strip())}"
+        failed += info.error is not None
+        dists = " + ".join(f"{s.distribution}" for s in info.sources)
+        table.add_row(info.name, dists, info.version, status)
+    stdout.print(table)
+    return 1 if failed else 0
+
+
+def _list_suites() -> int:
+    from gibench.config import load_suite, shipped_suites
+
+    table = Table("name", "jobs", "description", title="shipped suites")
+    from gibench.jobs import expand
+
+    for name in shipped_suites():
+        suite = load_suite(name)
+        table.add_row(name, str(len(expand(suite))), suite.description)
+    stdout.print(table)
+    return 0
+
+
+def _list_backbones(pattern: str | None) -> int:
+    import timm
+
+    from gibench.models import in_tree_backbones
+
+    stdout.print("in-tree (MNIST-scale, CPU-friendly): " + ", ".join(in_tree_backbones()))
+    if pattern:
+        stdout.print(f"timm models matching {pattern!r}: " + ", ".join(timm.list_models(pattern)))
+    else:
+        stdout.print(f"and any of timm's {len(timm.list_models())} models by name "
+                     "(`gibench list backbones --pattern 'resnet*'` to search); weights are never downloaded.")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gibench.config import load_suite
+    from gibench.runner import run_suite
+
+    suite = load_suite(args.suite)
+    summary = run_suite(suite, args.runs_dir, data_root=args.data_root, download=args.download, device=args.device,
+                        dry_run=args.dry_run, retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
+                        console=stderr)
+    if args.dry_run:
+        table = Table("#", "job hash", "dataset", "backbone", "regularizer", "seed", "state",
+                      title=f"suite {suite.name}: {len(summary.jobs)} jobs")
+        for i, report in enumerate(summary.jobs, 1):
+            job = report.job
+            table.add_row(str(i), job.hash, job.dataset.label, job.backbone.label, job.regularizer.label,
+                          str(job.seed), report.state)
+        stdout.print(table)
+        stdout.print("evaluators: " + ", ".join(spec.label for spec in suite.evaluators))
+        return 0
+    _print_report(args.runs_dir, {r.job.hash for r in summary.jobs}, all_metrics=False)
+    site = _build_local_site(args.runs_dir, suite.name)
+    stdout.print(f"leaderboard page: {site}")
+    for line in summary.failures():
+        stderr.print(f"[red]failed:[/] {escape(line)}")
+    return 1 if summary.failures() else 0
+
+
+def _build_local_site(runs_dir: Path, suite_name: str) -> Path:
+    """A leaderboard page of this runs directory alone, at ``runs_dir/site/index.html``."""
+    from gibench.leaderboard.build import build_site
+    from gibench.submission import SubmissionMetadata, build_submission
+
+    local = runs_dir / "site" / "submissions"
+    shutil.rmtree(local, ignore_errors=True)
+    metadata = SubmissionMetadata(name=f"local run of {runs_dir}", authors=["you"],
+                                  description=f"Results under {runs_dir}, not submitted.", links=[])
+    build_submission(runs_dir, local, metadata)
+    return build_site(local, runs_dir / "site").resolve()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gibench.results import collect_results, summarize
+
+    _print_report(args.runs_dir, None, all_metrics=args.all_metrics)
+    if args.csv:
+        summarize(collect_results(args.runs_dir)).to_csv(args.csv, index=False)
+        stdout.print(f"wrote {args.csv}")
+    return 0
+
+
+def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool) -> None:
+    from gibench.results import collect_results, headline_table, summarize
+
+    frame = collect_results(runs_dir, job_hashes)
+    if frame.empty:
+        raise GibenchError(f"no results under {runs_dir}; run `gibench run --suite smoke --runs-dir {runs_dir}` first.")
+    if all_metrics:
+        stats = summarize(frame)
+        table = Table(*["dataset", "backbone", "variant", "evaluator", "metric", "mean", "std", "seeds", "Δ vs erm"],
+                      title="all metrics (mean ± std over seeds)")
+        for r in stats.itertuples():
+            arrow = "↑" if r.higher_is_better else "↓"
+            table.add_row(r.dataset, r.backbone, r.variant, r.evaluator, f"{r.metric} {arrow}", f"{r.mean:.4f}",
+                          f"{r.std:.4f}", str(r.n_seeds), "" if r.variant == "erm" else f"{r.delta_vs_erm:+.4f}")
+    else:
+        wide = headline_table(frame)
+        table = Table(*wide.columns, title="headline metrics: mean ± std over seeds (Δ vs erm)")
+        for row in wide.itertuples(index=False):
+            table.add_row(*[escape("" if isinstance(v, float) else str(v)) for v in row])
+    stdout.print(table)
+    problems = frame[frame["status"] != "ok"].drop_duplicates(["job_hash", "evaluator"])
+    for r in problems.itertuples():
+        stdout.print(f"[yellow]{r.status}[/]: {escape(r.variant)} seed {r.seed} / {r.evaluator}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from gibench.submission import SubmissionMetadata, build_submission
+
+    metadata = SubmissionMetadata(name=args.name, authors=args.authors, description=args.description,
+                                  links=args.links)
+    path = build_submission(args.runs_dir, args.out, metadata, suite_name=args.suite)
+    stdout.print(f"wrote submission {path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gibench.submission import validate_submission
+
+    submission = validate_submission(args.path)
+    stdout.print(f"{args.path}: valid submission {submission.id!r}")
+    return 0
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    from gibench.leaderboard.build import build_site
+
+    index = build_site(args.submissions, args.out)
+    stdout.print(f"leaderboard page: {index.resolve()}")
+    return 0
+
+
+def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
+    import functools
+    import http.server
+
+    if not (args.out / "index.html").exists():
+        raise GibenchError(f"no site at {args.out}; run `gibench leaderboard build --out {args.out}` first.")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(args.out))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler) as server:
+        stdout.print(f"serving {args.out} at http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Suite files: YAML → validated, frozen objects.
+
+A suite file has the top-level keys ``name``, ``description``, ``datasets``, ``backbones``, ``regularizers``,
+``evaluators``, ``seeds`` and ``train`` (DESIGN §3). Each of the four plugin lists holds names, or one-key mappings of
+a name to its options; a list of values for an option is a grid (unless the option itself is a list, such as a tuple
+of fractions: then a list of lists is the grid). Grids are expanded here, and every grid point is validated against
+its plugin's ``Config``, so a suite that loads is a suite whose every job can be built.
+
+Every error names the file, the place (``regularizers[1].gradient_norm.weight``), the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gibench import registry
+from gibench.errors import ConfigError, GibenchError
+from gibench.params import build_config, config_fields, did_you_mean, field_types, is_sequence_type, jsonable, check
+
+TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train")
+REQUIRED_KEYS = ("name", "datasets", "backbones", "regularizers", "evaluators")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How every model of a suite is trained. All of it is part of the job hash.
+
+    ``milestones`` are fractions of the total number of epochs (for ``schedule: multistep``); ``amp`` turns on
+    bfloat16 autocast on CUDA only (ignored on the CPU); ``log_every`` is how often (in steps) logged loss parts are
+    read back from the device.
+    """
+
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: Literal["constant", "cosine", "multistep"] = "constant"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    grad_clip: float = 0.0
+    amp: bool = True
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check(all(0 < m < 1 for m in self.milestones), f"milestones are fractions of training in (0, 1), got {self.milestones}")
+        check(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+        check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One grid point of a plugin entry: its name, the options the user gave, and the full resolved config.
+
+    ``params`` (user-given, in the order given) make the display label; ``config`` (defaults filled in) goes into
+    hashes, so writing a default explicitly does not change a job's identity. Both are stored as JSON text so that a
+    spec is immutable and hashable.
+    """
+
+    name: str
+    params_json: str = "{}"
+    config_json: str = "{}"
+
+    @classmethod
+    def of(cls, name: str, params: Mapping[str, Any], config: Mapping[str, Any]) -> PluginSpec:
+        return cls(name, json.dumps(jsonable(params)), json.dumps(jsonable(config), sort_keys=True))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_json)
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name(key=value, ...)`` with the user-given options."""
+        params = self.params
+        if not params:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={_short(v)}' for k, v in params.items())})"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite: every plugin list already expanded into grid points."""
+
+    name: str
+    description: str
+    datasets: tuple[PluginSpec, ...]
+    backbones: tuple[PluginSpec, ...]
+    regularizers: tuple[PluginSpec, ...]
+    evaluators: tuple[PluginSpec, ...]
+    seeds: tuple[int, ...]
+    train: TrainConfig
+    source: str = ""  # the file it came from
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the parsed YAML, for provenance
+
+    @property
+    def hash(self) -> str:
+        return canonical_hash(jsonable(self.raw))
+
+
+def canonical_hash(obj: Any, length: int = 16) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace), first ``length`` hex digits."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def shipped_suites() -> list[str]:
+    """Names of the suites that ship with gibench (``gibench/suites/*.yaml``)."""
+    folder = importlib.resources.files("gibench.suites")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_suite_path(name_or_path: str | Path) -> Path:
+    """A path to an existing file, or the name of a shipped suite."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    if str(name_or_path) in shipped_suites():
+        return Path(str(importlib.resources.files("gibench.suites") / f"{name_or_path}.yaml"))
+    hint = did_you_mean(str(name_or_path), shipped_suites())
+    raise ConfigError(
+        f"no suite file {str(name_or_path)!r}: it is neither an existing file nor a shipped suite.{hint} "
+        f"Shipped suites: {', '.join(shipped_suites())}. Pass a path to your own YAML file, or one of those names."
+    )
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """Read, validate and expand a suite file (a path or a shipped suite's name)."""
+    path = resolve_suite_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_suite(raw, source=str(path))
+
+
+def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
+    """Validate an already-parsed suite mapping (see :func:`load_suite`)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: a suite file must be a mapping with the keys {', '.join(TOP_LEVEL_KEYS)}.")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(
+                f"{source}: unknown top-level key {key!r}.{did_you_mean(str(key), TOP_LEVEL_KEYS)} "
+                f"Valid keys: {', '.join(TOP_LEVEL_KEYS)}."
+            )
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise ConfigError(f"{source}: missing required key {key!r}. A suite needs {', '.join(REQUIRED_KEYS)}.")
+    name = raw["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{source}: 'name' must be a non-empty string, got {name!r}.")
+    return Suite(
+        name=name,
+        description=str(raw.get("description") or ""),
+        datasets=_plugin_list(raw, "datasets", source, registry.datasets),
+        backbones=_backbone_list(raw, source),
+        regularizers=_plugin_list(raw, "regularizers", source, registry.regularizers),
+        evaluators=_plugin_list(raw, "evaluators", source, registry.evaluators),
+        seeds=_seeds(raw.get("seeds", [0]), source),
+        train=build_config(TrainConfig, _mapping(raw.get("train") or {}, f"{source}: train"), f"{source}: train"),
+        source=source,
+        raw=dict(raw),
+    )
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of option names to values, got {value!r}.")
+    return value
+
+
+def _entries(raw: Mapping[str, Any], key: str, source: str) -> list[tuple[str, Mapping[str, Any], str]]:
+    """Split a plugin list into (name, options, place) triples."""
+    items = raw[key]
+    if isinstance(items, (str, Mapping)):
+        items = [items]
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{source}: {key!r} must be a non-empty list of names or one-key mappings, got {items!r}.")
+    entries = []
+    for i, item in enumerate(items):
+        place = f"{source}: {key}[{i}]"
+        if isinstance(item, str):
+            entries.append((item, {}, place))
+        elif isinstance(item, Mapping) and len(item) == 1:
+            (name, options), = item.items()
+            entries.append((str(name), _mapping(options or {}, f"{place} ({name})"), place))
+        else:
+            raise ConfigError(
+                f"{place}: expected a name or a one-key mapping {{name: {{option: value}}}}, got {item!r}."
+            )
+    return entries
+
+
+def _plugin_list(raw: Mapping[str, Any], key: str, source: str, reg: registry.Registry) -> tuple[PluginSpec, ...]:
+    specs = []
+    for name, options, place in _entries(raw, key, source):
+        try:
+            cls = reg.get(name)
+        except GibenchError as exc:
+            raise type(exc)(f"{place}: {exc}") from None
+        types = field_types(cls.Config)
+        sequence_keys = {k for k in config_fields(cls.Config) if is_sequence_type(types[k])}
+        for point in expand_grid(options, sequence_keys):
+            where = f"{place}.{name}"
+            config = build_config(cls.Config, point, where)
+            specs.append(PluginSpec.of(name, point, jsonable(config)))
+    return tuple(specs)
+
+
+def _backbone_list(raw: Mapping[str, Any], source: str) -> tuple[PluginSpec, ...]:
+    """Backbones are timm models: names are checked against timm, options by building the model once on the CPU."""
+    from gibench.models import create_backbone
+
+    specs = []
+    for name, options, place in _entries(raw, "backbones", source):
+        for point in expand_grid(options, set()):
+            try:
+                create_backbone(name, num_classes=10, in_chans=3, **point)
+            except GibenchError as exc:
+                raise type(exc)(f"{place}: {exc}") from None
+            specs.append(PluginSpec.of(name, point, point))
+    return tuple(specs)
+
+
+def expand_grid(options: Mapping[str, Any], sequence_keys: set[str]) -> list[dict[str, Any]]:
+    """The cross product of every option whose value is a list (the grid axes), in the order given.
+
+    For an option whose own type is a sequence, a list is one value, and only a list of lists is a grid.
+    """
+    axes = []
+    for key, value in options.items():
+        is_grid = isinstance(value, list) and (
+            key not in sequence_keys or (value and all(isinstance(v, list) for v in value))
+        )
+        axes.append([(key, v) for v in value] if is_grid else [(key, value)])
+        if is_grid and not value:
+            raise ConfigError(f"option {key!r}: an empty list gives an empty grid; give at least one value.")
+    return [dict(point) for point in itertools.product(*axes)]
+
+
+def _seeds(value: Any, source: str) -> tuple[int, ...]:
+    seeds = value if isinstance(value, list) else [value]
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+    if bad or not seeds:
+        raise ConfigError(f"{source}: seeds must be a non-empty list of non-negative integers, got {value!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{source}: seeds contains duplicates: {value!r}.")
+    return tuple(seeds)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

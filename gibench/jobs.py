@@ -1,0 +1,64 @@
+"""Jobs: the cross product of a suite, and the content hash that names each trained model.
+
+A job is one (dataset, backbone, regularizer grid point, seed) with the suite's training config. Its hash covers
+everything that determines the trained weights, and nothing else (DESIGN §2): the dataset and its resolved options,
+the backbone and its options, the regularizer's name, version and resolved config, the seed, the training config,
+and :data:`TRAINING_CODE_VERSION`. Evaluator settings and the suite's name are not in it, so adding an evaluator or
+reusing a job in another suite never retrains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from gibench import registry
+from gibench.config import PluginSpec, Suite, TrainConfig, canonical_hash
+
+#: Bump when a change to gibench/train.py or gibench/models.py changes the weights a job produces.
+TRAINING_CODE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Job:
+    dataset: PluginSpec
+    backbone: PluginSpec
+    regularizer: PluginSpec
+    seed: int
+    train: TrainConfig
+    evaluators: tuple[PluginSpec, ...] = ()
+
+    def training_spec(self) -> dict[str, Any]:
+        """Everything that determines the trained weights, as plain JSON."""
+        return {
+            "dataset": {"name": self.dataset.name, "version": registry.datasets.get(self.dataset.name).version,
+                        "config": self.dataset.config},
+            "backbone": {"name": self.backbone.name, "options": self.backbone.config},
+            "regularizer": {"name": self.regularizer.name,
+                            "version": registry.regularizers.get(self.regularizer.name).version,
+                            "config": self.regularizer.config},
+            "seed": self.seed,
+            "train": dataclasses.asdict(self.train),
+            "training_code_version": TRAINING_CODE_VERSION,
+        }
+
+    @cached_property
+    def hash(self) -> str:
+        return canonical_hash(self.training_spec())
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.label} / {self.backbone.label} / {self.regularizer.label} / seed {self.seed}"
+
+
+def expand(suite: Suite) -> list[Job]:
+    """The jobs of a suite: datasets × backbones × regularizers × seeds, in that nesting order (deterministic)."""
+    return [
+        Job(dataset, backbone, regularizer, seed, suite.train, suite.evaluators)
+        for dataset in suite.datasets
+        for backbone in suite.backbones
+        for regularizer in suite.regularizers
+        for seed in suite.seeds
+    ]

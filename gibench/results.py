@@ -1,0 +1,102 @@
+"""The results table: every stored evaluation as a long pandas DataFrame, seed aggregation and baseline deltas.
+
+One row per job × evaluator × metric (:data:`COLUMNS`). Skipped and failed evaluations keep their rows, with a NaN
+value and their status, so nothing silently disappears from a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from gibench.store import RunStore
+
+COLUMNS = [
+    "job_hash", "dataset", "backbone", "backbone_params", "regularizer", "regularizer_params", "variant", "seed",
+    "evaluator", "evaluator_version", "evaluator_params", "metric", "value", "higher_is_better", "headline",
+    "status", "regularizer_distribution", "regularizer_plugin_version", "evaluator_distribution",
+    "evaluator_plugin_version",
+]
+GROUP = ["dataset", "backbone", "variant", "evaluator", "metric"]
+BASELINE = "erm"
+
+
+def collect_results(runs_dir: Path, job_hashes: set[str] | None = None) -> pd.DataFrame:
+    """The long results table of every trained job under ``runs_dir`` (optionally only ``job_hashes``)."""
+    rows = []
+    for folder in RunStore(Path(runs_dir)).jobs():
+        if job_hashes is not None and folder.hash not in job_hashes:
+            continue
+        job = folder.spec()
+        for result in folder.results():
+            rows.extend(_rows(job, result))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.astype({"seed": "int64", "value": "float64", "higher_is_better": "bool", "headline": "bool"})
+
+
+def _rows(job: dict, result: dict) -> list[dict]:
+    labels, plugins = job["labels"], job["plugins"]
+    base = {
+        "job_hash": job["hash"], "dataset": labels["dataset"], "backbone": labels["backbone"],
+        "backbone_params": json.dumps(labels["backbone_params"], sort_keys=True),
+        "regularizer": labels["regularizer"], "regularizer_params": json.dumps(labels["regularizer_params"]),
+        "variant": labels["variant"], "seed": labels["seed"], "evaluator": result["evaluator"],
+        "evaluator_version": result["version"], "evaluator_params": json.dumps(result["params"]),
+        "status": result["status"],
+        "regularizer_distribution": plugins["regularizer"]["distribution"],
+        "regularizer_plugin_version": plugins["regularizer"]["version"],
+        "evaluator_distribution": result["plugin"]["distribution"],
+        "evaluator_plugin_version": result["plugin"]["version"],
+    }
+    scalars = result.get("scalars") or {}
+    return [
+        {**base, "metric": m["name"], "value": scalars.get(m["name"], math.nan),
+         "higher_is_better": m["higher_is_better"], "headline": m["headline"]}
+        for m in result["metrics"]
+    ]
+
+
+def summarize(frame: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """Mean ± std over seeds per (dataset, backbone, variant, evaluator, metric), with the change against the baseline.
+
+    ``delta_vs_erm`` is the mean minus the baseline's mean on the same dataset, backbone, evaluator and metric (NaN
+    where the suite has no baseline); ``better_than_erm`` applies the metric's direction to it.
+    """
+    ok = frame[frame["status"] == "ok"]
+    stats = (
+        ok.groupby(GROUP + ["higher_is_better", "headline"], sort=False)["value"]
+        .agg(mean="mean", std="std", n_seeds="count")
+        .reset_index()
+    )
+    stats["std"] = stats["std"].fillna(0.0)
+    base = stats[stats["variant"] == baseline][["dataset", "backbone", "evaluator", "metric", "mean"]]
+    base = base.rename(columns={"mean": "baseline_mean"})
+    stats = stats.merge(base, on=["dataset", "backbone", "evaluator", "metric"], how="left")
+    stats["delta_vs_erm"] = stats["mean"] - stats["baseline_mean"]
+    sign = stats["higher_is_better"].map({True: 1.0, False: -1.0})
+    stats["better_than_erm"] = (stats["delta_vs_erm"] * sign) > 0
+    return stats.drop(columns="baseline_mean")
+
+
+def headline_table(frame: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """One row per (dataset, backbone, variant) and one column per evaluator headline: ``mean ± std (Δ vs erm)``."""
+    stats = summarize(frame, baseline)
+    stats = stats[stats["headline"]]
+    stats["cell"] = [_cell(r) for r in stats.itertuples()]
+    stats["column"] = [f"{r.evaluator}.{r.metric} {'↑' if r.higher_is_better else '↓'}" for r in stats.itertuples()]
+    table = stats.pivot_table(index=["dataset", "backbone", "variant"], columns="column", values="cell",
+                              aggfunc="first", sort=False)
+    table.columns.name = None
+    return table.reset_index()
+
+
+def _cell(row) -> str:
+    text = f"{row.mean:.4f}"
+    if row.n_seeds > 1:
+        text += f" ± {row.std:.4f}"
+    if isinstance(row.delta_vs_erm, float) and not math.isnan(row.delta_vs_erm) and row.variant != BASELINE:
+        text += f" ({row.delta_vs_erm:+.4f})"
+    return text

@@ -1,0 +1,178 @@
+"""The training loop: one model per job, seeded, with the regularizer computing the whole loss.
+
+Choices (all part of the job hash through TrainConfig and TRAINING_CODE_VERSION):
+
+* Seeding: ``torch.manual_seed(seed)`` before the model is built (weights) and a separate ``torch.Generator`` seeded
+  with ``seed`` for the batch order and for the regularizers' noise (they draw from the global generator, which is
+  seeded too). On the CPU, with the same thread count, two runs produce identical weights.
+* Batches are drawn from in-memory tensors (datasets here are small); the last incomplete batch is kept.
+* Mixed precision (bfloat16 autocast) only on CUDA and only when ``train.amp``; never on the CPU.
+* No host-device synchronization inside a step: loss parts are summed on the device and read every ``log_every``
+  steps; the non-finite check rides on the same read. A non-finite loss stops the job with a recorded reason.
+* A regularizer that needs a smooth activation (input Hessians) on a piecewise-linear backbone triggers a warning,
+  recorded in the training log too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gibench.api import DatasetBundle, Regularizer
+from gibench.config import PluginSpec, TrainConfig
+from gibench.errors import TrainingError
+
+StepCallback = Callable[[int, int], None]  # (steps done, total steps)
+
+
+@dataclass
+class TrainOutcome:
+    model: nn.Module
+    log: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None  # None when training finished
+
+
+def build_optimizer(params: Any, train: TrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, steps_per_epoch: int):
+    """A per-step learning-rate schedule (``constant``, ``cosine`` to zero, or ``multistep`` at epoch fractions)."""
+    total = train.epochs * steps_per_epoch
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if train.schedule == "multistep":
+        milestones = sorted({round(m * train.epochs) * steps_per_epoch for m in train.milestones})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=train.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def smooth_activation_warning(regularizer: Regularizer, model: nn.Module) -> str | None:
+    from gibench.models import is_piecewise_linear
+
+    if regularizer.needs_smooth_activation and is_piecewise_linear(model):
+        return (
+            f"regularizer {regularizer.name!r} estimates input Hessians, but this backbone is piecewise linear "
+            "(ReLU-like activations): its Hessian trace is zero almost everywhere, so the penalty is degenerate. "
+            "Give the backbone a smooth activation, e.g. `backbones: [{gibench_cnn: {act: softplus}}]`."
+        )
+    return None
+
+
+def fit(
+    bundle: DatasetBundle,
+    backbone: PluginSpec,
+    regularizer: Regularizer,
+    train: TrainConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+    on_step: StepCallback | None = None,
+) -> TrainOutcome:
+    """Train a fresh model of ``backbone`` on ``bundle.train`` with ``regularizer``'s loss."""
+    from gibench.models import build_model
+
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    model = build_model(backbone.name, backbone.config, bundle).to(device)
+    log: dict[str, Any] = {"warnings": [], "entries": []}
+    warning = smooth_activation_warning(regularizer, model)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+        log["warnings"].append(warning)
+    try:
+        _train_loop(model, bundle, regularizer, train, seed, device, log, on_step)
+    except TrainingError as exc:
+        return TrainOutcome(model.eval(), log, failure=str(exc))
+    return TrainOutcome(model.eval(), log)
+
+
+def _train_loop(
+    model: nn.Module,
+    bundle: DatasetBundle,
+    regularizer: Regularizer,
+    train: TrainConfig,
+    seed: int,
+    device: torch.device,
+    log: dict[str, Any],
+    on_step: StepCallback | None,
+) -> None:
+    x_all, y_all = bundle.train.x.to(device), bundle.train.y.to(device)
+    n = len(y_all)
+    steps_per_epoch = math.ceil(n / train.batch_size)
+    total_steps = train.epochs * steps_per_epoch
+    optimizer = build_optimizer(model.parameters(), train)
+    schedule = build_schedule(optimizer, train, steps_per_epoch)
+    order_generator = torch.Generator().manual_seed(seed)
+    use_amp = train.amp and device.type == "cuda"
+    sums: dict[str, Tensor] = {}
+    window = 0
+    start = time.perf_counter()
+    model.train()
+    step = 0
+    for epoch in range(train.epochs):
+        order = torch.randperm(n, generator=order_generator).to(device)
+        for batch in range(steps_per_epoch):
+            index = order[batch * train.batch_size : (batch + 1) * train.batch_size]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = regularizer.training_loss(model, x_all[index], y_all[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            if train.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            schedule.step()
+            _accumulate(sums, loss, step)
+            window += 1
+            step += 1
+            if on_step:
+                on_step(step, total_steps)
+            if step % train.log_every == 0 or step == total_steps:
+                _flush(sums, window, epoch, step, optimizer, start, log)
+                window = 0
+
+
+def _accumulate(sums: dict[str, Tensor], loss: Any, step: int) -> None:
+    """Add this step's parts to the running sums, on the device (no synchronization)."""
+    total = loss.total.detach().float()
+    sums["total"] = sums["total"] + total if "total" in sums else total.clone()
+    finite = torch.isfinite(total)
+    if "first_nonfinite_step" not in sums:
+        sums["first_nonfinite_step"] = torch.full_like(total, float("inf"))
+    sums["first_nonfinite_step"] = torch.where(
+        finite, sums["first_nonfinite_step"], torch.minimum(sums["first_nonfinite_step"], torch.full_like(total, step))
+    )
+    for name, value in loss.parts.items():
+        value = value.detach().float()
+        sums[name] = sums[name] + value if name in sums else value.clone()
+
+
+def _flush(
+    sums: dict[str, Tensor], window: int, epoch: int, step: int, optimizer: torch.optim.Optimizer, start: float,
+    log: dict[str, Any],
+) -> None:
+    """Read the running sums back (one synchronization per ``log_every`` steps) and stop on a non-finite loss."""
+    values = {name: float(v) for name, v in sums.items()}
+    first_bad = values.pop("first_nonfinite_step")
+    entry = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+             "seconds": round(time.perf_counter() - start, 3)}
+    entry.update({name: v / window for name, v in values.items()})
+    log["entries"].append(entry)
+    sums.clear()
+    if math.isfinite(first_bad) or not math.isfinite(entry["total"]):  # first_bad stays inf while all is finite
+        bad_step = int(first_bad) if math.isfinite(first_bad) else step
+        parts = ", ".join(f"{k}={v:.4g}" for k, v in entry.items() if k not in ("epoch", "step", "lr", "seconds"))
+        raise TrainingError(
+            f"non-finite loss at step {bad_step + 1} (epoch {epoch + 1}); mean parts over the last {window} steps: "
+            f"{parts}. Lower the learning rate or the regularizer weight, or set train.grad_clip."
+        )
