@@ -1,0 +1,355 @@
+"""Render ``submissions/`` into a static leaderboard site (Jinja2, autoescaped; no network, no timestamps).
+
+``build_site(submissions_dir, out_dir)`` writes::
+
+    index.html                      one table per dataset × backbone (anchor ``#<dataset>--<backbone>``)
+    tables/<anchor>.csv, .json      that table's numbers for every metric (not only the headlines shown)
+    submissions/<id>.html           metadata and provenance of one submission
+    submissions/<id>/submission.json, results.csv   copies of the submitted files
+    submission.schema.json          the JSON Schema of submission.json
+    static/style.css, static/sort.js
+
+Choices (also stated on the page):
+
+* Every submission is validated first. By default one invalid submission stops the build with a SubmissionError
+  naming every bad folder and its problem; with ``skip_invalid=True`` the valid ones are rendered and the rejected
+  folders are listed, with their errors, in a box at the top of the index page (never silently dropped).
+* A row is one variant (regularizer and its parameters) of one submission. A cell is the mean ± the sample standard
+  deviation (ddof=1) over the seeds whose status is ``ok``; with one seed no ± is shown; a cell that had results for
+  fewer seeds than the row says ``k/n seeds``; a cell without any result shows the status (skipped / failed / —).
+* Columns: clean accuracy (the ``accuracy`` evaluator's headline; a "not evaluated" column if no submission has it),
+  then each evaluator's headline metric, one column per (evaluator, version, parameters): numbers from different
+  evaluator versions or settings are not comparable and never share a column.
+* Δ is the difference of means against the ``erm`` row of the *same submission* (same suite, so the same training
+  protocol) on the same dataset and backbone, for the same evaluator version and parameters. No Δ without such a row.
+* Rows are ordered erm first, then by regularizer, parameters and submission name; the order implies no ranking.
+  Clicking a header sorts by it (static/sort.js; without JavaScript the table is complete, only unsortable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+import gibench
+from gibench.errors import SubmissionError
+from gibench.submission import (
+    RESULTS_FILE, SUBMISSION_FILE, LoadedSubmission, scan_submissions, slugify, submission_json_schema,
+)
+
+log = logging.getLogger(__name__)
+
+BASELINE = "erm"
+ACCURACY_EVALUATOR = "accuracy"
+TABLE_KEYS = ["dataset", "backbone", "backbone_params"]
+ROW_KEYS = ["submission_id", "regularizer", "regularizer_params", "variant"]
+COLUMN_KEYS = ["evaluator", "evaluator_version", "evaluator_params", "metric"]
+GROUP_KEYS = ["submission_id", "submission", *TABLE_KEYS, *ROW_KEYS[1:], *COLUMN_KEYS, "higher_is_better", "headline"]
+MANAGED = ("index.html", "static", "tables", "submissions", "submission.schema.json")
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class Column:
+    evaluator: str
+    version: str
+    params: str
+    metric: str
+    higher_is_better: bool
+    description: str = ""
+    evaluated: bool = True
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.evaluator, self.version, self.params, self.metric)
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def params_label(self) -> str:
+        return params_label(self.params)
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str  # "0.9123 ± 0.0041", or the status when there is no value
+    sort_value: float | None = None
+    note: str = ""  # "2/3 seeds"
+    delta: str = ""  # "Δ +0.0123", "baseline" or ""
+    delta_class: str = ""  # "better" | "worse" | ""
+
+
+@dataclass(frozen=True)
+class Row:
+    submission_id: str
+    submission: str
+    regularizer: str
+    variant: str
+    n_seeds: int
+    cells: list[Cell]
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.regularizer == BASELINE
+
+
+@dataclass
+class Table:
+    anchor: str
+    dataset: str
+    backbone: str  # display label: name and parameters
+    backbone_name: str
+    backbone_params: str  # JSON
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+
+
+def build_site(submissions_dir: str | Path, out_dir: str | Path, *, skip_invalid: bool = False) -> Path:
+    """Validate every submission under ``submissions_dir`` and render the site into ``out_dir``.
+
+    Only the paths this builder owns (``index.html``, ``static/``, ``tables/``, ``submissions/``,
+    ``submission.schema.json``) are replaced in ``out_dir``; other files there are left alone. ``submissions_dir`` may
+    be ``out_dir/submissions`` itself (a self-contained site folder): then its folders are kept as they are and only
+    the pages are regenerated. It may not contain ``out_dir``, nor lie in another path the builder replaces.
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        SubmissionError: an invalid submission (unless ``skip_invalid``; nothing is written then), a
+            ``submissions_dir`` that is not a folder, or a layout the build would damage (see above).
+
+    Example:
+        >>> build_site("submissions", "site")
+        PosixPath('site/index.html')
+    """
+    out = Path(out_dir)
+    in_place = _check_layout(Path(submissions_dir), out)
+    scan = scan_submissions(submissions_dir)
+    if scan.invalid and not skip_invalid:
+        raise SubmissionError(f"Refusing to build the site: {len(scan.invalid)} invalid submission(s) under "
+                              f"{submissions_dir} (fix them, or build with skip_invalid to list them as rejected):\n"
+                              + "\n".join(message for _, message in scan.invalid))
+    for folder, message in scan.invalid:
+        log.warning("rejected submission %s: %s", folder, message)
+    summary = aggregate(combine(scan.valid))
+    tables = make_tables(summary, _descriptions(scan.valid))
+    _clear(out, keep_submissions=in_place)
+    env = _environment()
+    _write_downloads(out / "tables", summary, tables)
+    _write_submission_pages(env, out / "submissions", scan.valid, tables, copy=not in_place)
+    (out / "submission.schema.json").write_text(json.dumps(submission_json_schema(), indent=2) + "\n", "utf-8")
+    shutil.copytree(STATIC_DIR, out / "static", ignore=shutil.ignore_patterns("__pycache__"))
+    index = out / "index.html"
+    index.write_text(env.get_template("index.html.j2").render(
+        tables=tables, submissions=[s.submission for s in scan.valid],
+        rejected=[(f.name, m) for f, m in scan.invalid], gibench_version=gibench.__version__, root=""), "utf-8")
+    return index
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Numbers
+
+
+def combine(submissions: list[LoadedSubmission]) -> pd.DataFrame:
+    """The long results tables of all submissions, with ``submission_id`` and ``submission`` (name) columns."""
+    parts = [s.results.assign(submission_id=s.submission.id, submission=s.submission.metadata.name)
+             for s in submissions]
+    if not parts:
+        return pd.DataFrame(columns=[*GROUP_KEYS, "seed", "value", "status"])
+    long = pd.concat(parts, ignore_index=True)
+    for column in ("backbone_params", "regularizer_params", "evaluator_params"):  # one spelling per parameter set
+        long[column] = long[column].map(lambda text: json.dumps(json.loads(text), sort_keys=True))
+    return long
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """Per submission × dataset × backbone × variant × evaluator metric: mean, std (ddof=1) and count of ``ok``
+    values, number of seeds, non-ok statuses, and ``delta_vs_erm`` (mean minus the same submission's erm mean)."""
+    long = long.assign(ok_value=long["value"].where(long["status"] == "ok"),
+                       problem=long["status"].where(long["status"] != "ok"))
+    summary = long.groupby(GROUP_KEYS, sort=True).agg(
+        mean=("ok_value", "mean"), std=("ok_value", "std"), n_ok=("ok_value", "count"), n_seeds=("seed", "nunique"),
+        statuses=("problem", lambda s: ",".join(sorted(set(s.dropna())))),
+    ).reset_index()
+    base_keys = ["submission_id", *TABLE_KEYS, *COLUMN_KEYS]
+    erm = summary[summary["regularizer"] == BASELINE].drop_duplicates(base_keys, keep=False)
+    summary = summary.merge(erm[[*base_keys, "mean"]].rename(columns={"mean": "erm_mean"}), on=base_keys, how="left")
+    summary["delta_vs_erm"] = summary["mean"] - summary["erm_mean"]
+    return summary.drop(columns="erm_mean")
+
+
+def make_tables(summary: pd.DataFrame, descriptions: dict[tuple[str, str], str] | None = None) -> list[Table]:
+    """One :class:`Table` per dataset × backbone (backbone parameters included), in sorted order."""
+    tables: list[Table] = []
+    anchors: set[str] = set()
+    for (dataset, backbone, backbone_params), part in summary.groupby(TABLE_KEYS, sort=True):
+        label = f"{backbone}{params_label(backbone_params)}"
+        anchor = _unique(f"{slugify(dataset, 60)}--{slugify(label, 60)}", anchors)
+        columns = _columns(part, descriptions or {})
+        rows = [_row(key, group, columns) for key, group in part.groupby(ROW_KEYS, sort=False)]
+        rows.sort(key=lambda r: (r.regularizer != BASELINE, r.regularizer, r.variant, r.submission, r.submission_id))
+        tables.append(Table(anchor, str(dataset), label, str(backbone), str(backbone_params), columns, rows))
+    return tables
+
+
+def _columns(part: pd.DataFrame, descriptions: dict[tuple[str, str], str]) -> list[Column]:
+    heads = part[part["headline"]].drop_duplicates(COLUMN_KEYS)
+    columns = [Column(r.evaluator, str(r.evaluator_version), r.evaluator_params, r.metric, bool(r.higher_is_better),
+                      descriptions.get((r.evaluator, r.metric), "")) for r in heads.itertuples()]
+    if not any(c.evaluator == ACCURACY_EVALUATOR for c in columns):
+        columns.append(Column(ACCURACY_EVALUATOR, "", "{}", "accuracy", True, "clean test accuracy", evaluated=False))
+    return sorted(columns, key=lambda c: (c.evaluator != ACCURACY_EVALUATOR, c.key))
+
+
+def _row(key: tuple[Any, ...], group: pd.DataFrame, columns: list[Column]) -> Row:
+    submission_id, regularizer, _, variant = key
+    records = {tuple(r[k] for k in COLUMN_KEYS): r for r in group.to_dict("records")}
+    n_seeds = int(group["n_seeds"].max())
+    cells = [_cell(records.get(c.key), c, n_seeds, regularizer == BASELINE) for c in columns]
+    return Row(submission_id, str(group["submission"].iloc[0]), regularizer, variant, n_seeds, cells)
+
+
+def _cell(record: dict[str, Any] | None, column: Column, n_seeds: int, is_baseline: bool) -> Cell:
+    if record is None or record["n_ok"] == 0:
+        text = "not evaluated" if record is None else (record["statuses"] or "—")
+        return Cell(text)
+    mean, std = float(record["mean"]), float(record["std"])
+    text = fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std, scale=mean)}"
+    note = f"{record['n_ok']}/{n_seeds} seeds" if record["n_ok"] < n_seeds else ""
+    delta, delta_class = "", ""
+    if is_baseline:
+        delta = "baseline"
+    elif not math.isnan(record["delta_vs_erm"]):
+        d = float(record["delta_vs_erm"])
+        delta = f"Δ {fmt(d, signed=True, scale=mean)}"
+        delta_class = "" if d == 0 else ("better" if (d > 0) == column.higher_is_better else "worse")
+    return Cell(text, mean, note, delta, delta_class)
+
+
+def fmt(x: float, signed: bool = False, scale: float | None = None) -> str:
+    """Four decimals when ``scale`` (default ``x``) is 0 or within [0.001, 10000), else scientific with 3 digits.
+
+    A std and a Δ are formatted on the scale of their mean, so ``0.9100 ± 0.0000`` rather than ``0.9100 ± 1.2e-06``.
+    """
+    scale = x if scale is None else scale
+    plain = scale == 0 or 1e-3 <= abs(scale) < 1e4
+    text = f"{x:+.4f}" if plain and signed else f"{x:.4f}" if plain else f"{x:+.2e}" if signed else f"{x:.2e}"
+    return text.replace("-", "−")
+
+
+def params_label(params_json: str) -> str:
+    """``'{"act": "softplus"}'`` → ``'(act=softplus)'``; ``'{}'`` → ``''``."""
+    params = json.loads(params_json) if params_json else {}
+    if not params:
+        return ""
+    return "(" + ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items())) + ")"
+
+
+def _unique(anchor: str, taken: set[str]) -> str:
+    candidate, i = anchor, 2
+    while candidate in taken:
+        candidate, i = f"{anchor}-{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _descriptions(submissions: list[LoadedSubmission]) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    for s in submissions:
+        for evaluator, metrics in s.submission.metric_descriptions.items():
+            for metric, text in metrics.items():
+                found.setdefault((evaluator, metric), text)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("gibench.leaderboard", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["sentence"] = lambda text: text[:1].upper() + text[1:]
+    return env
+
+
+def _check_layout(submissions: Path, out: Path) -> bool:
+    """True when ``submissions`` is ``out/submissions``; raises SubmissionError for layouts the build would damage."""
+    subs, site = submissions.resolve(), out.resolve()
+    if site == subs or subs in site.parents:
+        raise SubmissionError(f"The site folder {out} is inside the submissions folder {submissions}, where it would be "
+                              "read as a submission. Build the site somewhere else (e.g. --out site).")
+    if subs == site / "submissions":
+        return True
+    for name in MANAGED:
+        if subs == site / name or site / name in subs.parents:
+            raise SubmissionError(f"The submissions folder {submissions} lies in {out / name}, which the site build "
+                                  "replaces. Move the submissions, or build the site somewhere else.")
+    return False
+
+
+def _clear(out: Path, keep_submissions: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in MANAGED:
+        target = out / name
+        if name == "submissions" and keep_submissions:
+            for page in target.glob("*.html"):
+                page.unlink()
+            continue
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def _table_rows(summary: pd.DataFrame, table: Table) -> pd.DataFrame:
+    mask = ((summary["dataset"] == table.dataset) & (summary["backbone"] == table.backbone_name)
+            & (summary["backbone_params"] == table.backbone_params))
+    return summary[mask]
+
+
+def _write_downloads(folder: Path, summary: pd.DataFrame, tables: list[Table]) -> None:
+    folder.mkdir(parents=True)
+    for table in tables:
+        rows = _table_rows(summary, table)
+        rows.to_csv(folder / f"{table.anchor}.csv", index=False, lineterminator="\n")
+        records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                   for r in rows.to_dict("records")]
+        payload = {"dataset": table.dataset, "backbone": table.backbone, "rows": records}
+        (folder / f"{table.anchor}.json").write_text(json.dumps(payload, indent=1, allow_nan=False, default=_plain)
+                                                     + "\n", "utf-8")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python numbers for json.dumps."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _write_submission_pages(env: jinja2.Environment, folder: Path, submissions: list[LoadedSubmission],
+                            tables: list[Table], copy: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    template = env.get_template("submission.html.j2")
+    for loaded in submissions:
+        sub = loaded.submission
+        if copy:
+            (folder / sub.id).mkdir()
+            for name in (SUBMISSION_FILE, RESULTS_FILE):
+                shutil.copyfile(loaded.path / name, folder / sub.id / name)
+        in_tables = [t for t in tables if any(r.submission_id == sub.id for r in t.rows)]
+        statuses = loaded.results["status"].value_counts().sort_index().to_dict()
+        plugins = sorted({(kind, name, p.distribution, p.version) for run in sub.provenance.runs
+                          for kind, entries in run.plugins.items() for name, p in entries.items()})
+        (folder / f"{sub.id}.html").write_text(template.render(
+            sub=sub, tables=in_tables, statuses=statuses, plugins=plugins, n_rows=len(loaded.results),
+            gibench_version=gibench.__version__, root="../"), "utf-8")

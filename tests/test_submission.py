@@ -1,0 +1,283 @@
+"""Submissions and provenance: packaging a run store, validation errors that name file and field, the JSON Schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import gibench
+from gibench.errors import SubmissionError
+from gibench.provenance import environment_info, git_state, suite_hash
+from gibench.submission import (
+    RESULT_COLUMNS, build_submission, load_submission, load_submissions, scan_submissions, slugify,
+    submission_json_schema, validate_submission,
+)
+
+SUITES = {
+    "tiny": {"name": "tiny", "datasets": ["mnist_subset"], "seeds": [0, 1], "train": {"epochs": 1}},
+    "other": {"name": "other", "datasets": ["mnist_subset"], "seeds": [7], "train": {"epochs": 2}},
+}
+META = {"name": "My Method v2", "authors": ["A. Person", "B. Person"], "description": "Gradient norm, tuned.",
+        "links": ["https://example.org/paper"]}
+
+
+def row(job: str, reg: str, seed: int, evaluator: str, metric: str, value: float, **extra) -> dict:
+    params = '{"weight": 0.01}' if reg == "gradient_norm" else "{}"
+    base = {
+        "job_hash": job, "dataset": "mnist_subset", "backbone": "gibench_linear", "backbone_params": "{}",
+        "regularizer": reg, "regularizer_params": params,
+        "variant": "gradient_norm(weight=0.01)" if reg == "gradient_norm" else reg, "seed": seed,
+        "evaluator": evaluator, "evaluator_version": "1", "evaluator_params": "{}", "metric": metric, "value": value,
+        "higher_is_better": metric != "auc", "headline": metric in ("accuracy", "auc"), "status": "ok",
+        "regularizer_distribution": "gibench", "regularizer_plugin_version": "0.1.0",
+        "evaluator_distribution": "gibench", "evaluator_plugin_version": "0.1.0",
+    }
+    return {**base, **extra}
+
+
+def make_runs(root: Path) -> tuple[Path, pd.DataFrame]:
+    """A run store with two runs (suites 'tiny' and 'other') and the long table collect_results would return."""
+    runs_dir = root / "runs"
+    runs_dir.mkdir()
+    env = environment_info("cpu")
+    plugins = {"regularizers": {"erm": {"distribution": "gibench", "version": "0.1.0"}},
+               "evaluators": {"accuracy": {"distribution": "gibench", "version": "0.1.0"}}}
+    runs = [
+        {"suite_name": name, "suite_hash": suite_hash(SUITES[name]), "suite": SUITES[name], "jobs": jobs,
+         "started": "2025-01-02T03:04:05+00:00", "finished": None if name == "other" else "2025-01-02T04:00:00+00:00",
+         "environment": env, "plugins": plugins}
+        for name, jobs in (("tiny", ["j0", "j1", "j2", "j3"]), ("other", ["j9"]))
+    ]
+    (runs_dir / "manifest.json").write_text(json.dumps({"runs": runs}))
+    rows = []
+    for job, reg, seed, acc in (("j0", "erm", 0, 0.91), ("j1", "erm", 1, 0.93), ("j2", "gradient_norm", 0, 0.89),
+                                ("j3", "gradient_norm", 1, 0.875), ("j9", "erm", 7, 0.5)):
+        rows.append(row(job, reg, seed, "accuracy", "accuracy", acc))
+        rows.append(row(job, reg, seed, "pixel_perturbation", "auc", acc / 3, evaluator_params='{"max_images": 200}'))
+    rows.append(row("j3", "gradient_norm", 1, "blockmnist", "leakage", float("nan"), status="skipped"))
+    return runs_dir, pd.DataFrame(rows)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    return make_runs(tmp_path)
+
+
+@pytest.fixture
+def submitted(tmp_path: Path, runs: tuple[Path, pd.DataFrame]) -> Path:
+    runs_dir, table = runs
+    return build_submission(runs_dir, tmp_path / "submissions", META, "tiny", results=table)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# provenance
+
+
+def test_environment_info_records_versions_and_no_hostname() -> None:
+    info = environment_info("cpu")
+    assert info["gibench_version"] == gibench.__version__
+    assert info["device"] == "cpu" and info["device_name"]
+    import numpy
+    import torch
+    assert info["torch"] == torch.__version__.split("+")[0] or info["torch"] == torch.__version__
+    assert info["numpy"] == numpy.__version__ and info["cuda"] == torch.version.cuda
+    assert info["cuda_available"] == torch.cuda.is_available()
+    assert socket.gethostname() not in json.dumps(info)
+
+
+def test_git_commit_only_for_a_tracked_gibench_checkout(tmp_path: Path) -> None:
+    package = Path(gibench.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True)
+    tracked = subprocess.run(["git", "-C", str(package), "ls-files", "--error-unmatch", "__init__.py"],
+                             capture_output=True).returncode == 0
+    commit, dirty = git_state(package)
+    assert commit == (head.stdout.strip() if tracked and head.returncode == 0 else None)
+    assert (dirty is None) == (commit is None)
+    assert git_state(tmp_path) == (None, None)  # not a git checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "__init__.py").write_text("")
+    # an untracked package inside some other git repository must not report that repository's commit
+    assert git_state(tmp_path) == (None, None)
+    subprocess.run([*git, "add", "__init__.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_state(tmp_path) == (head, False)
+    (tmp_path / "new_plugin.py").write_text("")  # an untracked module makes the checkout dirty
+    assert git_state(tmp_path) == (head, True)
+
+
+def test_suite_hash_is_sha256_of_canonical_json() -> None:
+    suite = {"seeds": [0, 1], "name": "tiny", "train": {"lr": 0.001, "epochs": 3}}
+    text = '{"name":"tiny","seeds":[0,1],"train":{"epochs":3,"lr":0.001}}'
+    assert suite_hash(suite) == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert suite_hash(dict(reversed(list(suite.items())))) == suite_hash(suite)
+    assert suite_hash({**suite, "seeds": [0, 2]}) != suite_hash(suite)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# building
+
+
+def test_build_writes_metadata_provenance_and_filtered_results(submitted: Path, runs) -> None:
+    _, table = runs
+    assert re.fullmatch(r"my-method-v2-[0-9a-f]{12}", submitted.name)
+    sub = validate_submission(submitted)
+    assert sub.id == submitted.name and sub.metadata.authors == META["authors"]
+    assert [s.name for s in sub.provenance.suites] == ["tiny"]
+    assert sub.provenance.suites[0].hash == suite_hash(SUITES["tiny"])
+    assert [r.jobs for r in sub.provenance.runs] == [["j0", "j1", "j2", "j3"]]
+    assert sub.provenance.runs[0].environment.gibench_version == gibench.__version__
+    assert sub.provenance.runs[0].plugins["evaluators"]["accuracy"].distribution == "gibench"
+    assert sub.metric_descriptions["accuracy"]["accuracy"]  # from the installed accuracy plugin
+    loaded = load_submission(submitted).results
+    expected = table[table["job_hash"] != "j9"]
+    assert len(loaded) == len(expected) == sub.results.rows == 9
+    assert list(loaded.columns) == list(RESULT_COLUMNS)
+    assert loaded["seed"].dtype == "int64" and loaded["value"].dtype == "float64"
+    merged = loaded.merge(expected, on=["job_hash", "evaluator", "metric"], suffixes=("", "_in"))
+    ok = merged["status"] == "ok"
+    assert (merged.loc[ok, "value"] == merged.loc[ok, "value_in"]).all()  # full float precision round trip
+    assert math.isnan(merged.loc[~ok, "value"].iloc[0]) and merged.loc[~ok, "status"].iloc[0] == "skipped"
+    assert hashlib.sha256((submitted / "results.csv").read_bytes()).hexdigest() == sub.results.sha256
+
+
+def test_build_is_idempotent_and_refuses_a_different_folder_with_the_same_id(tmp_path: Path, runs, submitted) -> None:
+    runs_dir, table = runs
+    shuffled = table.sample(frac=1, random_state=0)
+    assert build_submission(runs_dir, tmp_path / "submissions", META, "tiny", results=shuffled) == submitted
+    changed = {**META, "description": "changed"}
+    other = build_submission(runs_dir, tmp_path / "submissions", changed, "tiny", results=table)
+    assert other != submitted and other.name.startswith("my-method-v2-")
+    data = json.loads((submitted / "submission.json").read_text())
+    data["provenance"]["runs"][0]["environment"]["device"] = "cuda:0"  # a different submission under the same id
+    (submitted / "submission.json").write_text(json.dumps(data))
+    with pytest.raises(SubmissionError, match="already exists and holds a different submission"):
+        build_submission(runs_dir, tmp_path / "submissions", META, "tiny", results=table)
+    assert not [p for p in (tmp_path / "submissions").iterdir() if p.name.startswith(".")]
+
+
+def test_all_suites_when_no_suite_name(tmp_path: Path, runs) -> None:
+    runs_dir, table = runs
+    sub = validate_submission(build_submission(runs_dir, tmp_path / "s", META, results=table))
+    assert sorted(s.name for s in sub.provenance.suites) == ["other", "tiny"] and sub.results.rows == 11
+
+
+def test_build_errors_tell_to_run_first(tmp_path: Path, runs) -> None:
+    runs_dir, table = runs
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SubmissionError, match=r"manifest\.json does not exist.*gibench run"):
+        build_submission(empty, tmp_path / "s", META, results=table)
+    with pytest.raises(SubmissionError, match="holds no results.*gibench run"):
+        build_submission(runs_dir, tmp_path / "s", META, results=table.iloc[:0])
+    with pytest.raises(SubmissionError, match="no run of suite 'nope'. Suites run here: other, tiny"):
+        build_submission(runs_dir, tmp_path / "s", META, "nope", results=table)
+    with pytest.raises(SubmissionError, match=r"field 'links.0'"):
+        build_submission(runs_dir, tmp_path / "s", {**META, "links": ["javascript:alert(1)"]}, results=table)
+    orphan = pd.concat([table, table.iloc[:1].assign(job_hash="zz")])
+    with pytest.raises(SubmissionError, match="belong to no run"):
+        build_submission(runs_dir, tmp_path / "s", META, results=orphan)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# validation errors name the file and the field
+
+
+def _edit_json(folder: Path, edit) -> None:
+    data = json.loads((folder / "submission.json").read_text())
+    edit(data)
+    (folder / "submission.json").write_text(json.dumps(data))
+
+
+def _edit_csv(folder: Path, edit) -> None:
+    table = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
+    edit(table).to_csv(folder / "results.csv", index=False)
+
+
+@pytest.mark.parametrize(("edit", "field", "fix"), [
+    (lambda d: d["metadata"].pop("authors"), "metadata.authors", "add 'authors'"),
+    (lambda d: d["metadata"].update(authors="Bob"), "metadata.authors", "valid list"),
+    (lambda d: d["results"].update(rows="many"), "results.rows", "valid integer"),
+    (lambda d: d.update(extra_key=1), "extra_key", "remove 'extra_key'"),
+    (lambda d: d["provenance"]["suites"][0].update(hash="0" * 16), "provenance.suites.0.hash", "does not match"),
+])
+def test_submission_json_errors_name_file_and_field(submitted: Path, edit, field: str, fix: str) -> None:
+    _edit_json(submitted, edit)
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(submitted)
+    message = str(info.value)
+    assert str(submitted / "submission.json") in message and f"field '{field}'" in message and fix in message
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda t: t.drop(columns="value"), "missing column(s) 'value'"),
+    (lambda t: t.assign(seed=["abc"] + list(t["seed"][1:])), "column 'seed', line 2: 'abc' is not an integer"),
+    (lambda t: t.assign(status=["done"] + list(t["status"][1:])), "column 'status', line 2"),
+    (lambda t: t.assign(backbone_params=["[1]"] + list(t["backbone_params"][1:])), "column 'backbone_params'"),
+    (lambda t: t.assign(value=["0.5"] + list(t["value"][1:])), "field 'results.sha256'"),
+    (lambda t: t.iloc[:-1], "field 'results.rows'"),
+    (lambda t: pd.concat([t, t.iloc[:1]]), "a second row for the same job"),
+    (lambda t: t.assign(job_hash=["unknown"] + list(t["job_hash"][1:])), "column 'job_hash' 'unknown'"),
+])
+def test_results_csv_errors_name_file_and_column(submitted: Path, edit, expected: str) -> None:
+    _edit_csv(submitted, edit)
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(submitted)
+    assert str(submitted / "results.csv") in str(info.value) and expected in str(info.value)
+
+
+def test_ok_rows_need_finite_values(submitted: Path) -> None:
+    _edit_csv(submitted, lambda t: t.assign(value=[""] + list(t["value"][1:])))
+    with pytest.raises(SubmissionError, match="line 2: column 'status' is 'ok' but column 'value' is nan"):
+        validate_submission(submitted)
+
+
+def test_missing_files_and_folder_name(submitted: Path) -> None:
+    (submitted / "results.csv").unlink()
+    with pytest.raises(SubmissionError, match=r"results\.csv is missing"):
+        validate_submission(submitted)
+    renamed = submitted.with_name("renamed")
+    submitted.rename(renamed)
+    with pytest.raises(SubmissionError, match="rename the folder"):
+        validate_submission(renamed)
+    (renamed / "submission.json").write_text("{not json")
+    with pytest.raises(SubmissionError, match=r"submission\.json is not valid UTF-8 JSON"):
+        validate_submission(renamed)
+
+
+def test_load_submissions_reports_every_invalid_folder(submitted: Path) -> None:
+    root = submitted.parent
+    shutil.copytree(submitted, root / "broken")
+    (root / "empty").mkdir()
+    (root / ".tmp-ignored").mkdir()
+    scan = scan_submissions(root)
+    assert [s.path for s in scan.valid] == [submitted]
+    assert [p.name for p, _ in scan.invalid] == ["broken", "empty"]
+    with pytest.raises(SubmissionError, match=r"2 invalid submission\(s\)[\s\S]*broken[\s\S]*empty"):
+        load_submissions(root)
+
+
+def test_json_schema_validates_a_real_submission(submitted: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = submission_json_schema()
+    data = json.loads((submitted / "submission.json").read_text())
+    jsonschema.validate(data, schema)
+    del data["provenance"]["runs"][0]["environment"]["python"]
+    with pytest.raises(jsonschema.ValidationError, match="'python' is a required property"):
+        jsonschema.validate(data, schema)
+
+
+def test_slugify() -> None:
+    assert slugify("<script>alert(1)</script>") == "script-alert-1-script"
+    assert slugify("Ünïcödé  Näme!") == "unicode-name"
+    assert slugify("日本") == "submission"
