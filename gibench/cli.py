@@ -25,8 +25,9 @@ from rich.table import Table
 from gibench.errors import GibenchError
 
 DEFAULT_RUNS_DIR = Path("runs")
-stdout = Console()
-stderr = Console(stderr=True)
+# Outside a terminal (pipes, CI logs) rich would wrap at 80 columns and cut paths in two; use wide lines there.
+stdout = Console(width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     _print_report(args.runs_dir, {r.job.hash for r in summary.jobs}, all_metrics=False)
     site = _build_local_site(args.runs_dir, suite.name)
-    stdout.print(f"leaderboard page: {site}")
+    stdout.print(f"leaderboard page: {site}", soft_wrap=True)
     for line in summary.failures():
         stderr.print(f"[red]failed:[/] {escape(line)}")
     return 1 if summary.failures() else 0
@@ -182,7 +183,7 @@ def _build_local_site(runs_dir: Path, suite_name: str) -> Path:
     shutil.rmtree(local, ignore_errors=True)
     metadata = SubmissionMetadata(name=f"local run of {runs_dir}", authors=["you"],
                                   description=f"Results under {runs_dir}, not submitted.", links=[])
-    build_submission(runs_dir, local, metadata)
+    build_submission(runs_dir, local, metadata, suite_name=suite_name)
     return build_site(local, runs_dir / "site").resolve()
 
 
@@ -243,7 +244,7 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from gibench.leaderboard.build import build_site
 
     index = build_site(args.submissions, args.out)
-    stdout.print(f"leaderboard page: {index.resolve()}")
+    stdout.print(f"leaderboard page: {index.resolve()}", soft_wrap=True)
     return 0
 
 

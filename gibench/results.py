@@ -86,7 +86,7 @@ def headline_table(frame: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFram
     stats = summarize(frame, baseline)
     stats = stats[stats["headline"]]
     stats["cell"] = [_cell(r) for r in stats.itertuples()]
-    stats["column"] = [f"{r.evaluator}.{r.metric} {'↑' if r.higher_is_better else '↓'}" for r in stats.itertuples()]
+    stats["column"] = [f"{r.evaluator}: {r.metric} {'↑' if r.higher_is_better else '↓'}" for r in stats.itertuples()]
     table = stats.pivot_table(index=["dataset", "backbone", "variant"], columns="column", values="cell",
                               aggfunc="first", sort=False)
     table.columns.name = None

@@ -131,6 +131,7 @@ def _train_loop(
             if train.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             schedule.step()
             _accumulate(sums, loss, step)
             window += 1
@@ -138,7 +139,7 @@ def _train_loop(
             if on_step:
                 on_step(step, total_steps)
             if step % train.log_every == 0 or step == total_steps:
-                _flush(sums, window, epoch, step, optimizer, start, log)
+                _flush(sums, window, epoch, step, lr, start, log)
                 window = 0
 
 
@@ -158,13 +159,12 @@ def _accumulate(sums: dict[str, Tensor], loss: Any, step: int) -> None:
 
 
 def _flush(
-    sums: dict[str, Tensor], window: int, epoch: int, step: int, optimizer: torch.optim.Optimizer, start: float,
-    log: dict[str, Any],
+    sums: dict[str, Tensor], window: int, epoch: int, step: int, lr: float, start: float, log: dict[str, Any],
 ) -> None:
     """Read the running sums back (one synchronization per ``log_every`` steps) and stop on a non-finite loss."""
     values = {name: float(v) for name, v in sums.items()}
     first_bad = values.pop("first_nonfinite_step")
-    entry = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+    entry = {"epoch": epoch, "step": step, "lr": lr,
              "seconds": round(time.perf_counter() - start, 3)}
     entry.update({name: v / window for name, v in values.items()})
     log["entries"].append(entry)

@@ -32,3 +32,31 @@ def write_suite(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def small_bundle():
+    """The first 512 training and 256 test digits of the bundled subset: enough to train a linear model in a second."""
+    from gibench import load_dataset
+    from gibench.data.tensors import make_bundle
+
+    full = load_dataset("mnist_subset")
+    return make_bundle("mnist_small", full.train.x[:512], full.train.y[:512], full.test.x[:256], full.test.y[:256],
+                       num_classes=10)
+
+
+@pytest.fixture
+def register_plugin():
+    """Register an in-process plugin class for one test, and remove it afterwards."""
+    from gibench import registry
+
+    added = []
+
+    def register(reg, name, cls):
+        reg.register(name, cls)
+        added.append((reg, name))
+
+    yield register
+    for reg, name in added:
+        reg._discover().pop(name, None)
+        reg._loaded.pop(name, None)

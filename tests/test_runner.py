@@ -1,0 +1,113 @@
+"""The runner: caching, resume semantics, failures that do not stop the other jobs, skipped evaluators."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from gibench import registry
+from gibench.api import EvalResult, Evaluator, Metric, Regularizer, TrainingLoss
+from gibench.config import load_suite
+from gibench.results import collect_results
+from gibench.runner import run_suite
+from tests.conftest import write_suite
+
+
+def test_second_run_recomputes_nothing(tiny_suite_file, tmp_path):
+    runs = tmp_path / "runs"
+    first = run_suite(load_suite(tiny_suite_file), runs, device="cpu")
+    assert [r.state for r in first.jobs] == ["trained", "trained"]
+    checkpoints = sorted(runs.glob("jobs/*/checkpoint.pt"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    results_before = collect_results(runs)
+
+    second = run_suite(load_suite(tiny_suite_file), runs, device="cpu")
+    assert [r.state for r in second.jobs] == ["cached", "cached"]
+    assert {e.state for r in second.jobs for e in r.evaluations} == {"cached"}
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    assert collect_results(runs).equals(results_before)
+    assert len(json.loads((runs / "manifest.json").read_text())["runs"]) == 2
+
+
+def test_adding_an_evaluator_reuses_the_trained_models(tiny_suite_file, tmp_path):
+    runs = tmp_path / "runs"
+    run_suite(load_suite(write_suite(tmp_path, evaluators=["accuracy"])), runs, device="cpu")
+    again = run_suite(load_suite(tiny_suite_file), runs, device="cpu")
+    assert [r.state for r in again.jobs] == ["cached", "cached"]
+    assert [[e.state for e in r.evaluations] for r in again.jobs] == [["cached", "ok"], ["cached", "ok"]]
+
+
+class ExplodingLoss(Regularizer):
+    zero_strength = {}
+
+    def training_loss(self, model, x, y):
+        loss = model(x).sum() * float("inf")
+        return TrainingLoss(loss, {})
+
+
+class NeedsMask(Evaluator):
+    requires = frozenset({"signal_mask"})
+    metrics = (Metric("share", True, "needs a mask", headline=True),)
+
+    def evaluate(self, ctx):
+        raise AssertionError("must not run without the capability")
+
+
+class Crashes(Evaluator):
+    metrics = (Metric("value", True, "crashes", headline=True),)
+
+    def evaluate(self, ctx):
+        raise RuntimeError("evaluator bug")
+
+
+def test_failures_are_recorded_and_the_other_jobs_go_on(tmp_path, register_plugin):
+    register_plugin(registry.regularizers, "exploding", ExplodingLoss)
+    register_plugin(registry.evaluators, "needs_mask", NeedsMask)
+    register_plugin(registry.evaluators, "crashes", Crashes)
+    suite = load_suite(write_suite(tmp_path, regularizers=["exploding", "erm"],
+                                   evaluators=["accuracy", "needs_mask", "crashes"]))
+    summary = run_suite(suite, tmp_path / "runs", device="cpu")
+    exploding, erm = summary.jobs
+    assert exploding.state == "failed" and exploding.reason.startswith("non-finite loss at step 1")
+    assert erm.state == "trained"
+    assert [(e.evaluator, e.state) for e in erm.evaluations] == [
+        ("accuracy", "ok"), ("needs_mask", "skipped"), ("crashes", "failed")]
+    assert "lacks the capabilities ['signal_mask']" in erm.evaluations[1].reason
+    assert "RuntimeError: evaluator bug" in erm.evaluations[2].reason
+
+    frame = collect_results(tmp_path / "runs")
+    assert set(frame["status"]) == {"ok", "skipped", "failed"}
+    assert frame.loc[frame["evaluator"] == "accuracy", "value"].item() > 0.7
+
+    again = run_suite(suite, tmp_path / "runs", device="cpu")
+    assert again.jobs[0].state == "failed" and "--retry-failed" in again.jobs[0].reason
+    assert [e.state for e in again.jobs[1].evaluations] == ["cached", "cached", "failed"]  # failures are retried
+
+
+def test_dry_run_lists_jobs_without_training(tiny_suite_file, tmp_path):
+    summary = run_suite(load_suite(tiny_suite_file), tmp_path / "runs", dry_run=True)
+    assert [r.state for r in summary.jobs] == ["planned", "planned"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_results_table_shape(tiny_suite_file, tmp_path):
+    run_suite(load_suite(tiny_suite_file), tmp_path / "runs", device="cpu")
+    frame = collect_results(tmp_path / "runs")
+    accuracy = frame[frame["metric"] == "accuracy"]
+    assert sorted(accuracy["variant"]) == ["erm", "gradient_norm(weight=0.001)"]
+    row = accuracy[accuracy["regularizer"] == "gradient_norm"].iloc[0]
+    assert json.loads(row["regularizer_params"]) == {"weight": 0.001}
+    assert row["regularizer_distribution"] == "gibench" and row["higher_is_better"] and row["headline"]
+    assert row["seed"] == 0 and row["evaluator_version"] == registry.evaluators.get("accuracy").version
+    # the stored checkpoint reproduces the stored accuracy
+    from gibench import load_dataset
+    from gibench.models import build_model
+    from gibench.store import RunStore
+
+    bundle = load_dataset("mnist_subset")
+    folder = RunStore(tmp_path / "runs").job(row["job_hash"])
+    model = folder.load_weights(build_model("gibench_linear", {}, bundle)).eval()
+    with torch.no_grad():
+        accuracy_now = (model(bundle.test.x).argmax(1) == bundle.test.y).sum().item() / len(bundle.test.y)
+    assert accuracy_now == row["value"]
