@@ -23,6 +23,7 @@ class Accuracy(Evaluator):
 
     Config = AccuracyConfig
     version = "1"
+    judges_saliency = False
     metrics = (Metric("accuracy", True, "top-1 accuracy on the clean test split", headline=True),)
 
     @torch.no_grad()

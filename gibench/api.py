@@ -219,6 +219,8 @@ class Evaluator(Plugin):
 
     metrics: ClassVar[tuple[Metric, ...]] = ()
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: False for evaluators that do not judge explanations (clean accuracy); the sanity view skips those.
+    judges_saliency: ClassVar[bool] = True
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         raise NotImplementedError

@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
     p.add_argument("--csv", type=Path, default=None, help="also write the per-metric summary as CSV")
     p.add_argument("--all-metrics", action="store_true", help="show every metric, not only the headlines")
+    p.add_argument("--sanity", action="store_true",
+                   help="meta-evaluation: does every saliency evaluator rank the `fooled` control below erm?")
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("submit", help="package results as submissions/<id>/ for the leaderboard")
@@ -190,6 +192,8 @@ def _build_local_site(runs_dir: Path, suite_name: str) -> Path:
 def cmd_report(args: argparse.Namespace) -> int:
     from gibench.results import collect_results, summarize
 
+    if args.sanity:
+        return _print_sanity(args.runs_dir)
     _print_report(args.runs_dir, None, all_metrics=args.all_metrics)
     if args.csv:
         summarize(collect_results(args.runs_dir)).to_csv(args.csv, index=False)
@@ -220,6 +224,26 @@ def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool
     problems = frame[frame["status"] != "ok"].drop_duplicates(["job_hash", "evaluator"])
     for r in problems.itertuples():
         stdout.print(f"[yellow]{r.status}[/]: {escape(r.variant)} seed {r.seed} / {r.evaluator}")
+
+
+def _print_sanity(runs_dir: Path) -> int:
+    from gibench.results import collect_results, sanity_table
+
+    table = sanity_table(collect_results(runs_dir))
+    if table.empty:
+        raise GibenchError(
+            f"no `fooled` and `erm` results on the same dataset and backbone under {runs_dir}; add both regularizers "
+            "to a suite (the `standard` suite has them) and run it."
+        )
+    view = Table("dataset", "backbone", "control", "evaluator: metric", "erm", "fooled", "verdict",
+                 title="sanity: the fooled control must score worse than erm on every saliency evaluator")
+    for r in table.itertuples():
+        arrow = "↑" if r.higher_is_better else "↓"
+        verdict = "[green]ok[/]" if r.passes else "[red]FAILS: evaluator does not see the fooling[/]"
+        view.add_row(r.dataset, r.backbone, escape(r.variant), f"{r.evaluator}: {r.metric} {arrow}", f"{r.erm:.4f}",
+                     f"{r.fooled:.4f}", verdict)
+    stdout.print(view)
+    return 0 if table["passes"].all() else 1
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

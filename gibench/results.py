@@ -100,3 +100,32 @@ def _cell(row) -> str:
     if isinstance(row.delta_vs_erm, float) and not math.isnan(row.delta_vs_erm) and row.variant != BASELINE:
         text += f" ({row.delta_vs_erm:+.4f})"
     return text
+
+
+def sanity_table(frame: pd.DataFrame, control: str = "fooled", baseline: str = BASELINE) -> pd.DataFrame:
+    """The meta-evaluation: does every saliency evaluator rank the ``fooled`` control below ``erm``?
+
+    ``fooled`` keeps accuracy while its logit-gradients are trained toward a meaningless target (softmax
+    shift-invariance), so an evaluator that does not score it worse than ``erm`` on the same dataset and backbone is
+    not measuring the explanations. One row per (dataset, backbone, evaluator headline); ``passes`` is True when the
+    control is worse in the metric's direction. Evaluators with ``judges_saliency = False`` (accuracy) are left out.
+    """
+    from gibench import registry
+
+    stats = summarize(frame, baseline)
+    stats = stats[stats["headline"] & stats["evaluator"].map(lambda n: _judges_saliency(registry, n))]
+    stats = stats.assign(regularizer=stats["variant"].str.split("(", n=1).str[0])
+    keys = ["dataset", "backbone", "evaluator", "metric", "higher_is_better"]
+    base = stats[stats["variant"] == baseline][keys + ["mean"]].rename(columns={"mean": "erm"})
+    ctrl = stats[stats["regularizer"] == control][keys + ["variant", "mean"]].rename(columns={"mean": control})
+    table = ctrl.merge(base, on=keys, how="inner")
+    sign = table["higher_is_better"].map({True: 1.0, False: -1.0})
+    table["passes"] = (table["erm"] - table[control]) * sign > 0
+    return table[["dataset", "backbone", "variant", "evaluator", "metric", "higher_is_better", "erm", control, "passes"]]
+
+
+def _judges_saliency(registry, name: str) -> bool:
+    try:
+        return registry.evaluators.get(name).judges_saliency
+    except Exception:  # an evaluator no longer installed: keep its rows rather than hide them
+        return True

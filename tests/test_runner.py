@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from gibench import registry
@@ -111,3 +112,23 @@ def test_results_table_shape(tiny_suite_file, tmp_path):
     with torch.no_grad():
         accuracy_now = (model(bundle.test.x).argmax(1) == bundle.test.y).sum().item() / len(bundle.test.y)
     assert accuracy_now == row["value"]
+
+
+def test_sanity_table_flags_an_evaluator_that_misses_the_fooling():
+    import pandas as pd
+
+    from gibench.results import sanity_table
+
+    def rows(variant, seed, pp, dr, acc):
+        base = {"dataset": "d", "backbone": "b", "variant": variant, "seed": seed, "status": "ok", "headline": True}
+        return [{**base, "evaluator": "pixel_perturbation", "metric": "area", "value": pp, "higher_is_better": True},
+                {**base, "evaluator": "density_ratio", "metric": "log_ratio", "value": dr, "higher_is_better": False},
+                {**base, "evaluator": "accuracy", "metric": "accuracy", "value": acc, "higher_is_better": True}]
+
+    frame = pd.DataFrame(rows("erm", 0, 0.9, -1.0, 0.95) + rows("erm", 1, 0.8, -2.0, 0.95)
+                         + rows("fooled(weight=1)", 0, 0.5, -3.0, 0.94))
+    table = sanity_table(frame).set_index("evaluator")
+    assert "accuracy" not in table.index  # not a saliency evaluator
+    assert table.loc["pixel_perturbation", "erm"] == pytest.approx(0.85)
+    assert table.loc["pixel_perturbation", "passes"]  # 0.5 < 0.85 on a higher-is-better metric
+    assert not table.loc["density_ratio", "passes"]  # -3.0 < -1.5 is *better* on a lower-is-better metric
