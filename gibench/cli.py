@@ -221,9 +221,19 @@ def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool
         for row in wide.itertuples(index=False):
             table.add_row(*[escape("" if isinstance(v, float) else str(v)) for v in row])
     stdout.print(table)
+    _print_not_ok(frame)
+
+
+def _print_not_ok(frame) -> None:
+    """One line per (status, evaluator): skipped evaluations are expected (a dataset lacks a capability), failed
+    ones are not; both are listed so that no result silently disappears."""
     problems = frame[frame["status"] != "ok"].drop_duplicates(["job_hash", "evaluator"])
-    for r in problems.itertuples():
-        stdout.print(f"[yellow]{r.status}[/]: {escape(r.variant)} seed {r.seed} / {r.evaluator}")
+    for (status, evaluator), group in problems.groupby(["status", "evaluator"], sort=True):
+        where = ", ".join(sorted(set(group["dataset"])))
+        colour = "yellow" if status == "skipped" else "red"
+        stdout.print(f"[{colour}]{status}[/]: {evaluator} on {len(group)} job(s) ({escape(where)})"
+                     + (": the dataset lacks a capability it requires" if status == "skipped" else
+                        "; see the result files under the runs directory"))
 
 
 def _print_sanity(runs_dir: Path) -> int:
