@@ -82,7 +82,8 @@ class Regularizer(Plugin):
     needs_smooth_activation: ClassVar[bool] = False
 
     #: Hyper-parameters that turn this regularizer into plain ``erm`` (same loss value on the same batch). The
-    #: conformance tests use it; a regularizer without a ``weight`` (noise augmentation, PGD) overrides it.
+    #: conformance tests use it; a regularizer without a ``weight`` (noise augmentation, PGD) overrides it, and one
+    #: that has no such setting declares ``None`` (the zero-strength conformance test then skips it).
     zero_strength: ClassVar[Mapping[str, Any]] = {"weight": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

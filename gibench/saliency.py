@@ -20,19 +20,28 @@ def label_logit(logits: Tensor, y: Tensor) -> Tensor:
     return logits.gather(1, y.view(-1, 1)).squeeze(1)
 
 
+def leaf_logits_and_input_gradient(
+    model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward pass and the gradient of the label logits with respect to the input.
+
+    Returns ``(leaf, logits, grad)``: ``leaf`` is the detached copy of ``x`` the gradient was taken against (a
+    Hessian-vector product must differentiate ``grad`` against it again), ``grad`` has the shape of ``x``. With
+    ``create_graph=True`` the gradient is itself differentiable (double backward), as gradient penalties need, and
+    ``logits`` can be reused for the cross-entropy so that no second forward pass is needed.
+    """
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(leaf)
+        (grad,) = torch.autograd.grad(label_logit(logits, y).sum(), leaf, create_graph=create_graph)
+    return leaf, logits, grad
+
+
 def logits_and_input_gradient(
     model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """One forward pass and the gradient of the label logits with respect to the input.
-
-    Returns ``(logits, grad)`` with ``grad`` of the same shape as ``x``. With ``create_graph=True`` the gradient is
-    itself differentiable (double backward), as gradient penalties need, and ``logits`` can be reused for the
-    cross-entropy so that no second forward pass is needed.
-    """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        (grad,) = torch.autograd.grad(label_logit(logits, y).sum(), x, create_graph=create_graph)
+    """``(logits, ∇x f_y(x))`` from one forward pass; see :func:`leaf_logits_and_input_gradient`."""
+    _, logits, grad = leaf_logits_and_input_gradient(model, x, y, create_graph=create_graph)
     return logits, grad
 
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from gibench.regularizers._passes import extra_pass_bn
-from gibench.saliency import label_logit
+from gibench.saliency import label_logit, leaf_logits_and_input_gradient
 
 PROJECTIONS: tuple[str, ...] = ("rademacher", "gaussian")
 
@@ -117,15 +117,11 @@ def higher_order_batch_norm(enabled: bool = True) -> Iterator[None]:
 def clean_pass(model: nn.Module, x: Tensor, y: Tensor, higher_order: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """The training forward with a differentiable input gradient: ``(x_leaf, logits, ∇x f_y)``.
 
-    Like :func:`gibench.saliency.logits_and_input_gradient` with ``create_graph=True``, but also returns the input
-    leaf, which a Hessian-vector product must differentiate against. ``higher_order`` runs the forward under
-    :func:`higher_order_batch_norm`, for losses that back-propagate through a Hessian-vector product.
+    :func:`gibench.saliency.leaf_logits_and_input_gradient` with ``create_graph=True``; ``higher_order`` runs the
+    forward under :func:`higher_order_batch_norm`, for losses that back-propagate through a Hessian-vector product.
     """
-    leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad(), higher_order_batch_norm(higher_order):
-        logits = model(leaf)
-        (grad,) = torch.autograd.grad(label_logit(logits, y).sum(), leaf, create_graph=True)
-    return leaf, logits, grad
+    with higher_order_batch_norm(higher_order):
+        return leaf_logits_and_input_gradient(model, x, y, create_graph=True)
 
 
 def hessian_quadratic_form(leaf: Tensor, grad: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
