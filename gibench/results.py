@@ -90,7 +90,10 @@ def headline_table(frame: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFram
     table = stats.pivot_table(index=["dataset", "backbone", "variant"], columns="column", values="cell",
                               aggfunc="first", sort=False)
     table.columns.name = None
-    return table.reset_index()
+    table = table.reset_index()
+    order = table.assign(_not_baseline=table["variant"] != baseline)
+    order = order.sort_values(["dataset", "backbone", "_not_baseline", "variant"], kind="stable")
+    return order.drop(columns="_not_baseline").reset_index(drop=True)
 
 
 def _cell(row) -> str:

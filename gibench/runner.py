@@ -120,7 +120,12 @@ def run_suite(
         for number, job in enumerate(jobs, 1):
             task = progress.add_task(escape(f"[{number}/{len(jobs)}] {job.label}"), total=None)
             runner = _JobRunner(job, store.job(job.hash), datasets, torch_device, eval_batch_size, aux_cache)
-            report = runner.run(retry_failed, lambda done, total, t=task: progress.update(t, completed=done, total=total))
+            report = runner.run(
+                retry_failed,
+                on_step=lambda done, total, t=task: progress.update(t, completed=done, total=total),
+                on_phase=lambda phase, t=task, n=number: progress.update(
+                    t, description=escape(f"[{n}/{len(jobs)}] {job.label}: {phase}")),
+            )
             reports.append(report)
             progress.remove_task(task)
             progress.advance(overall)
@@ -144,7 +149,7 @@ class _JobRunner:
         self.job, self.folder, self.datasets, self.device = job, folder, datasets, device
         self.eval_batch_size, self.aux_cache = eval_batch_size, aux_cache
 
-    def run(self, retry_failed: bool, on_step) -> JobReport:
+    def run(self, retry_failed: bool, on_step, on_phase=lambda phase: None) -> JobReport:
         self.folder.clean_temporaries()
         status = self.folder.status()
         if status and status.get("state") == "failed" and not retry_failed:
@@ -154,12 +159,15 @@ class _JobRunner:
         if self.folder.is_trained():
             model, state = self._load(bundle), "cached"
         else:
+            on_phase("training")
             model, failure = self._train(bundle, on_step)
             if failure:
                 return JobReport(self.job, "failed", failure, time.perf_counter() - start)
             state = "trained"
         report = JobReport(self.job, state, seconds=time.perf_counter() - start)
-        report.evaluations = [self._evaluate(spec, model, bundle) for spec in self.job.evaluators]
+        for spec in self.job.evaluators:
+            on_phase(f"evaluating {spec.name}")
+            report.evaluations.append(self._evaluate(spec, model, bundle))
         return report
 
     def _load(self, bundle: DatasetBundle) -> torch.nn.Module:
