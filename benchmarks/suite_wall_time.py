@@ -34,7 +34,8 @@ def training_seconds(runs_dir: Path) -> dict[str, float]:
     times = {}
     for job in sorted((runs_dir / "jobs").iterdir()):
         log = json.loads((job / "train_log.json").read_text())
-        label = json.loads((job / "job.json").read_text())["labels"]["variant"]
+        labels = json.loads((job / "job.json").read_text())["labels"]
+        label = f"{labels['dataset']}/{labels['variant']}"
         times[label] = log["entries"][-1]["seconds"] if log.get("entries") else float("nan")
     return times
 
