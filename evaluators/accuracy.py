@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gibench.api import EvalContext, EvalResult, Evaluator, Metric
+from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.evaluators._artifacts import save_curves
 from gibench.params import check
 
 
@@ -19,7 +20,7 @@ class AccuracyConfig:
 
 
 class Accuracy(Evaluator):
-    """Top-1 accuracy of the model on the (clean) test split."""
+    """Top-1 accuracy of the model on the (clean) test split; the per-class accuracy is saved as curve data."""
 
     Config = AccuracyConfig
     version = "1"
@@ -31,9 +32,16 @@ class Accuracy(Evaluator):
         x, y = ctx.data.test.x, ctx.data.test.y
         if self.config.max_images:
             x, y = x[: self.config.max_images], y[: self.config.max_images]
-        correct = torch.zeros((), dtype=torch.long, device=ctx.device)
+        num_classes = ctx.data.num_classes
+        correct = torch.zeros(num_classes, dtype=torch.long, device=ctx.device)
         for start in range(0, len(y), ctx.batch_size):
             xb = x[start : start + ctx.batch_size].to(ctx.device)
             yb = y[start : start + ctx.batch_size].to(ctx.device)
-            correct += (ctx.model(xb).argmax(1) == yb).sum()
-        return EvalResult(scalars={"accuracy": correct.item() / max(len(y), 1)})
+            hits = (ctx.model(xb).argmax(1) == yb).long()
+            correct.index_add_(0, yb, hits)
+        counts = torch.bincount(y, minlength=num_classes).clamp_min(1)
+        per_class = (correct.cpu().double() / counts.double()).tolist()
+        curve = Curve(tuple(float(c) for c in range(num_classes)), tuple(per_class), "class", "accuracy")
+        artifact = save_curves(ctx, "per_class_accuracy.json", {"per_class_accuracy": curve})
+        return EvalResult(scalars={"accuracy": correct.sum().item() / max(len(y), 1)},
+                          curves={"per_class_accuracy": curve}, artifacts={"per_class_accuracy": artifact})

@@ -132,3 +132,16 @@ def test_sanity_table_flags_an_evaluator_that_misses_the_fooling():
     assert table.loc["pixel_perturbation", "erm"] == pytest.approx(0.85)
     assert table.loc["pixel_perturbation", "passes"]  # 0.5 < 0.85 on a higher-is-better metric
     assert not table.loc["density_ratio", "passes"]  # -3.0 < -1.5 is *better* on a lower-is-better metric
+
+
+def test_accuracy_saves_per_class_accuracy_that_averages_to_the_headline(tiny_suite_file, tmp_path):
+    run_suite(load_suite(write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"])), tmp_path / "r",
+              device="cpu")
+    (result_file,) = (tmp_path / "r").glob("jobs/*/results/accuracy__*.json")
+    record = json.loads(result_file.read_text())
+    per_class = record["curves"]["per_class_accuracy"]["y"]
+    assert len(per_class) == 10
+    # the bundled test split has 100 images per class, so the mean of the per-class accuracies is the accuracy
+    assert sum(per_class) / 10 == pytest.approx(record["scalars"]["accuracy"], abs=1e-12)
+    artifact = result_file.parents[1] / record["artifacts"]["per_class_accuracy"]
+    assert json.loads(artifact.read_text())["per_class_accuracy"]["y"] == per_class
