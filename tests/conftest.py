@@ -48,8 +48,6 @@ def small_bundle():
 @pytest.fixture
 def register_plugin():
     """Register an in-process plugin class for one test, and remove it afterwards."""
-    from gibench import registry
-
     added = []
 
     def register(reg, name, cls):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gibench import registry
-from gibench.api import EvalResult, Evaluator, Metric, Regularizer, TrainingLoss
+from gibench.api import Evaluator, Metric, Regularizer, TrainingLoss
 from gibench.config import load_suite
 from gibench.results import collect_results
 from gibench.runner import run_suite
