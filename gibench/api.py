@@ -14,10 +14,14 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from gibench.auxiliary import AuxiliaryModels
+    from gibench.jobs import Job
 
 # Dataset capabilities an evaluator may require (DatasetBundle.capabilities).
 SIGNAL_MASK = "signal_mask"  # test split extras["signal_mask"]: (N, 1, H, W) bool, True where the label signal lives
@@ -197,7 +201,13 @@ class EvalContext:
     ``model`` is in eval mode on ``device``; ``saliency(model, x, y)`` returns the explained quantity (by default the
     input-gradient of the label logit, same shape as ``x``); ``fit(bundle)`` trains a fresh model of the same job spec
     on other data (None where the runner offers no retraining); ``artifact_dir`` exists and is private to this
-    (job, evaluator) pair.
+    (job, evaluator) pair; ``cache`` holds in-memory objects shared by the jobs of one run.
+
+    ``aux`` is the get-or-train store of auxiliary models (judges, denoisers, retrained models; see
+    :mod:`gibench.auxiliary`): stored under the runs directory, trained once across evaluations, jobs, suites and
+    reruns. ``job`` is the job being evaluated (its dataset, backbone, regularizer, seed, train config and hash), or
+    None when an evaluator runs outside a suite; evaluators that retrain "the job's backbone with the job's train
+    config" read it from here.
     """
 
     model: nn.Module
@@ -209,6 +219,14 @@ class EvalContext:
     fit: Callable[[DatasetBundle], nn.Module] | None = None
     cache: AuxCache = field(default_factory=AuxCache)
     batch_size: int = 256
+    aux: AuxiliaryModels = None  # type: ignore[assignment]  # filled in __post_init__ when not given
+    job: Job | None = None
+
+    def __post_init__(self) -> None:
+        if self.aux is None:  # an in-memory store: auxiliary models live as long as this context
+            from gibench.auxiliary import AuxiliaryModels
+
+            self.aux = AuxiliaryModels(None, self.device)
 
 
 class Evaluator(Plugin):

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gibench import registry
 from gibench.api import AuxCache, DatasetBundle, EvalContext, EvalResult, Evaluator
+from gibench.auxiliary import AuxiliaryModels
 from gibench.config import PluginSpec, Suite, canonical_hash
 from gibench.data import default_data_root
 from gibench.errors import ConfigError, GibenchError
@@ -115,11 +116,13 @@ def run_suite(
     run_index = store.append_run(_manifest_entry(suite, jobs, torch_device))
     reports: list[JobReport] = []
     aux_cache = AuxCache()
+    aux_models = AuxiliaryModels(store.runs_dir / "aux", torch_device)
     with _progress(console) as progress:
         overall = progress.add_task(f"suite {suite.name}", total=len(jobs))
         for number, job in enumerate(jobs, 1):
             task = progress.add_task(escape(f"[{number}/{len(jobs)}] {job.label}"), total=None)
-            runner = _JobRunner(job, store.job(job.hash), datasets, torch_device, eval_batch_size, aux_cache)
+            runner = _JobRunner(job, store.job(job.hash), datasets, torch_device, eval_batch_size, aux_cache,
+                                aux_models)
             report = runner.run(
                 retry_failed,
                 on_step=lambda done, total, t=task: progress.update(t, completed=done, total=total),
@@ -145,9 +148,10 @@ class _JobRunner:
     """Cache-or-train one job, then its evaluations."""
 
     def __init__(self, job: Job, folder: JobFolder, datasets: _DatasetCache, device: torch.device,
-                 eval_batch_size: int, aux_cache: AuxCache) -> None:
+                 eval_batch_size: int, aux_cache: AuxCache, aux_models: AuxiliaryModels | None = None) -> None:
         self.job, self.folder, self.datasets, self.device = job, folder, datasets, device
         self.eval_batch_size, self.aux_cache = eval_batch_size, aux_cache
+        self.aux_models = aux_models if aux_models is not None else AuxiliaryModels(None, device)
 
     def run(self, retry_failed: bool, on_step, on_phase=lambda phase: None) -> JobReport:
         self.folder.clean_temporaries()
@@ -200,14 +204,17 @@ class _JobRunner:
             return EvaluationReport(spec.name, "skipped", reason)
         staging = self.folder.staging_artifact_dir(key)
         start = time.perf_counter()
-        try:
-            result = evaluator.evaluate(self._context(model, bundle, staging))
-            _check_metrics(evaluator, result)
-        except Exception as exc:  # an evaluator bug must not lose the other results
-            reason = str(exc) if isinstance(exc, GibenchError) else traceback.format_exc()
-            self.folder.save_result(key, {**record, "status": "failed", "reason": reason})
-            return EvaluationReport(spec.name, "failed", reason)
-        record.update(status="ok", reason=None, seconds=round(time.perf_counter() - start, 3), **_result_body(result, key))
+        with self.aux_models.tracking() as used_aux:
+            try:
+                result = evaluator.evaluate(self._context(model, bundle, staging))
+                _check_metrics(evaluator, result)
+            except Exception as exc:  # an evaluator bug must not lose the other results
+                reason = str(exc) if isinstance(exc, GibenchError) else traceback.format_exc()
+                record["auxiliary"] = [aux.record() for aux in used_aux]
+                self.folder.save_result(key, {**record, "status": "failed", "reason": reason})
+                return EvaluationReport(spec.name, "failed", reason)
+        record.update(status="ok", reason=None, seconds=round(time.perf_counter() - start, 3),
+                      auxiliary=[aux.record() for aux in used_aux], **_result_body(result, key))
         self.folder.save_result(key, record, staging)
         return EvaluationReport(spec.name, "ok")
 
@@ -221,7 +228,7 @@ class _JobRunner:
 
         return EvalContext(model=model.eval(), data=bundle, saliency=input_gradient, device=self.device,
                            seed=job.seed, artifact_dir=artifact_dir, fit=refit, cache=self.aux_cache,
-                           batch_size=self.eval_batch_size)
+                           batch_size=self.eval_batch_size, aux=self.aux_models, job=job)
 
 
 def job_record(job: Job) -> dict[str, Any]:

@@ -1,0 +1,264 @@
+"""Auxiliary models: the judges, denoisers and retrained models that some evaluators train for themselves.
+
+An auxiliary model is stored like a job (DESIGN §2): one folder per content hash of everything that determines its
+weights, under ``runs_dir/aux/``::
+
+    aux/<kind>-<hash>/identity.json    kind + identity (what the hash covers) + code version
+    aux/<kind>-<hash>/checkpoint.pt    state_dict (loads with weights_only=True)
+    aux/<kind>-<hash>/quality.json     its own quality figures (a judge's clean accuracy, a denoiser's held-out loss)
+    aux/<kind>-<hash>/status.json      {"state": "trained"}; written last, the commit point
+    aux/.locks/<kind>-<hash>.lock      held (an OS file lock) by the one process that is training it
+
+Evaluators reach it through ``EvalContext.aux``: :meth:`AuxiliaryModels.get_or_train` returns the stored model when
+there is one and trains it otherwise, so a model is trained once per runs directory, across evaluations, jobs,
+suites and reruns. Two processes asking for the same model at once serialize on the lock file; the second one loads
+what the first saved. The lock is an ``fcntl`` lock (``filelock``), which the operating system releases when its
+owner dies, so a SIGKILL while a model trains leaves no stale claim: the next run trains it again, and everything
+committed before is untouched. A damaged checkpoint or record is moved aside into ``runs_dir/quarantine/`` (never
+deleted) and the model is trained again.
+
+Training runs inside :func:`torch.random.fork_rng`, so whether an auxiliary model was trained or loaded never changes
+the random state an evaluator sees afterwards: an evaluation gives the same numbers on a first run and on a rerun.
+
+Every model handed out during one evaluation is recorded (:meth:`AuxiliaryModels.tracking`); the runner writes those
+records (kind, hash, quality) into the evaluation's result file, and ``gibench report`` shows them next to the numbers
+that depend on them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from gibench.config import canonical_hash
+from gibench.errors import GibenchError
+from gibench.params import jsonable
+from gibench.store import atomic_write_bytes, atomic_write_json, read_json
+
+#: Bump when a change to this module changes the weights an auxiliary model gets for the same identity.
+AUX_CODE_VERSION = "1"
+
+Quality = Mapping[str, float]
+
+
+@dataclass
+class AuxModel:
+    """A trained auxiliary model (eval mode, on the evaluation device) and what it is."""
+
+    kind: str
+    hash: str
+    model: nn.Module
+    quality: dict[str, float]
+    identity: dict[str, Any]
+    folder: Path | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What a result file says about the auxiliary model its numbers depend on."""
+        return {"kind": self.kind, "hash": self.hash, "quality": dict(self.quality),
+                "folder": f"aux/{self.folder.name}" if self.folder else None}
+
+
+@dataclass
+class AuxiliaryModels:
+    """Get-or-train access to the auxiliary models of one runs directory (``root`` = ``runs_dir/aux``).
+
+    With ``root=None`` models live in memory only (handy in tests and notebooks). ``trained`` lists the hashes this
+    object trained (rather than loaded), in order; tests assert on it and on the store.
+    """
+
+    root: Path | None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    trained: list[str] = field(default_factory=list)
+    _memory: dict[str, AuxModel] = field(default_factory=dict, repr=False)
+    _used: list[AuxModel] | None = field(default=None, repr=False)
+
+    def get_or_train(
+        self,
+        kind: str,
+        identity: Mapping[str, Any],
+        build: Callable[[], nn.Module],
+        train: Callable[[], tuple[nn.Module, Quality]],
+    ) -> AuxModel:
+        """The auxiliary model of ``kind`` named by ``identity``, trained by ``train`` only if none is stored.
+
+        ``identity`` must hold everything that determines the weights (data and its options, architecture, training
+        config, seed, the evaluator's own code version); it is hashed with ``kind`` and :data:`AUX_CODE_VERSION`.
+        ``build()`` returns the untrained architecture (to load stored weights into); ``train()`` returns the trained
+        model and its quality figures (plain floats). Raise :class:`gibench.errors.GibenchError` from ``train`` when
+        training fails; nothing is stored then.
+        """
+        if not kind.replace("_", "").isalnum():
+            raise ValueError(f"auxiliary model kind must be a simple name, got {kind!r}")
+        identity = jsonable(dict(identity))
+        key = canonical_hash({"kind": kind, "identity": identity, "aux_code_version": AUX_CODE_VERSION})
+        if key not in self._memory:
+            self._memory[key] = self._load_or_train(kind, key, identity, build, train)
+        aux = self._memory[key]
+        if self._used is not None and all(u.hash != aux.hash for u in self._used):
+            self._used.append(aux)
+        return aux
+
+    @contextmanager
+    def tracking(self) -> Iterator[list[AuxModel]]:
+        """Collect every auxiliary model handed out inside the ``with`` block (for one evaluation's result file)."""
+        previous, self._used = self._used, []
+        try:
+            yield self._used
+        finally:
+            self._used = previous
+
+    # -- storage -------------------------------------------------------------------------------------------------------
+
+    def _load_or_train(self, kind: str, key: str, identity: dict[str, Any], build, train) -> AuxModel:
+        if self.root is None:
+            return self._train(kind, key, identity, train, folder=None)
+        folder = self.root / f"{kind}-{key}"
+        loaded = self._try_load(kind, key, identity, folder, build)
+        if loaded is not None:
+            return loaded
+        (self.root / ".locks").mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / ".locks" / f"{kind}-{key}.lock")):
+            loaded = self._try_load(kind, key, identity, folder, build)  # another process may have finished it
+            if loaded is not None:
+                return loaded
+            return self._train(kind, key, identity, train, folder)
+
+    def _try_load(self, kind: str, key: str, identity: dict[str, Any], folder: Path, build) -> AuxModel | None:
+        if not (folder / "status.json").exists():
+            return None
+        try:
+            if read_json(folder / "status.json").get("state") != "trained":
+                return None
+            quality = {k: float(v) for k, v in read_json(folder / "quality.json").items()}
+            state = torch.load(folder / "checkpoint.pt", map_location=self.device, weights_only=True)
+            with torch.random.fork_rng(devices=_rng_devices(self.device)):
+                model = build()
+            model.load_state_dict(state)
+        except Exception as exc:  # damaged or stale files: move them aside and train again
+            quarantine(folder, self.root.parent, f"unreadable auxiliary model ({type(exc).__name__}: {exc})")
+            return None
+        return AuxModel(kind, key, model.to(self.device).eval(), quality, identity, folder)
+
+    def _train(self, kind: str, key: str, identity: dict[str, Any], train, folder: Path | None) -> AuxModel:
+        with torch.random.fork_rng(devices=_rng_devices(self.device)):
+            model, quality = train()
+        quality = {k: float(v) for k, v in quality.items()}
+        if folder is not None:
+            if folder.exists():  # leftovers of a killed training: nothing in it was committed
+                shutil.rmtree(folder)
+            atomic_write_json(folder / "identity.json", {"kind": kind, "hash": key, "identity": identity,
+                                                         "aux_code_version": AUX_CODE_VERSION})
+            atomic_write_bytes(folder / "checkpoint.pt", _state_dict_bytes(model))
+            atomic_write_json(folder / "quality.json", quality)
+            atomic_write_json(folder / "status.json", {"state": "trained", "finished": _now()})
+        self.trained.append(key)
+        return AuxModel(kind, key, model.to(self.device).eval(), quality, identity, folder)
+
+
+def quarantine(path: Path, runs_dir: Path, reason: str) -> Path:
+    """Move a damaged file or folder into ``runs_dir/quarantine/`` (never delete it) with a note of why."""
+    target_root = runs_dir / "quarantine" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    target = target_root / path.relative_to(runs_dir) if path.is_relative_to(runs_dir) else target_root / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    atomic_write_json(target_root / "reason.json", {"path": str(path), "reason": reason})
+    return target
+
+
+def require_quality(aux: AuxModel, metric: str, floor: float, what: str) -> None:
+    """Raise a clear error when an auxiliary model is too poor for the numbers that depend on it to mean anything."""
+    value = aux.quality.get(metric)
+    if value is None or not value >= floor:
+        raise GibenchError(
+            f"the {aux.kind} ({aux.folder or 'in memory'}) reached {metric} = {value}, below the floor {floor} that "
+            f"{what} requires, so its numbers would be meaningless. Train it longer (the evaluator's "
+            f"{aux.kind} options) or lower the floor if you accept a weaker {aux.kind}."
+        )
+
+
+def _state_dict_bytes(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def classifier(
+    aux: AuxiliaryModels,
+    kind: str,
+    bundle: Any,
+    data_identity: Mapping[str, Any],
+    backbone: Any,
+    train: Any,
+    seed: int,
+    regularizer: Any = None,
+) -> AuxModel:
+    """Get or train a classifier on ``bundle.train`` with gibench's own training loop (``gibench.train.fit``).
+
+    ``data_identity`` names the data (for a dataset: its name, version and resolved options; for derived data such as
+    DiffROAR's masked images: everything the derivation depends on). ``backbone`` is a ``PluginSpec``, ``train`` a
+    ``TrainConfig``, ``regularizer`` a ``PluginSpec`` (default ``erm``). Quality: ``test_accuracy`` on
+    ``bundle.test`` (clean) and ``train_seconds``. A training that fails (non-finite loss) raises a GibenchError.
+    """
+    import dataclasses
+    import time
+
+    from gibench import registry
+    from gibench.config import PluginSpec
+    from gibench.jobs import TRAINING_CODE_VERSION
+    from gibench.models import build_model
+    from gibench.train import fit
+
+    regularizer = regularizer or PluginSpec.of("erm", {}, {})
+    identity = {
+        "data": dict(data_identity),
+        "backbone": {"name": backbone.name, "options": backbone.config},
+        "regularizer": {"name": regularizer.name, "version": registry.regularizers.get(regularizer.name).version,
+                        "config": regularizer.config},
+        "train": dataclasses.asdict(train), "seed": seed, "training_code_version": TRAINING_CODE_VERSION,
+    }
+
+    def build() -> nn.Module:
+        return build_model(backbone.name, backbone.config, bundle)
+
+    def run_training() -> tuple[nn.Module, Quality]:
+        loss = registry.regularizers.create(regularizer.name, **regularizer.params)
+        start = time.perf_counter()
+        outcome = fit(bundle, backbone, loss, train, seed, aux.device)
+        if outcome.failure:
+            raise GibenchError(f"training the {kind} failed: {outcome.failure}")
+        seconds = time.perf_counter() - start
+        return outcome.model, {"test_accuracy": test_accuracy(outcome.model, bundle, aux.device),
+                               "train_seconds": round(seconds, 3)}
+
+    return aux.get_or_train(kind, identity, build, run_training)
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, bundle: Any, device: torch.device, batch_size: int = 512) -> float:
+    """Clean accuracy of ``model`` on ``bundle.test`` (eval mode)."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(bundle.test), batch_size):
+        x = bundle.test.x[start:start + batch_size].to(device)
+        y = bundle.test.y[start:start + batch_size].to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(len(bundle.test), 1)
