@@ -8,8 +8,6 @@ curves as JSON (``{name: {"x": [...], "y": [...], "x_label": ..., "y_label": ...
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gibench.api import Curve, EvalContext
+from gibench.fsio import atomic_write_with
 
 #: images shown in a saliency grid
 GRID_IMAGES = 8
@@ -44,15 +43,8 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``write(temporary_path)``, then rename over ``path`` (gibench.fsio owns atomic writes)."""
+    atomic_write_with(path, write)
 
 
 def to_unit(maps: Tensor, signed: bool = False) -> Tensor:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -168,12 +167,9 @@ class AuxiliaryModels:
 
 def quarantine(path: Path, runs_dir: Path, reason: str) -> Path:
     """Move a damaged file or folder into ``runs_dir/quarantine/`` (never delete it) with a note of why."""
-    target_root = runs_dir / "quarantine" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    target = target_root / path.relative_to(runs_dir) if path.is_relative_to(runs_dir) else target_root / path.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
-    atomic_write_json(target_root / "reason.json", {"path": str(path), "reason": reason})
-    return target
+    from gibench.fsio import quarantine as move_aside
+
+    return move_aside(path, runs_dir, reason)
 
 
 def require_quality(aux: AuxModel, metric: str, floor: float, what: str) -> None:

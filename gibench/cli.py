@@ -63,7 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their hashes; train nothing")
     p.add_argument("--retry-failed", action="store_true", help="retrain jobs whose training failed before")
-    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--eval-batch-size", type=int, default=256,
+                   help="images per evaluation batch (stepped down automatically on out-of-memory)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: jobs one after another in this process; ray: jobs as Ray tasks (pip install 'gibench[ray]')")
+    p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster address (default: start a local one)")
+    p.add_argument("--gpus-per-job", type=float, default=None,
+                   help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU (default 1)")
+    p.add_argument("--claim-timeout", type=float, default=300.0,
+                   help="seconds without a heartbeat after which another host's claim on a job is taken over")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("report", help="print mean ± std over seeds and the change against erm")
@@ -152,41 +160,77 @@ def _list_backbones(pattern: str | None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gibench.config import load_suite
-    from gibench.runner import run_suite
+    from gibench.progress import RichProgress
+    from gibench.results import collect_results
+    from gibench.runner import RunOptions, run_suite
 
+    options = RunOptions(data_root=args.data_root, download=args.download, device=args.device,
+                         retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
+                         claim_timeout_s=args.claim_timeout, heartbeat_s=min(30.0, args.claim_timeout / 4))
+    executor_options = _executor_options(args)
     suite = load_suite(args.suite)
-    summary = run_suite(suite, args.runs_dir, data_root=args.data_root, download=args.download, device=args.device,
-                        dry_run=args.dry_run, retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
-                        console=stderr)
+    with RichProgress(stderr) as display:
+        summary = run_suite(suite, args.runs_dir, options, observer=display, executor=args.executor,
+                            executor_options=executor_options, dry_run=args.dry_run)
     if args.dry_run:
-        table = Table("#", "job hash", "dataset", "backbone", "regularizer", "seed", "state",
-                      title=f"suite {suite.name}: {len(summary.jobs)} jobs")
-        for i, report in enumerate(summary.jobs, 1):
-            job = report.job
-            table.add_row(str(i), job.hash, job.dataset.label, job.backbone.label, job.regularizer.label,
-                          str(job.seed), report.state)
-        stdout.print(table)
-        stdout.print("evaluators: " + ", ".join(spec.label for spec in suite.evaluators))
-        return 0
-    _print_report(args.runs_dir, {r.job.hash for r in summary.jobs}, all_metrics=False)
-    site = _build_local_site(args.runs_dir, suite.name)
-    stdout.print(f"leaderboard page: {site}", soft_wrap=True)
-    for line in summary.failures():
+        return _print_dry_run(summary)
+    frame = collect_results(args.runs_dir, {r.job.hash for r in summary.jobs}, warn=_warn)
+    if not frame.empty:
+        _print_frame(frame, all_metrics=False)
+        site = _build_local_site(args.runs_dir, suite.name, frame)
+        stdout.print(f"leaderboard page: {site}", soft_wrap=True)
+    failures = summary.failures()
+    if failures:
+        stderr.print(f"[red]{len(failures)} failure(s)[/] ({summary.count('failed')} of {len(summary.jobs)} job(s) "
+                     "failed to train; the others finished):")
+    for line in failures:
         stderr.print(f"[red]failed:[/] {escape(line)}")
-    return 1 if summary.failures() else 0
+    return 1 if failures else 0
 
 
-def _build_local_site(runs_dir: Path, suite_name: str) -> Path:
-    """A leaderboard page of this runs directory alone, at ``runs_dir/site/index.html``."""
-    from gibench.leaderboard.build import build_site
-    from gibench.submission import SubmissionMetadata, build_submission
+def _executor_options(args: argparse.Namespace) -> dict:
+    if args.executor == "local":
+        if args.address is not None or args.gpus_per_job is not None:
+            raise GibenchError("--address and --gpus-per-job apply to --executor ray only.")
+        return {}
+    options = {}
+    if args.address is not None:
+        options["address"] = args.address
+    if args.gpus_per_job is not None:
+        if not args.gpus_per_job > 0:
+            raise GibenchError(f"--gpus-per-job must be a positive number (e.g. 0.25 or 1), got {args.gpus_per_job}.")
+        options["gpus_per_job"] = args.gpus_per_job
+    return options
 
-    local = runs_dir / "site" / "submissions"
-    shutil.rmtree(local, ignore_errors=True)
+
+def _print_dry_run(summary) -> int:
+    suite = summary.suite
+    table = Table("#", "job hash", "dataset", "backbone", "regularizer", "seed", "state", "preflight",
+                  title=f"suite {suite.name}: {len(summary.jobs)} jobs")
+    for i, report in enumerate(summary.jobs, 1):
+        job = report.job
+        state = {"invalid": "[red]invalid[/]", "failed": "[red]failed[/]"}.get(report.state, report.state)
+        table.add_row(str(i), job.hash, escape(job.dataset.label), escape(job.backbone.label),
+                      escape(job.regularizer.label), str(job.seed), state,
+                      escape("\n".join(report.findings)) or "ok")
+    stdout.print(table)
+    stdout.print("evaluators: " + ", ".join(spec.label for spec in suite.evaluators))
+    invalid = summary.count("invalid")
+    if invalid:
+        stderr.print(f"[red]{invalid} job(s) would not run[/]; `gibench run` stops before training until they are fixed.")
+    return 1 if invalid else 0
+
+
+def _build_local_site(runs_dir: Path, suite_name: str, frame) -> Path:
+    """A leaderboard page of this run's results alone, at ``runs_dir/site/index.html`` (built aside, then renamed)."""
+    from gibench.leaderboard.build import build_results_site
+    from gibench.submission import SubmissionMetadata, package_results
+
     metadata = SubmissionMetadata(name=f"local run of {runs_dir}", authors=["you"],
                                   description=f"Results under {runs_dir}, not submitted.", links=[])
-    build_submission(runs_dir, local, metadata, suite_name=suite_name)
-    return build_site(local, runs_dir / "site").resolve()
+    loaded = package_results(runs_dir, metadata, suite_name, results=frame,
+                             job_hashes=set(frame["job_hash"]))
+    return build_results_site([loaded], runs_dir / "site").resolve()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -201,12 +245,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool) -> None:
-    from gibench.results import collect_results, headline_table, summarize
+def _warn(message: str) -> None:
+    stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
-    frame = collect_results(runs_dir, job_hashes)
-    if frame.empty:
+
+def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool) -> None:
+    from gibench.results import collect_results, failed_jobs
+
+    frame = collect_results(runs_dir, job_hashes, warn=_warn)
+    failed = failed_jobs(runs_dir, job_hashes, warn=lambda message: None)  # collect_results warned already
+    if frame.empty and not failed:
         raise GibenchError(f"no results under {runs_dir}; run `gibench run --suite smoke --runs-dir {runs_dir}` first.")
+    if not frame.empty:
+        _print_frame(frame, all_metrics)
+    for job in failed:  # jobs whose training failed have no results: never let them silently vanish
+        stdout.print(f"[red]failed[/]: {escape(job.label)} (job {job.hash}): training failed: {escape(job.reason)}",
+                     soft_wrap=True)
+
+
+def _print_frame(frame, all_metrics: bool) -> None:
+    from gibench.results import headline_table, summarize
+
     if all_metrics:
         stats = summarize(frame)
         table = Table(*["dataset", "backbone", "variant", "evaluator", "metric", "mean", "std", "seeds", "Δ vs erm"],

@@ -11,7 +11,6 @@ Every error names the file, the place (``regularizers[1].gradient_norm.weight``)
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import itertools
 import json
@@ -22,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gibench import registry
+from gibench import fsio, registry
 from gibench.errors import ConfigError, GibenchError
 from gibench.params import build_config, config_fields, did_you_mean, field_types, is_sequence_type, jsonable, check
 
@@ -118,10 +117,7 @@ class Suite:
         return canonical_hash(jsonable(self.raw))
 
 
-def canonical_hash(obj: Any, length: int = 16) -> str:
-    """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace), first ``length`` hex digits."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+canonical_hash = fsio.canonical_hash  # kept importable from here; gibench.fsio owns it
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from functools import cached_property
 from typing import Any
 
 from gibench import registry
-from gibench.config import PluginSpec, Suite, TrainConfig, canonical_hash
+from gibench.config import PluginSpec, Suite, TrainConfig
+from gibench.fsio import canonical_hash
+from gibench.records import JobLabels, JobRecord, PluginSource
 
 #: Bump when a change to gibench/train.py or gibench/models.py changes the weights a job produces.
 TRAINING_CODE_VERSION = "1"
@@ -62,3 +64,20 @@ def expand(suite: Suite) -> list[Job]:
         for regularizer in suite.regularizers
         for seed in suite.seeds
     ]
+
+
+def job_record(job: Job) -> JobRecord:
+    """What ``job.json`` holds: the training spec plus display labels and plugin provenance."""
+    return JobRecord(
+        hash=job.hash, spec=job.training_spec(),
+        labels=JobLabels(dataset=job.dataset.label, backbone=job.backbone.name, backbone_params=job.backbone.params,
+                         regularizer=job.regularizer.name, regularizer_params=job.regularizer.params,
+                         variant=job.regularizer.label, seed=job.seed),
+        plugins={"regularizer": plugin_source(registry.regularizers, job.regularizer.name),
+                 "dataset": plugin_source(registry.datasets, job.dataset.name)},
+    )
+
+
+def plugin_source(reg: registry.Registry, name: str) -> PluginSource:
+    source = reg.source(name)
+    return PluginSource(distribution=source.distribution, version=source.version)

@@ -18,16 +18,14 @@ Choices:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
-import json
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import gibench
-from gibench.params import jsonable
+from gibench import fsio
 
 _PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas")
 _GIT_TIMEOUT_S = 5.0
@@ -78,15 +76,13 @@ def suite_hash(suite: Any) -> str:
         >>> suite_hash({"name": "smoke", "seeds": [0]}) == suite_hash({"seeds": [0], "name": "smoke"})
         True
     """
-    return hashlib.sha256(canonical_json(suite).encode("utf-8")).hexdigest()[:16]
+    return canonical_hash(suite, length=16)
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace (ASCII-escaped; other objects via ``str``): equal data, equal text.
-
-    The same encoding as ``gibench.config.canonical_hash``, so ``suite_hash(suite.raw) == suite.hash``.
-    """
-    return json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"), default=str)
+#: JSON with sorted keys and no whitespace; the same encoding as every other hash in gibench (gibench.fsio owns it),
+#: so ``suite_hash(suite.raw) == suite.hash``.
+canonical_json = fsio.canonical_json
+canonical_hash = fsio.canonical_hash
 
 
 def git_state(folder: Path) -> tuple[str | None, bool | None]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from gibench.records import JobRecord, ResultRecord
 from gibench.store import RunStore
 
 COLUMNS = [
@@ -24,38 +27,67 @@ GROUP = ["dataset", "backbone", "variant", "evaluator", "metric"]
 BASELINE = "erm"
 
 
-def collect_results(runs_dir: Path, job_hashes: set[str] | None = None) -> pd.DataFrame:
-    """The long results table of every trained job under ``runs_dir`` (optionally only ``job_hashes``)."""
+def collect_results(runs_dir: Path, job_hashes: set[str] | None = None,
+                    warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """The long results table of every job under ``runs_dir`` (optionally only ``job_hashes``).
+
+    Read-only: a damaged job.json or result file is skipped with a warning naming it (``warn``, default
+    ``warnings.warn``); ``gibench run`` or ``gibench doctor --fix`` moves such files aside.
+    """
     rows = []
-    for folder in RunStore(Path(runs_dir)).jobs():
+    for folder in RunStore(Path(runs_dir), repair=False, warn=warn).jobs():
         if job_hashes is not None and folder.hash not in job_hashes:
             continue
         job = folder.spec()
+        if job is None:
+            continue
         for result in folder.results():
             rows.extend(_rows(job, result))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"seed": "int64", "value": "float64", "higher_is_better": "bool", "headline": "bool"})
 
 
-def _rows(job: dict, result: dict) -> list[dict]:
-    labels, plugins = job["labels"], job["plugins"]
+@dataclass(frozen=True)
+class FailedJob:
+    hash: str
+    label: str
+    reason: str
+
+
+def failed_jobs(runs_dir: Path, job_hashes: set[str] | None = None,
+                warn: Callable[[str], None] | None = None) -> list[FailedJob]:
+    """Jobs whose training failed (they have no results, so the results table cannot show them)."""
+    failed = []
+    for folder in RunStore(Path(runs_dir), repair=False, warn=warn).jobs():
+        if job_hashes is not None and folder.hash not in job_hashes:
+            continue
+        status, job = folder.status(), folder.spec()
+        if status is not None and status.state == "failed":
+            label = (f"{job.labels.dataset} / {job.labels.backbone} / {job.labels.variant} / seed {job.labels.seed}"
+                     if job else folder.hash)
+            failed.append(FailedJob(folder.hash, label, status.reason or "no reason recorded"))
+    return failed
+
+
+def _rows(job: JobRecord, result: ResultRecord) -> list[dict]:
+    labels, plugins = job.labels, job.plugins
     base = {
-        "job_hash": job["hash"], "dataset": labels["dataset"], "backbone": labels["backbone"],
-        "backbone_params": json.dumps(labels["backbone_params"], sort_keys=True),
-        "regularizer": labels["regularizer"], "regularizer_params": json.dumps(labels["regularizer_params"]),
-        "variant": labels["variant"], "seed": labels["seed"], "evaluator": result["evaluator"],
-        "evaluator_version": result["version"], "evaluator_params": json.dumps(result["params"]),
-        "status": result["status"],
-        "regularizer_distribution": plugins["regularizer"]["distribution"],
-        "regularizer_plugin_version": plugins["regularizer"]["version"],
-        "evaluator_distribution": result["plugin"]["distribution"],
-        "evaluator_plugin_version": result["plugin"]["version"],
+        "job_hash": job.hash, "dataset": labels.dataset, "backbone": labels.backbone,
+        "backbone_params": json.dumps(labels.backbone_params, sort_keys=True),
+        "regularizer": labels.regularizer, "regularizer_params": json.dumps(labels.regularizer_params),
+        "variant": labels.variant, "seed": labels.seed, "evaluator": result.evaluator,
+        "evaluator_version": result.version, "evaluator_params": json.dumps(result.params),
+        "status": result.status,
+        "regularizer_distribution": plugins["regularizer"].distribution,
+        "regularizer_plugin_version": plugins["regularizer"].version,
+        "evaluator_distribution": result.plugin.distribution,
+        "evaluator_plugin_version": result.plugin.version,
     }
-    scalars = result.get("scalars") or {}
+    scalars = result.scalars or {}
     return [
         {**base, "metric": m["name"], "value": scalars.get(m["name"], math.nan),
          "higher_is_better": m["higher_is_better"], "headline": m["headline"]}
-        for m in result["metrics"]
+        for m in result.metrics
     ]
 
 

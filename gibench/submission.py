@@ -31,12 +31,9 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import gibench
 from gibench.errors import GibenchError, SubmissionError
-from gibench.provenance import canonical_json, suite_hash
+from gibench.fsio import atomic_folder, canonical_hash
+from gibench.provenance import suite_hash
+from gibench.store import RunStore
 
 SCHEMA_VERSION = 1
 SUBMISSION_FILE = "submission.json"
@@ -183,9 +182,10 @@ class Submission(_Strict):
 class LoadedSubmission:
     """A validated submission folder and its typed results table."""
 
-    path: Path
+    path: Path | None  # None for a submission packaged in memory (package_results), not written anywhere
     submission: Submission
     results: pd.DataFrame = field(repr=False)
+    data: bytes = field(default=b"", repr=False)  # the results.csv bytes
 
 
 @dataclass(frozen=True)
@@ -219,12 +219,27 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
         >>> build_submission("runs", "submissions", {"name": "My method", "authors": ["A. Person"]}, "smoke")
         PosixPath('submissions/my-method-3f2a9c0b1d4e')
     """
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    loaded = package_results(runs_dir, metadata, suite_name, results=results)
+    return _write(Path(out_dir), loaded.submission, loaded.data)
+
+
+def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
+                    suite_name: str | None = None, *, results: pd.DataFrame | None = None,
+                    job_hashes: set[str] | None = None) -> LoadedSubmission:
+    """The submission of ``runs_dir``'s results, in memory (``path`` None): what :func:`build_submission` writes.
+
+    ``job_hashes`` restricts it to those jobs (and to the runs that list one of them). Same errors as
+    :func:`build_submission`; nothing is written.
+    """
+    runs_dir = Path(runs_dir)
     meta = _parse(SubmissionMetadata, metadata, "metadata")
     suites, runs = _read_runs(runs_dir, suite_name)
+    if job_hashes is not None:
+        runs = [run for run in runs if job_hashes & set(run.jobs)]
+        suites = [s for s in suites if any(run.suite_hash == s.hash for run in runs)]
     if results is None:
         from gibench.results import collect_results
-        results = collect_results(runs_dir)
+        results = collect_results(runs_dir, job_hashes)
     data = _results_csv(_select_rows(results, runs, suite_name, runs_dir))
     table = _parse_results(data, f"{runs_dir} (results)", {job for run in runs for job in run.jobs})
     provenance = Provenance(suites=suites, runs=runs)
@@ -234,7 +249,7 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
         created=datetime.now(timezone.utc).replace(microsecond=0), gibench_version=gibench.__version__,
         metadata=meta, provenance=provenance, results=ResultsFile(rows=len(table), sha256=digest),
         metric_descriptions=_metric_descriptions(table))
-    return _write(out_dir, submission, data)
+    return LoadedSubmission(None, submission, table, data)
 
 
 def slugify(text: str, max_length: int = 40) -> str:
@@ -244,12 +259,14 @@ def slugify(text: str, max_length: int = 40) -> str:
     return slug or "submission"
 
 
-def _read_runs(runs_dir: Path, suite_name: str | None) -> tuple[list[SuiteRecord], list[RunRecord]]:
+def _read_runs(runs_dir: Path, suite_name: str | None,
+               warn: Callable[[str], None] | None = None) -> tuple[list[SuiteRecord], list[RunRecord]]:
     path = runs_dir / MANIFEST_FILE
-    if not path.is_file():
+    store = RunStore(runs_dir, repair=False, warn=warn)
+    manifest = {"runs": [run.to_json() for run in store.manifest().runs]}  # a damaged one is rebuilt from runs/*.json
+    if not path.is_file() and not manifest["runs"]:
         raise SubmissionError(f"{path} does not exist: {runs_dir} holds no gibench runs. Run `gibench run` with this "
                               "runs folder first, then submit.")
-    manifest = _read_json(path)
     entries = manifest.get("runs") if isinstance(manifest, dict) else None
     if not entries or not isinstance(entries, list):
         raise SubmissionError(f"{path} lists no runs. Run `gibench run` with this runs folder first, then submit.")
@@ -302,7 +319,7 @@ def _results_csv(table: pd.DataFrame) -> bytes:
 def _content_hash(meta: SubmissionMetadata, provenance: Provenance, results_sha256: str) -> str:
     payload = {"metadata": meta.model_dump(mode="json"), "provenance": provenance.model_dump(mode="json"),
                "results_sha256": results_sha256}
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:12]
+    return canonical_hash(payload, length=12)
 
 
 def _metric_descriptions(table: pd.DataFrame) -> dict[str, dict[str, str]]:
@@ -333,16 +350,12 @@ def _write(out_dir: Path, submission: Submission, data: bytes) -> Path:
             return final
         raise SubmissionError(f"{final} already exists and holds a different submission. Remove it, or submit under "
                               "another name.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{submission.id}-", dir=out_dir))
     try:
-        (tmp / RESULTS_FILE).write_bytes(data)
-        (tmp / SUBMISSION_FILE).write_text(submission.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_folder(final) as tmp:
+            (tmp / RESULTS_FILE).write_bytes(data)
+            (tmp / SUBMISSION_FILE).write_text(submission.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    except FileExistsError:  # another process wrote the same id meanwhile
+        return _write(out_dir, submission, data)
     return final
 
 
@@ -383,7 +396,7 @@ def load_submission(path: str | Path) -> LoadedSubmission:
     if hashlib.sha256(data).hexdigest() != submission.results.sha256:
         raise SubmissionError(f"{results_path} does not match field 'results.sha256' in {file}: the file changed "
                               f"after `gibench submit`; {_REMAKE}.")
-    return LoadedSubmission(folder, submission, table)
+    return LoadedSubmission(folder, submission, table, data)
 
 
 def scan_submissions(root: str | Path) -> SubmissionScan:

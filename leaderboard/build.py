@@ -41,6 +41,7 @@ import pandas as pd
 
 import gibench
 from gibench.errors import SubmissionError
+from gibench.fsio import atomic_folder
 from gibench.submission import (
     RESULTS_FILE, SUBMISSION_FILE, LoadedSubmission, scan_submissions, slugify, submission_json_schema,
 )
@@ -142,18 +143,34 @@ def build_site(submissions_dir: str | Path, out_dir: str | Path, *, skip_invalid
                               + "\n".join(message for _, message in scan.invalid))
     for folder, message in scan.invalid:
         log.warning("rejected submission %s: %s", folder, message)
-    summary = aggregate(combine(scan.valid))
-    tables = make_tables(summary, _descriptions(scan.valid))
+    return _render(scan.valid, scan.invalid, out, in_place)
+
+
+def build_results_site(submissions: list[LoadedSubmission], out_dir: str | Path) -> Path:
+    """Render already-loaded submissions (e.g. ``gibench.submission.package_results`` of one runs directory, built
+    in memory from one ``collect_results`` frame) into ``out_dir``, which is replaced as a whole: the site is built
+    in a temporary folder next to it and renamed into place, so concurrent builds never collide and a reader never
+    sees a half-built site. Returns the path of ``index.html``.
+    """
+    out = Path(out_dir)
+    with atomic_folder(out, replace=True) as tmp:
+        _render(submissions, [], tmp, in_place=False)
+    return out / "index.html"
+
+
+def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out: Path, in_place: bool) -> Path:
+    summary = aggregate(combine(valid))
+    tables = make_tables(summary, _descriptions(valid))
     _clear(out, keep_submissions=in_place)
     env = _environment()
     _write_downloads(out / "tables", summary, tables)
-    _write_submission_pages(env, out / "submissions", scan.valid, tables, copy=not in_place)
+    _write_submission_pages(env, out / "submissions", valid, tables, copy=not in_place)
     (out / "submission.schema.json").write_text(json.dumps(submission_json_schema(), indent=2) + "\n", "utf-8")
     shutil.copytree(STATIC_DIR, out / "static", ignore=shutil.ignore_patterns("__pycache__"))
     index = out / "index.html"
     index.write_text(env.get_template("index.html.j2").render(
-        tables=tables, submissions=[s.submission for s in scan.valid],
-        rejected=[(f.name, m) for f, m in scan.invalid], gibench_version=gibench.__version__, root=""), "utf-8")
+        tables=tables, submissions=[s.submission for s in valid],
+        rejected=[(f.name, m) for f, m in invalid], gibench_version=gibench.__version__, root=""), "utf-8")
     return index
 
 
@@ -344,8 +361,12 @@ def _write_submission_pages(env: jinja2.Environment, folder: Path, submissions: 
         sub = loaded.submission
         if copy:
             (folder / sub.id).mkdir()
-            for name in (SUBMISSION_FILE, RESULTS_FILE):
-                shutil.copyfile(loaded.path / name, folder / sub.id / name)
+            if loaded.path is None:  # packaged in memory: write what `gibench submit` would have written
+                (folder / sub.id / SUBMISSION_FILE).write_text(sub.model_dump_json(indent=2) + "\n", "utf-8")
+                (folder / sub.id / RESULTS_FILE).write_bytes(loaded.data)
+            else:
+                for name in (SUBMISSION_FILE, RESULTS_FILE):
+                    shutil.copyfile(loaded.path / name, folder / sub.id / name)
         in_tables = [t for t in tables if any(r.submission_id == sub.id for r in t.rows)]
         statuses = loaded.results["status"].value_counts().sort_index().to_dict()
         plugins = sorted({(kind, name, p.distribution, p.version) for run in sub.provenance.runs

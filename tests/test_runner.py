@@ -11,19 +11,19 @@ from gibench import registry
 from gibench.api import Evaluator, Metric, Regularizer, TrainingLoss
 from gibench.config import load_suite
 from gibench.results import collect_results
-from gibench.runner import run_suite
+from gibench.runner import RunOptions, run_suite
 from tests.conftest import write_suite
 
 
 def test_second_run_recomputes_nothing(tiny_suite_file, tmp_path):
     runs = tmp_path / "runs"
-    first = run_suite(load_suite(tiny_suite_file), runs, device="cpu")
+    first = run_suite(load_suite(tiny_suite_file), runs, RunOptions(device="cpu"))
     assert [r.state for r in first.jobs] == ["trained", "trained"]
     checkpoints = sorted(runs.glob("jobs/*/checkpoint.pt"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
     results_before = collect_results(runs)
 
-    second = run_suite(load_suite(tiny_suite_file), runs, device="cpu")
+    second = run_suite(load_suite(tiny_suite_file), runs, RunOptions(device="cpu"))
     assert [r.state for r in second.jobs] == ["cached", "cached"]
     assert {e.state for r in second.jobs for e in r.evaluations} == {"cached"}
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
@@ -33,8 +33,8 @@ def test_second_run_recomputes_nothing(tiny_suite_file, tmp_path):
 
 def test_adding_an_evaluator_reuses_the_trained_models(tiny_suite_file, tmp_path):
     runs = tmp_path / "runs"
-    run_suite(load_suite(write_suite(tmp_path, evaluators=["accuracy"])), runs, device="cpu")
-    again = run_suite(load_suite(tiny_suite_file), runs, device="cpu")
+    run_suite(load_suite(write_suite(tmp_path, evaluators=["accuracy"])), runs, RunOptions(device="cpu"))
+    again = run_suite(load_suite(tiny_suite_file), runs, RunOptions(device="cpu"))
     assert [r.state for r in again.jobs] == ["cached", "cached"]
     assert [[e.state for e in r.evaluations] for r in again.jobs] == [["cached", "ok"], ["cached", "ok"]]
 
@@ -68,7 +68,7 @@ def test_failures_are_recorded_and_the_other_jobs_go_on(tmp_path, register_plugi
     register_plugin(registry.evaluators, "crashes", Crashes)
     suite = load_suite(write_suite(tmp_path, regularizers=["exploding", "erm"],
                                    evaluators=["accuracy", "needs_mask", "crashes"]))
-    summary = run_suite(suite, tmp_path / "runs", device="cpu")
+    summary = run_suite(suite, tmp_path / "runs", RunOptions(device="cpu"))
     exploding, erm = summary.jobs
     assert exploding.state == "failed" and exploding.reason.startswith("non-finite loss at step 1")
     assert erm.state == "trained"
@@ -81,7 +81,7 @@ def test_failures_are_recorded_and_the_other_jobs_go_on(tmp_path, register_plugi
     assert set(frame["status"]) == {"ok", "skipped", "failed"}
     assert frame.loc[frame["evaluator"] == "accuracy", "value"].item() > 0.7
 
-    again = run_suite(suite, tmp_path / "runs", device="cpu")
+    again = run_suite(suite, tmp_path / "runs", RunOptions(device="cpu"))
     assert again.jobs[0].state == "failed" and "--retry-failed" in again.jobs[0].reason
     assert [e.state for e in again.jobs[1].evaluations] == ["cached", "cached", "failed"]  # failures are retried
 
@@ -93,7 +93,7 @@ def test_dry_run_lists_jobs_without_training(tiny_suite_file, tmp_path):
 
 
 def test_results_table_shape(tiny_suite_file, tmp_path):
-    run_suite(load_suite(tiny_suite_file), tmp_path / "runs", device="cpu")
+    run_suite(load_suite(tiny_suite_file), tmp_path / "runs", RunOptions(device="cpu"))
     frame = collect_results(tmp_path / "runs")
     accuracy = frame[frame["metric"] == "accuracy"]
     assert sorted(accuracy["variant"]) == ["erm", "gradient_norm(weight=0.001)"]

@@ -1,0 +1,199 @@
+"""Preflight: everything about a run that can be checked cheaply, checked before the first job trains.
+
+What is checked (all problems are collected and reported together, never one traceback at a time):
+
+* the runs directory: not a file, writable (a real probe file is created and removed, so permissions, read-only
+  mounts and full disks all show; skipped for a dry run, which writes nothing);
+* the device (``cuda`` requested without a CUDA device) and the executor (Ray installed for ``--executor ray``);
+* every dataset loads (a missing one reports where its files are expected and ``--download``); loaded datasets stay
+  in the per-process cache, so the run does not load them twice;
+* every backbone with its options builds on every dataset of the suite, with that dataset's channels and classes,
+  and runs one forward pass in train mode on two real training images of that dataset's shape (on the CPU). This
+  catches options timm rejects (``resnet18`` with ``drop_rate: -3``) and architectures that do not fit the input
+  (``vit_tiny_patch16_224`` on 28×28 digits);
+* every regularizer and evaluator constructs with its options;
+* evaluator × dataset capability mismatches are **warnings**: those evaluations would be recorded as skipped.
+
+Findings name the jobs they concern (by hash), so ``gibench run --dry-run`` shows them per job.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from gibench import registry
+from gibench.config import Suite
+from gibench.errors import ConfigError, GibenchError
+
+if TYPE_CHECKING:
+    from gibench.jobs import Job
+    from gibench.runner import RunOptions
+
+
+class PreflightError(ConfigError):
+    """The preflight found problems; the message lists all of them."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" | "warning"
+    message: str
+    jobs: tuple[str, ...] = ()  # hashes of the jobs it concerns; () = the whole run
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.message}"
+
+
+def is_error(text: str) -> bool:
+    return text.startswith("error: ")
+
+
+@dataclass
+class PreflightReport:
+    findings: list[Finding] = field(default_factory=list)
+    all_jobs: tuple[str, ...] = ()
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "error"]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f.message for f in self.findings if f.level == "warning"]
+
+    def per_job(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for finding in self.findings:
+            for job_hash in finding.jobs or self.all_jobs:
+                out.setdefault(job_hash, []).append(str(finding))
+        return out
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            lines = "\n".join(f"  - {f.message}" for f in self.errors)
+            raise PreflightError(f"the preflight found {len(self.errors)} problem(s); nothing was trained. "
+                                 f"Fix them and run again (`--dry-run` shows them per job):\n{lines}")
+
+
+def preflight(suite: Suite, jobs: list[Job], runs_dir: Path, options: RunOptions, *, executor: str = "local",
+              writes: bool = True) -> PreflightReport:
+    """Check the run of ``jobs`` into ``runs_dir``; see the module docstring."""
+    report = PreflightReport(all_jobs=tuple(job.hash for job in jobs))
+    add = report.findings.append
+    for message in _runs_dir_problems(Path(runs_dir), writes):
+        add(Finding("error", message))
+    for message in _device_problems(options.device, executor):
+        add(Finding("error", message))
+    bundles = _check_datasets(suite, jobs, options, add)
+    _check_backbones(suite, jobs, bundles, add)
+    _check_plugins(jobs, add)
+    _check_capabilities(suite, jobs, bundles, add)
+    return report
+
+
+def _runs_dir_problems(runs_dir: Path, writes: bool) -> list[str]:
+    if runs_dir.exists() and not runs_dir.is_dir():
+        return [f"--runs-dir {runs_dir} is a file, not a folder. Pass a folder (it is created if missing)."]
+    if not writes:
+        return []
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=runs_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return [f"--runs-dir {runs_dir} is not writable ({exc.strerror or exc}). Pass a folder you can write to, "
+                "or fix its permissions."]
+    return []
+
+
+def _device_problems(device: str | None, executor: str) -> list[str]:
+    from gibench.runner import resolve_device
+
+    problems = []
+    try:
+        resolve_device(device)
+    except GibenchError as exc:
+        problems.append(str(exc))
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            problems.append("--executor ray needs Ray: `pip install 'gibench[ray]'` (or use --executor local).")
+    return problems
+
+
+def _jobs_with(jobs: list[Job], **specs) -> tuple[str, ...]:
+    return tuple(j.hash for j in jobs if all(getattr(j, k) == v for k, v in specs.items()))
+
+
+def _check_datasets(suite: Suite, jobs: list[Job], options: RunOptions, add) -> dict:
+    from gibench.runner import load_bundle
+
+    bundles = {}
+    for spec in suite.datasets:
+        try:
+            bundles[spec] = load_bundle(spec, options)
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, GibenchError) else f"{type(exc).__name__}: {exc}"
+            add(Finding("error", f"dataset {spec.label}: {text}", _jobs_with(jobs, dataset=spec)))
+    return bundles
+
+
+def _check_backbones(suite: Suite, jobs: list[Job], bundles: dict, add) -> None:
+    from gibench.models import build_model
+
+    for dataset, bundle in bundles.items():
+        x = bundle.train.x[:2]
+        shape = "×".join(str(d) for d in x.shape[1:])
+        for spec in suite.backbones:
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    model = build_model(spec.name, spec.config, bundle).train()
+                    with torch.no_grad():
+                        out = model(x)
+                if tuple(out.shape) != (len(x), bundle.num_classes):
+                    raise ValueError(f"it returned shape {tuple(out.shape)}, expected ({len(x)}, {bundle.num_classes})")
+            except Exception as exc:
+                text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                add(Finding("error", f"backbone {spec.label} does not run on dataset {dataset.label} (input {shape}, "
+                                     f"{bundle.num_classes} classes): {type(exc).__name__}: {text}. Change its "
+                                     "options, or pair it with datasets of a size it accepts (e.g. `img_size` for "
+                                     "vision transformers).", _jobs_with(jobs, dataset=dataset, backbone=spec)))
+
+
+def _check_plugins(jobs: list[Job], add) -> None:
+    seen = set()
+    for job in jobs:
+        for kind, reg, spec in [("regularizer", registry.regularizers, job.regularizer)] + [
+                ("evaluator", registry.evaluators, e) for e in job.evaluators]:
+            if (kind, spec) in seen:
+                continue
+            seen.add((kind, spec))
+            try:
+                reg.create(spec.name, **spec.params)
+            except Exception as exc:
+                concerned = _jobs_with(jobs, regularizer=spec) if kind == "regularizer" else ()
+                add(Finding("error", f"{kind} {spec.label} cannot be constructed: {type(exc).__name__}: {exc}",
+                            concerned))
+
+
+def _check_capabilities(suite: Suite, jobs: list[Job], bundles: dict, add) -> None:
+    for dataset, bundle in bundles.items():
+        for spec in suite.evaluators:
+            try:
+                requires = registry.evaluators.get(spec.name).requires
+            except GibenchError:
+                continue
+            missing = sorted(requires - bundle.capabilities)
+            if missing:
+                concerned = _jobs_with(jobs, dataset=dataset)
+                add(Finding("warning", f"evaluator {spec.label} requires {missing}, which dataset {dataset.label} "
+                                       f"lacks: it will be recorded as skipped on its {len(concerned)} job(s).",
+                            concerned))
