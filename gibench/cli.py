@@ -14,7 +14,7 @@ User errors (gibench.errors.GibenchError) print one message without a traceback 
 from __future__ import annotations
 
 import argparse
-import shutil
+import errno
 import sys
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from rich.table import Table
 from gibench.errors import GibenchError
 
 DEFAULT_RUNS_DIR = Path("runs")
+_USER_FS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EEXIST}
 # Outside a terminal (pipes, CI logs) rich would wrap at 80 columns and cut paths in two; use wide lines there.
 stdout = Console(width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -40,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or 0
     except GibenchError as exc:
         stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except OSError as exc:  # the file system refused (permissions, read-only, full, a file where a folder should be)
+        if exc.errno not in _USER_FS_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        stderr.print(f"[bold red]error:[/] {escape(where + (exc.strerror or str(exc)))}. Check that path (its "
+                     "permissions, free space, whether it is a file or a folder) or pass another one.")
         return 2
     except KeyboardInterrupt:
         stderr.print("interrupted; finished jobs are kept and a rerun resumes from them.")
@@ -347,8 +355,18 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
 
     if not (args.out / "index.html").exists():
         raise GibenchError(f"no site at {args.out}; run `gibench leaderboard build --out {args.out}` first.")
+    if not 0 <= args.port <= 65535:
+        raise GibenchError(f"--port must be between 0 and 65535, got {args.port}.")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(args.out))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler) as server:
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise GibenchError(f"port {args.port} is already in use on 127.0.0.1 (another server?); pick another "
+                               f"with --port, e.g. --port {args.port + 1}, or --port 0 for any free port.") from None
+        raise GibenchError(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}.") from None
+    with server:
+        args.port = server.server_address[1]
         stdout.print(f"serving {args.out} at http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
         server.serve_forever()
     return 0

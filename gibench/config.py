@@ -178,10 +178,25 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
         regularizers=_plugin_list(raw, "regularizers", source, registry.regularizers),
         evaluators=_plugin_list(raw, "evaluators", source, registry.evaluators),
         seeds=_seeds(raw.get("seeds", [0]), source),
-        train=build_config(TrainConfig, _mapping(raw.get("train") or {}, f"{source}: train"), f"{source}: train"),
+        train=_train_config(raw.get("train") or {}, f"{source}: train"),
         source=source,
         raw=dict(raw),
     )
+
+
+def _train_config(value: Any, where: str) -> TrainConfig:
+    """The train section; booleans are refused for numeric options (pydantic would read ``epochs: true`` as 1)."""
+    options = _mapping(value, where)
+    types = field_types(TrainConfig)
+    for key, option in options.items():
+        if isinstance(option, bool) and types.get(key) not in (bool, None):
+            raise ConfigError(f"{where}: parameter {key!r} = {option!r} is a boolean, but {key} is a number "
+                              f"({_type_label(types[key])}); write a value such as {getattr(TrainConfig(), key)!r}.")
+    return build_config(TrainConfig, options, where)
+
+
+def _type_label(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:

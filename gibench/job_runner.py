@@ -119,16 +119,20 @@ class JobRunner:
             _free_device_memory()
             reason = training_oom_message(job, self.device)
             self.folder.save_failed(reason, log, traceback.format_exc(), retryable=True, finished=now())
+            self.folder.record_event("failed", reason="out of memory")
             return JobReport(job, "failed", reason, traceback=traceback.format_exc())
         except Exception as exc:  # any error in one job must not stop the others
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             reason += f" (traceback in {self.folder.root / 'status.json'}; fix the cause, then rerun with --retry-failed)"
             self.folder.save_failed(reason, log, traceback.format_exc(), finished=now())
+            self.folder.record_event("failed", reason=type(exc).__name__)
             return JobReport(job, "failed", reason, traceback=traceback.format_exc())
         if outcome.failure:
             self.folder.save_failed(outcome.failure, outcome.log, finished=now())
+            self.folder.record_event("failed", reason="non-finite loss")
             return JobReport(job, "failed", outcome.failure)
-        self.folder.save_trained(outcome.model, outcome.log, finished=now())
+        status = self.folder.save_trained(outcome.model, outcome.log, finished=now())
+        self.folder.record_event("trained", checkpoint_sha256=status.checkpoint_sha256)
         self._model = outcome.model.to(self.device).eval()
         return None
 

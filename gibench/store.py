@@ -8,6 +8,7 @@ Layout under ``runs_dir``::
     jobs/<job hash>/job.json            records.JobRecord: the training spec and display labels
     jobs/<job hash>/checkpoint.pt       the trained weights (state_dict; loads with weights_only=True)
     jobs/<job hash>/train_log.json      logged loss parts, warnings, timing
+    jobs/<job hash>/events.jsonl        the job's history, appended: one line per training (trained / failed)
     jobs/<job hash>/status.json         records.TrainStatus; written last (the commit point), with the checkpoint's
                                         size and SHA-256
     jobs/<job hash>/results/<key>.json  records.ResultRecord; key = <name>__v<version>__<config hash>
@@ -26,7 +27,9 @@ report it (``warn`` callback, and :attr:`RunStore.warnings`) with the file's pat
 from __future__ import annotations
 
 import io
+import json
 import os
+import time
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,7 +41,7 @@ from torch import nn
 
 from gibench.fsio import (  # noqa: F401  (atomic_write_*, read_json re-exported for older imports)
     TMP_PREFIX, DamagedFileError, atomic_write_bytes, atomic_write_json, file_sha256, locked_update, quarantine,
-    read_json, remove_temporaries,
+    read_json, remove_temporaries, this_host,
 )
 from gibench.records import JobRecord, Manifest, ResultRecord, RunEntry, TrainStatus, load
 
@@ -113,6 +116,30 @@ class JobFolder:
         status = TrainStatus("failed", reason, traceback, retryable, finished=finished)
         atomic_write_json(self.root / "status.json", status.to_json())
         return status
+
+    def record_event(self, event: str, **fields: Any) -> None:
+        """Append one line to ``events.jsonl``, the job's history (trained, failed); one O_APPEND write per line."""
+        line = json.dumps({"event": event, "time": time.time(), "pid": os.getpid(), "host": this_host(), **fields},
+                          sort_keys=True, default=str) + "\n"
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The job's history; a line cut short by a killed writer is left out."""
+        path = self.root / "events.jsonl"
+        if not path.exists():
+            return []
+        events = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
 
     def clear_status(self) -> None:
         (self.root / "status.json").unlink(missing_ok=True)
