@@ -2,10 +2,32 @@
 
 Srinivas, Bordt & Lakkaraju, "Which Models have Perceptually-Aligned Gradients? An Explanation via Off-Manifold
 Robustness" (NeurIPS 2023): a model is Bayes-aligned, and its gradients perceptually aligned, when its input-gradients
-match the score of the data distribution. This evaluator needs the exact score (capability ``ANALYTIC_SCORE``, e.g.
-the ``gaussian_mixture`` dataset): ``ctx.data.extras["score"](x, y)`` is ∇x log p(x | y) and
-``ctx.data.extras["score"](x, None)`` is ∇x log p(x). A job whose dataset lacks the capability is skipped by the
-runner with a recorded reason.
+match the score of the data distribution. The paper's code (``tml-tuebingen/pags``) takes the score from a pretrained
+EDM diffusion model run on the clean image at one noise level, s(x) = (D(x; σ) − x)/σ² with x in [−1, 1] and σ = 0.5
+for CIFAR-10 (1.2 for ImageNet-64), divides score and gradient by their per-image max-abs value, and reports
+1 − LPIPS (AlexNet) between the two maps, averaged over 2,000 CIFAR-10 test images.
+
+Where the score comes from (option ``score``):
+
+* ``analytic``: the exact score of the data (capability ``ANALYTIC_SCORE``, e.g. the ``gaussian_mixture`` dataset):
+  ``ctx.data.extras["score"](x, y)`` is ∇x log p(x | y) and ``ctx.data.extras["score"](x, None)`` is ∇x log p(x).
+  Without the capability the runner records the evaluation as skipped (the instance's ``requires`` then names
+  ``ANALYTIC_SCORE``); called directly, it raises a GibenchError.
+* ``learned``: the score of a denoiser that gibench trains by denoising score matching on the train split, once per
+  dataset and σ, and caches as an auxiliary model of kind ``denoiser`` (``ctx.aux``; see
+  :mod:`gibench.evaluators._denoiser` for the U-Net, its EDM preconditioning and its training).
+  s(x | y) = (D(x; σ, y) − x)/σ², evaluated on the clean test image as the paper does, is the score of the σ-smoothed
+  density p_σ(x | y) (Tweedie; Vincent 2011); the unconditional score uses the denoiser's null class. ``sigma`` is
+  in pixel units: the default 0.25 is the paper's σ = 0.5 in its [−1, 1] coordinates. The denoiser's held-out
+  quality (test-split denoising MSE beside that of the identity and mean-image denoisers) is recorded with every
+  result; an evaluation fails with a clear reason when ``gain_over_trivial`` (1 − its MSE / the best trivial MSE)
+  is below ``min_denoiser_gain``.
+* ``auto`` (default): ``analytic`` where the dataset has the capability, ``learned`` otherwise. The analytic numbers
+  are exactly those of version 1.
+
+The denoiser's identity (what its content hash covers): the dataset (``ctx.job.training_spec()["dataset"]``: name,
+version and resolved options; outside a suite run the bundle's name and a SHA-256 of its train split), σ, the U-Net
+config and diffusers' version, every ``denoiser_*`` option, and the denoiser code version.
 
 Metrics, each the mean over the first ``max_images`` test images of a per-image similarity computed over all
 C·H·W coordinates of the signed maps (no normalization, no absolute value):
@@ -18,33 +40,81 @@ C·H·W coordinates of the signed maps (no normalization, no absolute value):
   model side ∇x logsumexp_k f_k(x): reading the logits as an energy model, log p(x) = logsumexp_k f_k(x) − log Z, so
   this is the model's implicit unconditional score. (The paper's released CIFAR-10 script uses the gradient of the
   sum of the logits instead; gibench uses the quantity whose target is exactly ∇x log p(x).)
+* ``lpips_conditional``, ``lpips_unconditional`` (only with ``lpips_weights``): the paper's 1 − LPIPS between the
+  max-abs-normalized maps (see :class:`LPIPSAlex`). gibench never downloads weights: ``lpips_weights`` names a local
+  folder holding ``alex.pth`` (the LPIPS v0.1 linear heads shipped inside the ``lpips`` package, at
+  ``lpips/weights/v0.1/alex.pth``) and ``alexnet-owt-7be5be79.pth`` (torchvision's ImageNet AlexNet weights, the
+  file torchvision caches). A missing file is a configuration error naming it.
 
 Choices: a similarity of a zero map is 0 (cosine and Spearman are undefined there); the true test label is used.
-The paper measures 1 − LPIPS (AlexNet) between max-abs-normalized maps against an EDM diffusion model's score; cosine
-and Spearman are gibench's own, parameter-free choices. LPIPS needs network weights that gibench does not download;
-it may be offered later only when the weights are present locally. Scores from a trained denoiser (for datasets
-without an analytic score) are likewise not part of this evaluator. Cost: two forward + backward passes per image
-(label logit and logsumexp) plus the analytic score.
+Cosine and Spearman are gibench's own, parameter-free choices (the paper computes neither). For LPIPS, one-channel
+maps are repeated to three channels and maps whose shorter side is below 32 pixels are resized bilinearly so that it
+is 32 (AlexNet's pooling needs that; the paper's CIFAR-10 maps are 32×32), and the maps are compared in [−1, 1]
+(lpips' ``normalize=False``), as the paper does.
+
+Cost: two forward + backward passes of the model per image (label logit and logsumexp) plus the score. The analytic
+score is a closed form; the learned score is two denoiser forward passes per image (conditional and null class) on
+top of the denoiser's one-off training, which is shared by every job, suite and rerun on the same dataset and σ
+(``benchmarks/denoiser_cost.py`` measures both). LPIPS adds two AlexNet forward passes per image.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
+from gibench.auxiliary import require_quality
+from gibench.errors import GibenchError
+from gibench.evaluators import _denoiser
 from gibench.evaluators._artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
 from gibench.params import check
+
+SCORES = ("auto", "analytic", "learned")
+LPIPS_FILES = ("alex.pth", "alexnet-owt-7be5be79.pth")  # LPIPS v0.1 linear heads; torchvision's ImageNet AlexNet
+
+ScoreFn = Callable[[Tensor, "Tensor | None"], Tensor]
 
 
 @dataclass(frozen=True)
 class ScoreAlignmentConfig:
     max_images: int = 1000  # the first N test images; 0 = all
+    score: str = "auto"  # auto: analytic where the dataset has ANALYTIC_SCORE, learned otherwise
+    sigma: float = 0.25  # the learned score's noise level, pixel units (the paper's 0.5 in [−1, 1] coordinates)
+    denoiser_width: int = 16  # U-Net block_out_channels = (w, 2w, 2w)
+    denoiser_epochs: int = 5
+    denoiser_lr: float = 2e-3
+    denoiser_batch_size: int = 64
+    denoiser_uncond_prob: float = 0.2  # labels replaced by the null class in training
+    denoiser_max_train: int = 0  # the first N training images; 0 = all
+    denoiser_seed: int = 0
+    min_denoiser_gain: float = 0.2  # floor on the denoiser's gain_over_trivial
+    lpips_weights: str = ""  # a local folder with LPIPS_FILES; empty: no LPIPS metrics
 
     def __post_init__(self) -> None:
         check(self.max_images >= 0, f"max_images must be >= 0, got {self.max_images}")
+        check(self.score in SCORES, f"score must be one of {SCORES}, got {self.score!r}")
+        check(self.min_denoiser_gain < 1.0, f"min_denoiser_gain must be < 1, got {self.min_denoiser_gain}")
+        self.denoiser_training()  # validates the denoiser options
+        if self.lpips_weights:
+            folder = Path(self.lpips_weights).expanduser()
+            missing = [name for name in LPIPS_FILES if not (folder / name).is_file()]
+            check(not missing, f"lpips_weights={self.lpips_weights!r} lacks {missing}: put the LPIPS v0.1 linear "
+                               f"heads (alex.pth, shipped in the lpips package under lpips/weights/v0.1/) and "
+                               f"torchvision's AlexNet weights (alexnet-owt-7be5be79.pth) in that folder; gibench "
+                               f"never downloads them")
+
+    def denoiser_training(self) -> _denoiser.DenoiserTraining:
+        return _denoiser.DenoiserTraining(
+            sigma=self.sigma, width=self.denoiser_width, epochs=self.denoiser_epochs, lr=self.denoiser_lr,
+            batch_size=self.denoiser_batch_size, uncond_prob=self.denoiser_uncond_prob,
+            max_train=self.denoiser_max_train, seed=self.denoiser_seed)
 
 
 def cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -79,22 +149,135 @@ def logsumexp_gradient(model: nn.Module, x: Tensor) -> Tensor:
     return grad.detach()
 
 
+def max_abs_normalized(maps: Tensor) -> Tensor:
+    """Each map divided by its max-abs value (the paper's normalization, into [−1, 1]); zero maps stay zero."""
+    scale = maps.flatten(1).abs().amax(1).clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps / scale.view(-1, *([1] * (maps.dim() - 1)))
+
+
+class LPIPSAlex(nn.Module):
+    """LPIPS v0.1 with the AlexNet trunk (Zhang et al., CVPR 2018), as ``lpips.LPIPS(net="alex")`` computes it.
+
+    Inputs in [−1, 1] are shifted and scaled per channel (lpips' ScalingLayer), passed through AlexNet's features up to
+    relu1..relu5, unit-normalized along channels (eps 1e-10), squared-differenced, weighted by the 1×1 linear heads,
+    averaged over space and summed over the five layers. Weights load from local files only (``weights_only=True``).
+    """
+
+    SHIFT = (-0.030, -0.088, -0.188)
+    SCALE = (0.458, 0.448, 0.450)
+    CHANNELS = (64, 192, 384, 256, 256)
+    SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))  # AlexNet features ending at relu1..relu5
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__()
+        from torchvision.models import alexnet
+
+        folder = Path(folder).expanduser()
+        features = alexnet(weights=None).features
+        trunk = torch.load(folder / LPIPS_FILES[1], map_location="cpu", weights_only=True)
+        features.load_state_dict({k.removeprefix("features."): v for k, v in trunk.items() if k.startswith("features.")})
+        self.slices = nn.ModuleList(nn.Sequential(*features[a:b]) for a, b in self.SLICES)
+        heads = torch.load(folder / LPIPS_FILES[0], map_location="cpu", weights_only=True)
+        self.heads = nn.ParameterList(nn.Parameter(heads[f"lin{i}.model.1.weight"], requires_grad=False)
+                                      for i in range(len(self.CHANNELS)))
+        self.register_buffer("shift", torch.tensor(self.SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(self.SCALE).view(1, 3, 1, 1))
+        self.requires_grad_(False).eval()
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """LPIPS distance per image pair, (N,)."""
+        ha, hb = (a - self.shift) / self.scale, (b - self.shift) / self.scale
+        total = torch.zeros(a.shape[0], device=a.device, dtype=a.dtype)
+        for layer, head in zip(self.slices, self.heads):
+            ha, hb = layer(ha), layer(hb)
+            na = ha / (ha.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            nb = hb / (hb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            total = total + F.conv2d((na - nb).pow(2), head).mean(dim=(1, 2, 3))
+        return total
+
+
+def lpips_similarity(lpips: LPIPSAlex, a: Tensor, b: Tensor) -> Tensor:
+    """1 − LPIPS between max-abs-normalized maps (N,): three channels, shorter side at least 32 pixels."""
+    a, b = max_abs_normalized(a.float()), max_abs_normalized(b.float())
+    if a.shape[1] == 1:
+        a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
+    short = min(a.shape[-2:])
+    if short < 32:
+        size = tuple(round(s * 32 / short) for s in a.shape[-2:])
+        a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+        b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        return 1.0 - lpips(a, b).double()
+
+
+def data_identity(ctx: EvalContext) -> dict:
+    """The dataset part of a denoiser's identity: the job's dataset spec, else the bundle's name and train hash."""
+    if ctx.job is not None:
+        return ctx.job.training_spec()["dataset"]
+    digest = hashlib.sha256(ctx.data.train.x.contiguous().numpy().tobytes())
+    digest.update(ctx.data.train.y.contiguous().numpy().tobytes())
+    return {"name": ctx.data.name, "train_sha256": digest.hexdigest()}
+
+
+CORE_METRICS = (
+    Metric("cosine_conditional", True, "cosine similarity of ∇x f_y(x) and the score ∇x log p(x|y)", headline=True),
+    Metric("spearman_conditional", True, "Spearman rank correlation of ∇x f_y(x) and ∇x log p(x|y)"),
+    Metric("cosine_unconditional", True, "cosine similarity of ∇x logsumexp f(x) and the score ∇x log p(x)"),
+    Metric("spearman_unconditional", True, "Spearman rank correlation of ∇x logsumexp f(x) and ∇x log p(x)"),
+)
+LPIPS_METRICS = (
+    Metric("lpips_conditional", True, "1 − LPIPS (AlexNet) of max-abs-normalized ∇x f_y(x) and ∇x log p(x|y)"),
+    Metric("lpips_unconditional", True, "1 − LPIPS (AlexNet) of max-abs-normalized ∇x logsumexp f and ∇x log p(x)"),
+)
+
+
 class ScoreAlignment(Evaluator):
-    """Cosine similarity (headline) and Spearman correlation of input-gradients with the analytic score."""
+    """Cosine similarity (headline) and Spearman correlation of input-gradients with the analytic or learned score.
+
+    ``requires`` and ``metrics`` are class-level for the default config; an instance narrows ``requires`` to
+    ``ANALYTIC_SCORE`` under ``score: analytic`` (so the runner records a skip) and adds the LPIPS metrics when
+    ``lpips_weights`` is set.
+    """
 
     Config = ScoreAlignmentConfig
     version = "1"
-    requires = frozenset({ANALYTIC_SCORE})
-    metrics = (
-        Metric("cosine_conditional", True, "cosine similarity of ∇x f_y(x) and the score ∇x log p(x|y)", headline=True),
-        Metric("spearman_conditional", True, "Spearman rank correlation of ∇x f_y(x) and ∇x log p(x|y)"),
-        Metric("cosine_unconditional", True, "cosine similarity of ∇x logsumexp f(x) and the score ∇x log p(x)"),
-        Metric("spearman_unconditional", True, "Spearman rank correlation of ∇x logsumexp f(x) and ∇x log p(x)"),
-    )
+    requires = frozenset()
+    metrics = CORE_METRICS
+
+    def __init__(self, config: ScoreAlignmentConfig | None = None) -> None:
+        super().__init__(config)
+        if self.config.score == "analytic":
+            self.requires = frozenset({ANALYTIC_SCORE})
+        if self.config.lpips_weights:
+            self.metrics = CORE_METRICS + LPIPS_METRICS
+
+    def score_function(self, ctx: EvalContext) -> ScoreFn:
+        """The score to compare with: analytic (the dataset's) or learned (a cached denoiser's), per ``score``."""
+        has_analytic = ANALYTIC_SCORE in ctx.data.capabilities
+        if self.config.score == "analytic" and not has_analytic:
+            raise GibenchError(f"score_alignment with score: analytic needs a dataset with an analytic score "
+                               f"(capability {ANALYTIC_SCORE!r}); {ctx.data.name!r} has none. Use score: learned "
+                               f"(or auto) to compare against a trained denoiser's score instead")
+        if self.config.score == "analytic" or (self.config.score == "auto" and has_analytic):
+            return ctx.data.extras["score"]
+        cfg = self.config.denoiser_training()
+        aux = ctx.aux.get_or_train(
+            "denoiser", _denoiser.identity(data_identity(ctx), ctx.data, cfg),
+            build=lambda: _denoiser.build(ctx.data, cfg),
+            train=lambda: _denoiser.train(ctx.data, cfg, ctx.aux.device))
+        require_quality(aux, "gain_over_trivial", self.config.min_denoiser_gain, "score_alignment's learned score")
+        denoiser, device = aux.model, ctx.aux.device
+
+        def learned(x: Tensor, y: Tensor | None) -> Tensor:
+            labels = None if y is None else y.to(device)
+            return denoiser.score(x.to(device).float(), labels).to(device=x.device, dtype=x.dtype)
+
+        return learned
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         x, y, _ = eval_subset(ctx, self.config.max_images)
-        score = ctx.data.extras["score"]
+        score = self.score_function(ctx)
+        lpips = LPIPSAlex(self.config.lpips_weights).to(ctx.device) if self.config.lpips_weights else None
         parts: dict[str, list[Tensor]] = {m.name: [] for m in self.metrics}
         grid: list[Tensor] = []
         for sl in batches(len(y), ctx.batch_size):
@@ -106,6 +289,9 @@ class ScoreAlignment(Evaluator):
             parts["spearman_conditional"].append(spearman(grad, target))
             parts["cosine_unconditional"].append(cosine(grad_u, target_u))
             parts["spearman_unconditional"].append(spearman(grad_u, target_u))
+            if lpips is not None:
+                parts["lpips_conditional"].append(lpips_similarity(lpips, grad, target))
+                parts["lpips_unconditional"].append(lpips_similarity(lpips, grad_u, target_u))
             if not grid:
                 n = GRID_IMAGES
                 grid = [xb[:n].cpu(), to_unit(grad[:n], signed=True).cpu(), to_unit(target[:n], signed=True).cpu()]

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 import gibench
-from gibench.api import ANALYTIC_SCORE, SIGNAL_MASK, EvalContext, Evaluator
+from gibench.api import SIGNAL_MASK, EvalContext, Evaluator
 from gibench.errors import ConfigError
 from gibench.evaluators.blockmnist import BlockMNISTLeakage
 from gibench.evaluators.density_ratio import DensityRatio
@@ -24,7 +24,7 @@ EVALUATORS = {
     "pixel_perturbation": (PixelPerturbation, "mnist_subset", frozenset()),
     "density_ratio": (DensityRatio, "mnist_subset", frozenset()),
     "blockmnist": (BlockMNISTLeakage, "blockmnist", frozenset({SIGNAL_MASK})),
-    "score_alignment": (ScoreAlignment, "gaussian_mixture", frozenset({ANALYTIC_SCORE})),
+    "score_alignment": (ScoreAlignment, "gaussian_mixture", frozenset()),
 }
 
 
