@@ -2,6 +2,9 @@
 
     gibench list {regularizers,evaluators,datasets,backbones,suites}
     gibench run --suite NAME|PATH [--runs-dir DIR] [--data-root DIR] [--download] [--device cpu|cuda] [--dry-run]
+                [--retry-failed] [--eval-batch-size N] [--executor local|ray] [--address ADDR] [--gpus-per-job F]
+                [--check]
+    gibench doctor [--runs-dir DIR] [--fix]
     gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics]
     gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]
     gibench validate SUBMISSION_DIR
@@ -78,9 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster address (default: start a local one)")
     p.add_argument("--gpus-per-job", type=float, default=None,
                    help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU (default 1)")
+    p.add_argument("--check", action="store_true", help="only scan --runs-dir for damage (as `gibench doctor`)")
     p.add_argument("--claim-timeout", type=float, default=300.0,
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("doctor", help="scan a runs directory for damaged, stale or orphaned files")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
+    p.add_argument("--fix", action="store_true",
+                   help="move damaged and stale files into runs_dir/quarantine/ (never deletes results), delete "
+                        "leftover temporaries and dead claims")
+    p.set_defaults(handler=cmd_doctor)
 
     p = sub.add_parser("report", help="print mean ± std over seeds and the change against erm")
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
@@ -166,7 +177,32 @@ def _list_backbones(pattern: str | None) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gibench.doctor import doctor
+
+    problems = doctor(args.runs_dir, fix=args.fix)
+    if not problems:
+        stdout.print(f"{args.runs_dir}: no damaged, stale or orphaned files.")
+        return 0
+    table = Table("kind", "path", "problem", *(["fixed"] if args.fix else []), title=f"doctor: {args.runs_dir}")
+    for column in table.columns[1:]:
+        column.overflow = "fold"  # paths are shown whole, folded over lines, never cut
+    colours = {"damaged": "red", "stale": "yellow", "orphaned": "magenta", "info": "cyan"}
+    for p in problems:
+        table.add_row(f"[{colours[p.kind]}]{p.kind}[/]", escape(str(p.path)), escape(p.what),
+                      *([escape(p.fixed) or "-"] if args.fix else []))
+    stdout.print(table)
+    unfixed = [p for p in problems if p.kind in ("damaged", "stale") and not p.fixed]
+    if unfixed and not args.fix:
+        stdout.print(f"{len(unfixed)} damaged or stale file(s); `gibench doctor --runs-dir {args.runs_dir} --fix` "
+                     "moves them aside (into quarantine/) so that the next run recomputes them.", soft_wrap=True)
+    return 1 if unfixed else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.check:
+        args.fix = False
+        return cmd_doctor(args)
     from gibench.config import load_suite
     from gibench.progress import RichProgress
     from gibench.results import collect_results
@@ -328,7 +364,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     metadata = SubmissionMetadata(name=args.name, authors=args.authors, description=args.description,
                                   links=args.links)
-    path = build_submission(args.runs_dir, args.out, metadata, suite_name=args.suite)
+    path = build_submission(args.runs_dir, args.out, metadata, suite_name=args.suite, warn=_warn)
     stdout.print(f"wrote submission {path}")
     return 0
 

@@ -242,7 +242,9 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     jobs = expand(suite)
     findings = _preflight(suite, jobs, runs_dir, options, observer, executor, dry_run)
     if dry_run:
-        return RunSummary(runs_dir, suite, [_dry_report(job, runs_dir, findings) for job in jobs], dry_run=True)
+        store = RunStore(runs_dir, repair=False, warn=observer.warning)  # a dry run reads only
+        return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
+                          warnings=store.warnings, dry_run=True)
     store = RunStore(runs_dir, repair=True, warn=observer.warning)
     entry = _manifest_entry(suite, jobs, resolve_device(options.device))
     store.record_run(entry)
@@ -324,10 +326,10 @@ def _preflight(suite: Suite, jobs: list[Job], runs_dir: Path, options: RunOption
     return report.per_job()
 
 
-def _dry_report(job: Job, runs_dir: Path, findings: dict[str, list[str]]) -> JobReport:
+def _dry_report(job: Job, store: RunStore, findings: dict[str, list[str]]) -> JobReport:
     from gibench.preflight import is_error
 
-    folder = RunStore(runs_dir, repair=False, warn=lambda message: None).job(job.hash)
+    folder = store.job(job.hash)
     problems = findings.get(job.hash, [])
     status = folder.status()
     if any(is_error(p) for p in problems):

@@ -90,10 +90,10 @@ class JobFolder:
         return True
 
     def checkpoint_damaged(self, problem: str) -> None:
-        """Report the checkpoint as damaged; in a repairing store move it aside and drop the commit point."""
+        """Report the checkpoint as damaged; a repairing store moves it aside with its commit point (status.json)."""
         self.store.damaged(DamagedFileError(self.checkpoint, problem), then="the job is retrained")
-        if self.store.repair:
-            self.clear_status()
+        if self.store.repair and (self.root / "status.json").exists():
+            quarantine(self.root / "status.json", self.store.runs_dir, f"commit point of a damaged checkpoint ({problem})")
 
     def write_spec(self, record: JobRecord) -> None:
         atomic_write_json(self.root / "job.json", record.to_json())

@@ -201,7 +201,8 @@ class SubmissionScan:
 
 
 def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
-                     suite_name: str | None = None, *, results: pd.DataFrame | None = None) -> Path:
+                     suite_name: str | None = None, *, results: pd.DataFrame | None = None,
+                     warn: Callable[[str], None] | None = None) -> Path:
     """Package the results in ``runs_dir`` as ``out_dir/<id>/`` and return that folder.
 
     Args:
@@ -210,6 +211,7 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
         metadata: name, authors, description, links (a :class:`SubmissionMetadata` or a mapping).
         suite_name: keep only the runs of this suite, and the results of their jobs; None keeps every run.
         results: the long results table; defaults to ``gibench.results.collect_results(runs_dir)``.
+        warn: called with a message for each damaged file that is skipped (default: ``warnings.warn``).
 
     Raises:
         SubmissionError: no manifest or no results (run ``gibench run`` first), an unknown suite name, bad metadata,
@@ -219,13 +221,13 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
         >>> build_submission("runs", "submissions", {"name": "My method", "authors": ["A. Person"]}, "smoke")
         PosixPath('submissions/my-method-3f2a9c0b1d4e')
     """
-    loaded = package_results(runs_dir, metadata, suite_name, results=results)
+    loaded = package_results(runs_dir, metadata, suite_name, results=results, warn=warn)
     return _write(Path(out_dir), loaded.submission, loaded.data)
 
 
 def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
                     suite_name: str | None = None, *, results: pd.DataFrame | None = None,
-                    job_hashes: set[str] | None = None) -> LoadedSubmission:
+                    job_hashes: set[str] | None = None, warn: Callable[[str], None] | None = None) -> LoadedSubmission:
     """The submission of ``runs_dir``'s results, in memory (``path`` None): what :func:`build_submission` writes.
 
     ``job_hashes`` restricts it to those jobs (and to the runs that list one of them). Same errors as
@@ -233,13 +235,13 @@ def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping
     """
     runs_dir = Path(runs_dir)
     meta = _parse(SubmissionMetadata, metadata, "metadata")
-    suites, runs = _read_runs(runs_dir, suite_name)
+    suites, runs = _read_runs(runs_dir, suite_name, warn)
     if job_hashes is not None:
         runs = [run for run in runs if job_hashes & set(run.jobs)]
         suites = [s for s in suites if any(run.suite_hash == s.hash for run in runs)]
     if results is None:
         from gibench.results import collect_results
-        results = collect_results(runs_dir, job_hashes)
+        results = collect_results(runs_dir, job_hashes, warn=warn)
     data = _results_csv(_select_rows(results, runs, suite_name, runs_dir))
     table = _parse_results(data, f"{runs_dir} (results)", {job for run in runs for job in run.jobs})
     provenance = Provenance(suites=suites, runs=runs)

@@ -1,0 +1,204 @@
+"""``gibench doctor``: scan a runs directory for what is damaged, stale or orphaned; change nothing unless ``fix``.
+
+What counts as what, and what ``--fix`` does about it:
+
+* **damaged**: a JSON file that does not parse or lacks a field (manifest, runs/*.json, job.json, status.json,
+  results, train_log.json); a checkpoint whose size or SHA-256 differs from what status.json recorded.
+  Fix: moved into ``quarantine/`` (never deleted); the next run recomputes it.
+* **stale**: a result of an evaluator version other than the installed one, or computed from another checkpoint
+  than the stored one. Fix: moved into ``quarantine/``; the next run recomputes it.
+* **stale**: leftover temporaries of killed writers (``.tmp-*``), except those of a job a live worker holds and
+  those younger than :data:`TEMPORARY_GRACE_S` (a write may be in progress). Fix: deleted (never committed data).
+* **stale**: a claim whose owner is dead (its lock is free, its owner file remains). Fix: owner file deleted; a run
+  would take it over anyway.
+* **orphaned**: a job folder no run in the manifest lists; artifacts without a result; a result of an evaluator
+  that is not installed. Reported only: they may belong to runs made elsewhere.
+
+Failed trainings and failed evaluations are listed as ``info`` (the next run retries failed evaluations; failed
+trainings need ``--retry-failed``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from gibench import registry
+from gibench.errors import GibenchError
+from gibench.fsio import TMP_PREFIX, DamagedFileError, Owner, file_sha256, quarantine, read_json
+from gibench.records import JobRecord, Manifest, ResultRecord, RunEntry, TrainStatus, load
+
+KINDS = ("damaged", "stale", "orphaned", "info")
+#: temporaries younger than this may belong to a write in progress (manifest, site build) and are left alone
+TEMPORARY_GRACE_S = 600.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # one of KINDS
+    path: Path
+    what: str
+    fixed: str = ""  # what --fix did, "" when nothing
+
+
+def doctor(runs_dir: Path, fix: bool = False) -> list[Problem]:
+    """Every problem under ``runs_dir`` (see the module docstring); with ``fix``, repaired where that is safe."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise GibenchError(f"{runs_dir} is not a runs directory (no such folder). Pass the --runs-dir of a run.")
+    scan = _Scan(runs_dir, fix)
+    scan.manifest()
+    for job in sorted((runs_dir / "jobs").glob("*")) if (runs_dir / "jobs").is_dir() else []:
+        if job.is_dir() and not job.name.startswith(TMP_PREFIX):
+            scan.job(job)
+    scan.claims()
+    scan.temporaries()
+    return scan.problems
+
+
+class _Scan:
+    def __init__(self, runs_dir: Path, fix: bool) -> None:
+        self.runs_dir, self.fix = runs_dir, fix
+        self.problems: list[Problem] = []
+        self.listed: set[str] = set()
+
+    def add(self, kind: str, path: Path, what: str, repair=None) -> None:
+        fixed = ""
+        if self.fix and repair is not None and path.exists():
+            fixed = repair()
+        self.problems.append(Problem(kind, path, what, fixed))
+
+    def _quarantine(self, path: Path, why: str):
+        return lambda: f"moved to {quarantine(path, self.runs_dir, why)}"
+
+    def _validated(self, cls, path: Path):
+        try:
+            return load(cls, path)
+        except FileNotFoundError:
+            return None
+        except DamagedFileError as exc:
+            self.add("damaged", path, exc.problem, self._quarantine(path, exc.problem))
+            return None
+
+    def manifest(self) -> None:
+        manifest = self._validated(Manifest, self.runs_dir / "manifest.json")
+        entries = list(manifest.runs) if manifest else []
+        for path in sorted((self.runs_dir / "runs").glob("*.json")):
+            if not path.name.startswith(TMP_PREFIX):
+                entry = self._validated(RunEntry, path)
+                entries += [entry] if entry else []
+        self.listed = {job for entry in entries for job in entry.jobs}
+
+    def job(self, folder: Path) -> None:
+        record = self._validated(JobRecord, folder / "job.json")
+        if record is not None and folder.name not in self.listed:
+            self.add("orphaned", folder, "job folder that no run in manifest.json lists")
+        status = self._validated(TrainStatus, folder / "status.json")
+        if status is not None and status.state == "failed":
+            self.add("info", folder / "status.json", f"training failed: {status.reason}")
+        checkpoint_sha = self._checkpoint(folder, status)
+        if (folder / "train_log.json").exists():
+            try:
+                read_json(folder / "train_log.json")
+            except DamagedFileError as exc:
+                self.add("damaged", exc.path, exc.problem, self._quarantine(exc.path, exc.problem))
+        keys = set()
+        for path in sorted((folder / "results").glob("*.json")):
+            if not path.name.startswith(TMP_PREFIX):
+                keys.add(path.stem)
+                result = self._validated(ResultRecord, path)
+                if result is not None:
+                    self._result(path, result, checkpoint_sha)
+        for artifacts in sorted((folder / "artifacts").glob("*")):
+            if artifacts.is_dir() and not artifacts.name.startswith(TMP_PREFIX) and artifacts.name not in keys:
+                self.add("orphaned", artifacts, "artifacts without a result file")
+
+    def _checkpoint(self, folder: Path, status: TrainStatus | None) -> str | None:
+        path = folder / "checkpoint.pt"
+        if status is None or status.state != "trained" or status.checkpoint_sha256 is None:
+            return None
+        if not path.exists():
+            self.add("damaged", folder / "status.json", "says trained but checkpoint.pt is missing",
+                     self._quarantine(folder / "status.json", "checkpoint missing"))
+            return None
+        size = path.stat().st_size
+        if size != status.checkpoint_bytes or file_sha256(path) != status.checkpoint_sha256:
+            what = f"{size} bytes, {status.checkpoint_bytes} recorded" if size != status.checkpoint_bytes else \
+                "SHA-256 differs from the one status.json recorded"
+            self.add("damaged", path, what, lambda: self._set_aside_checkpoint(folder, what))
+        return status.checkpoint_sha256
+
+    def _set_aside_checkpoint(self, folder: Path, what: str) -> str:
+        moved = quarantine(folder / "checkpoint.pt", self.runs_dir, what)
+        quarantine(folder / "status.json", self.runs_dir, f"commit point of a damaged checkpoint ({what})")
+        return f"moved to {moved} (with its status.json); the next run retrains the job"
+
+    def _result(self, path: Path, result: ResultRecord, checkpoint_sha: str | None) -> None:
+        try:
+            installed = registry.evaluators.get(result.evaluator).version
+        except GibenchError:
+            self.add("orphaned", path, f"result of evaluator {result.evaluator!r}, which is not installed")
+            return
+        if result.version != installed:
+            what = f"result of {result.evaluator} version {result.version}; the installed version is {installed}"
+            self.add("stale", path, what, self._quarantine(path, what))
+        elif result.checkpoint_sha256 and checkpoint_sha and result.checkpoint_sha256 != checkpoint_sha:
+            what = "computed from another checkpoint than the stored one"
+            self.add("stale", path, what, self._quarantine(path, what))
+        elif result.status == "failed":
+            self.add("info", path, f"evaluation failed (retried by the next run): {_last_line(result.reason)}")
+
+    def claims(self) -> None:
+        for owner_path in sorted((self.runs_dir / "claims").glob("*.owner.json")):
+            lock_path = owner_path.with_name(owner_path.name.replace(".owner.json", ".lock"))
+            lock = FileLock(str(lock_path), timeout=0, thread_local=False)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # held by a live worker
+            try:
+                owner = Owner.read(owner_path)
+                who = owner.describe() if owner else "an unreadable owner"
+                self.add("stale", owner_path, f"claim of a dead worker ({who}); the next run takes it over",
+                         lambda p=owner_path: (p.unlink(), "deleted")[1])
+            finally:
+                lock.release()
+
+    def temporaries(self) -> None:
+        """Leftovers of killed writers; those of a job a live worker holds, or younger than 10 minutes, are in use."""
+        now = time.time()
+        for path in sorted(self.runs_dir.rglob(f"{TMP_PREFIX}*")):
+            if (self.runs_dir / "quarantine") in path.parents or any(p.name.startswith(TMP_PREFIX) for p in
+                                                                      path.parents):
+                continue
+            job = path.relative_to(self.runs_dir).parts
+            if job[0] == "jobs" and len(job) > 2 and self._claim_held(job[1]):
+                continue
+            if now - path.lstat().st_mtime < TEMPORARY_GRACE_S:
+                continue
+            self.add("stale", path, "leftover temporary of a killed writer", lambda p=path: _delete(p))
+
+    def _claim_held(self, job_hash: str) -> bool:
+        lock = FileLock(str(self.runs_dir / "claims" / f"{job_hash}.lock"), timeout=0, thread_local=False)
+        if not lock.lock_file or not Path(lock.lock_file).exists():
+            return False
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+
+def _delete(path: Path) -> str:
+    import shutil
+
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return "deleted"
+
+
+def _last_line(text: str | None) -> str:
+    return text.strip().splitlines()[-1] if text and text.strip() else ""
