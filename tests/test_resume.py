@@ -1,4 +1,8 @@
-"""Kill a real `gibench run` with SIGKILL mid-way, rerun it: it finishes, reusing every finished job."""
+"""Kill a real `gibench run` with SIGKILL mid-job, rerun it: it finishes, reusing every finished job.
+
+No race: the second job's first training step waits on a sentinel (tests/runner_plugins.py), so when the test kills
+the process, the first job is certainly committed and the second certainly in flight.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +12,46 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import write_suite
 
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _gibench(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gibench", *args]
+    return [sys.executable, "-m", "tests.runner_plugins", *args]
 
 
 def test_sigkill_then_rerun_reuses_finished_jobs(tmp_path):
-    suite = write_suite(tmp_path, regularizers=["erm", {"gradient_norm": {"weight": [1.0e-3, 1.0e-2]}}],
-                        train={"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 1.0e-2})
-    runs = tmp_path / "runs"
-    env = {**os.environ, "COLUMNS": "200"}
-    process = subprocess.Popen(_gibench("run", "--suite", str(suite), "--runs-dir", str(runs), "--device", "cpu"),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:  # wait until the first job is committed
-        if any(p.read_text().find('"trained"') >= 0 for p in runs.glob("jobs/*/status.json")):
-            break
+    suite = write_suite(tmp_path, regularizers=["erm", "gate", {"gradient_norm": {"weight": 1.0e-3}}],
+                        evaluators=["accuracy"])
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    gate.mkdir()
+    env = {**os.environ, "COLUMNS": "200", "GIBENCH_TEST_GATE": str(gate), "OMP_NUM_THREADS": "1"}
+    command = _gibench("run", "--suite", str(suite), "--runs-dir", str(runs), "--device", "cpu")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 300  # a bound on reaching the sentinel, not a timing the test depends on
+    while not (gate / "started").exists():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "the gated job never started"
         time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be killed; make the suite longer"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished_before = {p.parent.name for p in runs.glob("jobs/*/status.json")}
-    assert finished_before
+    committed = {p.parent.name for p in runs.glob("jobs/*/status.json")}
+    assert len(committed) == 1  # erm, and only erm: the gated job was killed in its first step
 
-    rerun = subprocess.run(_gibench("run", "--suite", str(suite), "--runs-dir", str(runs), "--device", "cpu"),
-                           capture_output=True, text=True, env=env, timeout=600)
+    (gate / "open").touch()
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert "[1/3] mnist_subset / gibench_linear / erm / seed 0: cached" in rerun.stderr
-    assert rerun.stderr.count("trained in") == 3 - len(finished_before)
+    assert rerun.stderr.count("trained in") == 2
     for path in runs.rglob("*.json"):  # nothing half-written anywhere
         json.loads(path.read_text())
     assert not list(runs.rglob(".tmp-*"))
-    assert len(list(runs.glob("jobs/*/results/*.json"))) == 3 * 2
+    assert len(list(runs.glob("jobs/*/results/*.json"))) == 3
+    manifest = json.loads((runs / "manifest.json").read_text())
+    assert [run["finished"] is not None for run in manifest["runs"]] == [False, True]  # the killed run never finished
