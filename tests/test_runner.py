@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +16,9 @@ from gibench import registry
 from gibench.api import Evaluator, Metric, Regularizer, TrainingLoss
 from gibench.config import load_suite
 from gibench.results import collect_results
-from gibench.runner import RunOptions, run_suite
+from gibench.errors import ConfigError
+from gibench.runner import RunObserver, RunOptions, run_suite
+from gibench.store import RunStore
 from tests.conftest import write_suite
 
 
@@ -104,8 +111,6 @@ def test_results_table_shape(tiny_suite_file, tmp_path):
     # the stored checkpoint reproduces the stored accuracy
     from gibench import load_dataset
     from gibench.models import build_model
-    from gibench.store import RunStore
-
     bundle = load_dataset("mnist_subset")
     folder = RunStore(tmp_path / "runs").job(row["job_hash"])
     model = folder.load_weights(build_model("gibench_linear", {}, bundle)).eval()
@@ -145,3 +150,70 @@ def test_accuracy_saves_per_class_accuracy_that_averages_to_the_headline(tiny_su
     assert sum(per_class) / 10 == pytest.approx(record["scalars"]["accuracy"], abs=1e-12)
     artifact = result_file.parents[1] / record["artifacts"]["per_class_accuracy"]
     assert json.loads(artifact.read_text())["per_class_accuracy"]["y"] == per_class
+
+
+class Recorder(RunObserver):
+    def __init__(self):
+        self.events = []
+
+    def suite_started(self, suite, jobs):
+        self.events.append(("suite_started", len(jobs)))
+
+    def job_started(self, job, number, total):
+        self.events.append(("job_started", number, total))
+
+    def job_step(self, job, done, total):
+        self.events.append(("job_step", done, total))
+
+    def job_phase(self, job, phase):
+        self.events.append(("job_phase", phase))
+
+    def job_finished(self, report):
+        self.events.append(("job_finished", report.state))
+
+    def suite_finished(self, summary):
+        self.events.append(("suite_finished", len(summary.jobs)))
+
+
+def test_the_observer_sees_every_event_in_order(tiny_suite_file, tmp_path):
+    suite = load_suite(write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"]))
+    recorder = Recorder()
+    run_suite(suite, tmp_path / "runs", RunOptions(device="cpu"), observer=recorder)
+    steps = math.ceil(4000 / 128)  # the bundled subset's 4,000 training digits in batches of 128, one epoch
+    assert recorder.events == [("suite_started", 1), ("job_started", 1, 1), ("job_phase", "training"),
+                               *[("job_step", i, steps) for i in range(1, steps + 1)],
+                               ("job_phase", "evaluating accuracy"), ("job_finished", "trained"),
+                               ("suite_finished", 1)]
+
+
+def test_run_options_are_picklable_and_validated():
+    options = RunOptions(device="cpu", data_root="/data", eval_batch_size=32)
+    assert pickle.loads(pickle.dumps(options)) == options and options.data_root == Path("/data")
+    with pytest.raises(ConfigError, match="--eval-batch-size must be a positive integer"):
+        dataclasses.replace(options, eval_batch_size=0)
+
+
+def test_run_job_leaves_a_job_that_another_worker_holds(tiny_suite_file, tmp_path):
+    from gibench.fsio import Claim
+    from gibench.jobs import expand
+    from gibench.runner import run_job
+
+    job = expand(load_suite(tiny_suite_file))[0]
+    runs = tmp_path / "runs"
+    other = Claim(RunStore(runs).claim_path(job.hash), 300, 30)
+    assert other.try_acquire()
+    busy = run_job(job, runs, RunOptions(device="cpu"))
+    assert busy.state == "busy" and busy.reason.startswith(f"claimed by pid {os.getpid()} on ")
+    assert not (runs / "jobs" / job.hash).exists()  # nothing was done
+    other.release()
+    assert run_job(job, runs, RunOptions(device="cpu")).state == "trained"
+    assert run_job(job, runs, RunOptions(device="cpu")).state == "cached"
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(tiny_suite_file, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'gibench\[ray\]'"):
+        run_suite(load_suite(tiny_suite_file), tmp_path / "runs", RunOptions(device="cpu"), executor="ray")
+    assert not (tmp_path / "runs" / "jobs").exists()
