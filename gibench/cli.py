@@ -77,8 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=int, default=256,
                    help="images per evaluation batch (stepped down automatically on out-of-memory)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: jobs one after another in this process; ray: jobs as Ray tasks (pip install 'gibench[ray]')")
-    p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster address (default: start a local one)")
+                   help="local: jobs one after another in this process; ray: jobs as Ray tasks "
+                        "(pip install 'gibench[ray]')")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: the Ray cluster address (default: start a local one)")
     p.add_argument("--gpus-per-job", type=float, default=None,
                    help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU (default 1)")
     p.add_argument("--check", action="store_true", help="only scan --runs-dir for damage (as `gibench doctor`)")
@@ -261,7 +263,8 @@ def _print_dry_run(summary) -> int:
     stdout.print("evaluators: " + ", ".join(spec.label for spec in suite.evaluators))
     invalid = summary.count("invalid")
     if invalid:
-        stderr.print(f"[red]{invalid} job(s) would not run[/]; `gibench run` stops before training until they are fixed.")
+        stderr.print(f"[red]{invalid} job(s) would not run[/]; `gibench run` stops before training until they are "
+                     "fixed.")
     return 1 if invalid else 0
 
 

@@ -123,7 +123,8 @@ class JobRunner:
             return JobReport(job, "failed", reason, traceback=traceback.format_exc())
         except Exception as exc:  # any error in one job must not stop the others
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            reason += f" (traceback in {self.folder.root / 'status.json'}; fix the cause, then rerun with --retry-failed)"
+            reason += (f" (traceback in {self.folder.root / 'status.json'}; fix the cause, then rerun with "
+                       "--retry-failed)")
             self.folder.save_failed(reason, log, traceback.format_exc(), finished=now())
             self.folder.record_event("failed", reason=type(exc).__name__)
             return JobReport(job, "failed", reason, traceback=traceback.format_exc())

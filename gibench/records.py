@@ -1,4 +1,5 @@
-"""Typed records of the run store: what ``job.json``, ``status.json``, ``results/<key>.json`` and ``manifest.json`` hold.
+"""Typed records of the run store: what ``job.json``, ``status.json``, ``results/<key>.json`` and ``manifest.json``
+hold.
 
 Each record is a dataclass with ``to_json()`` (plain JSON for :func:`gibench.fsio.atomic_write_json`) and
 ``from_json(data, path)``, which validates field names and types (through pydantic) and raises

@@ -93,7 +93,8 @@ class JobFolder:
         """Report the checkpoint as damaged; a repairing store moves it aside with its commit point (status.json)."""
         self.store.damaged(DamagedFileError(self.checkpoint, problem), then="the job is retrained")
         if self.store.repair and (self.root / "status.json").exists():
-            quarantine(self.root / "status.json", self.store.runs_dir, f"commit point of a damaged checkpoint ({problem})")
+            why = f"commit point of a damaged checkpoint ({problem})"
+            quarantine(self.root / "status.json", self.store.runs_dir, why)
 
     def write_spec(self, record: JobRecord) -> None:
         atomic_write_json(self.root / "job.json", record.to_json())
