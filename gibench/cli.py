@@ -287,7 +287,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _print_sanity(args.runs_dir)
     _print_report(args.runs_dir, None, all_metrics=args.all_metrics)
     if args.csv:
-        summarize(collect_results(args.runs_dir)).to_csv(args.csv, index=False)
+        summarize(collect_results(args.runs_dir, warn=lambda message: None)).to_csv(args.csv, index=False)
         stdout.print(f"wrote {args.csv}")
     return 0
 

@@ -174,3 +174,14 @@ def test_doctor_reports_every_damage_and_changes_nothing_until_fix(damaged, caps
     assert [p for p in doctor(runs) if p.kind in ("damaged", "stale")] == []
     _rerun(suite, runs)
     assert collect_results(runs).equals(before)
+
+
+def test_truncated_job_record_is_skipped_by_report_and_rewritten_by_run(damaged, capsys):
+    suite, _, runs, job, before = damaged
+    (job / "job.json").write_bytes((job / "job.json").read_bytes()[:30])
+    assert main(["report", "--runs-dir", str(runs)]) == 0
+    assert f"{job / 'job.json'} is damaged" in capsys.readouterr().err
+    assert set(collect_results(runs, warn=lambda m: None)["job_hash"]) == set(before["job_hash"]) - {job.name}
+    summary, warnings = _rerun(suite, runs)
+    assert any(str(job / "job.json") in m for m in warnings)
+    assert collect_results(runs).equals(before)
