@@ -217,7 +217,10 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def judge_outputs(judge: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The judge's predicted classes (N,) and penultimate features (N, D) for images ``x``, both on the CPU."""
+    """The judge's predicted classes (N,) and penultimate features (N, D) for images ``x``, both on the CPU.
+
+    The features are the input of the judge's last ``nn.Linear`` (its classifier), captured by a forward pre-hook.
+    """
     captured: list[Tensor] = []
     hook = last_linear(judge).register_forward_pre_hook(lambda _m, args: captured.append(args[0].flatten(1).cpu()))
     predictions = []
@@ -311,7 +314,9 @@ def get_judge(ctx: EvalContext, config: GANTestConfig) -> AuxModel:
     from gibench.models import build_model
 
     backbone, train = judge_spec(config)
-    check_independent(build_model(backbone.name, backbone.config, ctx.data), ctx.model, config)
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights; leave the global RNG as it was
+        architecture = build_model(backbone.name, backbone.config, ctx.data)
+    check_independent(architecture, ctx.model, config)
     judge = classifier(ctx.aux, JUDGE_KIND, ctx.data, data_identity(ctx), backbone, train, config.judge_seed)
     require_quality(judge, "test_accuracy", config.judge_min_accuracy, "GAN-test (option judge_min_accuracy)")
     return judge
@@ -391,11 +396,12 @@ class GANTest(Evaluator):
 
     def _result(self, ctx: EvalContext, judge: nn.Module, samples: Tensor, targets: Tensor) -> EvalResult:
         cfg, k = self.config, ctx.data.num_classes
-        judged, sample_features = judge_outputs(judge, samples, ctx.batch_size, ctx.device)
         real_x, real_y = ctx.data.test.x, ctx.data.test.y
         if cfg.diversity_space == "pixels":
+            judged = predictions(judge, samples, ctx.batch_size, ctx.device)
             sample_features, real_features = samples, real_x
         else:
+            judged, sample_features = judge_outputs(judge, samples, ctx.batch_size, ctx.device)
             real_features = judge_outputs(judge, real_x, ctx.batch_size, ctx.device)[1]
         ratio = spread_ratio(sample_features, targets, real_features, real_y, k)
         accuracy_k = per_class_accuracy(judged, targets, k)
