@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-job", type=float, default=None,
                    help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU (default 1)")
     p.add_argument("--check", action="store_true", help="only scan --runs-dir for damage (as `gibench doctor`)")
-    p.add_argument("--claim-timeout", type=float, default=300.0,
+    p.add_argument("--claim-timeout", type=float, default=120.0,
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
     p.set_defaults(handler=cmd_run)
 
@@ -207,12 +207,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_doctor(args)
     from gibench.config import load_suite
     from gibench.progress import RichProgress
-    from gibench.results import collect_results
+    from gibench.results import collect_results, evaluations_of
     from gibench.runner import RunOptions, run_suite
 
     options = RunOptions(data_root=args.data_root, download=args.download, device=args.device,
                          retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
-                         claim_timeout_s=args.claim_timeout, heartbeat_s=min(30.0, args.claim_timeout / 4))
+                         claim_timeout_s=args.claim_timeout, heartbeat_s=min(10.0, args.claim_timeout / 4))
     executor_options = _executor_options(args)
     suite = load_suite(args.suite)
     with RichProgress(stderr) as display:
@@ -220,7 +220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             executor_options=executor_options, dry_run=args.dry_run)
     if args.dry_run:
         return _print_dry_run(summary)
-    frame = collect_results(args.runs_dir, {r.job.hash for r in summary.jobs}, warn=_warn)
+    frame = collect_results(args.runs_dir, {r.job.hash for r in summary.jobs}, warn=_warn,
+                            evaluations=evaluations_of(suite))
     if not frame.empty:
         _print_frame(frame, all_metrics=False)
         site = _build_local_site(args.runs_dir, suite.name, frame)
@@ -297,7 +298,7 @@ def _warn(message: str) -> None:
 
 
 def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool) -> None:
-    from gibench.results import collect_results, failed_jobs
+    from gibench.results import collect_results, failed_jobs, mixed_versions
 
     frame = collect_results(runs_dir, job_hashes, warn=_warn)
     failed = failed_jobs(runs_dir, job_hashes, warn=lambda message: None)  # collect_results warned already
@@ -305,6 +306,10 @@ def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool
         raise GibenchError(f"no results under {runs_dir}; run `gibench run --suite smoke --runs-dir {runs_dir}` first.")
     if not frame.empty:
         _print_frame(frame, all_metrics)
+    for evaluator, versions in mixed_versions(frame).items():
+        _warn(f"results of versions {', '.join(versions)} of {evaluator} are stored and counted together; "
+              f"`gibench doctor --runs-dir {runs_dir} --fix` moves those of other versions than the installed one "
+              "aside")
     for job in failed:  # jobs whose training failed have no results: never let them silently vanish
         stdout.print(f"[red]failed[/]: {escape(job.label)} (job {job.hash}): training failed: {escape(job.reason)}",
                      soft_wrap=True)

@@ -28,8 +28,13 @@ BASELINE = "erm"
 
 
 def collect_results(runs_dir: Path, job_hashes: set[str] | None = None,
-                    warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+                    warn: Callable[[str], None] | None = None,
+                    evaluations: set[tuple[str, str, str]] | None = None) -> pd.DataFrame:
     """The long results table of every job under ``runs_dir`` (optionally only ``job_hashes``).
+
+    ``evaluations`` keeps only results whose (evaluator, version, config hash) is listed: ``gibench run`` passes the
+    suite's own evaluations, so results of an older evaluator version stored for the same job stay out of its report
+    (:func:`evaluations_of` computes the set for a suite).
 
     Read-only: a damaged job.json or result file is skipped with a warning naming it (``warn``, default
     ``warnings.warn``); ``gibench run`` or ``gibench doctor --fix`` moves such files aside.
@@ -42,9 +47,25 @@ def collect_results(runs_dir: Path, job_hashes: set[str] | None = None,
         if job is None:
             continue
         for result in folder.results():
-            rows.extend(_rows(job, result))
+            if evaluations is None or (result.evaluator, result.version, result.config_hash) in evaluations:
+                rows.extend(_rows(job, result))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"seed": "int64", "value": "float64", "higher_is_better": "bool", "headline": "bool"})
+
+
+def evaluations_of(suite) -> set[tuple[str, str, str]]:
+    """(evaluator, installed version, config hash) of every evaluation of a suite."""
+    from gibench import registry
+    from gibench.fsio import canonical_hash
+
+    return {(spec.name, registry.evaluators.get(spec.name).version, canonical_hash(spec.config))
+            for spec in suite.evaluators}
+
+
+def mixed_versions(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Evaluators with results of more than one version in ``frame`` (their rows would be averaged together)."""
+    versions = frame.groupby("evaluator")["evaluator_version"].unique()
+    return {str(name): sorted(map(str, v)) for name, v in versions.items() if len(v) > 1}
 
 
 @dataclass(frozen=True)

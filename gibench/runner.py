@@ -7,7 +7,9 @@ Public interface (executors, the CLI and tests build on exactly this):
     ``data_root``, ``download``, ``device`` (None/"auto", "cpu", "cuda", "cuda:N"), ``retry_failed``,
     ``eval_batch_size``, ``claim_timeout_s`` (a claim whose owner file has no heartbeat for this long, from another
     host, is taken over; on one host a dead owner's claim is taken over at once), ``heartbeat_s``, ``claim_poll_s``
-    (how often the local executor looks again at jobs other workers hold), ``preflight``.
+    (how often the local executor looks again at jobs other workers hold), ``preflight``. The lock alone cannot
+    tell a dead owner on another host from a filesystem whose locks other hosts do not see, so after a worker on
+    another host dies its job waits up to ``claim_timeout_s`` (default 120 s) before another host takes it over.
 
 ``RunObserver``
     Base class whose methods are all no-ops: ``suite_started(suite, jobs)``, ``job_started(job, number, total)``,
@@ -75,8 +77,8 @@ class RunOptions:
     device: str | None = None
     retry_failed: bool = False
     eval_batch_size: int = 256
-    claim_timeout_s: float = 300.0
-    heartbeat_s: float = 30.0
+    claim_timeout_s: float = 120.0
+    heartbeat_s: float = 10.0
     claim_poll_s: float = 2.0
     preflight: bool = True
 
@@ -239,6 +241,8 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     runs_dir = Path(runs_dir)
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
+    if executor == "local" and executor_options:
+        raise ConfigError(f"executor options {sorted(executor_options)} apply to --executor ray only.")
     jobs = expand(suite)
     findings = _preflight(suite, jobs, runs_dir, options, observer, executor, dry_run)
     if dry_run:

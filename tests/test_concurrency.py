@@ -118,3 +118,25 @@ def test_two_runs_started_together_train_each_job_once(tmp_path):
     assert len({run["run_id"] for run in manifest["runs"]}) == 2
     assert len(list(runs.glob("jobs/*/results/accuracy__*.json"))) == 4
     assert (runs / "site" / "index.html").exists() and not list(runs.glob(".tmp-*"))
+
+
+def test_doctor_reports_the_claim_of_a_dead_worker(tmp_path):
+    from gibench.doctor import doctor
+
+    runs = tmp_path / "runs"
+    lock = runs / "claims" / "abc.lock"
+    code = ("import sys, time; from gibench.fsio import Claim; "
+            "c = Claim(sys.argv[1], 300, 30); assert c.try_acquire(); time.sleep(600)")
+    owner = subprocess.Popen([sys.executable, "-c", code, str(lock)], env=ENV)
+    try:
+        _wait_for(lock.with_suffix(".owner.json"), owner)
+        assert doctor(runs) == []  # a live worker's claim is not a problem
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        (problem,) = doctor(runs)
+        assert problem.kind == "stale" and f"claim of a dead worker (pid {owner.pid} on" in problem.what
+        assert lock.with_suffix(".owner.json").exists()
+        (fixed,) = doctor(runs, fix=True)
+        assert fixed.fixed == "deleted" and not lock.with_suffix(".owner.json").exists()
+    finally:
+        owner.kill()

@@ -185,3 +185,22 @@ def test_truncated_job_record_is_skipped_by_report_and_rewritten_by_run(damaged,
     summary, warnings = _rerun(suite, runs)
     assert any(str(job / "job.json") in m for m in warnings)
     assert collect_results(runs).equals(before)
+
+
+def test_results_of_an_old_evaluator_version_are_stale(damaged, monkeypatch, capsys):
+    from gibench import registry
+
+    suite, suite_file, runs, _, before = damaged
+    monkeypatch.setattr(registry.evaluators.get("accuracy"), "version", "99")  # as after a bump of the evaluator
+    summary, _ = _rerun(suite, runs)
+    assert {e.evaluator: e.state for r in summary.jobs for e in r.evaluations} == {"accuracy": "ok",
+                                                                                    "pixel_perturbation": "cached"}
+    assert main(["report", "--runs-dir", str(runs)]) == 0
+    assert "results of versions 1, 99 of accuracy are stored and counted together" in capsys.readouterr().err
+    stale = [p for p in doctor(runs) if p.kind == "stale"]
+    assert sorted(p.path.name for p in stale) == sorted(p.name for p in runs.glob("jobs/*/results/accuracy__v1__*"))
+    assert all("installed version is 99" in p.what for p in stale)
+    doctor(runs, fix=True)
+    assert main(["report", "--runs-dir", str(runs)]) == 0
+    assert "counted together" not in capsys.readouterr().err
+    assert set(collect_results(runs)["evaluator_version"]) == {"99", before["evaluator_version"].iloc[-1]}
