@@ -43,7 +43,7 @@ from gibench.params import jsonable
 from gibench.records import ResultRecord
 from gibench.saliency import input_gradient
 from gibench.store import JobFolder, result_key
-from gibench.train import fit
+from gibench.train import TrainingOutOfMemory, fit
 
 #: Job states: trained / cached (done), failed (training failed, now or earlier), busy (another live worker holds its
 #: claim; nothing was done), planned / invalid (dry run: would train / preflight found an error).
@@ -115,7 +115,7 @@ class JobRunner:
         try:
             regularizer = registry.regularizers.create(job.regularizer.name, **job.regularizer.params)
             outcome = fit(self.bundle, job.backbone, regularizer, job.train, job.seed, self.device, self.on_step)
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, TrainingOutOfMemory):
             _free_device_memory()
             reason = training_oom_message(job, self.device)
             self.folder.save_failed(reason, log, traceback.format_exc(), retryable=True, finished=now())

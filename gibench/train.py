@@ -9,6 +9,7 @@ Choices (all part of the job hash through TrainConfig and TRAINING_CODE_VERSION)
 * Mixed precision (bfloat16 autocast) only on CUDA and only when ``train.amp``; never on the CPU.
 * No host-device synchronization inside a step: loss parts are summed on the device and read every ``log_every``
   steps; the non-finite check rides on the same read. A non-finite loss stops the job with a recorded reason.
+* Out of memory inside the loop raises :class:`TrainingOutOfMemory` (a GibenchError) with what to change.
 * A regularizer that needs a smooth activation (input Hessians) on a piecewise-linear backbone triggers a warning,
   recorded in the training log too.
 """
@@ -27,9 +28,17 @@ from torch import Tensor, nn
 
 from gibench.api import DatasetBundle, Regularizer
 from gibench.config import PluginSpec, TrainConfig
-from gibench.errors import TrainingError
+from gibench.errors import GibenchError, TrainingError
 
 StepCallback = Callable[[int, int], None]  # (steps done, total steps)
+
+
+class TrainingOutOfMemory(GibenchError):
+    """The device ran out of memory inside a training loop (a job's, or a retraining an evaluator asked for).
+
+    Raised instead of ``torch.OutOfMemoryError`` so that an evaluation that retrains does not mistake it for an
+    evaluation batch that is too large (a smaller evaluation batch would not help a training).
+    """
 
 
 @dataclass
@@ -94,6 +103,12 @@ def fit(
         _train_loop(model, bundle, regularizer, train, seed, device, log, on_step)
     except TrainingError as exc:
         return TrainOutcome(model.eval(), log, failure=str(exc))
+    except torch.OutOfMemoryError as exc:
+        raise TrainingOutOfMemory(
+            f"out of memory while training {backbone.label} with {regularizer.name} on {device} at "
+            f"train.batch_size = {train.batch_size}: lower train.batch_size, choose a smaller backbone, keep "
+            "train.amp on (bfloat16 on CUDA), or give each job more of the device (--gpus-per-job)."
+        ) from exc
     return TrainOutcome(model.eval(), log)
 
 

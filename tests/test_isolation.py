@@ -117,3 +117,43 @@ def test_out_of_memory_even_at_batch_size_one_fails_the_evaluation(tmp_path, reg
     assert failed.state == "failed" and "even with evaluation batch size 1" in failed.reason
     assert failed.oom_steps[:3] == [256, 192, 128] and failed.oom_steps[-1] == 1
     assert accuracy.state == "ok"
+
+
+class OutOfMemoryWhenArmed(Regularizer):
+    """Cross-entropy, except that it runs out of memory while ``armed`` (counting those calls)."""
+
+    zero_strength = None
+    armed, calls = False, 0
+
+    def training_loss(self, model, x, y):
+        if OutOfMemoryWhenArmed.armed:
+            OutOfMemoryWhenArmed.calls += 1
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        return TrainingLoss(loss, {})
+
+
+class Retrains(Evaluator):
+    metrics = (Metric("value", True, "retrains the job's model", headline=True),)
+
+    def evaluate(self, ctx):
+        OutOfMemoryWhenArmed.armed = True
+        try:
+            ctx.fit(ctx.data)
+        finally:
+            OutOfMemoryWhenArmed.armed = False
+        raise AssertionError("unreachable: the retraining runs out of memory")
+
+
+def test_out_of_memory_in_a_retraining_fails_the_evaluation_without_batch_size_retries(tmp_path, register_plugin):
+    register_plugin(registry.regularizers, "oom_when_armed", OutOfMemoryWhenArmed)
+    register_plugin(registry.evaluators, "retrains", Retrains)
+    OutOfMemoryWhenArmed.calls = 0
+    suite = load_suite(write_suite(tmp_path, regularizers=["oom_when_armed"], evaluators=["retrains", "accuracy"]))
+    (job,) = run_suite(suite, tmp_path / "runs", CPU).jobs
+    retrains, accuracy = job.evaluations
+    assert job.state == "trained" and accuracy.state == "ok"
+    assert retrains.state == "failed" and retrains.oom_steps == []  # a smaller evaluation batch would not help
+    assert "out of memory while training gibench_linear with oom_when_armed on cpu at train.batch_size = 128" \
+        in retrains.reason and "lower train.batch_size" in retrains.reason
+    assert OutOfMemoryWhenArmed.calls == 1
