@@ -161,7 +161,7 @@ def _check_backbones(suite: Suite, jobs: list[Job], bundles: dict, add) -> None:
                 if tuple(out.shape) != (len(x), bundle.num_classes):
                     raise ValueError(f"it returned shape {tuple(out.shape)}, expected ({len(x)}, {bundle.num_classes})")
             except Exception as exc:
-                text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                text = str(exc).strip().splitlines()[0][:300].rstrip(".") if str(exc).strip() else ""
                 add(Finding("error", f"backbone {spec.label} does not run on dataset {dataset.label} (input {shape}, "
                                      f"{bundle.num_classes} classes): {type(exc).__name__}: {text}. Change its "
                                      "options, or pair it with datasets of a size it accepts (e.g. `img_size` for "

@@ -150,7 +150,7 @@ def test_truncated_manifest_is_rebuilt_without_losing_a_run(damaged, capsys):
 
 
 def test_doctor_reports_every_damage_and_changes_nothing_until_fix(damaged, capsys):
-    suite, _, runs, job, before = damaged
+    suite, suite_file, runs, job, before = damaged
     (result,) = job.glob("results/accuracy__*.json")
     paths = {"checkpoint": job / "checkpoint.pt", "result": result, "status": sorted(runs.glob("jobs/*"))[1] /
              "status.json", "manifest": runs / "manifest.json"}
@@ -168,6 +168,9 @@ def test_doctor_reports_every_damage_and_changes_nothing_until_fix(damaged, caps
     assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == snapshot  # nothing changed
     assert main(["doctor", "--runs-dir", str(runs)]) == 1
     assert "5 damaged or stale file(s)" in capsys.readouterr().out
+    assert main(["run", "--suite", str(suite_file), "--runs-dir", str(runs), "--check"]) == 1  # the same scan
+    assert "5 damaged or stale file(s)" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == snapshot
 
     assert main(["doctor", "--runs-dir", str(runs), "--fix"]) == 0
     assert not any(p.exists() for p in paths.values()) and len(list((runs / "quarantine").glob("*"))) == 5
