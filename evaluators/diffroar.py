@@ -1,6 +1,6 @@
 """``diffroar``: do the coordinates a saliency map ranks highest carry the label for a freshly trained model?
 
-Shah, Jain & Netrapalli, "Do Input Gradients Highlight Discriminative Features?" (NeurIPS 2021), §3 (DiffROAR) and
+Shah, Jain & Netrapalli, "Do Input Gradients Highlight Discriminative Features?" (NeurIPS 2021), DiffROAR, and
 ``harshays/inputgradients`` (the public code of the paper's first version; seed-papers §2.1, next-capabilities §2).
 Rank the coordinates of every train and test image by |∇x f_y(x)| of the trained model, keep only the top-k or only
 the bottom-k fraction (the rest filled with a constant), retrain a model from scratch on each masked train set and
@@ -23,7 +23,7 @@ CIFAR-10 standard models). Sign convention (notebook cell 15): the code computes
 top-k *masked*; that is acc(keep top) − acc(keep bottom), the convention used here, averaged over all top × bottom run
 pairs with the std across pairs. No retraining script was released; the matching trainer keeps the checkpoint with
 the best accuracy on a validation loader (which loader served there, possibly the masked test set, is unverified) and
-stops at 99 % train accuracy. The paper's code and BlockMNIST data were not released.
+stops at 99 % train accuracy. Neither a retraining script nor BlockMNIST code or data was released.
 
 gibench's choices:
 
@@ -45,17 +45,19 @@ gibench's choices:
 * **Retraining**: plain training (``erm``) of the job's backbone with the job's train config by default. DiffROAR asks
   whether the *kept features* are discriminative for a fresh learner, and the paper's retrained models are standard
   models; retraining with the regularizer under test would mix what the ranking kept with how that regularizer
-  learns (``retrain_with: job`` does exactly that, as an option). ``epochs`` overrides the retraining epochs,
-  ``train`` overrides fields of the train config, ``backbone``/``backbone_options`` the retraining architecture. The
+  learns (``retrain_with: job`` does exactly that, as an option). ``epochs`` overrides the retraining epochs (it wins
+  over ``train["epochs"]``), ``train`` overrides fields of the train config, ``backbone``/``backbone_options`` the
+  retraining architecture (fewer epochs or a smaller net make the CPU suites affordable; see the cost below). The
   retrained model's normalization layer uses the *original* dataset's train-split mean/std (the masked bundle is a
   ``dataclasses.replace`` of the original with masked splits), as in the code, which normalizes first and masks
   after: the two arms then differ only in which coordinates they keep, not in their input scaling. Accuracy is the
   final model's on the whole masked test split (no best-on-test checkpoint selection, which would be optimistic),
   as recorded in the retrained model's quality (``test_accuracy``) and shown next to the result.
-* **Seeds** (``retrain_seeds``): default (0, 1, 2), the paper's 3 runs: with one run a DiffROAR difference of a few
-  points cannot be told from retraining noise. Per level the curve holds the mean over seeds of each arm, their
-  difference (= the mean over all top × bottom seed pairs, as the code), and spreads: the population std (ddof 0) of
-  each arm over seeds and the std of the difference over all seed pairs, sqrt(var_top + var_bottom).
+* **Seeds** (``retrain_seeds``): default (0, 1, 2), the code's 3 runs (CIFAR-10 standard models): with one run a
+  DiffROAR difference of a few points cannot be told from retraining noise. Per level the curve holds the mean over
+  seeds of each arm, their difference (= the mean over all top × bottom seed pairs, as the code), and spreads: the
+  population std (ddof 0) of each arm over seeds and the std of the difference over all seed pairs,
+  sqrt(var_top + var_bottom).
 * **Caching**: each retrained model is an auxiliary model (``gibench.auxiliary.classifier``, kind
   ``diffroar_retrain``), trained once per runs directory and reused by every later evaluation, rerun or suite that
   asks for the same masked data, backbone, train config, regularizer and seed (for example a config that adds levels
@@ -65,6 +67,10 @@ gibench's choices:
   attribute, since what they capture cannot be identified), level, kept side, granularity, fill values,
   ``max_train_images`` and :data:`RETRAIN_CODE_VERSION`. Retrained models are per job: two jobs rank differently, so
   nothing is shared between jobs.
+* **Known limitation** (shared with every ROAR-style test): a kept coordinate keeps its value *and* its position,
+  and the fill makes the mask visible, so the pattern of kept positions can itself carry the label (a handful of
+  top-ranked pixels of a digit outline its shape). DiffROAR measures what the ranking makes learnable, not only
+  the kept values.
 * **Without a job** (``ctx.job`` None, an evaluator used outside a suite): ``backbone`` and ``train`` must be given
   (and ``retrain_with: job`` is unavailable), or the evaluation raises a GibenchError saying so.
 
