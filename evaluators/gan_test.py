@@ -68,14 +68,17 @@ far above chance (0.1 for ten classes) and still rejects a weak judge (one epoch
   accuracy on the samples of class k and d_k that class's spread ratio: recognisable *and* varied samples score high;
   collapsed or unrecognisable ones score low.
 * ``model_accuracy_on_samples`` (diagnostic): the benchmarked model's own accuracy on its samples, i.e. how often the
-  ascent reached its target class (near 1 for any model; low values mean too few steps).
+  ascent reached its target class. Measured at 100 samples × 100 steps on ``mnist_subset``: 1.00 for a 3-epoch
+  ``erm`` CNN, 0.39 for the ``fooled`` control (its logit-gradients no longer lead to its own classes), 0.10 for an
+  untrained CNN (flat logits barely move the start images). Not a score of the explanations; a low value for a
+  well-trained model means too few steps.
 
 Artifacts: ``gan_test_samples.png`` (one row per class, labelled with the class name at the left: a real test image
-of the class, then ``grid_samples`` samples) and ``gan_test_per_class.json`` (the per-class judge accuracy and
+of the class, then ``grid_samples`` samples, or as many as the smallest class has) and ``gan_test_per_class.json`` (the per-class judge accuracy and
 spread ratio as curves).
 
 Cost: ``steps`` forward + backward passes per sample (the floor; ``benchmarks/gan_test_cost.py`` measures the
-evaluator against it), one forward of the model and two of the judge per sample afterwards, one judge forward per
+evaluator against it), one forward of the model and one of the judge per sample afterwards, one judge forward per
 real test image, and the judge's one-off training (shared by every job on the dataset).
 """
 
@@ -223,14 +226,14 @@ def judge_outputs(judge: nn.Module, x: Tensor, batch_size: int, device: torch.de
     """
     captured: list[Tensor] = []
     hook = last_linear(judge).register_forward_pre_hook(lambda _m, args: captured.append(args[0].flatten(1).cpu()))
-    predictions = []
+    predicted = []
     try:
         with eval_mode(judge):
             for sl in batches(len(x), batch_size):
-                predictions.append(judge(x[sl].to(device)).argmax(1).cpu())
+                predicted.append(judge(x[sl].to(device)).argmax(1).cpu())
     finally:
         hook.remove()
-    return torch.cat(predictions), torch.cat(captured)
+    return torch.cat(predicted), torch.cat(captured)
 
 
 @torch.no_grad()
