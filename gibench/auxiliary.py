@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import shutil
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -73,13 +74,16 @@ class AuxiliaryModels:
     """Get-or-train access to the auxiliary models of one runs directory (``root`` = ``runs_dir/aux``).
 
     With ``root=None`` models live in memory only (handy in tests and notebooks). ``trained`` lists the hashes this
-    object trained (rather than loaded), in order; tests assert on it and on the store.
+    object trained (rather than loaded), in order; tests assert on it and on the store. With a store, at most
+    ``max_in_memory`` models stay loaded (least recently used first out; a suite's DiffROAR retrainings alone are
+    2 × levels × seeds models per job, too many to keep on a GPU); an evicted one is loaded again from disk.
     """
 
     root: Path | None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     trained: list[str] = field(default_factory=list)
-    _memory: dict[str, AuxModel] = field(default_factory=dict, repr=False)
+    max_in_memory: int = 8
+    _memory: OrderedDict[str, AuxModel] = field(default_factory=OrderedDict, repr=False)
     _used: list[AuxModel] | None = field(default=None, repr=False)
 
     def get_or_train(
@@ -103,7 +107,10 @@ class AuxiliaryModels:
         key = canonical_hash({"kind": kind, "identity": identity, "aux_code_version": AUX_CODE_VERSION})
         if key not in self._memory:
             self._memory[key] = self._load_or_train(kind, key, identity, build, train)
+        self._memory.move_to_end(key)
         aux = self._memory[key]
+        while self.root is not None and len(self._memory) > self.max_in_memory:
+            self._memory.popitem(last=False)
         if self._used is not None and all(u.hash != aux.hash for u in self._used):
             self._used.append(aux)
         return aux

@@ -332,7 +332,23 @@ def _print_frame(frame, all_metrics: bool) -> None:
         for row in wide.itertuples(index=False):
             table.add_row(*[escape("" if isinstance(v, float) else str(v)) for v in row])
     stdout.print(table)
+    _print_auxiliary(frame)
     _print_not_ok(frame)
+
+
+def _print_auxiliary(frame) -> None:
+    """The auxiliary models (judges, denoisers, retrained models) behind the numbers above, with their quality."""
+    from gibench.results import auxiliary_table
+
+    aux = auxiliary_table(frame)
+    if aux.empty:
+        return
+    table = Table("dataset", "evaluator", "auxiliary model", "models", "jobs", "its quality",
+                  title="auxiliary models the numbers above depend on")
+    for r in aux.itertuples():
+        table.add_row(escape(r.dataset), escape(r.evaluator), escape(r.kind), str(r.models), str(r.jobs),
+                      escape(r.quality))
+    stdout.print(table)
 
 
 def _print_not_ok(frame) -> None:

@@ -1,7 +1,9 @@
 """The results table: every stored evaluation as a long pandas DataFrame, seed aggregation and baseline deltas.
 
 One row per job × evaluator × metric (:data:`COLUMNS`). Skipped and failed evaluations keep their rows, with a NaN
-value and their status, so nothing silently disappears from a report.
+value and their status, so nothing silently disappears from a report. The ``auxiliary`` column holds (as JSON) the
+auxiliary models an evaluation depended on (a GAN-test judge, a denoiser, DiffROAR's retrained models) with their own
+quality figures; :func:`auxiliary_table` lists them once each, next to the evaluator and dataset whose numbers use them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ COLUMNS = [
     "job_hash", "dataset", "backbone", "backbone_params", "regularizer", "regularizer_params", "variant", "seed",
     "evaluator", "evaluator_version", "evaluator_params", "metric", "value", "higher_is_better", "headline",
     "status", "regularizer_distribution", "regularizer_plugin_version", "evaluator_distribution",
-    "evaluator_plugin_version",
+    "evaluator_plugin_version", "auxiliary",
 ]
 GROUP = ["dataset", "backbone", "variant", "evaluator", "metric"]
 BASELINE = "erm"
@@ -103,6 +105,7 @@ def _rows(job: JobRecord, result: ResultRecord) -> list[dict]:
         "regularizer_plugin_version": plugins["regularizer"].version,
         "evaluator_distribution": result.plugin.distribution,
         "evaluator_plugin_version": result.plugin.version,
+        "auxiliary": json.dumps(result.auxiliary, sort_keys=True),
     }
     scalars = result.scalars or {}
     return [
@@ -185,3 +188,31 @@ def _judges_saliency(registry, name: str) -> bool:
         return registry.evaluators.get(name).judges_saliency
     except Exception:  # an evaluator no longer installed: keep its rows rather than hide them
         return True
+
+
+def auxiliary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, evaluator, auxiliary model kind): how many models, how many jobs used them, and each
+    quality figure as ``min – max`` over the models (one value when there is one model, e.g. a judge shared by every
+    job of a dataset). Empty when no evaluation used an auxiliary model."""
+    rows = []
+    evaluations = frame.drop_duplicates(["job_hash", "evaluator", "evaluator_version", "evaluator_params"])
+    for r in evaluations.itertuples():
+        for aux in json.loads(r.auxiliary or "[]"):
+            rows.append({"dataset": r.dataset, "evaluator": r.evaluator, "kind": aux["kind"], "hash": aux["hash"],
+                         "job_hash": r.job_hash, **{f"quality:{k}": v for k, v in aux["quality"].items()}})
+    columns = ["dataset", "evaluator", "kind", "models", "jobs", "quality"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    used = pd.DataFrame(rows)
+    out = []
+    for (dataset, evaluator, kind), group in used.groupby(["dataset", "evaluator", "kind"], sort=True):
+        models = group.drop_duplicates("hash")
+        figures = []
+        for column in sorted(c for c in models.columns if c.startswith("quality:")):
+            values = models[column].dropna()
+            if len(values):
+                low, high = values.min(), values.max()
+                figures.append(f"{column[8:]} {low:.4g}" + (f"–{high:.4g}" if high != low else ""))
+        out.append({"dataset": dataset, "evaluator": evaluator, "kind": kind, "models": len(models),
+                    "jobs": group["job_hash"].nunique(), "quality": ", ".join(figures)})
+    return pd.DataFrame(out, columns=columns)

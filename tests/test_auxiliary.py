@@ -143,3 +143,64 @@ def test_sigkill_while_training_leaves_no_stale_claim(tmp_path: Path) -> None:
     calls: list[int] = []
     aux = AuxiliaryModels(tmp_path / "aux").get_or_train("judge", {"k": 1}, _linear, _trainer(calls))
     assert len(calls) == 1 and aux.quality == {"test_accuracy": 0.5}
+
+
+def test_only_the_most_recent_models_stay_in_memory_and_evicted_ones_load_again(tmp_path: Path) -> None:
+    calls: list[int] = []
+    aux = AuxiliaryModels(tmp_path / "aux", max_in_memory=2)
+    first = aux.get_or_train("retrained", {"level": 0}, _linear, _trainer(calls))
+    for level in (1, 2):
+        aux.get_or_train("retrained", {"level": level}, _linear, _trainer(calls))
+    assert len(aux._memory) == 2 and first.hash not in aux._memory
+    again = aux.get_or_train("retrained", {"level": 0}, _linear, _trainer(calls))
+    assert len(calls) == 3 and again.hash == first.hash  # loaded from disk, not retrained
+    assert torch.equal(again.model.weight, first.model.weight)
+
+
+def _probe_class():
+    """An evaluator that trains (or reuses) one classifier per dataset, as GAN-test's judge does."""
+    from gibench.api import EvalResult, Evaluator, Metric
+
+    class JudgeProbe(Evaluator):
+        metrics = (Metric("judge_accuracy", True, "the judge's clean accuracy", headline=True),)
+
+        def evaluate(self, ctx):
+            judge = classifier(ctx.aux, "judge", ctx.data, ctx.job.training_spec()["dataset"],
+                               PluginSpec.of("gibench_linear", {}, {}), TrainConfig(epochs=1, batch_size=256, lr=1e-2),
+                               seed=123)
+            return EvalResult(scalars={"judge_accuracy": judge.quality["test_accuracy"]})
+
+    return JudgeProbe
+
+
+def test_a_suite_trains_one_judge_per_dataset_and_reports_its_quality(tmp_path: Path, register_plugin, capsys) -> None:
+    from gibench import registry
+    from gibench.cli import main
+    from gibench.config import load_suite
+    from gibench.results import auxiliary_table, collect_results
+    from gibench.runner import RunOptions, run_suite
+    from tests.conftest import write_suite
+
+    register_plugin(registry.evaluators, "judge_probe", _probe_class())
+    suite = load_suite(write_suite(tmp_path, evaluators=["judge_probe"]))
+    runs = tmp_path / "runs"
+    run_suite(suite, runs, RunOptions(device="cpu"))
+    folders = list((runs / "aux").glob("judge-*"))
+    assert len(folders) == 1  # two jobs on one dataset share one judge
+    quality = json.loads((folders[0] / "quality.json").read_text())
+    results = [json.loads(p.read_text()) for p in runs.glob("jobs/*/results/judge_probe__*.json")]
+    assert len(results) == 2
+    for result in results:
+        assert result["auxiliary"] == [{"kind": "judge", "hash": folders[0].name[len("judge-"):],
+                                        "quality": quality, "folder": f"aux/{folders[0].name}"}]
+    table = auxiliary_table(collect_results(runs))
+    assert table[["dataset", "evaluator", "kind", "models", "jobs"]].values.tolist() == [
+        ["mnist_subset", "judge_probe", "judge", 1, 2]]
+    assert f"test_accuracy {quality['test_accuracy']:.4g}" in table["quality"][0]
+    stamp = (folders[0] / "checkpoint.pt").stat().st_mtime_ns
+    run_suite(load_suite(write_suite(tmp_path, evaluators=["judge_probe"], seeds=[0, 1])), runs,
+              RunOptions(device="cpu"))  # more jobs on the same dataset: still one judge, never retrained
+    assert list((runs / "aux").glob("judge-*")) == folders and (folders[0] / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert main(["report", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "auxiliary models the numbers above depend on" in out and "judge" in out
