@@ -5,9 +5,11 @@ logic, and a Tune trial would only wrap :func:`gibench.runner.run_job`). Every t
 runs directory, so the store's claims (an OS file lock per job, released when its owner dies) make sure each job is
 trained once, however many drivers and workers share the directory. Choices:
 
-* **Connection.** ``address`` when given, else the cluster named by ``RAY_ADDRESS``, else a fresh local cluster on
-  this machine. A Ray session this process already holds (a notebook, the tests) is used as it is. A cluster that
-  :func:`run_jobs` did not start is never shut down; it only disconnects from it.
+* **Connection.** ``address`` when given, else Ray's own rule: the cluster named by ``RAY_ADDRESS``, else one that
+  ``ray start`` runs on this machine, else a fresh local cluster (all CPUs and GPUs of this machine). A HOST:PORT
+  where nothing answers fails at once (``ray.init`` would retry for minutes). A Ray session this process already
+  holds (a notebook, the tests) is used as it is, whatever ``address`` says. A cluster that :func:`run_jobs` did not
+  start is never shut down; it only disconnects from it.
 * **Resources.** ``num_gpus=gpus_per_job`` per task. The default is 1 GPU per job when the cluster has GPUs and 0
   on a CPU-only cluster (or under ``device="cpu"``). A fraction below 1 packs several small jobs on one GPU (Ray
   keeps no memory limit: the jobs must fit together). ``num_cpus=1`` per task: the training loop is one Python
@@ -34,8 +36,12 @@ trained once, however many drivers and workers share the directory. Choices:
   ``job_phase`` through a ``ray.util.queue.Queue``; the driver's loop drains it and calls the real observer in the
   driver's thread. ``job_finished`` is called by the driver when the task's report arrives, once per job. A second
   ``job_started`` of one job (its retry after a dead worker) reaches the observer as a ``job_phase``.
+* **Busy jobs.** When another live process holds a job's claim (a second ``gibench run`` on the same store),
+  ``run_job`` answers ``busy``; the driver submits the job again every ``options.claim_poll_s`` until it runs or
+  turns out cached, and the observer sees what the local executor shows: the first ``busy`` report, then the run.
 * **Resume.** A driver killed and restarted resubmits every job: the finished ones are cached in the store, and the
-  tasks of the dead driver died with it (Ray ends a driver's tasks when it exits), releasing their claims.
+  tasks of the dead driver died with it (Ray ends a driver's tasks when it exits), releasing their claims. A claim
+  held by a node that vanished is taken over once its heartbeat is ``options.claim_timeout_s`` old.
 
 Ray is optional: importing gibench never imports Ray; :func:`run_jobs` imports it and, when it is missing, raises a
 :class:`~gibench.errors.ConfigError` that says ``pip install 'gibench[ray]'``.
@@ -76,7 +82,9 @@ def run_jobs(
 ) -> list[JobReport]:
     """Run every job as a Ray task writing into ``runs_dir``; the reports come back in the order of ``jobs``."""
     ray = import_ray()
-    runs_dir = Path(runs_dir).resolve()
+    runs_dir = Path(runs_dir).resolve()  # workers on other nodes start elsewhere: no relative paths
+    if options.data_root is not None:
+        options = dataclasses.replace(options, data_root=Path(options.data_root).resolve())
     with ray_session(ray, address):
         gpus = resolve_gpus_per_job(gpus_per_job, _node_gpus(ray), options.device)
         with visibility_marker(runs_dir) as marker:
@@ -235,7 +243,7 @@ def check_nodes_see_runs_dir(ray: Any, marker: Marker) -> None:
     """Run the marker check once on every alive node, before any job starts."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    probe = ray.remote(num_cpus=0, max_retries=1)(_probe)  # a worker that dies is retried, as a job would be
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
             .remote(marker) for node in nodes]
@@ -341,7 +349,7 @@ class _SuiteDriver:
                         self._busy(index, report)
                     else:
                         reports[index] = report
-                        self._announce(index)
+                        self._announce(index, even_unstarted=True)
                         self.observer.job_finished(report)
                 if not self.pending and self.due:
                     time.sleep(POLL_INTERVAL_S)
@@ -369,14 +377,15 @@ class _SuiteDriver:
         state = self.states[index]
         if not state.told_busy:
             state.told_busy = True
-            self._announce(index)
+            self._announce(index, even_unstarted=True)
             self.observer.job_finished(report)
         state.announced = state.pending_start = False
         self.due.append((time.monotonic() + self.options.claim_poll_s, index))
 
-    def _announce(self, index: int) -> None:
+    def _announce(self, index: int, even_unstarted: bool = False) -> None:
+        """Tell the observer the job started, once (``even_unstarted``: before a report whose task never began)."""
         state = self.states[index]
-        if state.pending_start and not state.announced:
+        if (state.pending_start or even_unstarted) and not state.announced:
             state.announced, state.pending_start = True, False
             self.observer.job_started(self.jobs[index], index + 1, len(self.jobs))
 

@@ -31,7 +31,6 @@ from gibench.results import collect_results
 from gibench.runner import RunObserver, RunOptions, run_suite
 from tests.conftest import write_suite
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT_LIMIT_S = 300  # a safety net against a hung test; nothing waits on a timing
@@ -96,6 +95,7 @@ def wait_for(condition, what: str) -> None:
 # -- the rules, without a cluster ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_importing_gibench_never_imports_ray():
     code = "import sys, gibench, gibench.runner, gibench.cli, gibench.ray_executor; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -238,6 +238,8 @@ def result_values(runs: Path):
 # -- the tests -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_killed_worker_costs_only_its_job_and_results_equal_the_local_executor(ray_cluster, tmp_path):
     suite = load_suite(counted_suite(tmp_path, ["a", "b", "killed"], wait="killed"))
     runs, killed = tmp_path / "runs", tmp_path / "killed"
@@ -286,6 +288,35 @@ def test_killed_worker_costs_only_its_job_and_results_equal_the_local_executor(r
         assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_job_another_process_holds_is_resubmitted_until_it_is_free(ray_cluster, tmp_path):
+    from gibench.fsio import Claim
+    from gibench.store import RunStore
+
+    suite = load_suite(counted_suite(tmp_path, ["held"]))
+    (job,) = expand(suite)
+    runs = tmp_path / "runs"
+    claim = Claim(RunStore(runs).claim_path(job.hash), timeout_s=300, heartbeat_s=30)
+    assert claim.try_acquire()  # this process holds the job, as another `gibench run` on the same store would
+
+    class ReleasesOnceToldBusy(Recorder):
+        def job_finished(self, report):
+            super().job_finished(report)
+            if report.state == "busy":
+                claim.release()
+
+    recorder = ReleasesOnceToldBusy()
+    summary = run_suite(suite, runs, options=RunOptions(device="cpu", claim_poll_s=0.2), observer=recorder,
+                        executor="ray")
+    assert [r.state for r in summary.jobs] == ["trained"]
+    assert len(starts(tmp_path / "held")) == 1
+    # as the local executor shows it: started, busy; then started again once it runs, and trained
+    assert [e[0] for e in recorder.events if e[0] in ("started", "finished")] == ["started", "finished", "started",
+                                                                                  "finished"]
+    assert [e[2] for e in recorder.of("finished", job.hash)] == ["busy", "trained"]
+
+
 DRIVER = """
 import sys, ray
 sys.path.insert(0, {repo!r})
@@ -299,6 +330,8 @@ run_suite(load_suite({suite!r}), {runs!r}, options=RunOptions(), executor="ray",
 """
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_killed_driver_resumes_from_the_store_and_its_workers_release_their_claims(ray_cluster, tmp_path):
     suite_file = counted_suite(tmp_path, ["done", "busy"], wait="busy")
     runs, done, busy = tmp_path / "runs", tmp_path / "done", tmp_path / "busy"
