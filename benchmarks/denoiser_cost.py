@@ -17,6 +17,8 @@ Protocol, per dataset:
   store object (what a rerun or another worker pays once); and the floor that any score-alignment evaluation needs
   whatever the score (two input-gradients per image, the label logit and logsumexp). On ``gaussian_mixture`` the
   analytic path's cost is listed too.
+* Every time is given as wall seconds and as this process's CPU seconds (``time.process_time``): with one thread
+  the CPU seconds are what the step costs on an idle core, even when the machine is shared.
 * Model: ``gibench_cnn`` (softplus) untrained, seed 0; the cost does not depend on the weights.
 """
 
@@ -45,10 +47,19 @@ def context(model, bundle, aux: AuxiliaryModels, artifacts: Path) -> EvalContext
                        artifact_dir=artifacts, batch_size=256, aux=aux)
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def best(fn, repeats: int) -> tuple[float, float]:
+    return min((timed(fn) for _ in range(repeats)), key=lambda t: t[0])
+
+
+def pair(t: tuple[float, float]) -> dict[str, float]:
+    return {"wall": round(t[0], 3), "cpu": round(t[1], 3)}
 
 
 def floor(model, bundle, images: int) -> None:
@@ -66,21 +77,19 @@ def measure(name: str, args: argparse.Namespace, root: Path) -> dict:
     learned = ScoreAlignment(ScoreAlignment.Config(score="learned", **options))
     aux = AuxiliaryModels(root / name / "aux")
     first = timed(lambda: learned.evaluate(context(model, bundle, aux, root / name)))
-    per_job = min(timed(lambda: learned.evaluate(context(model, bundle, aux, root / name)))
-                  for _ in range(args.repeats))
+    per_job = best(lambda: learned.evaluate(context(model, bundle, aux, root / name)), args.repeats)
     reloaded = AuxiliaryModels(root / name / "aux")
     load = timed(lambda: learned.score_function(context(model, bundle, reloaded, root / name)))
     assert len(aux.trained) == 1 and not reloaded.trained, "the denoiser must be trained exactly once"
     quality = json.loads(next((root / name / "aux").glob("denoiser-*/quality.json")).read_text())
     row = {"dataset": name, "image_size": list(bundle.image_size), "train_images": len(bundle.train),
-           "train_s": round(first - per_job, 2), "per_job_s": round(per_job, 3), "load_s": round(load, 3),
-           "floor_s": round(min(timed(lambda: floor(model, bundle, args.images)) for _ in range(args.repeats)), 3),
+           "train_s": pair((first[0] - per_job[0], first[1] - per_job[1])), "per_job_s": pair(per_job),
+           "load_s": pair(load), "floor_s": pair(best(lambda: floor(model, bundle, args.images), args.repeats)),
            "quality": {k: round(v, 6) for k, v in quality.items()}}
     if "analytic_score" in bundle.capabilities:
         analytic = ScoreAlignment(ScoreAlignment.Config(score="analytic", max_images=args.images))
-        row["analytic_per_job_s"] = round(min(timed(lambda: analytic.evaluate(context(model, bundle, aux,
-                                                                                        root / name)))
-                                              for _ in range(args.repeats)), 3)
+        row["analytic_per_job_s"] = pair(best(lambda: analytic.evaluate(context(model, bundle, aux, root / name)),
+                                              args.repeats))
     return row
 
 

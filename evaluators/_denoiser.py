@@ -13,8 +13,14 @@ Choices (each one is in the auxiliary model's identity, so changing it trains a 
   resolution levels with ``block_out_channels = (w, 2w, 2w)``, one ResNet block per level, plain ``DownBlock2D`` /
   ``UpBlock2D`` blocks and no attention anywhere (``add_attention=False``): attention costs most on a CPU and adds
   little at 28 px. GroupNorm with 8 groups (so ``w`` is a multiple of 8). A library U-Net rather than a hand-written
-  one: it is the architecture diffusion models use, and one step of the default (w = 16, 0.26 M parameters) costs
-  about 0.4 s for 64 MNIST images on one CPU core, cheap enough for the ``standard`` suite.
+  one: it is the architecture diffusion models use, and one step of the default (w = 16) costs
+  about 0.4 s for 64 MNIST images on one CPU core (0.26 M parameters; w = 32 has 1.05 M and costs 1.2 s), cheap
+  enough for the ``standard`` suite. No hand-written U-Net was measured against it.
+* Class templates: one learned image per class and one for the null class (zero at initialisation), added to the
+  U-Net's output F. The convolutions are translation-equivariant, so a position-dependent target (a class's mean
+  digit; the Gaussian mixture's per-pixel means, which have no spatial structure) would otherwise cost them capacity.
+  Measured on the 8×8 mixture of the tests (σ = 0.1, w = 8, 8 epochs of 1,000 images, batch 32, lr 3e-3): cosine to the exact smoothed score 0.923 without
+  templates at a constant learning rate, 0.929 with templates, 0.960 with templates and the cosine schedule below.
 * Image sizes: the U-Net halves the resolution twice, so height and width are padded (replicate) up to multiples of
   4 and the output cropped back. MNIST (28×28), BlockMNIST (56×28) and the 16×16 Gaussian mixture need no padding.
 * One noise level: the U-Net's timestep input is the constant EDM noise embedding c_noise = ln(σ')/4.

@@ -93,7 +93,7 @@ def test_learned_denoiser_recovers_the_smoothed_mixture_score(mixture, aux_root,
     conditional = float(cosine(score(x, y), smoothed_score(mixture, sigma, x, y)).mean())
     unconditional = float(cosine(score(x, None), smoothed_score(mixture, sigma, x, None)).mean())
     # measured: 0.957 and 0.952
-    assert conditional > 0.94 and unconditional > 0.94, (conditional, unconditional)
+    assert conditional > 0.93 and unconditional > 0.93, (conditional, unconditional)
     # closer to the smoothed score than the exact score of the unsmoothed data is: it learned p_σ, not p
     unsmoothed = float(cosine(mixture.extras["score"](x, y), smoothed_score(mixture, sigma, x, y)).mean())
     assert unsmoothed < 0.91 and conditional > unsmoothed + 0.03
