@@ -10,7 +10,8 @@ The jobs: ``gibench_linear`` with ``erm`` on the bundled MNIST subset, one seed 
 * *local executor*: ``run_suite(executor="local")`` into a fresh runs directory (preflight, claims, store writes,
   evaluation, dataset loaded once per process);
 * *Ray, CPU tasks*: ``run_suite(executor="ray", gpus_per_job=0)`` on a fresh local cluster of ``--cpus`` CPUs;
-  Ray reuses a worker process across CPU tasks;
+  Ray reuses a worker process across CPU tasks; then the same jobs again into a fresh runs directory on the now
+  warm workers (what every job after the first few costs);
 * *Ray, GPU-style tasks*: the same on a cluster with one logical GPU and ``gpus_per_job = 1/cpus``; Ray starts a
   fresh worker for every GPU task (``max_calls=1``), as it does on a GPU node, and the jobs train on the CPU;
 * the fixed costs one fresh worker pays, measured inside a Ray task: process start and connection, importing gibench
@@ -115,6 +116,8 @@ def ray_runs(suite, folder: Path, cpus: int, probes: int) -> dict[str, float]:
     ray.init(num_cpus=cpus, include_dashboard=False)
     figures["ray_start"] = time.perf_counter() - start
     figures["ray_cpu"] = timed_suite(suite, folder / "ray_cpu", "ray", "ray_cpu", gpus_per_job=0)
+    # the same jobs again into a fresh runs directory: the workers have imported gibench and loaded the data
+    figures["ray_cpu_warm"] = timed_suite(suite, folder / "ray_cpu_warm", "ray", "ray_cpu_warm", gpus_per_job=0)
     ray.shutdown()
 
     ray.init(num_cpus=cpus, num_gpus=1, include_dashboard=False)
@@ -180,6 +183,8 @@ def main() -> None:
             ("local executor (`run_suite`)", local, "local"),
             (f"Ray, CPU tasks (reused workers, {cpus} at a time), excluding Ray start", ray_figures["ray_cpu"],
              "ray_cpu"),
+            ("Ray, CPU tasks again on the warm workers (fresh runs directory)", ray_figures["ray_cpu_warm"],
+             "ray_cpu_warm"),
             (f"Ray, GPU-style tasks (fresh worker per job, {cpus} at a time), excluding Ray start",
              ray_figures["ray_gpu_style"], "ray_gpu_style")]
     for name, seconds, key in rows:
@@ -192,9 +197,10 @@ def main() -> None:
           f"process was {ray_figures['worker_age_at_task']:.1f} s old when the task began.\n")
     print(f"Projected jobs per hour on one GPU, the same jobs ({steps} steps each); assumptions: a step takes "
           f"{args.gpu_step_ms:g} ms on the GPU (launch-bound); one job keeps {args.gpu_share:.0%} of the GPU busy, so "
-          f"k jobs run without slowing each other until k x {args.gpu_share:g} > 1, then share it; each fresh worker "
-          f"pays the measured {fixed:.1f} s above plus {args.cuda_init_s:g} s of CUDA start, overlapped with the "
-          f"other jobs' training; one CPU core per job, {args.cores_per_gpu} cores per GPU.\n")
+          f"k jobs run without slowing each other until k x {args.gpu_share:g} > 1, then share it; each job "
+          f"pays the measured fresh-worker cost {fixed:.1f} s above plus {args.cuda_init_s:g} s of CUDA start (Ray "
+          f"starts a fresh worker per GPU task), in its own slot; one CPU core per job, {args.cores_per_gpu} cores "
+          f"per GPU.\n")
     print("\n".join(projection(args, steps, fixed)))
     if not math.isfinite(alone) or alone <= 0:
         sys.exit("training time not measured")
