@@ -80,9 +80,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="local: jobs one after another in this process; ray: jobs as Ray tasks "
                         "(pip install 'gibench[ray]')")
     p.add_argument("--address", default=None,
-                   help="with --executor ray: the Ray cluster address (default: start a local one)")
+                   help="with --executor ray: the Ray cluster address (default: $RAY_ADDRESS, else a cluster that "
+                        "`ray start` runs on this machine, else a new local one)")
     p.add_argument("--gpus-per-job", type=float, default=None,
-                   help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU (default 1)")
+                   help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU, 0 runs on CPUs "
+                        "(default: 1 on a cluster with GPUs, 0 on a CPU-only one)")
     p.add_argument("--check", action="store_true", help="only scan --runs-dir for damage (as `gibench doctor`)")
     p.add_argument("--claim-timeout", type=float, default=120.0,
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
@@ -244,8 +246,9 @@ def _executor_options(args: argparse.Namespace) -> dict:
     if args.address is not None:
         options["address"] = args.address
     if args.gpus_per_job is not None:
-        if not args.gpus_per_job > 0:
-            raise GibenchError(f"--gpus-per-job must be a positive number (e.g. 0.25 or 1), got {args.gpus_per_job}.")
+        if not args.gpus_per_job >= 0:
+            raise GibenchError(f"--gpus-per-job must be 0 (CPU tasks) or a positive number (e.g. 0.25 or 1), "
+                               f"got {args.gpus_per_job}.")
         options["gpus_per_job"] = args.gpus_per_job
     return options
 

@@ -114,11 +114,14 @@ def _runs_dir_problems(runs_dir: Path, writes: bool) -> list[str]:
 
 
 def _device_problems(device: str | None, executor: str) -> list[str]:
-    from gibench.runner import resolve_device
+    from gibench.runner import check_device, resolve_device
 
     problems = []
     try:
-        resolve_device(device)
+        if executor == "ray":  # the device is decided on each worker (a CPU-only head may drive GPU workers)
+            check_device(device)
+        else:
+            resolve_device(device)
     except GibenchError as exc:
         problems.append(str(exc))
     if executor == "ray":

@@ -250,7 +250,9 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
         return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
                           warnings=store.warnings, dry_run=True)
     store = RunStore(runs_dir, repair=True, warn=observer.warning)
-    entry = _manifest_entry(suite, jobs, resolve_device(options.device))
+    # Under Ray each worker resolves the device it was given; the driver records what was asked for.
+    device = resolve_device(options.device) if executor != "ray" else (options.device or "auto (per Ray worker)")
+    entry = _manifest_entry(suite, jobs, device)
     store.record_run(entry)
     observer.suite_started(suite, jobs)
     if executor == "ray":
@@ -345,7 +347,7 @@ def _dry_report(job: Job, store: RunStore, findings: dict[str, list[str]]) -> Jo
     return JobReport(job, state, status.reason if state == "failed" and status else None, findings=problems)
 
 
-def _manifest_entry(suite: Suite, jobs: list[Job], device: torch.device) -> RunEntry:
+def _manifest_entry(suite: Suite, jobs: list[Job], device: torch.device | str) -> RunEntry:
     from gibench.provenance import environment_info
 
     names = {"regularizers": {s.name for s in suite.regularizers}, "evaluators": {s.name for s in suite.evaluators},

@@ -90,7 +90,7 @@ def test_train_epochs_true_is_not_one_epoch(tmp_path):
     (["--eval-batch-size", "0"], "--eval-batch-size must be a positive integer"),
     (["--device", "tpu"], "--device must be 'cpu', 'cuda' or 'cuda:N'"),
     (["--gpus-per-job", "0.5"], "--address and --gpus-per-job apply to --executor ray only"),
-    (["--executor", "ray", "--gpus-per-job", "-1"], "--gpus-per-job must be a positive number"),
+    (["--executor", "ray", "--gpus-per-job", "-1"], "--gpus-per-job must be 0 (CPU tasks) or a positive number"),
 ])
 def test_bad_cli_values_exit_2_without_a_traceback(tiny_suite_file, tmp_path, capsys, argv, expected):
     assert main(["run", "--suite", str(tiny_suite_file), "--runs-dir", str(tmp_path / "r"), *argv]) == 2
