@@ -190,9 +190,9 @@ def _check_plugins(jobs: list[Job], add) -> None:
 def _check_capabilities(suite: Suite, jobs: list[Job], bundles: dict, add) -> None:
     for dataset, bundle in bundles.items():
         for spec in suite.evaluators:
-            try:
-                requires = registry.evaluators.get(spec.name).requires
-            except GibenchError:
+            try:  # the instance: its requirements may depend on its options (score_alignment's `score: analytic`)
+                requires = registry.evaluators.create(spec.name, **spec.params).requires
+            except Exception:  # _check_plugins reports evaluators that cannot be constructed
                 continue
             missing = sorted(requires - bundle.capabilities)
             if missing:

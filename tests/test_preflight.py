@@ -65,6 +65,15 @@ def test_dry_run_shows_the_findings_per_job(tmp_path, capsys):
         assert job.hash in captured.out
 
 
+def test_requirements_that_depend_on_an_evaluators_options_are_warned(tmp_path):
+    suite = write_suite(tmp_path, evaluators=["accuracy", {"score_alignment": {"score": "analytic"}}],
+                        regularizers=["erm"])
+    summary = run_suite(load_suite(suite), tmp_path / "runs", RunOptions(device="cpu"), dry_run=True)
+    assert summary.jobs[0].findings == [
+        "warning: evaluator score_alignment(score=analytic) requires ['analytic_score'], which dataset mnist_subset "
+        "lacks: it will be recorded as skipped on its 1 job(s)."]
+
+
 def test_a_run_that_passes_the_preflight_still_trains(tiny_suite_file, tmp_path):
     summary = run_suite(load_suite(tiny_suite_file), tmp_path / "runs", RunOptions(device="cpu"))
     assert [r.state for r in summary.jobs] == ["trained", "trained"]
