@@ -28,7 +28,6 @@ that depend on them.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -41,10 +40,10 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from gibench.config import canonical_hash
 from gibench.errors import GibenchError
+from gibench.fsio import atomic_write_bytes, atomic_write_json, canonical_hash, quarantine, read_json
 from gibench.params import jsonable
-from gibench.store import atomic_write_bytes, atomic_write_json, read_json
+from gibench.store import state_dict_bytes
 
 #: Bump when a change to this module changes the weights an auxiliary model gets for the same identity.
 AUX_CODE_VERSION = "1"
@@ -165,18 +164,11 @@ class AuxiliaryModels:
                 shutil.rmtree(folder)
             atomic_write_json(folder / "identity.json", {"kind": kind, "hash": key, "identity": identity,
                                                          "aux_code_version": AUX_CODE_VERSION})
-            atomic_write_bytes(folder / "checkpoint.pt", _state_dict_bytes(model))
+            atomic_write_bytes(folder / "checkpoint.pt", state_dict_bytes(model))
             atomic_write_json(folder / "quality.json", quality)
             atomic_write_json(folder / "status.json", {"state": "trained", "finished": _now()})
         self.trained.append(key)
         return AuxModel(kind, key, model.to(self.device).eval(), quality, identity, folder)
-
-
-def quarantine(path: Path, runs_dir: Path, reason: str) -> Path:
-    """Move a damaged file or folder into ``runs_dir/quarantine/`` (never delete it) with a note of why."""
-    from gibench.fsio import quarantine as move_aside
-
-    return move_aside(path, runs_dir, reason)
 
 
 def require_quality(aux: AuxModel, metric: str, floor: float, what: str) -> None:
@@ -188,12 +180,6 @@ def require_quality(aux: AuxModel, metric: str, floor: float, what: str) -> None
             f"{what} requires, so its numbers would be meaningless. Train it longer (the evaluator's "
             f"{aux.kind} options) or lower the floor if you accept a weaker {aux.kind}."
         )
-
-
-def _state_dict_bytes(model: nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    return buffer.getvalue()
 
 
 def _rng_devices(device: torch.device) -> list[int]:
