@@ -83,7 +83,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,7 +93,7 @@ import torch
 from torch import Tensor
 
 from gibench.api import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
-from gibench.auxiliary import classifier
+from gibench.auxiliary import classifier, tensors_sha256
 from gibench.config import PluginSpec, TrainConfig
 from gibench.errors import GibenchError
 from gibench.evaluators._artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
@@ -239,11 +238,7 @@ def saliency_identity(fn: Callable[..., Tensor]) -> dict[str, Any]:
 
 
 def _sha256(tensors: list[Tensor]) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
-        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return tensors_sha256(tensors)[:16]
 
 
 def source_identity(ctx: EvalContext, train: Split) -> dict[str, Any]:

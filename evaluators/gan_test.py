@@ -84,7 +84,6 @@ real test image, and the judge's one-off training (shared by every job on the da
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,7 +94,7 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.auxiliary import AuxModel, classifier, require_quality
+from gibench.auxiliary import AuxModel, classifier, require_quality, tensors_sha256
 from gibench.config import PluginSpec, TrainConfig
 from gibench.errors import GibenchError
 from gibench.evaluators._artifacts import _atomic_write, batches, save_curves, save_grid
@@ -286,11 +285,8 @@ def data_identity(ctx: EvalContext) -> dict[str, Any]:
     """What names the judge's training data: the job's dataset spec, or the bundle's name and a hash of its tensors."""
     if ctx.job is not None:
         return {"dataset": ctx.job.training_spec()["dataset"], "judge_code_version": JUDGE_CODE_VERSION}
-    digest = hashlib.sha256()
-    for split in (ctx.data.train, ctx.data.test):
-        for tensor in (split.x, split.y):
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return {"dataset": {"name": ctx.data.name, "sha256": digest.hexdigest()}, "judge_code_version": JUDGE_CODE_VERSION}
+    digest = tensors_sha256([ctx.data.train.x, ctx.data.train.y, ctx.data.test.x, ctx.data.test.y])
+    return {"dataset": {"name": ctx.data.name, "sha256": digest}, "judge_code_version": JUDGE_CODE_VERSION}
 
 
 def judge_spec(config: GANTestConfig) -> tuple[PluginSpec, TrainConfig]:

@@ -60,7 +60,6 @@ top of the denoiser's one-off training, which is shared by every job, suite and 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
-from gibench.auxiliary import require_quality
+from gibench.auxiliary import require_quality, tensors_sha256
 from gibench.errors import GibenchError
 from gibench.evaluators import _denoiser
 from gibench.evaluators._artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
@@ -214,9 +213,7 @@ def data_identity(ctx: EvalContext) -> dict:
     """The dataset part of a denoiser's identity: the job's dataset spec, else the bundle's name and train hash."""
     if ctx.job is not None:
         return ctx.job.training_spec()["dataset"]
-    digest = hashlib.sha256(ctx.data.train.x.contiguous().numpy().tobytes())
-    digest.update(ctx.data.train.y.contiguous().numpy().tobytes())
-    return {"name": ctx.data.name, "train_sha256": digest.hexdigest()}
+    return {"name": ctx.data.name, "train_sha256": tensors_sha256([ctx.data.train.x, ctx.data.train.y])}
 
 
 CORE_METRICS = (

@@ -28,9 +28,10 @@ that depend on them.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,16 @@ def require_quality(aux: AuxModel, metric: str, floor: float, what: str) -> None
             f"{what} requires, so its numbers would be meaningless. Train it longer (the evaluator's "
             f"{aux.kind} options) or lower the floor if you accept a weaker {aux.kind}."
         )
+
+
+def tensors_sha256(tensors: Iterable[torch.Tensor]) -> str:
+    """sha256 (hex) of the shapes, dtypes and bytes of ``tensors``, in order, on any device: names the data of an
+    auxiliary model when there is no job spec to name it (an evaluator used outside a suite)."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
+        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _rng_devices(device: torch.device) -> list[int]:
