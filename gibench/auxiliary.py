@@ -6,7 +6,8 @@ weights, under ``runs_dir/aux/``::
     aux/<kind>-<hash>/identity.json    kind + identity (what the hash covers) + code version
     aux/<kind>-<hash>/checkpoint.pt    state_dict (loads with weights_only=True)
     aux/<kind>-<hash>/quality.json     its own quality figures (a judge's clean accuracy, a denoiser's held-out loss)
-    aux/<kind>-<hash>/status.json      {"state": "trained"}; written last, the commit point
+    aux/<kind>-<hash>/status.json      {"state": "trained", checkpoint size and SHA-256}; written last, the commit
+                                       point (``gibench doctor`` checks the checkpoint against it)
     aux/.locks/<kind>-<hash>.lock      held (an OS file lock) by the one process that is training it
 
 Evaluators reach it through ``EvalContext.aux``: :meth:`AuxiliaryModels.get_or_train` returns the stored model when
@@ -165,9 +166,12 @@ class AuxiliaryModels:
                 shutil.rmtree(folder)
             atomic_write_json(folder / "identity.json", {"kind": kind, "hash": key, "identity": identity,
                                                          "aux_code_version": AUX_CODE_VERSION})
-            atomic_write_bytes(folder / "checkpoint.pt", state_dict_bytes(model))
+            data = state_dict_bytes(model)
+            atomic_write_bytes(folder / "checkpoint.pt", data)
             atomic_write_json(folder / "quality.json", quality)
-            atomic_write_json(folder / "status.json", {"state": "trained", "finished": _now()})
+            atomic_write_json(folder / "status.json", {"state": "trained", "finished": _now(),
+                                                       "checkpoint_sha256": hashlib.sha256(data).hexdigest(),
+                                                       "checkpoint_bytes": len(data)})
         self.trained.append(key)
         return AuxModel(kind, key, model.to(self.device).eval(), quality, identity, folder)
 

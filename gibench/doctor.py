@@ -11,6 +11,9 @@ What counts as what, and what ``--fix`` does about it:
   those younger than :data:`TEMPORARY_GRACE_S` (a write may be in progress). Fix: deleted (never committed data).
 * **stale**: a claim whose owner is dead (its lock is free, its owner file remains). Fix: owner file deleted; a run
   would take it over anyway.
+* **damaged**: an auxiliary model (``aux/<kind>-<hash>/``) whose records do not parse or whose checkpoint differs
+  from the size and SHA-256 its status.json recorded. Fix: the folder moves into ``quarantine/``; the next
+  evaluation that needs the model trains it again.
 * **orphaned**: a job folder no run in the manifest lists; artifacts without a result; a result of an evaluator
   that is not installed. Reported only: they may belong to runs made elsewhere.
 
@@ -54,6 +57,9 @@ def doctor(runs_dir: Path, fix: bool = False) -> list[Problem]:
     for job in sorted((runs_dir / "jobs").glob("*")) if (runs_dir / "jobs").is_dir() else []:
         if job.is_dir() and not job.name.startswith(TMP_PREFIX):
             scan.job(job)
+    for folder in sorted((runs_dir / "aux").glob("*")) if (runs_dir / "aux").is_dir() else []:
+        if folder.is_dir() and not folder.name.startswith((TMP_PREFIX, ".")):
+            scan.auxiliary(folder)
     scan.claims()
     scan.temporaries()
     return scan.problems
@@ -115,6 +121,34 @@ class _Scan:
         for artifacts in sorted((folder / "artifacts").glob("*")):
             if artifacts.is_dir() and not artifacts.name.startswith(TMP_PREFIX) and artifacts.name not in keys:
                 self.add("orphaned", artifacts, "artifacts without a result file")
+
+    def auxiliary(self, folder: Path) -> None:
+        """An auxiliary model (gibench.auxiliary): its records parse and its checkpoint is the one its status
+        recorded. Fix: the whole folder moves into quarantine/; the next evaluation that needs it trains it again.
+        A folder without status.json was never committed (a killed training); the next training replaces it."""
+        if not (folder / "status.json").exists():
+            return
+        problem = self._auxiliary_problem(folder)
+        if problem is not None:
+            self.add("damaged", folder, f"auxiliary model: {problem}", self._quarantine(folder, problem))
+
+    @staticmethod
+    def _auxiliary_problem(folder: Path) -> str | None:
+        try:
+            status = read_json(folder / "status.json")
+            for name in ("identity.json", "quality.json"):
+                read_json(folder / name)
+        except FileNotFoundError as exc:
+            return f"{Path(exc.filename).name} is missing"
+        except DamagedFileError as exc:
+            return f"{exc.path.name}: {exc.problem}"
+        checkpoint = folder / "checkpoint.pt"
+        if not checkpoint.exists():
+            return "status.json says trained but checkpoint.pt is missing"
+        if status.get("checkpoint_sha256") and (checkpoint.stat().st_size != status.get("checkpoint_bytes")
+                                                or file_sha256(checkpoint) != status["checkpoint_sha256"]):
+            return "checkpoint.pt differs from the size and SHA-256 that status.json recorded"
+        return None
 
     def _checkpoint(self, folder: Path, status: TrainStatus | None) -> str | None:
         path = folder / "checkpoint.pt"

@@ -204,3 +204,24 @@ def test_a_suite_trains_one_judge_per_dataset_and_reports_its_quality(tmp_path: 
     assert main(["report", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "auxiliary models the numbers above depend on" in out and "judge" in out
+
+
+def test_doctor_reports_a_damaged_auxiliary_model_and_fix_moves_it_aside(tmp_path: Path) -> None:
+    from gibench.doctor import doctor
+
+    runs = tmp_path / "runs"
+    good = AuxiliaryModels(runs / "aux").get_or_train("judge", {"k": 1}, _linear, _trainer([]))
+    bad = AuxiliaryModels(runs / "aux").get_or_train("judge", {"k": 2}, _linear, _trainer([]))
+    assert doctor(runs) == []
+    (bad.folder / "checkpoint.pt").write_bytes((bad.folder / "checkpoint.pt").read_bytes()[:100])
+    problems = doctor(runs)
+    assert [(p.kind, p.path, p.what) for p in problems] == [
+        ("damaged", bad.folder, "auxiliary model: checkpoint.pt differs from the size and SHA-256 that status.json "
+                                "recorded")]
+    assert bad.folder.exists()  # without --fix nothing changes
+    fixed = doctor(runs, fix=True)
+    assert fixed[0].fixed.startswith("moved to ") and not bad.folder.exists() and good.folder.exists()
+    assert len(list((runs / "quarantine").rglob("checkpoint.pt"))) == 1
+    calls: list[int] = []
+    AuxiliaryModels(runs / "aux").get_or_train("judge", {"k": 2}, _linear, _trainer(calls))
+    assert calls == [1] and doctor(runs) == []
