@@ -3,7 +3,7 @@
     gibench list {regularizers,evaluators,datasets,backbones,suites}
     gibench run --suite NAME|PATH [--runs-dir DIR] [--data-root DIR] [--download] [--device cpu|cuda] [--dry-run]
                 [--retry-failed] [--eval-batch-size N] [--executor local|ray] [--address ADDR] [--gpus-per-job F]
-                [--check]
+                [--check] [--estimate]
     gibench doctor [--runs-dir DIR] [--fix]
     gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics]
     gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]
@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU, 0 runs on CPUs "
                         "(default: 1 on a cluster with GPUs, 0 on a CPU-only one)")
     p.add_argument("--check", action="store_true", help="only scan --runs-dir for damage (as `gibench doctor`)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the jobs left and the estimated device-hours, from a short cached calibration on "
+                        "--device; trains and downloads nothing")
     p.add_argument("--claim-timeout", type=float, default=120.0,
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
     p.set_defaults(handler=cmd_run)
@@ -207,6 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         args.fix = False
         return cmd_doctor(args)
+    if args.estimate:
+        return _print_estimate(args)
     from gibench.config import load_suite
     from gibench.progress import RichProgress
     from gibench.results import collect_results, evaluations_of
@@ -251,6 +256,41 @@ def _executor_options(args: argparse.Namespace) -> dict:
                                f"got {args.gpus_per_job}.")
         options["gpus_per_job"] = args.gpus_per_job
     return options
+
+
+def _print_estimate(args: argparse.Namespace) -> int:
+    from gibench.config import load_suite
+    from gibench.estimate import estimate_suite
+
+    suite = load_suite(args.suite)
+    with stderr.status(f"calibrating {suite.name} on {args.device or 'the default device'} (cached after the first "
+                       "time)"):
+        est = estimate_suite(suite, args.runs_dir, device=args.device, data_root=args.data_root,
+                             eval_batch_size=args.eval_batch_size)
+    where = f"{est.device} ({est.device_name})" if est.device_name else est.device
+    table = Table("dataset", "backbone", "regularizer", "jobs left", "training h", "evaluation h", "total h",
+                  title=f"suite {suite.name}: estimated device-hours on {escape(where)}")
+    for r in [*est.rows, *est.auxiliary]:
+        jobs = f"{r.jobs_left}/{r.jobs}" if r.jobs else "once"
+        table.add_row(escape(r.dataset), escape(r.backbone), escape(r.regularizer), jobs, _hours(r.train_seconds),
+                      _hours(r.eval_seconds), _hours(r.seconds))
+    table.add_section()
+    table.add_row("total", "", "", f"{est.jobs_left}/{est.jobs}", _hours(est.train_seconds),
+                  _hours(est.seconds - est.train_seconds), _hours(est.seconds))
+    stdout.print(table)
+    cal = est.calibration
+    stdout.print(f"{est.jobs} job(s), {est.jobs_left} not yet complete in {args.runs_dir}: about "
+                 f"{est.seconds / 3600:.3g} device-hours ({est.seconds / 60:.3g} min). Calibration: {cal.measured} "
+                 f"unit(s) timed in {cal.measure_seconds:.0f} s, {cal.reused} from {cal.cache.path}.", soft_wrap=True)
+    if cal.cache.problem:
+        _warn(f"calibration cache: {cal.cache.problem}")
+    if est.not_estimated:
+        _warn(f"not estimated (no cost rule for these plugin evaluators): {', '.join(est.not_estimated)}")
+    return 0
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.4g}"
 
 
 def _print_dry_run(summary) -> int:
