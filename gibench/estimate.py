@@ -573,35 +573,43 @@ class SuiteEstimate:
         return sum(r.seconds for r in self.rows) + sum(r.seconds for r in self.auxiliary)
 
 
-def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, data_root: Path | None = None,
-                   eval_batch_size: int = 256, cache_path: Path | None = None, warmup: int = WARMUP_STEPS,
-                   timed: int = TIMED_STEPS) -> SuiteEstimate:
-    """The device time ``suite`` still needs in ``runs_dir`` (read only; nothing is written there)."""
+def plan_suite(suite: Suite, runs_dir: Path, *, data_root: Path | None = None,
+               eval_batch_size: int = 256) -> tuple[list[Row], list[Row], list[str]]:
+    """The work ``suite`` still needs in ``runs_dir``, not yet priced: rows per dataset × backbone × regularizer,
+    rows of shared auxiliary models, and the evaluators without a cost rule. Reads only."""
     from gibench.jobs import expand
-    from gibench.provenance import device_name
-    from gibench.runner import resolve_device
     from gibench.store import RunStore
 
-    torch_device = resolve_device(device)
     shapes = {spec: data_shape(spec, data_root) for spec in suite.datasets}
     store = RunStore(Path(runs_dir), repair=False)
     rows: dict[tuple, Row] = {}
     shared: dict[str, Row] = {}
     not_estimated: set[str] = set()
     for job in expand(suite):
-        data = shapes[job.dataset]
         row = rows.setdefault((job.dataset, job.backbone, job.regularizer),
                               Row(job.dataset.label, job.backbone.label, job.regularizer.label))
         row.jobs += 1
-        left = _add_job(job, data, store.job(job.hash), row, shared, eval_batch_size, not_estimated)
-        row.jobs_left += left
+        row.jobs_left += _add_job(job, shapes[job.dataset], store.job(job.hash), row, shared, eval_batch_size,
+                                  not_estimated)
+    return list(rows.values()), list(shared.values()), sorted(not_estimated)
+
+
+def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, data_root: Path | None = None,
+                   eval_batch_size: int = 256, cache_path: Path | None = None, warmup: int = WARMUP_STEPS,
+                   timed: int = TIMED_STEPS) -> SuiteEstimate:
+    """The device time ``suite`` still needs in ``runs_dir`` (read only; nothing is written there)."""
+    from gibench.provenance import device_name
+    from gibench.runner import resolve_device
+
+    torch_device = resolve_device(device)
+    rows, shared, not_estimated = plan_suite(suite, runs_dir, data_root=data_root, eval_batch_size=eval_batch_size)
     calibration = Calibration(torch_device, CalibrationCache(cache_path or default_cache_path()), warmup, timed)
     costs: dict[Unit, float] = {}
-    for row in [*rows.values(), *shared.values()]:
+    for row in [*rows, *shared]:
         row.train_seconds = _cost(row.train_work, calibration, costs)
         row.eval_seconds = _cost(row.eval_work, calibration, costs)
-    return SuiteEstimate(suite.name, str(torch_device), device_name(str(torch_device)), list(rows.values()),
-                         list(shared.values()), sorted(not_estimated), calibration)
+    return SuiteEstimate(suite.name, str(torch_device), device_name(str(torch_device)), rows, shared, not_estimated,
+                         calibration)
 
 
 def _add_job(job: Any, data: DataShape, folder: Any, row: Row, shared: dict[str, Row], eval_batch: int,
