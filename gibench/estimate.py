@@ -44,8 +44,8 @@ Sizes come from :data:`KNOWN_SPLITS` for the torchvision datasets (and BlockMNIS
 needs to be present; other datasets (the bundled subset, synthetic mixtures, plugins) are loaded, without download.
 
 Calibrations are cached in a JSON file (default ``$XDG_CACHE_HOME/gibench/calibration.json``), one entry per hash
-of everything that changes a step's cost: device name, torch/CUDA versions, CPU threads, gibench's version and the
-SHA-256 of the code that runs the step, the backbone and its options, the regularizer, its version and config, input
+of everything that changes a step's cost: device name, torch/CUDA versions, CPU threads, gibench's version, the
+SHA-256 of the code that runs the step (:func:`code_identity`), the backbone and its options, the regularizer, its version and config, input
 shape, class count, batch size and every training option except those that only change the schedule (epochs, lr,
 schedule, milestones, gamma, momentum, weight decay, log interval). A damaged cache file is ignored and rewritten.
 """
@@ -53,7 +53,10 @@ schedule, milestones, gamma, momentum, weight decay, log interval). A damaged ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib
+import importlib.metadata
 import inspect
 import math
 import os
@@ -180,11 +183,36 @@ Unit = TrainStep | ModelPass | DenoiserWork
 Work = dict[Unit, float]  # unit -> how many (steps or images)
 
 
-def _source_sha(*objects: Any) -> str:
+#: core modules that never run inside a training step or an evaluation pass (left out of the code identity, so that
+#: editing them keeps the calibrations)
+NOT_IN_A_STEP = frozenset({"cli.py", "estimate.py", "preflight.py", "doctor.py", "results.py", "submission.py",
+                           "ray_executor.py", "progress.py"})
+
+
+@functools.lru_cache(maxsize=None)
+def _folder_sha(folder: str) -> str:
+    """SHA-256 of the ``*.py`` files in ``folder`` (not recursive, without :data:`NOT_IN_A_STEP`), in name order."""
     digest = hashlib.sha256()
-    for obj in objects:
-        digest.update(Path(inspect.getsourcefile(obj)).read_bytes())
+    for path in sorted(Path(folder).glob("*.py")):
+        if path.name in NOT_IN_A_STEP:
+            continue
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def code_identity(*objects: Any) -> list[str]:
+    """What identifies the code that runs a unit: for each object (module, class or function), the SHA of every
+    Python file in its folder (gibench's core, the regularizer's package), or the version of timm or diffusers for
+    their own code."""
+    out = []
+    for obj in objects:
+        module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
+        top = module.__name__.split(".")[0]
+        if top != "gibench":
+            out.append(f"{top} {importlib.metadata.version(top)}")
+        else:
+            out.append(_folder_sha(str(Path(inspect.getsourcefile(module)).parent)))
+    return out
 
 
 def device_identity(device: torch.device) -> dict[str, Any]:
@@ -199,7 +227,9 @@ def device_identity(device: torch.device) -> dict[str, Any]:
 
 def unit_key(unit: Unit, device: torch.device) -> dict[str, Any]:
     """The cache key of ``unit`` on ``device`` (see the module docstring)."""
-    from gibench import models, saliency, train
+    from timm.models import model_entrypoint
+
+    from gibench import models, train  # noqa: F401 (importing models registers gibench's backbones with timm)
     from gibench.evaluators import _denoiser
 
     key: dict[str, Any] = {"machine": device_identity(device), "shape": list(unit.shape),
@@ -209,13 +239,13 @@ def unit_key(unit: Unit, device: torch.device) -> dict[str, Any]:
         key.update(kind="train_step", backbone=[unit.backbone.name, unit.backbone.config],
                    regularizer=[unit.regularizer.name, reg_cls.version, unit.regularizer.config],
                    train={k: v for k, v in dataclasses.asdict(unit.train).items() if k not in SCHEDULE_ONLY_FIELDS},
-                   code=_source_sha(train, models, reg_cls))
+                   code=code_identity(train, reg_cls, model_entrypoint(unit.backbone.name)))
     elif isinstance(unit, ModelPass):
         key.update(kind=unit.kind, backbone=[unit.backbone.name, unit.backbone.config], batch_size=unit.batch_size,
-                   code=_source_sha(models, saliency))
+                   code=code_identity(train, model_entrypoint(unit.backbone.name)))
     else:
         key.update(kind=f"denoiser_{unit.kind}", training=unit.training_json, batch_size=unit.batch_size,
-                   code=_source_sha(_denoiser))
+                   code=code_identity(_denoiser, importlib.import_module("diffusers")))
     return key
 
 
