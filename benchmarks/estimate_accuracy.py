@@ -1,9 +1,11 @@
 """How close `gibench run --estimate` came: the estimate of a suite beside the times a finished run recorded.
 
     python benchmarks/estimate_accuracy.py --suite smoke --runs-dir /tmp/smoke_b --device cpu
+    python benchmarks/estimate_accuracy.py --runs-dir /tmp/smoke_b --from-table est_smoke.out
 
-The estimate is recomputed for an empty runs directory (so every job counts) from the calibration cache that
-`gibench run --suite SUITE --estimate` filled (it calibrates what is missing). Measured: each job's training time
+The estimate is either recomputed for an empty runs directory (so every job counts) from the calibration cache that
+`gibench run --suite SUITE --estimate` filled (it calibrates what is missing), or read from the table that such a
+command printed before the run (``--from-table``, the saved stdout). Measured: each job's training time
 (the last ``seconds`` of its train_log.json, the training loop's wall time) and the sum of its evaluations'
 ``seconds`` (result files). The first job of each dataset trains its judge and denoiser inside its evaluations, so
 the estimate of those auxiliary models is added to that dataset's first row. Rows of jobs not yet stored are left
@@ -38,37 +40,62 @@ def measured(runs_dir: Path) -> dict[tuple[str, str, str], tuple[float, float]]:
     return {key: (t, e) for key, (t, e) in times.items()}
 
 
+Estimated = list[tuple[str, str, str, float, float]]  # dataset, backbone, regularizer (or what), train s, eval s
+
+
+def from_estimate(suite: str, device: str, data_root: Path | None) -> tuple[Estimated, Estimated]:
+    with tempfile.TemporaryDirectory() as empty:
+        est = estimate_suite(load_suite(suite), Path(empty), device=device, data_root=data_root)
+    return ([(r.dataset, r.backbone, r.regularizer, r.train_seconds, r.eval_seconds) for r in est.rows],
+            [(r.dataset, r.backbone, r.regularizer, r.train_seconds, r.eval_seconds) for r in est.auxiliary])
+
+
+def from_table(path: Path) -> tuple[Estimated, Estimated]:
+    """The rows of a saved `gibench run --estimate` table (hours in its columns)."""
+    rows, aux = [], []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) != 7 or cells[0] in ("", "total"):
+            continue
+        dataset, backbone, regularizer, jobs, train_h, eval_h, _ = cells
+        (aux if jobs == "once" else rows).append((dataset, backbone, regularizer, float(train_h) * 3600,
+                                                  float(eval_h) * 3600))
+    return rows, aux
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", required=True)
+    parser.add_argument("--suite", help="recompute the estimate of this suite from the calibration cache")
+    parser.add_argument("--from-table", type=Path, help="or read the estimate from a saved --estimate output")
     parser.add_argument("--runs-dir", type=Path, required=True, help="a run of that suite (finished or not)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-root", type=Path, default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as empty:
-        est = estimate_suite(load_suite(args.suite), Path(empty), device=args.device, data_root=args.data_root)
+    if (args.suite is None) == (args.from_table is None):
+        parser.error("give exactly one of --suite and --from-table")
+    rows, auxiliary = from_table(args.from_table) if args.from_table else from_estimate(args.suite, args.device,
+                                                                                         args.data_root)
     aux: dict[str, float] = defaultdict(float)
-    for r in est.auxiliary:
-        aux[r.dataset] += r.seconds
+    for dataset, _, _, train, evaluation in auxiliary:
+        aux[dataset] += train + evaluation
     got = measured(args.runs_dir)
     print("| dataset | backbone | regularizer | training: estimated (s) | measured (s) | evaluation: estimated (s) "
           "| measured (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     totals = [0.0, 0.0, 0.0, 0.0]
-    for r in est.rows:
-        evaluation = r.eval_seconds + aux.pop(r.dataset, 0.0)  # the dataset's first job trains its judge/denoiser
-        key = (r.dataset, r.backbone, r.regularizer)
-        if key not in got:
+    for dataset, backbone, regularizer, train_est, eval_est in rows:
+        eval_est += aux.pop(dataset, 0.0)  # the dataset's first job trains its judge and denoiser
+        if (dataset, backbone, regularizer) not in got:
             continue
-        train, evaluated = got[key]
-        print(f"| {r.dataset} | {r.backbone} | {r.regularizer} | {r.train_seconds:.1f} | {train:.1f} | "
-              f"{evaluation:.1f} | {evaluated:.1f} |")
-        for i, value in enumerate((r.train_seconds, train, evaluation, evaluated)):
+        train, evaluated = got[(dataset, backbone, regularizer)]
+        print(f"| {dataset} | {backbone} | {regularizer} | {train_est:.1f} | {train:.1f} | {eval_est:.1f} | "
+              f"{evaluated:.1f} |")
+        for i, value in enumerate((train_est, train, eval_est, evaluated)):
             totals[i] += value
-    print(f"| **{len(got)} of {len(est.rows)} rows measured** | | | **{totals[0]:.0f}** | **{totals[1]:.0f}** | "
+    print(f"| **{len(got)} of {len(rows)} rows measured** | | | **{totals[0]:.0f}** | **{totals[1]:.0f}** | "
           f"**{totals[2]:.0f}** | **{totals[3]:.0f}** |")
-    print(f"\nwhole suite estimated: {est.seconds:.0f} s (training {est.train_seconds:.0f} s); calibration entries "
-          f"reused {est.calibration.reused}, timed now {est.calibration.measured}")
+    whole = sum(r[3] + r[4] for r in rows) + sum(a[3] + a[4] for a in auxiliary)
+    print(f"\nwhole suite estimated: {whole:.0f} s ({whole / 3600:.3g} h)")
 
 
 if __name__ == "__main__":
