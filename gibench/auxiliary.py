@@ -193,7 +193,7 @@ def tensors_sha256(tensors: Iterable[torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for t in tensors:
         digest.update(str((tuple(t.shape), str(t.dtype))).encode())
-        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
