@@ -13,6 +13,8 @@ the device is synchronized at those two points only), so model construction and 
 cuDNN autotuning) are left out of both. Throughput = timed steps × batch / seconds; the ratio is the median fit
 throughput over the median bare throughput (target on a GPU: ≥ 0.90).
 
+``--backbone gibench_linear`` (one linear layer: a step costs almost nothing) isolates fit's own per-step overhead.
+
 Run: ``python benchmarks/bare_loop.py --device cpu|cuda --backbone gibench_cnn|cifar_resnet18 [--steps 60]
 [--warmup 5] [--repeats 3] [--batch-size 128] [--channels-last]``.
 """
@@ -33,7 +35,7 @@ from gibench.models import build_model
 from gibench.regularizers.erm import ERM
 from gibench.train import cudnn_benchmark, fit
 
-SHAPES = {"gibench_cnn": (1, 28), "cifar_resnet18": (3, 32), "cifar_vgg11_bn": (3, 32)}
+SHAPES = {"gibench_cnn": (1, 28), "gibench_linear": (1, 28), "cifar_resnet18": (3, 32), "cifar_vgg11_bn": (3, 32)}
 SEED = 0
 
 
@@ -109,11 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--steps must be larger than --warmup")
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"torch {torch.__version__}, {name}, device {device}, threads {torch.get_num_threads()}, {args.backbone} "
-          f"(softplus), batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, "
+    print(f"torch {torch.__version__}, {name}, device {device}, threads {torch.get_num_threads()}, {args.backbone}, "
+          f"batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, "
           f"channels_last {args.channels_last}")
     bundle = make_data(args.backbone, args.steps * args.batch_size)
-    spec = PluginSpec.of(args.backbone, {"act": "softplus"}, {"act": "softplus"})
+    options = {} if args.backbone == "gibench_linear" else {"act": "softplus"}  # the linear net has no activation
+    spec = PluginSpec.of(args.backbone, options, options)
     train = train_config(args)
     rates: dict[str, list[float]] = {"fit": [], "bare": []}
     for repeat in range(args.repeats):

@@ -20,7 +20,12 @@ differ only in arithmetic:
 It prints, per setting, the mean and maximum |h − h₆₄| and their ratio to the spread (standard deviation) of h₆₄ over
 the batch. On the CPU TF32 does not exist: the script says so and reports the float32 and bfloat16 CPU errors.
 
-Run: ``python benchmarks/tf32_precision.py --device cuda [--batch-size 64] [--logit-scale 10]``.
+``--autocast-table`` prints instead the evidence behind ``Regularizer.amp_safe``: for every registered regularizer,
+the relative error of the loss and of the parameter gradient (‖g_bf16 − g_32‖ / ‖g_32‖) under bfloat16 autocast
+against true float32 (TF32 off), on the protocol of tests/test_precision.py (softplus ``gibench_cnn`` of width 8 after 60 Adam steps
+on the bundled digits, logits of order 10, a batch of 32, the same noise draws in both runs), on ``--device``.
+
+Run: ``python benchmarks/tf32_precision.py --device cuda [--batch-size 64] [--logit-scale 10] [--autocast-table]``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from unittest import mock
 
 import torch
@@ -36,7 +41,7 @@ from torch import Tensor, nn
 
 from gibench.models import Normalize, create_backbone
 from gibench.regularizers._hessian import label_logit, taylor_trace
-from gibench.regularizers._passes import full_precision
+from gibench.regularizers._passes import full_precision, tf32_off
 
 SIGMA = 0.01
 
@@ -91,14 +96,60 @@ def _context(setting: str, device: torch.device, x: Tensor):
     return full_precision(x)  # float64 reference and "float32, TF32 off"
 
 
+def autocast_table(device: torch.device) -> None:
+    """Loss and gradient errors of bfloat16 autocast against float32, per registered regularizer."""
+    import torch.nn.functional as F
+
+    from gibench import load_dataset, registry
+    from gibench.data.tensors import make_bundle
+    from gibench.models import build_model
+
+    full = load_dataset("mnist_subset")
+    bundle = make_bundle("digits", full.train.x[:512], full.train.y[:512], full.test.x[:8], full.test.y[:8], 10)
+    torch.manual_seed(0)
+    model = build_model("gibench_cnn", {"act": "softplus", "width": 8}, bundle).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        index = torch.randint(0, 512, (64,), generator=generator)
+        loss = F.cross_entropy(model(bundle.train.x[index].to(device)), bundle.train.y[index].to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    state = copy.deepcopy(model.state_dict())
+    x, y = bundle.train.x[:32].to(device), bundle.train.y[:32].to(device)
+
+    def run(name: str, bf16: bool) -> tuple[Tensor, Tensor]:
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        with (nullcontext() if bf16 else tf32_off()):  # the reference is true float32 (TF32 off) on a GPU too
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = registry.regularizers.create(name).training_loss(model, x, y)
+            loss.total.backward()
+        return loss.total.detach().double(), torch.cat([p.grad.flatten() for p in model.parameters()]).double()
+
+    print("| regularizer | amp_safe | loss error | gradient error |")
+    print("| --- | --- | ---: | ---: |")
+    for name in registry.regularizers.names():
+        (l32, g32), (l16, g16) = run(name, False), run(name, True)
+        print(f"| {name} | {registry.regularizers.get(name).amp_safe} | {float((l16 - l32).abs() / l32.abs()):.1e} | "
+              f"{float((g16 - g32).norm() / g32.norm()):.1e} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--logit-scale", type=float, default=10.0)
+    parser.add_argument("--autocast-table", action="store_true", help="bf16 errors per regularizer instead")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    if args.autocast_table:
+        print(f"torch {torch.__version__}, {name}, device {device}: bfloat16 autocast against float32")
+        autocast_table(device)
+        return
     print(f"torch {torch.__version__}, {name}, device {device}, cifar_resnet18 softplus, batch {args.batch_size}, "
           f"sigma {SIGMA}, mean |f_y| {args.logit_scale}")
     generator = torch.Generator().manual_seed(0)
