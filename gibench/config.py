@@ -2,10 +2,11 @@
 
 A suite file has the top-level keys ``name``, ``description``, ``datasets``, ``backbones``, ``regularizers``,
 ``evaluators``, ``seeds``, ``train`` (DESIGN §3) and ``train_per_dataset`` (``{<dataset name or label>: {<train
-keys>}}``, merged over ``train`` for the jobs of that dataset, e.g. ``augment: crop_flip`` for CIFAR only). Each of the four plugin lists holds names, or one-key mappings of
-a name to its options; a list of values for an option is a grid (unless the option itself is a list, such as a tuple
-of fractions: then a list of lists is the grid). Grids are expanded here, and every grid point is validated against
-its plugin's ``Config``, so a suite that loads is a suite whose every job can be built.
+keys>}}``, merged over ``train`` for the jobs of that dataset, e.g. ``augment: crop_flip`` for CIFAR only). Each of
+the four plugin lists holds names, or one-key mappings of a name to its options; a list of values for an option is a
+grid (unless the option itself is a list, such as a tuple of fractions: then a list of lists is the grid). Grids are
+expanded here, and every grid point is validated against its plugin's ``Config``, so a suite that loads is a suite
+whose every job can be built.
 
 Every error names the file, the place (``regularizers[1].gradient_norm.weight``), the bad value and what is allowed.
 """
@@ -239,7 +240,7 @@ def _train_per_dataset(raw: Mapping[str, Any], datasets: tuple[PluginSpec, ...],
                        source: str) -> tuple[tuple[str, TrainConfig], ...]:
     """``train_per_dataset: {<dataset name or label>: {<train keys>}}``, each merged over ``train``.
 
-    A dataset name applies to every grid point of that dataset, a label (``blockmnist(top=True)``) to one; where both
+    A dataset name applies to every grid point of that dataset, a label (``blockmnist(placement_seed=1)``) to one; where both
     name a dataset, the label's keys win. Returns (label, merged config) for every dataset that an entry names.
     """
     where = f"{source}: train_per_dataset"
