@@ -348,13 +348,14 @@ def _warn(message: str) -> None:
 
 def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool):
     """Print the report of ``runs_dir`` (its results, then the jobs whose training failed); returns the frame."""
-    from gibench.results import collect_results, failed_jobs, mixed_versions
+    from gibench.results import TRAINING, collect_results, failed_jobs, mixed_versions
 
     frame = collect_results(runs_dir, job_hashes, warn=_warn)
     failed = failed_jobs(runs_dir, job_hashes, warn=lambda message: None)  # collect_results warned already
     if frame.empty and not failed:
         raise GibenchError(f"no results under {runs_dir}; run `gibench run --suite smoke --runs-dir {runs_dir}` first.")
-    if not frame.empty:
+    trained = frame[frame["evaluator"] != TRAINING]
+    if not trained.empty:
         _print_frame(frame, all_metrics)
     for evaluator, versions in mixed_versions(frame).items():
         _warn(f"results of versions {', '.join(versions)} of {evaluator} are stored; they are never averaged "
@@ -363,7 +364,7 @@ def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool
     for job in failed:  # jobs whose training failed have no results: never let them silently vanish
         stdout.print(f"[red]failed[/]: {escape(job.label)} (job {job.hash}): training failed: {escape(job.reason)}",
                      soft_wrap=True)
-    if frame.empty:
+    if trained.empty:
         stdout.print(f"every job under {runs_dir} failed to train (reasons above); fix the cause and rerun the suite "
                      "with --retry-failed.", soft_wrap=True)
     return frame
@@ -378,14 +379,14 @@ def _print_frame(frame, all_metrics: bool) -> None:
     """One terminal table per dataset × backbone × training config: a row per variant and metric (headlines unless
     ``all_metrics``), the mean ± its 95 % interval, the seeds, Δ vs erm ± its interval. Fits 80 columns (cells wrap,
     never truncate)."""
-    from gibench.results import summarize
+    from gibench.results import TRAINING, summarize
 
     stats = summarize(frame)
-    if not all_metrics:
-        stats = stats[stats["headline"]]
+    stats = stats[(stats["headline"] | all_metrics) & (stats["evaluator"] != TRAINING)]  # failed trainings: own lines
     for _, table in stats.groupby(_TABLE, sort=True):
         stdout.print(_report_table(table))
-    stdout.print(_INTERVALS)
+    if len(stats):
+        stdout.print(_INTERVALS)
     _print_auxiliary(frame)
     _print_not_ok(frame)
 
@@ -502,7 +503,10 @@ def _print_auxiliary(frame) -> None:
 def _print_not_ok(frame) -> None:
     """One line per (status, evaluator) with the datasets and the recorded reasons: skipped evaluations are expected
     (a dataset lacks a capability), failed ones are not; both are listed so that no result silently disappears."""
-    problems = frame[frame["status"] != "ok"].drop_duplicates(["job_hash", "evaluator"])
+    from gibench.results import TRAINING
+
+    problems = frame[(frame["status"] != "ok") & (frame["evaluator"] != TRAINING)]  # failed trainings: own lines
+    problems = problems.drop_duplicates(["job_hash", "evaluator"])
     for (status, evaluator), group in problems.groupby(["status", "evaluator"], sort=True):
         where = ", ".join(sorted(set(group["dataset"])))
         reasons = sorted({r for r in group.get("reason", []) if r})

@@ -1,9 +1,18 @@
-"""The results table: every stored evaluation as a long pandas DataFrame, seed aggregation and baseline deltas.
+"""The results table: every stored evaluation as a long pandas DataFrame, and the one aggregation of it.
 
 One row per job × evaluator × metric (:data:`COLUMNS`). Skipped and failed evaluations keep their rows, with a NaN
-value and their status, so nothing silently disappears from a report. The ``auxiliary`` column holds (as JSON) the
-auxiliary models an evaluation depended on (a GAN-test judge, a denoiser, DiffROAR's retrained models) with their own
-quality figures; :func:`auxiliary_table` lists them once each, next to the evaluator and dataset whose numbers use them.
+value, their status and their ``reason``, and a job whose training failed has one ``failed`` row of the
+pseudo-evaluator :data:`TRAINING`, so nothing silently disappears from a report or the site. ``train_hash`` and
+``train_label`` (:func:`train_columns`) name the job's resolved training config. The ``auxiliary`` column holds (as
+JSON) the auxiliary models an evaluation depended on (a GAN-test judge, a denoiser, DiffROAR's retrained models) with
+their own quality figures; :func:`auxiliary_table` lists them once each, next to the evaluator and dataset whose
+numbers use them.
+
+:func:`summarize` is the one aggregation, used by ``gibench report``, its CSV and the leaderboard site: a row is one
+exact configuration (:data:`ROW_KEYS`: dataset, backbone and options, training config, regularizer and options,
+evaluator version and options); seeds aggregate only within a row, into a mean with its 95 % interval, Δ against the
+``erm`` row of the same table with its own interval, and rank ranges (methods: :mod:`gibench.stats`).
+:func:`agreement_table` is the evaluator agreement (Spearman's ρ between headline metrics across variants).
 """
 
 from __future__ import annotations
@@ -17,16 +26,24 @@ from pathlib import Path
 import pandas as pd
 
 from gibench.fsio import canonical_hash
-from gibench.records import JobRecord, ResultRecord
+from gibench.records import JobRecord, PluginSource, ResultRecord
 from gibench.stats import Interval, difference_interval, mean_interval, rank_ranges
 from gibench.store import RunStore
 
-COLUMNS = [
-    "job_hash", "dataset", "backbone", "backbone_params", "regularizer", "regularizer_params", "variant", "seed",
-    "evaluator", "evaluator_version", "evaluator_params", "metric", "value", "higher_is_better", "headline",
-    "status", "regularizer_distribution", "regularizer_plugin_version", "evaluator_distribution",
-    "evaluator_plugin_version", "auxiliary", "train_hash", "train_label", "reason",
-]
+#: The results table's schema, defined once (a submission's ``results.csv`` is this table): column -> kind, one of
+#: str (non-empty text), text (any text), json (a JSON object), int, float (empty = NaN), bool, status (ok, skipped or
+#: failed). Every table must have these columns.
+REQUIRED_COLUMNS: dict[str, str] = {
+    "job_hash": "str", "dataset": "str", "backbone": "str", "backbone_params": "json", "regularizer": "str",
+    "regularizer_params": "json", "variant": "str", "seed": "int", "evaluator": "str", "evaluator_version": "str",
+    "evaluator_params": "json", "metric": "str", "value": "float", "higher_is_better": "bool", "headline": "bool",
+    "status": "status", "regularizer_distribution": "text", "regularizer_plugin_version": "text",
+    "evaluator_distribution": "text", "evaluator_plugin_version": "text",
+}
+#: Columns added after the first submissions were made: written always, read as their default where absent
+#: (:func:`complete`).
+OPTIONAL_COLUMNS: dict[str, str] = {"auxiliary": "text", "train_hash": "text", "train_label": "text", "reason": "text"}
+COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
 BASELINE = "erm"
 
 
@@ -34,6 +51,10 @@ def collect_results(runs_dir: Path, job_hashes: set[str] | None = None,
                     warn: Callable[[str], None] | None = None,
                     evaluations: set[tuple[str, str, str]] | None = None) -> pd.DataFrame:
     """The long results table of every job under ``runs_dir`` (optionally only ``job_hashes``).
+
+    A job whose training failed has no evaluations; it gets one row of the pseudo-evaluator :data:`TRAINING`
+    (metric ``trained``, not a headline, status ``failed``, its recorded ``reason``), so the report, the CSV, a
+    submission and the site show it instead of letting it vanish.
 
     ``evaluations`` keeps only results whose (evaluator, version, config hash) is listed: ``gibench run`` passes the
     suite's own evaluations, so results of an older evaluator version stored for the same job stay out of its report
@@ -52,8 +73,24 @@ def collect_results(runs_dir: Path, job_hashes: set[str] | None = None,
         for result in folder.results():
             if evaluations is None or (result.evaluator, result.version, result.config_hash) in evaluations:
                 rows.extend(_rows(job, result))
+        status = folder.status()
+        if status is not None and status.state == "failed":
+            rows.extend(_rows(job, _training_failure(status.reason or "no reason recorded")))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"seed": "int64", "value": "float64", "higher_is_better": "bool", "headline": "bool"})
+
+
+#: The pseudo-evaluator whose one ``failed`` row stands for a job whose training failed.
+TRAINING = "training"
+
+
+def _training_failure(reason: str) -> ResultRecord:
+    import gibench
+
+    return ResultRecord(evaluator=TRAINING, version="-", params={}, config={}, config_hash="",
+                        metrics=[{"name": "trained", "higher_is_better": True, "headline": False}],
+                        plugin=PluginSource(distribution="gibench", version=gibench.__version__), status="failed",
+                        reason=f"training failed: {reason}")
 
 
 def evaluations_of(suite) -> set[tuple[str, str, str]]:
@@ -146,7 +183,7 @@ def summarize(frame: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] =
 
     Columns: the keys, ``higher_is_better``, ``headline``, ``mean``, ``std`` (ddof = 1; NaN for one seed), ``n_ok``
     (seeds with an ``ok`` value), ``n_seeds`` (seeds with any result), ``ci_low``/``ci_high`` (Student-t, NaN for one
-    seed), ``statuses``/``reasons`` (of the non-ok results, comma/semicolon separated), ``delta_vs_erm`` with
+    seed), ``statuses``/``reasons`` (of the non-ok results, separated by ``,`` and :data:`REASON_SEPARATOR`), ``delta_vs_erm`` with
     ``delta_low``/``delta_high``/``delta_method`` (paired t when both rows have the same seeds, else Welch's t; see
     :mod:`gibench.stats`), ``verdict`` (``better``/``worse`` only when the Δ interval excludes zero, else empty),
     ``better_than_erm`` (verdict is better), and ``rank``/``rank_best``/``rank_worst`` (see :func:`add_ranks`).
@@ -164,6 +201,8 @@ def summarize(frame: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] =
     return add_ranks(stats.drop(columns="_seeds"))
 
 
+#: Between the distinct reasons of a row's skipped or failed results in ``reasons`` (a reason may contain "; ").
+REASON_SEPARATOR = " | "
 _STAT_COLUMNS = ["higher_is_better", "headline", "mean", "std", "n_ok", "n_seeds", "ci_low", "ci_high", "statuses",
                  "reasons"]
 
@@ -192,7 +231,7 @@ def _summarize_group(group: pd.DataFrame) -> dict:
         "mean": interval.estimate, "std": float(pd.Series(values).std()) if len(values) > 1 else math.nan,
         "n_ok": len(seeds), "n_seeds": int(group["seed"].nunique()), "ci_low": interval.low,
         "ci_high": interval.high, "statuses": ",".join(sorted(set(problems["status"]))),
-        "reasons": "; ".join(sorted({r for r in problems["reason"] if r})), "_seeds": seeds,
+        "reasons": REASON_SEPARATOR.join(sorted({r for r in problems["reason"] if r})), "_seeds": seeds,
     }
 
 
@@ -281,8 +320,10 @@ def sanity_table(frame: pd.DataFrame, control: str = "fooled", baseline: str = B
 
     ``fooled`` keeps accuracy while its logit-gradients are trained toward a meaningless target (softmax
     shift-invariance), so an evaluator that does not score it worse than ``erm`` on the same dataset and backbone is
-    not measuring the explanations. One row per (dataset, backbone, evaluator headline); ``passes`` is True when the
-    control is worse in the metric's direction. Evaluators with ``judges_saliency = False`` (accuracy) are left out.
+    not measuring the explanations. One row per (dataset, backbone and options, training config, evaluator headline);
+    ``passes`` is True when the control's mean is worse in the metric's direction, and ``verdict`` (with
+    ``delta_low``/``delta_high``, the control's Δ interval) says whether that difference exceeds the seed noise
+    (``worse``) or not (``""``). Evaluators with ``judges_saliency = False`` (accuracy) are left out.
     """
     from gibench import registry
 

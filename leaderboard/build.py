@@ -53,7 +53,9 @@ import pandas as pd
 import gibench
 from gibench.errors import SubmissionError
 from gibench.fsio import atomic_folder
-from gibench.results import BASELINE, METRIC_KEYS, TABLE_KEYS, agreement_table, summarize
+from gibench.results import (
+    BASELINE, METRIC_KEYS, REASON_SEPARATOR, TABLE_KEYS, TRAINING, agreement_table, summarize,
+)
 from gibench.submission import (
     RESULTS_FILE, SUBMISSION_FILE, LoadedSubmission, scan_submissions, slugify, submission_json_schema,
 )
@@ -260,8 +262,8 @@ def _problems(part: pd.DataFrame) -> list[Problem]:
     for r in bad.itertuples():
         for status in r.statuses.split(","):
             found.setdefault((r.variant, r.submission, r.evaluator, status), set()).update(
-                x for x in r.reasons.split("; ") if x)
-    return [Problem(*k, "; ".join(sorted(v)) or "no reason recorded") for k, v in sorted(found.items())]
+                x for x in r.reasons.split(REASON_SEPARATOR) if x)
+    return [Problem(*k, REASON_SEPARATOR.join(sorted(v)) or "no reason recorded") for k, v in sorted(found.items())]
 
 
 def _columns(part: pd.DataFrame, descriptions: dict[tuple[str, str], str]) -> list[Column]:
@@ -277,13 +279,15 @@ def _row(key: tuple[Any, ...], group: pd.DataFrame, columns: list[Column]) -> Ro
     submission_id, regularizer, _, variant = key
     records = {tuple(r[k] for k in COLUMN_KEYS): r for r in group.to_dict("records")}
     n_seeds = int(group["n_seeds"].max())
-    cells = [_cell(records.get(c.key), n_seeds, regularizer == BASELINE) for c in columns]
+    training = group[group["evaluator"] == TRAINING]
+    missing = f"training failed ({int(training['n_seeds'].iloc[0])} seed(s))" if len(training) else "not evaluated"
+    cells = [_cell(records.get(c.key), n_seeds, regularizer == BASELINE, missing) for c in columns]
     return Row(submission_id, str(group["submission"].iloc[0]), regularizer, variant, n_seeds, cells)
 
 
-def _cell(record: dict[str, Any] | None, n_seeds: int, is_baseline: bool) -> Cell:
+def _cell(record: dict[str, Any] | None, n_seeds: int, is_baseline: bool, missing: str = "not evaluated") -> Cell:
     if record is None or record["n_ok"] == 0:
-        text = "not evaluated" if record is None else (record["statuses"] or "—")
+        text = missing if record is None else (record["statuses"] or "—")
         return Cell(text, reasons="" if record is None else record["reasons"])
     mean = float(record["mean"])
     text = fmt(mean) + (f" ± {fmt(_half(record['ci_low'], record['ci_high']), scale=mean)}"

@@ -18,7 +18,8 @@ import yaml
 from rich.console import Console
 from scipy import stats as sps
 
-from gibench import cli
+from gibench import cli, registry
+from gibench.api import Regularizer
 from gibench.config import load_suite
 from gibench.results import agreement_table, collect_results, summarize
 from gibench.runner import run_suite
@@ -194,3 +195,42 @@ def test_site_numbers_equal_the_report(two_budgets: Path, tmp_path: Path) -> Non
                            rtol=0, atol=1e-15), column
     html = index.read_text()
     assert "Skipped and failed evaluations" in html and "1 ep · adam · lr 0.01" in html
+
+
+class RaisesInTraining(Regularizer):
+    zero_strength = None
+
+    def training_loss(self, model, x, y):
+        raise ValueError("a plugin bug at the first step")
+
+
+def test_failed_training_appears_in_report_csv_and_site(tmp_path: Path, register_plugin, narrow: io.StringIO) -> None:
+    from gibench.leaderboard.build import build_site
+    from gibench.submission import build_submission
+
+    register_plugin(registry.regularizers, "raises", RaisesInTraining)
+    runs = tmp_path / "runs"
+    run_suite(load_suite(_suite(tmp_path, "breaks", regularizers=["raises", "erm"], evaluators=["accuracy"])), runs,
+              device="cpu")
+    frame = collect_results(runs)
+    (failed,) = frame[frame["evaluator"] == "training"].itertuples()
+    assert failed.variant == "raises" and failed.status == "failed" and "a plugin bug" in failed.reason
+    assert cli.main(["report", "--runs-dir", str(runs), "--csv", str(tmp_path / "s.csv")]) == 0
+    text = narrow.getvalue()
+    assert text.count("a plugin bug") == 1 and "failed: mnist_subset / gibench_linear / raises / seed 0" in text
+    rows = [r for r in csv.DictReader((tmp_path / "s.csv").open()) if r["variant"] == "raises"]
+    assert len(rows) == 1 and rows[0]["statuses"] == "failed" and "a plugin bug" in rows[0]["reasons"]
+    build_submission(runs, tmp_path / "subs", {"name": "breaks", "authors": ["A"], "description": "", "links": []})
+    html = build_site(tmp_path / "subs", tmp_path / "site").read_text()
+    assert "training failed (1 seed(s))" in html  # the raises row's cells
+    assert "failed</span>: training on raises (breaks): training failed: ValueError: a plugin bug" in html
+
+
+def test_report_when_every_training_failed_says_so(tmp_path: Path, register_plugin, narrow: io.StringIO) -> None:
+    register_plugin(registry.regularizers, "raises", RaisesInTraining)
+    runs = tmp_path / "runs"
+    run_suite(load_suite(_suite(tmp_path, "breaks", regularizers=["raises"], evaluators=["accuracy"])), runs,
+              device="cpu")
+    assert cli.main(["report", "--runs-dir", str(runs)]) == 0
+    text = narrow.getvalue()
+    assert "a plugin bug" in text and f"every job under {runs} failed to train" in text and "smoke" not in text
