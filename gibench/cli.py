@@ -179,7 +179,8 @@ def _list_backbones(pattern: str | None) -> int:
 
     from gibench.models import in_tree_backbones
 
-    stdout.print("in-tree (MNIST-scale, CPU-friendly): " + ", ".join(in_tree_backbones()))
+    stdout.print("gibench's own, registered with timm (small CPU nets and the seed papers' CIFAR ResNet-18 / VGG-11): "
+                 + ", ".join(in_tree_backbones()))
     if pattern:
         stdout.print(f"timm models matching {pattern!r}: " + ", ".join(timm.list_models(pattern)))
     else:
@@ -520,7 +521,7 @@ def _print_not_ok(frame) -> None:
 
 def _print_sanity(runs_dir: Path) -> int:
     from gibench.leaderboard.build import params_label
-    from gibench.results import collect_results, sanity_table
+    from gibench.results import collect_results, metric_label, sanity_table
 
     table = sanity_table(collect_results(runs_dir))
     if table.empty:
@@ -533,13 +534,13 @@ def _print_sanity(runs_dir: Path) -> int:
     for column in view.columns:
         column.overflow = "fold"
     for r in table.itertuples():
-        arrow = "↑" if r.higher_is_better else "↓"
         verdict = "[green]ok[/]" if r.passes else "[red]FAILS: evaluator does not see the fooling[/]"
         if r.passes and r.verdict != "worse":
             verdict += " (within seed noise)" if r.delta_low == r.delta_low else " (one seed: no interval)"
         where = f"{r.dataset} × {r.backbone}{params_label(r.backbone_params)}"
         view.add_row(escape(where + (f" · {r.train_label}" if r.train_label else "")), escape(r.variant),
-                     f"{r.evaluator}: {r.metric} {arrow}", f"{r.erm:.4f}", f"{r.fooled:.4f}", verdict)
+                     escape(metric_label(r.evaluator, r.metric, r.higher_is_better)), f"{r.erm:.4f}", f"{r.fooled:.4f}",
+                     verdict)
     stdout.print(view)
     return 0 if table["passes"].all() else 1
 

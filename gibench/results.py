@@ -136,8 +136,9 @@ def train_columns(train: dict) -> dict[str, str]:
     optimizer, learning rate, augmentation when not ``none``), e.g. ``"3 ep · adam · lr 0.001"``."""
     if not train:
         return {"train_hash": "", "train_label": ""}
-    label = f"{train.get('epochs', '?')} ep · {train.get('optimizer', '?')} · lr {train.get('lr', '?'):g}" \
-        if isinstance(train.get("lr"), (int, float)) else f"{train.get('epochs', '?')} ep · {train.get('optimizer', '?')}"
+    label = f"{train.get('epochs', '?')} ep · {train.get('optimizer', '?')}"
+    if isinstance(train.get("lr"), (int, float)):
+        label += f" · lr {train['lr']:g}"
     if train.get("augment", "none") != "none":
         label += f" · {train['augment']}"
     return {"train_hash": canonical_hash(train, length=8), "train_label": label}
@@ -183,9 +184,9 @@ def summarize(frame: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] =
 
     Columns: the keys, ``higher_is_better``, ``headline``, ``mean``, ``std`` (ddof = 1; NaN for one seed), ``n_ok``
     (seeds with an ``ok`` value), ``n_seeds`` (seeds with any result), ``ci_low``/``ci_high`` (Student-t, NaN for one
-    seed), ``statuses``/``reasons`` (of the non-ok results, separated by ``,`` and :data:`REASON_SEPARATOR`), ``delta_vs_erm`` with
-    ``delta_low``/``delta_high``/``delta_method`` (paired t when both rows have the same seeds, else Welch's t; see
-    :mod:`gibench.stats`), ``verdict`` (``better``/``worse`` only when the Δ interval excludes zero, else empty),
+    seed), ``statuses``/``reasons`` (of the non-ok results, separated by ``,`` and :data:`REASON_SEPARATOR`),
+    ``delta_vs_erm`` with ``delta_low``/``delta_high``/``delta_method`` (paired t when both rows have the same seeds,
+    else Welch's t; see :mod:`gibench.stats`), ``verdict`` (``better``/``worse`` only when the Δ interval excludes zero, else empty),
     ``better_than_erm`` (verdict is better), and ``rank``/``rank_best``/``rank_worst`` (see :func:`add_ranks`).
 
     Δ is against the ``baseline`` row with the same ``by`` keys, dataset, backbone and options, training config and

@@ -150,7 +150,7 @@ def test_cells_show_mean_interval_delta_interval_rank_and_seed_counts(site: dict
     # accuracy means: B erm 0.96, B anti_score_matching 0.935, A erm 0.91, A gradient_norm 0.87; no interval lies
     # entirely above or below another's, so every rank range is 1–4
     assert erm_a[2] == "3" and erm_a[3] == f"{pm(LAB_A[('erm', '{}')]['accuracy'])} baseline rank 3 (1–4)"
-    # Δ paired by seed: differences −0.02, −0.06, −0.04 → −0.04 ± t(0.975, 2)·0.02/√3; the interval contains 0
+    # Δ paired by seed: differences −0.02, −0.06, −0.04 → −0.04 ± t(0.975, 2)·0.02/√3, which contains 0
     assert gn[3] == f"{pm([0.88, 0.86, 0.87])} Δ −0.0400 ± 0.0497 rank 4 (1–4)"
     assert gn[4] == "not evaluated"  # Lab A has no density_ratio
     assert gn[5].startswith(f"{pm([0.25, 0.27, 0.26])} Δ −0.0500 ± 0.0000 rank 1")

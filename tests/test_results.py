@@ -234,3 +234,17 @@ def test_report_when_every_training_failed_says_so(tmp_path: Path, register_plug
     assert cli.main(["report", "--runs-dir", str(runs)]) == 0
     text = narrow.getvalue()
     assert "a plugin bug" in text and f"every job under {runs} failed to train" in text and "smoke" not in text
+
+
+def test_sanity_view_fits_80_columns_and_says_when_the_gap_is_within_seed_noise(monkeypatch, narrow) -> None:
+    import gibench.results
+
+    frame = long_frame({"erm": {"pixel_perturbation": [0.90, 0.91, 0.92]},
+                        "fooled(weight=1.0)": {"pixel_perturbation": [0.89, 0.95, 0.80]}},
+                       {"pixel_perturbation": True})
+    monkeypatch.setattr(gibench.results, "collect_results", lambda runs_dir: frame)
+    assert cli.main(["report", "--runs-dir", "unused", "--sanity"]) == 0
+    text = narrow.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    # fooled's mean 0.88 is below erm's 0.91 (passes), but the paired Δ interval contains 0
+    assert "ok (within" in text and "seed noise)" in text and "0.9100" in text and "0.8800" in text
