@@ -222,7 +222,6 @@ def classifier(
     ``TrainConfig``, ``regularizer`` a ``PluginSpec`` (default ``erm``). Quality: ``test_accuracy`` on
     ``bundle.test`` (clean) and ``train_seconds``. A training that fails (non-finite loss) raises a GibenchError.
     """
-    import dataclasses
     import time
 
     from gibench import registry
@@ -237,7 +236,7 @@ def classifier(
         "backbone": {"name": backbone.name, "options": backbone.config},
         "regularizer": {"name": regularizer.name, "version": registry.regularizers.get(regularizer.name).version,
                         "config": regularizer.config},
-        "train": dataclasses.asdict(train), "seed": seed, "training_code_version": TRAINING_CODE_VERSION,
+        "train": train.hash_dict(), "seed": seed, "training_code_version": TRAINING_CODE_VERSION,
     }
 
     def build() -> nn.Module:
