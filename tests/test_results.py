@@ -248,3 +248,13 @@ def test_sanity_view_fits_80_columns_and_says_when_the_gap_is_within_seed_noise(
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
     # fooled's mean 0.88 is below erm's 0.91 (passes), but the paired Δ interval contains 0
     assert "ok (within" in text and "seed noise)" in text and "0.9100" in text and "0.8800" in text
+
+
+def test_two_jobs_of_one_row_with_the_same_seed_are_both_counted_and_unpaired() -> None:
+    frame = long_frame({"erm": {"acc": [0.90, 0.92]}, "a": {"acc": [0.80, 0.84]}}, {"acc": True})
+    twin = frame[(frame["variant"] == "a") & (frame["seed"] == 0)].assign(job_hash="a-0-other-version", value=0.82)
+    stats = summarize(pd.concat([frame, twin], ignore_index=True)).set_index("variant")
+    assert stats.loc["a", "n_ok"] == 3 and stats.loc["a", "mean"] == pytest.approx(0.82)
+    assert stats.loc["a", "delta_method"] == "Welch t"
+    low, high = sps.ttest_ind([0.80, 0.84, 0.82], [0.90, 0.92], equal_var=False).confidence_interval(0.95)
+    assert (stats.loc["a", "delta_low"], stats.loc["a", "delta_high"]) == (pytest.approx(low), pytest.approx(high))
