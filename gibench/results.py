@@ -327,12 +327,14 @@ def sanity_table(frame: pd.DataFrame, control: str = "fooled", baseline: str = B
     not measuring the explanations. One row per (dataset, backbone and options, training config, evaluator headline);
     ``passes`` is True when the control's mean is worse in the metric's direction, and ``verdict`` (with
     ``delta_low``/``delta_high``, the control's Δ interval) says whether that difference exceeds the seed noise
-    (``worse``) or not (``""``). Evaluators with ``judges_saliency = False`` (accuracy) are left out.
+    (``worse``) or not (``""``). Evaluators with ``judges_saliency = False`` (accuracy) are left out, and so are
+    evaluations skipped on every seed of the row (they measured nothing).
     """
     from gibench import registry
 
     stats = summarize(frame, baseline)
     stats = stats[stats["headline"] & stats["evaluator"].map(lambda n: _judges_saliency(registry, n))]
+    stats = stats[stats["n_ok"] > 0]  # an evaluator skipped on every seed (blockmnist without a signal mask) has no say
     keys = [*TABLE_KEYS, *METRIC_KEYS, "higher_is_better"]
     base = stats[stats["variant"] == baseline][keys + ["mean"]].rename(columns={"mean": "erm"})
     ctrl = stats[stats["regularizer"] == control][keys + ["variant", "mean", "delta_low", "delta_high", "verdict"]]

@@ -139,6 +139,23 @@ def test_sanity_table_flags_an_evaluator_that_misses_the_fooling():
     assert not table.loc["density_ratio", "passes"]  # -3.0 < -1.5 is *better* on a lower-is-better metric
 
 
+def test_sanity_table_leaves_out_an_evaluator_skipped_on_every_seed():
+    """blockmnist on a dataset without a signal mask is skipped for erm and fooled alike: it measured nothing, so it
+    must neither pass nor fail the sanity check (it was listed as "FAILS" with NaN means)."""
+    import pandas as pd
+
+    from gibench.results import sanity_table
+
+    def rows(variant, pp):
+        base = {"dataset": "d", "backbone": "b", "variant": variant, "seed": 0, "headline": True, "higher_is_better": True}
+        return [{**base, "evaluator": "pixel_perturbation", "metric": "area", "value": pp, "status": "ok"},
+                {**base, "evaluator": "blockmnist", "metric": "signal_mass_share", "value": float("nan"),
+                 "status": "skipped", "reason": "dataset has no signal_mask"}]
+
+    table = sanity_table(pd.DataFrame(rows("erm", 0.9) + rows("fooled", 0.5)))
+    assert list(table["evaluator"]) == ["pixel_perturbation"] and table["passes"].all()
+
+
 def test_accuracy_saves_per_class_accuracy_that_averages_to_the_headline(tiny_suite_file, tmp_path):
     run_suite(load_suite(write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"])), tmp_path / "r",
               device="cpu")
