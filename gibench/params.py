@@ -340,9 +340,9 @@ def _constraint_texts(metadata: list[Any], inner: Any) -> list[str]:
 
 
 def _length_text(relation: str, count: int, inner: Any) -> str:
-    if inner is str:
-        return "non-empty" if (relation, count) == ("at least", 1) else f"{relation} {count} characters"
-    return f"{relation} {count} value{'s' if count != 1 else ''}"
+    if (relation, count) == ("at least", 1):
+        return "non-empty"
+    return f"{relation} {count} {'characters' if inner is str else 'values'}"
 
 
 def _bounds_text(bounds: dict[str, Any]) -> str:
