@@ -21,12 +21,17 @@ import errno
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from gibench.errors import GibenchError
+
+if TYPE_CHECKING:
+    from gibench.params import ParamInfo
+    from gibench.registry import PluginInfo, Registry
 
 DEFAULT_RUNS_DIR = Path("runs")
 _USER_FS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EEXIST}
@@ -153,7 +158,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 1 if any(info.error is not None for info in infos) else 0
 
 
-def _print_plugin(reg, info, verbose: bool) -> None:
+def _print_plugin(reg: Registry, info: PluginInfo, verbose: bool) -> None:
     """One plugin: a line with name, distribution, version and status, then its parameters (or why it failed)."""
     dists = " + ".join(s.distribution for s in info.sources)
     status = "[green]ok[/]" if info.error is None else "[red]error[/]"
@@ -191,7 +196,7 @@ def _print_wrapped(text: str, indent: int, hanging: int, bold: str = "") -> None
         stdout.print(markup, soft_wrap=True, highlight=False)
 
 
-def default_text(param) -> str:
+def default_text(param: ParamInfo) -> str:
     """A parameter's default as the user would write it; long sequences shortened."""
     if param.required:
         return "(required)"
@@ -203,7 +208,7 @@ def default_text(param) -> str:
     return _scalar_text(value)
 
 
-def _scalar_text(value) -> str:
+def _scalar_text(value: object) -> str:
     if isinstance(value, float):
         return repr(value) if len(repr(value)) <= 8 else f"{value:g}"
     if isinstance(value, str):

@@ -157,11 +157,11 @@ PLUGIN_CONFIG = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 the string literal under a field is its description. Defaults are not re-validated, so a default's JSON (and with it
 every job hash) is exactly what the class states."""
 
-C = TypeVar("C", bound=type)
+ConfigT = TypeVar("ConfigT", bound=type)
 
 
 @typing.dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
-def plugin_config(cls: C) -> C:
+def plugin_config(cls: ConfigT) -> ConfigT:
     """Make ``cls`` a frozen pydantic dataclass with :data:`PLUGIN_CONFIG`: validated on construction, and still a
     dataclass for ``dataclasses.fields``/``asdict``/``replace`` (configs are hashed through ``asdict``)."""
     return pydantic.dataclasses.dataclass(frozen=True, config=PLUGIN_CONFIG)(cls)

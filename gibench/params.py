@@ -154,38 +154,55 @@ def _explain_all(config_cls: type, errors: list[Mapping[str, Any]], params: Mapp
 
 def _explain(config_cls: type, error: Mapping[str, Any], params: Mapping[str, Any]) -> str:
     """One pydantic error as gibench's sentence: '<key> must be <what is allowed>, got <value>'."""
-    loc, kind, ctx = error["loc"], error["type"], error.get("ctx") or {}
+    loc, kind = tuple(error["loc"]), error["type"]
     if not loc:  # a rule across fields (__post_init__ or a model validator): its own message is the sentence
-        return str(ctx.get("error", error["msg"]))
+        return str((error.get("ctx") or {}).get("error", error["msg"]))
     key = str(loc[0])
     place = key + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
     value = params.get(key, error["input"]) if len(loc) == 1 else error["input"]
-    got = f"got {value!r}"
-    if kind in _BOUND_ERRORS:
-        name, symbol = _BOUND_ERRORS[kind]
-        return f"{place} must be {_declared_bounds(config_cls, loc) or f'{symbol} {_number(ctx[name])}'}, {got}"
-    if kind == "multiple_of":
-        return f"{place} must be a multiple of {_number(ctx['multiple_of'])}, {got}"
-    if kind == "string_too_short" and ctx["min_length"] == 1:
-        return f"{place} must not be empty, {got}"
-    if kind in ("too_short", "string_too_short"):
-        return f"{place} must hold at least {ctx['min_length']} {_items(ctx['min_length'], kind)}, {got}"
-    if kind in ("too_long", "string_too_long"):
-        return f"{place} must hold at most {ctx['max_length']} {_items(ctx['max_length'], kind)}, {got}"
-    if kind == RULE_ERROR:
-        return f"{place} must be {ctx['rule']}, {got}"
-    if kind == "literal_error":
-        info = _field_info(config_cls, key) if len(loc) == 1 else None
-        hint = did_you_mean(str(value), [str(c) for c in info.choices]) if info and info.choices else ""
-        return f"{place} must be {ctx['expected']}, {got}.{hint}".rstrip(".")
+    requirement = _requirement(config_cls, error, loc)
+    if requirement:
+        return f"{place} must {requirement}, got {value!r}{_choice_hint(config_cls, error, loc, value)}"
     if kind in ("missing", "missing_argument"):
         return f"{place} is required (it has no default); give it a value"
     if kind == "value_error":
-        return f"{place} = {value!r} is not valid: {ctx.get('error', error['msg'])}"
+        return f"{place} = {value!r} is not valid: {error['ctx']['error']}"
     info = _field_info(config_cls, key)
-    expected = info.type if info else "a valid value"
     detail = f"{place}: {error['msg']}" if len(loc) > 1 else error["msg"]
-    return f"parameter {key!r} = {params.get(key, error['input'])!r} has the wrong type ({detail}); expected {expected}"
+    return (f"parameter {key!r} = {params.get(key, error['input'])!r} has the wrong type ({detail}); expected "
+            f"{info.type if info else 'a valid value'}")
+
+
+def _requirement(config_cls: type, error: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    """What a constraint error says the value must do ('be >= 0', 'be in (0, 1]', 'hold at least 1 value'); '' for
+    errors that are not a constraint (a wrong type, a missing value)."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _BOUND_ERRORS:
+        name, symbol = _BOUND_ERRORS[kind]
+        return f"be {_declared_bounds(config_cls, loc) or f'{symbol} {_number(ctx[name])}'}"
+    if kind == "multiple_of":
+        return f"be a multiple of {_number(ctx['multiple_of'])}"
+    if kind in ("too_short", "string_too_short"):
+        count = ctx["min_length"]
+        if count == 1 and kind.startswith("string"):
+            return "not be empty"
+        return f"hold at least {count} {_items(count, kind)}"
+    if kind in ("too_long", "string_too_long"):
+        return f"hold at most {ctx['max_length']} {_items(ctx['max_length'], kind)}"
+    if kind == RULE_ERROR:
+        return f"be {ctx['rule']}"
+    if kind == "literal_error":
+        return f"be {ctx['expected']}"
+    return ""
+
+
+def _choice_hint(config_cls: type, error: Mapping[str, Any], loc: tuple[Any, ...], value: Any) -> str:
+    """'. Did you mean …?' for a misspelt choice of a Literal field, else ''."""
+    if error["type"] != "literal_error" or len(loc) != 1:
+        return ""
+    info = _field_info(config_cls, str(loc[0]))
+    hint = did_you_mean(str(value), [str(c) for c in info.choices]) if info and info.choices else ""
+    return f".{hint}" if hint else ""
 
 
 def _declared_bounds(config_cls: type, loc: tuple[Any, ...]) -> str:

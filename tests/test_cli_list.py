@@ -15,7 +15,7 @@ from rich.console import Console
 from gibench import cli, registry
 from gibench.api import Regularizer
 from gibench.config_types import Sigma, plugin_config
-from gibench.params import describe_config
+from gibench.params import ParamInfo, describe_config
 from gibench.registry import PluginSource, Registry
 from gibench.regularizers.score_matching import ScoreMatching
 
@@ -133,3 +133,19 @@ def test_third_party_plugins_and_a_broken_one(monkeypatch, fake_regularizers):
                                             "  strength: float = 0.5", "      how hard to push"]
     declared = plugin_block(lines, "declared")
     assert declared[2:] == ["  noise: float = 0.2  allowed: > 0", "      Noise std in pixel units."]
+
+
+@pytest.mark.parametrize(
+    ("param", "text"),
+    [
+        (ParamInfo("n", "int", required=True), "(required)"),
+        (ParamInfo("x", "float", 1e-5), "1e-05"),
+        (ParamInfo("x", "float", 41 / 224), "0.183036"),
+        (ParamInfo("x", "float", 1000.0), "1000.0"),
+        (ParamInfo("s", "str", ""), "''"),
+        (ParamInfo("t", "tuple[float, ...]", (0.5, 0.25)), "(0.5, 0.25)"),
+        (ParamInfo("t", "list[int]", [1, 2, 3, 4, 5]), "[1, 2, 3, … 5 values]"),
+    ],
+)
+def test_default_text(param, text):
+    assert cli.default_text(param) == text

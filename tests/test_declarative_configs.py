@@ -256,7 +256,8 @@ class PlainConfig:
 
 def test_describe_and_build_a_plain_dataclass_with_literals_and_help_metadata():
     by_name = {p.name: p for p in describe_config(PlainConfig)}
-    assert by_name["mode"] == ParamInfo("mode", "str", "fast", range="one of 'fast', 'exact'", choices=("fast", "exact"))
+    assert by_name["mode"] == ParamInfo("mode", "str", "fast", range="one of 'fast', 'exact'",
+                                        choices=("fast", "exact"))
     assert (by_name["scale"].range, by_name["taps"].help, by_name["taps"].default) == ("> 0", "filter taps", (1, 2))
     assert build_config(PlainConfig, {"taps": ["3"]}, WHERE).taps == (3,)
     with pytest.raises(ConfigError, match=r"parameter 'mode' = 'slow' has the wrong type"):
