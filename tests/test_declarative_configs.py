@@ -5,8 +5,6 @@ error messages build_config makes of pydantic's errors, describe_config, plain-d
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 from typing import Annotated, Literal
 
 import pydantic
@@ -37,7 +35,6 @@ from gibench.regularizers.pgd import PGDConfig
 from gibench.regularizers.score_matching import ScoreMatchingConfig
 from gibench.regularizers.score_matching_antithetic import AntitheticScoreMatchingConfig
 
-EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugin"
 WHERE = "suite.yaml: regularizers[1].x"
 
 
@@ -223,24 +220,26 @@ def test_describe_config_of_sequences_unions_and_rules():
 # Third-party plugins: plain stdlib dataclasses keep working, and may be pydantic too
 
 
-@pytest.fixture
-def example_plugin(monkeypatch):
-    monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN))
-    monkeypatch.delitem(sys.modules, "gibench_example_plugin", raising=False)
-    import gibench_example_plugin
+@dataclasses.dataclass(frozen=True)
+class LegacyConfig:
+    """A third-party Config as plugins wrote them before gibench.config_types (the example plugin's, up to 0.1.0)."""
 
-    return gibench_example_plugin
+    weight: float = 1e-3
+
+    def __post_init__(self) -> None:
+        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
 
 
-def test_the_example_plugins_plain_dataclass_config_works_as_before(example_plugin):
-    config_cls = example_plugin.GradientL1Config
-    assert not is_pydantic_dataclass(config_cls)
-    assert build_config(config_cls, {"weight": "1e-2"}, WHERE).weight == 0.01  # coerced, as before
+def test_a_plain_dataclass_config_with_check_works_as_before():
+    assert not is_pydantic_dataclass(LegacyConfig)
+    assert build_config(LegacyConfig, {"weight": "1e-2"}, WHERE).weight == 0.01  # coerced, as before
     with pytest.raises(ConfigError, match=r"^suite.yaml: regularizers\[1\].x: weight must be >= 0, got -1.0$"):
-        build_config(config_cls, {"weight": -1}, WHERE)  # its own check() message, prefixed with the place
+        build_config(LegacyConfig, {"weight": -1}, WHERE)  # its own check() message, prefixed with the place
     with pytest.raises(ConfigError, match=r"parameter 'weight' = 'x' has the wrong type .*; expected float\.$"):
-        build_config(config_cls, {"weight": "x"}, WHERE)
-    assert describe_config(config_cls) == [ParamInfo(name="weight", type="float", default=1e-3)]
+        build_config(LegacyConfig, {"weight": "x"}, WHERE)
+    with pytest.raises(ConfigError, match=r"unknown parameter 'wieght'\. Did you mean 'weight'\?"):
+        build_config(LegacyConfig, {"wieght": 1.0}, WHERE)
+    assert describe_config(LegacyConfig) == [ParamInfo(name="weight", type="float", default=1e-3)]
 
 
 @dataclasses.dataclass(frozen=True)
