@@ -172,7 +172,12 @@ def _print_plugin(reg: Registry, info: PluginInfo, verbose: bool) -> None:
         _print_wrapped(summary, indent=2, hanging=2)
     from gibench.params import describe_config
 
-    params = describe_config(cls.Config)
+    try:
+        params = describe_config(cls.Config)
+    except Exception as exc:  # e.g. an annotation naming a type its module does not import
+        stdout.print(f"  [red]its Config's parameters cannot be read[/]: {escape(type(exc).__name__)}: "
+                     f"{escape(str(exc))}", highlight=False)
+        return
     if not params:
         stdout.print("  (no parameters)")
     for param in params:

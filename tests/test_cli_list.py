@@ -108,13 +108,26 @@ class DeclaredPlugin(Regularizer):
     zero_strength = None
 
 
+@dataclasses.dataclass(frozen=True)
+class UnresolvableConfig:
+    level: "UndefinedType" = None  # type: ignore[name-defined]  # noqa: F821
+
+
+class UnresolvablePlugin(Regularizer):
+    """A plugin whose Config's annotation names a type its module lacks."""
+
+    Config = UnresolvableConfig
+    zero_strength = None
+
+
 @pytest.fixture
 def fake_regularizers(monkeypatch):
     module = types.ModuleType("fake_list_plugins")
-    module.PlainPlugin, module.DeclaredPlugin = PlainPlugin, DeclaredPlugin
+    for cls in (PlainPlugin, DeclaredPlugin, UnresolvablePlugin):
+        setattr(module, cls.__name__, cls)
     monkeypatch.setitem(sys.modules, "fake_list_plugins", module)
     entries = [("plain", "fake_list_plugins:PlainPlugin"), ("declared", "fake_list_plugins:DeclaredPlugin"),
-               ("broken", "no_such_plugin_module:Thing")]
+               ("broken", "no_such_plugin_module:Thing"), ("unresolvable", "fake_list_plugins:UnresolvablePlugin")]
 
     def entry_points():
         for name, target in entries:
@@ -133,6 +146,9 @@ def test_third_party_plugins_and_a_broken_one(monkeypatch, fake_regularizers):
                                             "  strength: float = 0.5", "      how hard to push"]
     declared = plugin_block(lines, "declared")
     assert declared[2:] == ["  noise: float = 0.2  allowed: > 0", "      Noise std in pixel units."]
+    unresolvable = plugin_block(lines, "unresolvable")
+    assert unresolvable[2] == ("  its Config's parameters cannot be read: NameError: name 'UndefinedType' is not "
+                               "defined")
 
 
 @pytest.mark.parametrize(
