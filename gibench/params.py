@@ -32,7 +32,7 @@ from gibench.errors import ConfigError
 
 __all__ = [
     "ParamInfo", "build_config", "check", "config_fields", "describe_config", "did_you_mean", "field_types",
-    "is_sequence_type", "jsonable", "type_text",
+    "is_sequence_type", "jsonable", "range_text", "type_text",
 ]
 
 
