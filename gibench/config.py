@@ -11,6 +11,11 @@ Every error names the file, the place (``regularizers[1].gradient_norm.weight``)
 
 from __future__ import annotations
 
+__all__ = [
+    "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS", "TrainConfig", "expand_grid", "load_suite",
+    "parse_suite", "resolve_suite_path", "shipped_suites",
+]
+
 import importlib.resources
 import itertools
 import json

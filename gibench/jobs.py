@@ -9,6 +9,10 @@ reusing a job in another suite never retrains.
 
 from __future__ import annotations
 
+__all__ = [
+    "Job", "TRAINING_CODE_VERSION", "expand", "job_record", "plugin_source",
+]
+
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property

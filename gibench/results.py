@@ -8,6 +8,11 @@ quality figures; :func:`auxiliary_table` lists them once each, next to the evalu
 
 from __future__ import annotations
 
+__all__ = [
+    "BASELINE", "COLUMNS", "FailedJob", "GROUP", "auxiliary_table", "collect_results", "evaluations_of",
+    "failed_jobs", "headline_table", "mixed_versions", "sanity_table", "summarize",
+]
+
 import json
 import math
 from collections.abc import Callable

@@ -89,7 +89,7 @@ def tiny_model(
     bundle: DatasetBundle | None = None, *, in_chans: int = 1, num_classes: int = 3,
     image_size: tuple[int, int] = (6, 6), batch_norm: bool = True, seed: int = 0,
 ) -> nn.Module:
-    """Conv(3×3, 4 channels) → BatchNorm → Softplus(β = 10) → Linear: a smooth classifier that trains in milliseconds.
+    """Conv(3×3, 4 channels) → BatchNorm → Softplus(β = 10) → Linear: a smooth classifier that trains in a blink.
 
     The BatchNorm exercises a regularizer's handling of extra forward passes (noisy copies must not corrupt the
     running statistics); the softplus makes input Hessians non-zero (score-matching penalties vanish on ReLU nets).
@@ -157,7 +157,8 @@ def tiny_bundle(
     generator = torch.Generator().manual_seed(seed)
     shape = (num_classes, channels, h, w)
     means = torch.full(shape, 0.5, dtype=torch.float64)
-    means[:, :, h // 2:] = 0.25 + 0.5 * torch.rand((1, channels, h - h // 2, w), generator=generator, dtype=torch.float64)
+    shared = torch.rand((1, channels, h - h // 2, w), generator=generator, dtype=torch.float64)
+    means[:, :, h // 2:] = 0.25 + 0.5 * shared
     signal = torch.linspace(0.3, 0.7, num_classes, dtype=torch.float64).view(-1, 1, 1, 1)
     means[:, :, : h // 2] = signal[torch.randperm(num_classes, generator=generator)].expand(-1, channels, h // 2, w)
     means[:, :, : h // 2] += 0.1 * (torch.rand((num_classes, channels, h // 2, w), generator=generator,
@@ -272,7 +273,8 @@ class _Checks:
             check()
         except Exception as exc:  # a failed assertion, or the plugin raising: both are failures of this check
             detail = str(exc).strip() or type(exc).__name__
-            self.failures.append(f"{what}: {detail if isinstance(exc, AssertionError) else f'{type(exc).__name__}: {detail}'}")
+            reason = detail if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {detail}"
+            self.failures.append(f"{what}: {reason}")
             return False
         return True
 
@@ -468,7 +470,9 @@ def check_evaluator(
                                "bundle that has them")
         checks.finish()
     with contextlib.ExitStack() as stack:
-        root = Path(artifact_dir) if artifact_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if artifact_dir is None:
+            artifact_dir = stack.enter_context(tempfile.TemporaryDirectory())
+        root = Path(artifact_dir)
         result = _evaluate_checks(checks, instance_, model, bundle, root, batch_size)
     checks.finish()
     return result

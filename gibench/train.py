@@ -16,6 +16,11 @@ Choices (all part of the job hash through TrainConfig and TRAINING_CODE_VERSION)
 
 from __future__ import annotations
 
+__all__ = [
+    "StepCallback", "TrainOutcome", "TrainingOutOfMemory", "build_optimizer", "build_schedule", "fit",
+    "smooth_activation_warning",
+]
+
 import math
 import time
 import warnings

@@ -101,7 +101,8 @@ class _Base(Regularizer):
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         penalty = self.penalty(model, x, y, logits)
-        return TrainingLoss(ce + self.config.weight * penalty, {"cross_entropy": ce.detach(), "penalty": penalty.detach()})
+        parts = {"cross_entropy": ce.detach(), "penalty": penalty.detach()}
+        return TrainingLoss(ce + self.config.weight * penalty, parts)
 
 
 class ReadsOnTheHost(_Base):
