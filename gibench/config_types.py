@@ -70,7 +70,7 @@ def _distinct(values: Sequence[Any]) -> bool:
 
 
 Increasing = Rule("strictly increasing", _increasing)
-Distinct = Rule("distinct", _distinct)
+Distinct = Rule("distinct (no value repeated)", _distinct)
 NonEmpty = Field(min_length=1)
 
 # ----------------------------------------------------------------------------------------------------------------------

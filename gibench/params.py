@@ -192,8 +192,14 @@ def _requirement(config_cls: type, error: Mapping[str, Any], loc: tuple[Any, ...
     if kind == RULE_ERROR:
         return f"be {ctx['rule']}"
     if kind == "literal_error":
-        return f"be {ctx['expected']}"
+        return f"be one of {_choices_text(config_cls, loc) or ctx['expected']}"
     return ""
+
+
+def _choices_text(config_cls: type, loc: tuple[Any, ...]) -> str:
+    """The declared choices of a top-level Literal field, as "'a', 'b', 'c'"; '' elsewhere."""
+    info = _field_info(config_cls, str(loc[0])) if len(loc) == 1 else None
+    return ", ".join(repr(c) for c in info.choices) if info and info.choices else ""
 
 
 def _choice_hint(config_cls: type, error: Mapping[str, Any], loc: tuple[Any, ...], value: Any) -> str:

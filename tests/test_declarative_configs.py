@@ -87,7 +87,7 @@ def test_every_builtin_parameter_has_a_description_and_defaults_are_valid():
         (GaussianNoiseConfig, {"sigma": -0.1}, "sigma must be >= 0, got -0.1"),  # NoiseStd
         (ScoreMatchingConfig, {"num_samples": 0}, "num_samples must be >= 1, got 0"),  # NumSamples
         (ScoreMatchingConfig, {"noisy_bn": "frozen"},
-         "noisy_bn must be 'train', 'batch' or 'eval', got 'frozen'"),  # BNMode
+         "noisy_bn must be one of 'train', 'batch', 'eval', got 'frozen'"),  # BNMode
         (MNISTSubsetConfig, {"test_fraction": 1.0}, "test_fraction must be in (0, 1), got 1.0"),  # Fraction
         (BlockMNISTLeakageConfig, {"top_k_fraction": 0.0},
          "top_k_fraction must be in (0, 1], got 0.0"),  # FractionOrAll
@@ -96,7 +96,7 @@ def test_every_builtin_parameter_has_a_description_and_defaults_are_valid():
         (PixelPerturbationConfig, {"fractions": [0.5, 1.5]},
          "fractions[1] must be in (0, 1], got 1.5"),  # IncreasingFractions: an element
         (DensityRatioConfig, {"sigmas": [0.1, 0.1]}, "sigmas must be strictly increasing, got [0.1, 0.1]"),
-        (DiffROARConfig, {"levels": [0.5, 0.5]}, "levels must be distinct, got [0.5, 0.5]"),  # DistinctFractions
+        (DiffROARConfig, {"levels": [0.5, 0.5]}, "levels must be distinct (no value repeated), got [0.5, 0.5]"),  # DistinctFractions
         (DiffROARConfig, {"retrain_seeds": []}, "retrain_seeds must hold at least 1 value, got []"),  # Seeds
         (MNISTSubsetConfig, {"split_seed": -1}, "split_seed must be >= 0, got -1"),  # Seed
         (PixelPerturbationConfig, {"max_images": -1}, "max_images must be >= 0, got -1"),  # Limit
@@ -127,7 +127,7 @@ def test_shared_types_reject_bad_values_naming_place_key_value_and_range(config_
 
 
 def test_a_bad_choice_gets_a_did_you_mean():
-    with pytest.raises(ConfigError, match=r"pixel_reduction must be 'abs_sum' or 'channel_std', got 'abs'\. "
+    with pytest.raises(ConfigError, match=r"pixel_reduction must be one of 'abs_sum', 'channel_std', got 'abs'\. "
                                           r"Did you mean 'abs_sum'\?"):
         build_config(PixelPerturbationConfig, {"pixel_reduction": "abs"}, WHERE)
 
