@@ -5,6 +5,7 @@ ships ``py.typed``, and ``run_suite`` spells out its options."""
 from __future__ import annotations
 
 import dataclasses
+import doctest
 import importlib
 import inspect
 import pkgutil
@@ -79,6 +80,13 @@ def test_contract_methods_document_arguments_returns_and_an_example(method):
     for parameter in inspect.signature(method).parameters:
         if parameter not in ("self", "cls"):
             assert parameter in documented, f"{method.__qualname__}: argument {parameter!r} is not documented"
+
+
+@pytest.mark.parametrize("module", ["gibench", "gibench.api", "gibench.testing"])
+def test_the_docstring_examples_run(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def _implementation_modules() -> list[str]:
