@@ -28,9 +28,9 @@ def test_example_plugin_installs_lists_and_runs(tmp_path):
     assert own_tests.returncode == 0, own_tests.stdout[-3000:]
     assert "4 passed" in own_tests.stdout
 
-    for kind, name in (("regularizers", "gradient_l1"), ("evaluators", "top_pixel_share")):
-        listed = subprocess.run([sys.executable, "-m", "gibench", "list", kind], capture_output=True, text=True,
-                                env=env)
+    both = "from gibench.cli import main; main(['list', 'regularizers']); main(['list', 'evaluators'])"  # one start-up
+    listed = subprocess.run([sys.executable, "-c", both], capture_output=True, text=True, env=env, check=True)
+    for name in ("gradient_l1", "top_pixel_share"):
         line = next(line for line in listed.stdout.splitlines() if name in line)
         assert "gibench-example-plugin" in line and "0.1.0" in line and "ok" in line
 
