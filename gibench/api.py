@@ -276,6 +276,21 @@ class EvalContext:
     reruns. ``job`` is the job being evaluated (its dataset, backbone, regularizer, seed, train config and hash), or
     None when an evaluator runs outside a suite; evaluators that retrain "the job's backbone with the job's train
     config" read it from here.
+
+    The runner builds the context; tests and notebooks use :func:`gibench.testing.make_eval_context`. Evaluators
+    read the evaluated images with :func:`gibench.eval_subset`, chunk them with :func:`gibench.batches` (the
+    results must not depend on ``batch_size``) and write artifacts with :func:`gibench.save_grid` /
+    :func:`gibench.save_curves`, which take the context and write atomically into ``artifact_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> from gibench import batches, eval_subset
+        >>> from gibench.testing import make_eval_context, tiny_bundle, tiny_model
+        >>> bundle = tiny_bundle()
+        >>> ctx = make_eval_context(tiny_model(bundle), bundle, tempfile.mkdtemp(), batch_size=16)
+        >>> x, y, extras = eval_subset(ctx, max_images=40)
+        >>> [len(y[sl]) for sl in batches(len(y), ctx.batch_size)], sorted(extras)
+        ([16, 16, 8], ['signal_mask'])
     """
 
     model: nn.Module
