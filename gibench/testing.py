@@ -284,8 +284,12 @@ class _Checks:
 
 
 def _plugin_class(kind: str, name_or_class: str | type[Plugin]) -> tuple[str, type[Plugin]]:
+    reg = _REGISTRIES[kind]
     if isinstance(name_or_class, str):
-        return f"{kind} {name_or_class!r}", _REGISTRIES[kind].get(name_or_class)
+        return f"{kind} {name_or_class!r}", reg.get(name_or_class)
+    if not (isinstance(name_or_class, type) and issubclass(name_or_class, reg.base)):
+        raise TypeError(f"expected a registered {kind} name or a subclass of gibench.{reg.base.__name__}, got "
+                        f"{name_or_class!r}")
     return f"{kind} {name_or_class.__qualname__}", name_or_class
 
 

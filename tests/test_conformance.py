@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gibench
 from gibench import registry
 from gibench.api import EvalResult, Evaluator, Metric, Regularizer, TrainingLoss
 from gibench.evaluators._artifacts import save_curves
@@ -182,6 +183,13 @@ def test_check_regularizer_reports_bad_declarations_first():
     with pytest.raises(ConformanceError, match=r"declarations: its zero_strength names 'strength', which its Config "
                                                r"lacks"):
         check_regularizer(Undeclared)
+
+
+def test_checks_refuse_what_is_not_a_plugin_of_their_kind():
+    with pytest.raises(TypeError, match="expected a registered regularizer name or a subclass of gibench.Regularizer"):
+        check_regularizer(_Counts)
+    with pytest.raises(gibench.UnknownPluginError, match="unknown evaluator 'acuracy'. Did you mean 'accuracy'"):
+        check_evaluator("acuracy")
 
 
 def test_check_regularizer_passes_params_and_batch():
