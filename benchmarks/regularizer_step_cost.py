@@ -15,7 +15,12 @@ regularizer on its own copy of the same initial weights and a fixed random batch
   (``mallopt``) before any tensor exists, so that freed tensors return to the system. Median of 3 steps per
   regularizer, after one untimed step (optimizer state).
 
-Run: ``python benchmarks/regularizer_step_cost.py [--device cpu] [--steps 20] [--backbones gibench_cnn,resnet18]``.
+* Precision: each step runs under the trainer's policy for a default ``train`` section (``amp`` on): on CUDA bfloat16
+  autocast for the ``amp_safe`` regularizers (erm, gaussian_noise, gradient_norm) and true float32 with TF32 off for
+  the others, and ``cudnn.benchmark`` on, as :func:`gibench.train.fit` does; on the CPU plain float32.
+
+Run: ``python benchmarks/regularizer_step_cost.py [--device cpu|cuda] [--steps 20]
+[--backbones gibench_cnn,resnet18,cifar_resnet18]`` (``--backbone cifar_resnet18`` for one).
 It prints a Markdown table (and ``--json PATH`` writes the raw figures) and checks the targets of the papers' public
 reference code on resnet18-softplus: gradient_norm ≤ 2.7×, score_matching ≤ 3.8×, anti_score_matching ≤ 2.0×.
 """
@@ -38,13 +43,21 @@ import torch
 from torch import nn
 
 from gibench import registry
+from gibench.config import TrainConfig
 from gibench.models import Normalize, create_backbone
+from gibench.train import cudnn_benchmark, step_contexts
 
 BACKBONES = {  # name -> (channels, image size)
     "gibench_cnn": (1, 28),
     "resnet18": (3, 32),
+    "cifar_resnet18": (3, 32),
+    "cifar_vgg11_bn": (3, 32),
 }
 TARGETS = {"gradient_norm": 2.7, "score_matching": 3.8, "anti_score_matching": 2.0}  # resnet18, reference code
+TARGET_BACKBONES = ("resnet18", "cifar_resnet18")  # the reference code's ResNet-18 is the CIFAR one
+#: The precision policy of a default suite's training (train.amp on): bf16 autocast on CUDA for amp_safe
+#: regularizers, true float32 (TF32 off) for the others; see gibench.train.
+TRAIN = TrainConfig()
 
 
 def build(backbone: str, device: torch.device) -> tuple[nn.Module, int, int]:
@@ -66,9 +79,12 @@ class Runner:
         self.x, self.y = x, y
 
     def step(self) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        loss = self.reg.training_loss(self.model, self.x, self.y)
-        loss.total.backward()
+        whole_step, forward = step_contexts(self.reg, TRAIN, self.x.device)
+        with whole_step:
+            self.opt.zero_grad(set_to_none=True)
+            with forward:
+                loss = self.reg.training_loss(self.model, self.x, self.y)
+            loss.total.backward()
         self.opt.step()
 
 
@@ -149,12 +165,13 @@ def _cpu_memory_child(backbone: str, names: list[str], batch: int) -> dict[str, 
 def bench_backbone(backbone: str, names: list[str], device: torch.device, batch: int, warmup: int,
                    steps: int) -> list[dict]:
     runners = setup(backbone, names, device, batch)
-    times = time_steps(runners, device, warmup, steps)
-    if device.type == "cpu":
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            memory = pool.apply(_cpu_memory_child, (backbone, names, batch))
-    else:
-        memory = peak_memory(runners, device)
+    with cudnn_benchmark(device):
+        times = time_steps(runners, device, warmup, steps)
+        if device.type == "cpu":
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                memory = pool.apply(_cpu_memory_child, (backbone, names, batch))
+        else:
+            memory = peak_memory(runners, device)
     base_t, base_m = statistics.median(times["erm"]), memory["erm"]
     channels, size = BACKBONES.get(backbone, (3, 32))
     rows = []
@@ -180,10 +197,11 @@ def markdown(rows: list[dict]) -> str:
 def check_targets(rows: list[dict]) -> list[str]:
     lines = []
     for r in rows:
-        if r["backbone"] == "resnet18" and r["regularizer"] in TARGETS:
+        if r["backbone"] in TARGET_BACKBONES and r["regularizer"] in TARGETS:
             target = TARGETS[r["regularizer"]]
             verdict = "ok" if r["time_vs_erm"] <= target else "SLOWER than the reference"
-            lines.append(f"{r['regularizer']}: {r['time_vs_erm']:.2f}× erm (reference code: {target}×) {verdict}")
+            lines.append(f"{r['backbone']} {r['regularizer']}: {r['time_vs_erm']:.2f}× erm (reference code: {target}×) "
+                         f"{verdict}")
     return lines
 
 
@@ -193,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per regularizer (median)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--backbones", default="gibench_cnn,resnet18")
+    parser.add_argument("--backbones", "--backbone", default="gibench_cnn,resnet18",
+                        help=f"comma-separated, of {', '.join(BACKBONES)}")
     parser.add_argument("--regularizers", default="", help="comma-separated (default: every registered one)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -201,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     names = [n for n in args.regularizers.split(",") if n] or registry.regularizers.names()
     names = ["erm"] + [n for n in names if n != "erm"]
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    print(f"torch {torch.__version__}, {name}, device {device}, "
           f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed "
           "steps each, interleaved")
     rows = []

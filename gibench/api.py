@@ -97,6 +97,13 @@ class Regularizer(Plugin):
     #: that has no such setting declares ``None`` (the zero-strength conformance test then skips it).
     zero_strength: ClassVar[Mapping[str, Any]] = {"weight": 0.0}
 
+    #: True promises that reduced precision keeps this loss's numbers: under bfloat16 autocast (and with TF32
+    #: convolutions and matmuls) the loss and the parameter gradients stay within 2 % (relative) of true float32
+    #: on the same batch and weights, as tests/test_precision.py checks for the built-ins that set it. The trainer
+    #: uses autocast (on CUDA, with ``train.amp``) only for such regularizers and runs every other one in true
+    #: float32 with TF32 off. False (the default) is always safe; it only costs speed.
+    amp_safe: ClassVar[bool] = False
+
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         """The full training loss of one batch: cross-entropy plus this regularizer's penalty.
 

@@ -198,7 +198,7 @@ def tensors_sha256(tensors: Iterable[torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for t in tensors:
         digest.update(str((tuple(t.shape), str(t.dtype))).encode())
-        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -227,7 +227,6 @@ def classifier(
     ``TrainConfig``, ``regularizer`` a ``PluginSpec`` (default ``erm``). Quality: ``test_accuracy`` on
     ``bundle.test`` (clean) and ``train_seconds``. A training that fails (non-finite loss) raises a GibenchError.
     """
-    import dataclasses
     import time
 
     from gibench import registry
@@ -242,7 +241,7 @@ def classifier(
         "backbone": {"name": backbone.name, "options": backbone.config},
         "regularizer": {"name": regularizer.name, "version": registry.regularizers.get(regularizer.name).version,
                         "config": regularizer.config},
-        "train": dataclasses.asdict(train), "seed": seed, "training_code_version": TRAINING_CODE_VERSION,
+        "train": train.hash_dict(), "seed": seed, "training_code_version": TRAINING_CODE_VERSION,
     }
 
     def build() -> nn.Module:

@@ -3,9 +3,9 @@
     gibench list {regularizers,evaluators,datasets,backbones,suites} [--verbose]
     gibench run --suite NAME|PATH [--runs-dir DIR] [--data-root DIR] [--download] [--device cpu|cuda] [--dry-run]
                 [--retry-failed] [--eval-batch-size N] [--executor local|ray] [--address ADDR] [--gpus-per-job F]
-                [--check]
+                [--check] [--estimate]
     gibench doctor [--runs-dir DIR] [--fix]
-    gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics]
+    gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics] [--ranks] [--sanity]
     gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]
     gibench validate SUBMISSION_DIR
     gibench leaderboard build [--submissions DIR] [--out DIR]
@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --executor ray: GPUs per job, e.g. 0.25 packs four small jobs per GPU, 0 runs on CPUs "
                         "(default: 1 on a cluster with GPUs, 0 on a CPU-only one)")
     p.add_argument("--check", action="store_true", help="only scan --runs-dir for damage (as `gibench doctor`)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the jobs left and the estimated device-hours, from a short cached calibration on "
+                        "--device; trains and downloads nothing")
     p.add_argument("--claim-timeout", type=float, default=120.0,
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
     p.set_defaults(handler=cmd_run)
@@ -105,10 +108,14 @@ def _parser() -> argparse.ArgumentParser:
                         "leftover temporaries and dead claims")
     p.set_defaults(handler=cmd_doctor)
 
-    p = sub.add_parser("report", help="print mean ± std over seeds and the change against erm")
-    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
-    p.add_argument("--csv", type=Path, default=None, help="also write the per-metric summary as CSV")
+    p = sub.add_parser("report", help="print the mean over seeds with its 95% interval and the change against erm")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="the runs directory to read")
+    p.add_argument("--csv", type=Path, default=None,
+                   help="also write the per-metric summary (intervals, Δ intervals, ranks) as CSV")
     p.add_argument("--all-metrics", action="store_true", help="show every metric, not only the headlines")
+    p.add_argument("--ranks", action="store_true",
+                   help="also print each variant's rank per headline with the range its intervals allow, and the "
+                        "evaluator agreement (Spearman's rho between headline metrics across variants)")
     p.add_argument("--sanity", action="store_true",
                    help="meta-evaluation: does every saliency evaluator rank the `fooled` control below erm?")
     p.set_defaults(handler=cmd_report)
@@ -248,7 +255,8 @@ def _list_backbones(pattern: str | None) -> int:
 
     from gibench.models import in_tree_backbones
 
-    stdout.print("in-tree (MNIST-scale, CPU-friendly): " + ", ".join(in_tree_backbones()))
+    stdout.print("gibench's own, registered with timm (small CPU nets and the seed papers' CIFAR ResNet-18 / VGG-11): "
+                 + ", ".join(in_tree_backbones()))
     if pattern:
         stdout.print(f"timm models matching {pattern!r}: " + ", ".join(timm.list_models(pattern)))
     else:
@@ -283,6 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         args.fix = False
         return cmd_doctor(args)
+    if args.estimate:
+        return _print_estimate(args)
     from gibench.config import load_suite
     from gibench.progress import RichProgress
     from gibench.results import collect_results, evaluations_of
@@ -329,6 +339,41 @@ def _executor_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _print_estimate(args: argparse.Namespace) -> int:
+    from gibench.config import load_suite
+    from gibench.estimate import estimate_suite
+
+    suite = load_suite(args.suite)
+    with stderr.status(f"calibrating {suite.name} on {args.device or 'the default device'} (cached after the first "
+                       "time)"):
+        est = estimate_suite(suite, args.runs_dir, device=args.device, data_root=args.data_root,
+                             eval_batch_size=args.eval_batch_size)
+    where = f"{est.device} ({est.device_name})" if est.device_name else est.device
+    table = Table("dataset", "backbone", "regularizer", "jobs left", "training h", "evaluation h", "total h",
+                  title=f"suite {suite.name}: estimated device-hours on {escape(where)}")
+    for r in [*est.rows, *est.auxiliary]:
+        jobs = f"{r.jobs_left}/{r.jobs}" if r.jobs else "once"
+        table.add_row(escape(r.dataset), escape(r.backbone), escape(r.regularizer), jobs, _hours(r.train_seconds),
+                      _hours(r.eval_seconds), _hours(r.seconds))
+    table.add_section()
+    table.add_row("total", "", "", f"{est.jobs_left}/{est.jobs}", _hours(est.train_seconds),
+                  _hours(est.seconds - est.train_seconds), _hours(est.seconds))
+    stdout.print(table)
+    cal = est.calibration
+    stdout.print(f"{est.jobs} job(s), {est.jobs_left} not yet complete in {args.runs_dir}: about "
+                 f"{est.seconds / 3600:.3g} device-hours ({est.seconds / 60:.3g} min). Calibration: {cal.measured} "
+                 f"unit(s) timed in {cal.measure_seconds:.0f} s, {cal.reused} from {cal.cache.path}.", soft_wrap=True)
+    if cal.cache.problem:
+        _warn(f"calibration cache: {cal.cache.problem}")
+    if est.not_estimated:
+        _warn(f"not estimated (no cost rule for these plugin evaluators): {', '.join(est.not_estimated)}")
+    return 0
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.4g}"
+
+
 def _print_dry_run(summary) -> int:
     suite = summary.suite
     table = Table("#", "job hash", "dataset", "backbone", "regularizer", "seed", "state", "preflight",
@@ -365,7 +410,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.sanity:
         return _print_sanity(args.runs_dir)
-    _print_report(args.runs_dir, None, all_metrics=args.all_metrics)
+    frame = _print_report(args.runs_dir, None, all_metrics=args.all_metrics)
+    if args.ranks and not frame.empty:
+        _print_ranks(summarize(frame))
     if args.csv:
         summarize(collect_results(args.runs_dir, warn=lambda message: None)).to_csv(args.csv, index=False)
         stdout.print(f"wrote {args.csv}")
@@ -376,43 +423,141 @@ def _warn(message: str) -> None:
     stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool) -> None:
-    from gibench.results import collect_results, failed_jobs, mixed_versions
+def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool):
+    """Print the report of ``runs_dir`` (its results, then the jobs whose training failed); returns the frame."""
+    from gibench.results import TRAINING, collect_results, failed_jobs, mixed_versions
 
     frame = collect_results(runs_dir, job_hashes, warn=_warn)
     failed = failed_jobs(runs_dir, job_hashes, warn=lambda message: None)  # collect_results warned already
     if frame.empty and not failed:
         raise GibenchError(f"no results under {runs_dir}; run `gibench run --suite smoke --runs-dir {runs_dir}` first.")
-    if not frame.empty:
+    trained = frame[frame["evaluator"] != TRAINING]
+    if not trained.empty:
         _print_frame(frame, all_metrics)
     for evaluator, versions in mixed_versions(frame).items():
-        _warn(f"results of versions {', '.join(versions)} of {evaluator} are stored and counted together; "
-              f"`gibench doctor --runs-dir {runs_dir} --fix` moves those of other versions than the installed one "
-              "aside")
+        _warn(f"results of versions {', '.join(versions)} of {evaluator} are stored; they are never averaged "
+              f"together (one row per version). `gibench doctor --runs-dir {runs_dir} --fix` moves those of other "
+              "versions than the installed one aside")
     for job in failed:  # jobs whose training failed have no results: never let them silently vanish
         stdout.print(f"[red]failed[/]: {escape(job.label)} (job {job.hash}): training failed: {escape(job.reason)}",
                      soft_wrap=True)
+    if trained.empty:
+        stdout.print(f"every job under {runs_dir} failed to train (reasons above); fix the cause and rerun the suite "
+                     "with --retry-failed.", soft_wrap=True)
+    return frame
+
+
+_INTERVALS = ("± is the half-width of the 95 % Student-t interval over seeds (none with one seed); Δ vs erm of the "
+              "same table: paired t by seed when both rows have the same seeds, else Welch's t; green/red only where "
+              "its interval excludes 0.")
 
 
 def _print_frame(frame, all_metrics: bool) -> None:
-    from gibench.results import headline_table, summarize
+    """One terminal table per dataset × backbone × training config: a row per variant and metric (headlines unless
+    ``all_metrics``), the mean ± its 95 % interval, the seeds, Δ vs erm ± its interval. Fits 80 columns (cells wrap,
+    never truncate)."""
+    from gibench.results import TRAINING, summarize
 
-    if all_metrics:
-        stats = summarize(frame)
-        table = Table(*["dataset", "backbone", "variant", "evaluator", "metric", "mean", "std", "seeds", "Δ vs erm"],
-                      title="all metrics (mean ± std over seeds)")
-        for r in stats.itertuples():
-            arrow = "↑" if r.higher_is_better else "↓"
-            table.add_row(r.dataset, r.backbone, r.variant, r.evaluator, f"{r.metric} {arrow}", f"{r.mean:.4f}",
-                          f"{r.std:.4f}", str(r.n_seeds), "" if r.variant == "erm" else f"{r.delta_vs_erm:+.4f}")
-    else:
-        wide = headline_table(frame)
-        table = Table(*wide.columns, title="headline metrics: mean ± std over seeds (Δ vs erm)")
-        for row in wide.itertuples(index=False):
-            table.add_row(*[escape("" if isinstance(v, float) else str(v)) for v in row])
-    stdout.print(table)
+    stats = summarize(frame)
+    stats = stats[(stats["headline"] | all_metrics) & (stats["evaluator"] != TRAINING)]  # failed trainings: own lines
+    for _, table in stats.groupby(_TABLE, sort=True):
+        stdout.print(_report_table(table))
+    if len(stats):
+        stdout.print(_INTERVALS)
     _print_auxiliary(frame)
     _print_not_ok(frame)
+
+
+_TABLE = ["dataset", "backbone", "backbone_params", "train_hash", "train_label"]
+
+
+def _table_title(row) -> str:
+    from gibench.leaderboard.build import params_label
+
+    title = f"{row.dataset} × {row.backbone}{params_label(row.backbone_params)}"
+    if row.train_label:
+        title += f" · {row.train_label} (train config {row.train_hash})"
+    return escape(title)
+
+
+def _report_table(table) -> Table:
+    """A variant's name on its own line, then one line per metric (evaluations skipped on every seed are left out:
+    they are listed once, with the reason, below the tables)."""
+    from rich import box
+
+    from gibench.results import metric_label
+
+    view = Table(title=_table_title(next(table.itertuples())), title_justify="left", box=box.SIMPLE_HEAD,
+                 pad_edge=False)
+    for name, justify in (("variant / metric", "left"), ("mean ± 95 %", "right"), ("n", "right"),
+                          ("Δ vs erm ± 95 %", "right")):
+        view.add_column(name, justify=justify, overflow="fold")
+    table = table[~((table["n_ok"] == 0) & (table["statuses"] == "skipped"))]
+    setting = table["evaluator_version"] + " " + table["evaluator_params"]
+    table = table.assign(settings=setting.groupby([table["evaluator"], table["metric"]]).transform("nunique"),
+                         _not_baseline=table["regularizer"] != "erm")
+    for variant, rows in table.sort_values(["_not_baseline", "variant"], kind="stable").groupby("variant", sort=False):
+        view.add_row(f"[bold]{escape(variant)}[/]")
+        for r in rows.itertuples():
+            label = metric_label(r.evaluator, r.metric, r.higher_is_better)
+            if r.settings > 1:  # two versions or settings of one evaluator: say which row is which
+                label += f" v{r.evaluator_version} {r.evaluator_params}"
+            view.add_row("  " + escape(label), _mean_text(r), f"{r.n_ok}/{r.n_seeds}", _delta_text(r))
+    return view
+
+
+def _mean_text(r) -> str:
+    if r.n_ok == 0:
+        return escape(r.statuses or "—")
+    if r.ci_low != r.ci_low:  # NaN: one seed, no interval
+        return f"{r.mean:.4f}"
+    return f"{r.mean:.4f} ± {(r.ci_high - r.ci_low) / 2:.4f}"
+
+
+def _delta_text(r) -> str:
+    if r.regularizer == "erm" or r.delta_vs_erm != r.delta_vs_erm:
+        return ""
+    text = f"{r.delta_vs_erm:+.4f}"
+    if r.delta_low == r.delta_low:
+        text += f" ± {(r.delta_high - r.delta_low) / 2:.4f}"
+    colour = {"better": "green", "worse": "red"}.get(r.verdict)
+    return f"[{colour}]{text}[/]" if colour else text
+
+
+def _print_ranks(stats) -> None:
+    """Per table: each variant's rank on each headline (1 = best) with the range its intervals allow; then the
+    evaluator agreement (Spearman's ρ between headline metrics across the variants)."""
+    from gibench.results import agreement_table, metric_label
+
+    heads = stats[stats["headline"] & (stats["n_ok"] > 0)]
+    agreement = agreement_table(stats)
+    for _, table in heads.groupby(_TABLE, sort=True):
+        view = Table("metric", "variant", "rank", "possible ranks", title=f"ranks: {_table_title(table.iloc[0])}",
+                     title_justify="left")
+        for column in view.columns:
+            column.overflow = "fold"
+        for i, (_, rows) in enumerate(table.groupby(["evaluator", "evaluator_version", "evaluator_params", "metric"],
+                                                    sort=False)):
+            if i:
+                view.add_section()
+            for j, r in enumerate(rows.sort_values("rank", kind="stable").itertuples()):
+                label = metric_label(r.evaluator, r.metric, r.higher_is_better) if j == 0 else ""
+                possible = f"{r.rank_best}–{r.rank_worst}" if r.rank_best != r.rank_worst else str(r.rank)
+                view.add_row(escape(label), escape(r.variant), str(r.rank), f"{possible} of {len(rows)}")
+        stdout.print(view)
+        mine = agreement.merge(table[_TABLE].drop_duplicates(), on=_TABLE)
+        if len(mine):
+            view = Table("metric", "metric", "Spearman ρ", "variants", title=f"evaluator agreement: "
+                         f"{_table_title(table.iloc[0])}", title_justify="left")
+            for column in view.columns:
+                column.overflow = "fold"
+            for r in mine.itertuples():
+                view.add_row(escape(r.metric_a), escape(r.metric_b), "—" if r.rho != r.rho else f"{r.rho:+.2f}",
+                             str(r.n_variants))
+            stdout.print(view)
+    stdout.print("possible ranks: 1 + the variants whose 95 % interval lies entirely better, to n − those entirely "
+                 "worse (a variant with one seed has no interval and may hold any rank). ρ: metrics turned so that "
+                 "higher is better; — with fewer than 3 variants.")
 
 
 def _print_auxiliary(frame) -> None:
@@ -424,6 +569,8 @@ def _print_auxiliary(frame) -> None:
         return
     table = Table("dataset", "evaluator", "auxiliary model", "models", "jobs", "its quality",
                   title="auxiliary models the numbers above depend on")
+    for column in table.columns:
+        column.overflow = "fold"
     for r in aux.itertuples():
         table.add_row(escape(r.dataset), escape(r.evaluator), escape(r.kind), str(r.models), str(r.jobs),
                       escape(r.quality))
@@ -431,33 +578,45 @@ def _print_auxiliary(frame) -> None:
 
 
 def _print_not_ok(frame) -> None:
-    """One line per (status, evaluator): skipped evaluations are expected (a dataset lacks a capability), failed
-    ones are not; both are listed so that no result silently disappears."""
-    problems = frame[frame["status"] != "ok"].drop_duplicates(["job_hash", "evaluator"])
+    """One line per (status, evaluator) with the datasets and the recorded reasons: skipped evaluations are expected
+    (a dataset lacks a capability), failed ones are not; both are listed so that no result silently disappears."""
+    from gibench.results import TRAINING
+
+    problems = frame[(frame["status"] != "ok") & (frame["evaluator"] != TRAINING)]  # failed trainings: own lines
+    problems = problems.drop_duplicates(["job_hash", "evaluator"])
     for (status, evaluator), group in problems.groupby(["status", "evaluator"], sort=True):
         where = ", ".join(sorted(set(group["dataset"])))
+        reasons = sorted({r for r in group.get("reason", []) if r})
         colour = "yellow" if status == "skipped" else "red"
-        stdout.print(f"[{colour}]{status}[/]: {evaluator} on {len(group)} job(s) ({escape(where)})"
-                     + (": the dataset lacks a capability it requires" if status == "skipped" else
-                        "; see the result files under the runs directory"))
+        why = "; ".join(reasons) if reasons else ("the dataset lacks a capability it requires" if status == "skipped"
+                                                   else "no reason recorded")
+        stdout.print(f"[{colour}]{status}[/]: {escape(evaluator)} on {len(group)} job(s) ({escape(where)}): "
+                     f"{escape(why)}" + ("" if status == "skipped" else "; see the result files under the runs "
+                                         "directory"))
 
 
 def _print_sanity(runs_dir: Path) -> int:
-    from gibench.results import collect_results, sanity_table
+    from gibench.leaderboard.build import params_label
+    from gibench.results import collect_results, metric_label, sanity_table
 
     table = sanity_table(collect_results(runs_dir))
     if table.empty:
         raise GibenchError(
-            f"no `fooled` and `erm` results on the same dataset and backbone under {runs_dir}; add both regularizers "
-            "to a suite (the `standard` suite has them) and run it."
+            f"no `fooled` and `erm` results on the same dataset, backbone and training config under {runs_dir}; add "
+            "both regularizers to a suite (the `standard` suite has them) and run it."
         )
-    view = Table("dataset", "backbone", "control", "evaluator: metric", "erm", "fooled", "verdict",
+    view = Table("dataset × backbone", "control", "evaluator: metric", "erm", "fooled", "verdict",
                  title="sanity: the fooled control must score worse than erm on every saliency evaluator")
+    for column in view.columns:
+        column.overflow = "fold"
     for r in table.itertuples():
-        arrow = "↑" if r.higher_is_better else "↓"
         verdict = "[green]ok[/]" if r.passes else "[red]FAILS: evaluator does not see the fooling[/]"
-        view.add_row(r.dataset, r.backbone, escape(r.variant), f"{r.evaluator}: {r.metric} {arrow}", f"{r.erm:.4f}",
-                     f"{r.fooled:.4f}", verdict)
+        if r.passes and r.verdict != "worse":
+            verdict += " (within seed noise)" if r.delta_low == r.delta_low else " (one seed: no interval)"
+        where = f"{r.dataset} × {r.backbone}{params_label(r.backbone_params)}"
+        view.add_row(escape(where + (f" · {r.train_label}" if r.train_label else "")), escape(r.variant),
+                     escape(metric_label(r.evaluator, r.metric, r.higher_is_better)), f"{r.erm:.4f}", f"{r.fooled:.4f}",
+                     verdict)
     stdout.print(view)
     return 0 if table["passes"].all() else 1
 

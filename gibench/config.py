@@ -1,10 +1,12 @@
 """Suite files: YAML → validated, frozen objects.
 
 A suite file has the top-level keys ``name``, ``description``, ``datasets``, ``backbones``, ``regularizers``,
-``evaluators``, ``seeds`` and ``train`` (DESIGN §3). Each of the four plugin lists holds names, or one-key mappings of
-a name to its options; a list of values for an option is a grid (unless the option itself is a list, such as a tuple
-of fractions: then a list of lists is the grid). Grids are expanded here, and every grid point is validated against
-its plugin's ``Config``, so a suite that loads is a suite whose every job can be built.
+``evaluators``, ``seeds``, ``train`` (DESIGN §3) and ``train_per_dataset`` (``{<dataset name or label>: {<train
+keys>}}``, merged over ``train`` for the jobs of that dataset, e.g. ``augment: crop_flip`` for CIFAR only). Each of
+the four plugin lists holds names, or one-key mappings of a name to its options; a list of values for an option is a
+grid (unless the option itself is a list, such as a tuple of fractions: then a list of lists is the grid). Grids are
+expanded here, and every grid point is validated against its plugin's ``Config``, so a suite that loads is a suite
+whose every job can be built.
 
 Every error names the file, the place (``regularizers[1].gradient_norm.weight``), the bad value and what is allowed.
 """
@@ -16,6 +18,7 @@ __all__ = [
     "parse_suite", "resolve_suite_path", "shipped_suites",
 ]
 
+import dataclasses
 import importlib.resources
 import itertools
 import json
@@ -27,20 +30,29 @@ from typing import Any, Literal
 import yaml
 
 from gibench import fsio, registry
+from gibench.augment import AUGMENTATIONS
 from gibench.errors import ConfigError, GibenchError
 from gibench.params import build_config, config_fields, did_you_mean, field_types, is_sequence_type, jsonable, check
 
-TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train")
+TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train",
+                  "train_per_dataset")
 REQUIRED_KEYS = ("name", "datasets", "backbones", "regularizers", "evaluators")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How every model of a suite is trained. All of it is part of the job hash.
+    """How every model of a suite is trained. All of it is part of the job hash (see :meth:`hash_dict`).
 
-    ``milestones`` are fractions of the total number of epochs (for ``schedule: multistep``); ``amp`` turns on
-    bfloat16 autocast on CUDA only (ignored on the CPU); ``log_every`` is how often (in steps) logged loss parts are
-    read back from the device.
+    ``milestones`` are fractions of the total number of epochs (for ``schedule: multistep``; ``[0.5, 0.75]`` with
+    ``gamma: 0.1`` is the seed papers' schedule); ``amp`` turns on bfloat16 autocast on CUDA only (ignored on the
+    CPU), and only for regularizers that declare ``amp_safe`` (see :mod:`gibench.train`); ``log_every`` is how often
+    (in steps) logged loss parts are read back from the device. ``augment`` names a batch augmentation of
+    :data:`gibench.augment.AUGMENTATIONS` (``none``, ``crop_flip``), applied to training batches only.
+    ``channels_last`` stores the model and the batches in channels-last memory order (a speed setting for
+    convolutions on GPUs; off by default until a GPU measurement shows it helps, see docs/benchmarks.md).
+
+    The seed papers' recipe: ``{optimizer: sgd, lr: 0.1, momentum: 0.9, weight_decay: 5.0e-4, batch_size: 128,
+    epochs: 200, schedule: multistep, milestones: [0.5, 0.75], augment: crop_flip}``.
     """
 
     epochs: int = 3
@@ -55,6 +67,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     amp: bool = True
     log_every: int = 50
+    augment: str = "none"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -66,6 +80,25 @@ class TrainConfig:
         check(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
         check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
         check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        check(self.augment in AUGMENTATIONS, f"unknown augment {self.augment!r}."
+              f"{did_you_mean(str(self.augment), list(AUGMENTATIONS))} Choices: {', '.join(AUGMENTATIONS)}.")
+
+    def hash_dict(self) -> dict[str, Any]:
+        """The fields as JSON for job hashes: every field, except those added later while they keep their default.
+
+        Fields of :data:`HASHED_UNLESS_DEFAULT` (added after the first release) are left out at their default value,
+        so the hash of every job that does not use them is what it was before they existed.
+        """
+        values = dataclasses.asdict(self)
+        defaults = TrainConfig.__dataclass_fields__
+        for name in HASHED_UNLESS_DEFAULT:
+            if values[name] == defaults[name].default:
+                del values[name]
+        return values
+
+
+#: TrainConfig fields added after job hashes were first stored: part of the hash only when set to a non-default value.
+HASHED_UNLESS_DEFAULT: tuple[str, ...] = ("augment", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -116,10 +149,16 @@ class Suite:
     train: TrainConfig
     source: str = ""  # the file it came from
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the parsed YAML, for provenance
+    #: (dataset label, merged TrainConfig) for the datasets that ``train_per_dataset`` names; the others use ``train``
+    train_per_dataset: tuple[tuple[str, TrainConfig], ...] = ()
 
     @property
     def hash(self) -> str:
         return canonical_hash(jsonable(self.raw))
+
+    def train_for(self, dataset: PluginSpec) -> TrainConfig:
+        """The training config of the jobs of ``dataset``: ``train`` merged with its ``train_per_dataset`` entry."""
+        return dict(self.train_per_dataset).get(dataset.label, self.train)
 
 
 canonical_hash = fsio.canonical_hash  # kept importable from here; gibench.fsio owns it
@@ -175,10 +214,11 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
     name = raw["name"]
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{source}: 'name' must be a non-empty string, got {name!r}.")
+    datasets = _plugin_list(raw, "datasets", source, registry.datasets)
     return Suite(
         name=name,
         description=str(raw.get("description") or ""),
-        datasets=_plugin_list(raw, "datasets", source, registry.datasets),
+        datasets=datasets,
         backbones=_backbone_list(raw, source),
         regularizers=_plugin_list(raw, "regularizers", source, registry.regularizers),
         evaluators=_plugin_list(raw, "evaluators", source, registry.evaluators),
@@ -186,6 +226,7 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
         train=_train_config(raw.get("train") or {}, f"{source}: train"),
         source=source,
         raw=dict(raw),
+        train_per_dataset=_train_per_dataset(raw, datasets, source),
     )
 
 
@@ -198,6 +239,33 @@ def _train_config(value: Any, where: str) -> TrainConfig:
             raise ConfigError(f"{where}: parameter {key!r} = {option!r} is a boolean, but {key} is a number "
                               f"({_type_label(types[key])}); write a value such as {getattr(TrainConfig(), key)!r}.")
     return build_config(TrainConfig, options, where)
+
+
+def _train_per_dataset(raw: Mapping[str, Any], datasets: tuple[PluginSpec, ...],
+                       source: str) -> tuple[tuple[str, TrainConfig], ...]:
+    """``train_per_dataset: {<dataset name or label>: {<train keys>}}``, each merged over ``train``.
+
+    A dataset name applies to every grid point of that dataset, a label (``blockmnist(placement_seed=1)``) to one; where both
+    name a dataset, the label's keys win. Returns (label, merged config) for every dataset that an entry names.
+    """
+    where = f"{source}: train_per_dataset"
+    entries = _mapping(raw.get("train_per_dataset") or {}, where)
+    known = list(dict.fromkeys([d.name for d in datasets] + [d.label for d in datasets]))
+    for key, overrides in entries.items():
+        if key not in known:
+            raise ConfigError(
+                f"{where}: {key!r} is not a dataset of this suite.{did_you_mean(str(key), known)} "
+                f"Name one of the suite's datasets (by name or label): {', '.join(known)}."
+            )
+        _mapping(overrides or {}, f"{where}.{key}")
+    base = dict(_mapping(raw.get("train") or {}, f"{source}: train"))
+    merged = []
+    for dataset in datasets:
+        keys = [k for k in (dataset.name, dataset.label) if k in entries]
+        if keys:
+            options = {**base, **{k: v for key in keys for k, v in (entries[key] or {}).items()}}
+            merged.append((dataset.label, _train_config(options, f"{where}.{keys[-1]}")))
+    return tuple(merged)
 
 
 def _type_label(tp: Any) -> str:

@@ -1,9 +1,11 @@
 """Jobs: the cross product of a suite, and the content hash that names each trained model.
 
-A job is one (dataset, backbone, regularizer grid point, seed) with the suite's training config. Its hash covers
+A job is one (dataset, backbone, regularizer grid point, seed) with the suite's training config for that dataset
+(``train`` merged with its ``train_per_dataset`` entry). Its hash covers
 everything that determines the trained weights, and nothing else (DESIGN §2): the dataset and its resolved options,
-the backbone and its options, the regularizer's name, version and resolved config, the seed, the training config,
-and :data:`TRAINING_CODE_VERSION`. Evaluator settings and the suite's name are not in it, so adding an evaluator or
+the backbone and its options, the regularizer's name, version and resolved config, the seed, the (merged) training
+config (:meth:`TrainConfig.hash_dict`: fields added later count only when not at their default, so existing hashes
+are unchanged) and :data:`TRAINING_CODE_VERSION`. Evaluator settings and the suite's name are not in it, so adding an evaluator or
 reusing a job in another suite never retrains.
 """
 
@@ -13,7 +15,6 @@ __all__ = [
     "Job", "TRAINING_CODE_VERSION", "expand", "job_record", "plugin_source",
 ]
 
-import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -46,7 +47,7 @@ class Job:
                             "version": registry.regularizers.get(self.regularizer.name).version,
                             "config": self.regularizer.config},
             "seed": self.seed,
-            "train": dataclasses.asdict(self.train),
+            "train": self.train.hash_dict(),
             "training_code_version": TRAINING_CODE_VERSION,
         }
 
@@ -62,7 +63,7 @@ class Job:
 def expand(suite: Suite) -> list[Job]:
     """The jobs of a suite: datasets × backbones × regularizers × seeds, in that nesting order (deterministic)."""
     return [
-        Job(dataset, backbone, regularizer, seed, suite.train, suite.evaluators)
+        Job(dataset, backbone, regularizer, seed, suite.train_for(dataset), suite.evaluators)
         for dataset in suite.datasets
         for backbone in suite.backbones
         for regularizer in suite.regularizers

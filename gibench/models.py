@@ -12,6 +12,9 @@ alike:
   lr 1e-3, cross-entropy, seeds 0-2, torch 2.14 on CPU): 96.2-96.6% test accuracy after 3 epochs with ReLU,
   96.3-96.8% with softplus; about 3 s (ReLU) / 3.7 s (softplus) per epoch on one CPU thread.
 * ``gibench_mlp``: flatten, linear(C·H·W→hidden)+act, linear(hidden→hidden)+act, linear(hidden→classes).
+* ``cifar_resnet18`` and ``cifar_vgg11_bn``: the seed papers' CIFAR ResNet-18 (3×3 stride-1 stem, no max-pool) and
+  VGG-11 with BatchNorm; see :mod:`gibench.cifar_backbones` for their layers and how they handle 28×28 inputs.
+  timm's own ``resnet18`` keeps the ImageNet stem and stays usable as any timm model.
 * ``gibench_linear``: flatten, one linear layer, no activation. Its input-gradient of logit y is exactly the weight
   row y reshaped to (C, H, W), which makes it a ground truth for saliency tests.
 
@@ -44,6 +47,7 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 from gibench.api import DatasetBundle
+from gibench.cifar_backbones import CifarResNet18, CifarVGG11BN
 from gibench.errors import ConfigError, UnknownPluginError
 from gibench.params import did_you_mean
 
@@ -193,7 +197,25 @@ def gibench_linear(pretrained: bool = False, num_classes: int = 10, in_chans: in
                     dict(num_classes=num_classes, in_chans=in_chans, **kwargs))
 
 
+@register_model
+def cifar_resnet18(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, act: str = "relu",
+                   **kwargs: Any) -> CifarResNet18:
+    """timm factory of :class:`~gibench.cifar_backbones.CifarResNet18` (the seed papers' CIFAR ResNet-18)."""
+    return _in_tree(CifarResNet18, "cifar_resnet18", pretrained,
+                    dict(num_classes=num_classes, in_chans=in_chans, act_layer=activation_class(act), **kwargs))
+
+
+@register_model
+def cifar_vgg11_bn(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, act: str = "relu",
+                   **kwargs: Any) -> CifarVGG11BN:
+    """timm factory of :class:`~gibench.cifar_backbones.CifarVGG11BN` (VGG-11 with BatchNorm, linear head)."""
+    return _in_tree(CifarVGG11BN, "cifar_vgg11_bn", pretrained,
+                    dict(num_classes=num_classes, in_chans=in_chans, act_layer=activation_class(act), **kwargs))
+
+
 _IN_TREE_OPTIONS = {  # name -> options it takes besides num_classes/in_chans (for error messages)
+    "cifar_resnet18": "act",
+    "cifar_vgg11_bn": "act",
     "gibench_cnn": "act, width, hidden",
     "gibench_linear": "img_size",
     "gibench_mlp": "act, hidden, img_size",
@@ -240,10 +262,11 @@ def create_backbone(name: str, num_classes: int, in_chans: int, act: str | None 
     given = dict(options)
     if act is not None:
         given["act"] = act
+        act_class = activation_class(act)  # an unknown name is a ConfigError here, for every backbone
         if name in _IN_TREE:
             options["act"] = act
         else:
-            options["act_layer"] = activation_class(act)
+            options["act_layer"] = act_class
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **options)
     except (TypeError, ValueError, AssertionError) as exc:  # unknown keyword; bad value (timm asserts on some)

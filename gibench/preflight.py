@@ -5,8 +5,10 @@ What is checked (all problems are collected and reported together, never one tra
 * the runs directory: not a file, writable (a real probe file is created and removed, so permissions, read-only
   mounts and full disks all show; skipped for a dry run, which writes nothing);
 * the device (``cuda`` requested without a CUDA device) and the executor (Ray installed for ``--executor ray``);
-* every dataset loads (a missing one reports where its files are expected and ``--download``); loaded datasets stay
-  in the per-process cache, so the run does not load them twice;
+* every dataset loads; loaded datasets stay in the per-process cache, so the run does not load them twice. Datasets
+  whose files are missing (without ``--download``) are **one** finding that lists each of them with the folder where
+  its files are expected and gives the exact command that fetches them all (``gibench run --suite ... --download``
+  with the other options of this run); nothing is downloaded without ``--download``;
 * every backbone with its options builds on every dataset of the suite, with that dataset's channels and classes,
   and runs one forward pass in train mode on two real training images of that dataset's shape (on the CPU). This
   catches options timm rejects (``resnet18`` with ``drop_rate: -3``) and architectures that do not fit the input
@@ -23,7 +25,9 @@ __all__ = [
     "Finding", "PreflightError", "PreflightReport", "is_error", "preflight",
 ]
 
+import dataclasses
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +36,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from gibench import registry
-from gibench.config import Suite
-from gibench.errors import ConfigError, GibenchError
+from gibench.config import PluginSpec, Suite
+from gibench.errors import ConfigError, DataError, GibenchError
 
 if TYPE_CHECKING:
     from gibench.jobs import Job
@@ -94,7 +98,9 @@ def preflight(suite: Suite, jobs: list[Job], runs_dir: Path, options: RunOptions
         add(Finding("error", message))
     for message in _device_problems(options.device, executor):
         add(Finding("error", message))
-    bundles = _check_datasets(suite, jobs, options, add)
+    bundles, missing = _check_datasets(suite, jobs, options, add)
+    if missing:
+        add(_missing_datasets_finding(suite, jobs, missing, Path(runs_dir), options, executor))
     _check_backbones(suite, jobs, bundles, add)
     _check_plugins(jobs, add)
     _check_capabilities(suite, jobs, bundles, add)
@@ -140,17 +146,87 @@ def _jobs_with(jobs: list[Job], **specs) -> tuple[str, ...]:
     return tuple(j.hash for j in jobs if all(getattr(j, k) == v for k, v in specs.items()))
 
 
-def _check_datasets(suite: Suite, jobs: list[Job], options: RunOptions, add) -> dict:
+def _check_datasets(suite: Suite, jobs: list[Job], options: RunOptions, add) -> tuple[dict, list[PluginSpec]]:
+    """Load every dataset: the bundles, and the datasets whose files are missing (reported together, by
+    :func:`_missing_datasets_finding`); other failures are findings of their own."""
     from gibench.runner import load_bundle
 
-    bundles = {}
+    bundles, missing = {}, []
     for spec in suite.datasets:
         try:
             bundles[spec] = load_bundle(spec, options)
         except Exception as exc:
+            if isinstance(exc, DataError) and not options.download and data_folders(spec, options):
+                missing.append(spec)
+                continue
             text = str(exc) if isinstance(exc, GibenchError) else f"{type(exc).__name__}: {exc}"
             add(Finding("error", f"dataset {spec.label}: {text}", _jobs_with(jobs, dataset=spec)))
-    return bundles
+    return bundles, missing
+
+
+def data_folders(spec: PluginSpec, options: RunOptions) -> list[tuple[str, Path, str]]:
+    """The file datasets ``spec`` reads: (name, folder, what torchvision expects inside); [] for in-memory ones."""
+    from gibench.data import default_data_root
+    from gibench.data.blockmnist import BlockMNIST
+    from gibench.data.torchvision_sets import MNIST, TorchvisionDataset
+
+    root = Path(options.data_root or default_data_root()).expanduser()
+    try:
+        dataset = registry.datasets.create(spec.name, **spec.params)
+    except GibenchError:
+        return []
+    if isinstance(dataset, TorchvisionDataset):
+        return [(dataset.folder, root / dataset.folder, dataset.expected_files)]
+    if isinstance(dataset, BlockMNIST) and dataset.config.source == "mnist":
+        return [(MNIST.folder, root / MNIST.folder, MNIST.expected_files)]
+    return []
+
+
+def _missing_datasets_finding(suite: Suite, jobs: list[Job], specs: list[PluginSpec], runs_dir: Path,
+                              options: RunOptions, executor: str) -> Finding:
+    """One error for every dataset whose files are missing: each folder, and the one command that fetches them."""
+    missing: dict[Path, tuple[str, str, list]] = {}  # folder -> (name, expected files, datasets that need it)
+    for spec in specs:
+        for name, folder, expected in data_folders(spec, options):
+            missing.setdefault(folder, (name, expected, []))[2].append(spec)
+    lines = [f"dataset {', '.join(s.label for s in needed)}: dataset {name!r} was not found (or is incomplete) in "
+             f"{folder} (torchvision expects {expected} inside that folder)"
+             for folder, (name, expected, needed) in missing.items()]
+    root = Path(options.data_root) if options.data_root else next(iter(missing)).parent
+    command = rerun_command(suite, runs_dir, options, executor, "--download")
+    message = (f"{len(missing)} dataset(s) are not on disk, and nothing is downloaded without --download:\n      "
+               + "\n      ".join(lines) + f"\n    Fix: `{command}` fetches them into {root}, or pass `--data-root DIR` "
+               "where DIR/<name> holds the files already.")
+    return Finding("error", message, tuple(j.hash for j in jobs if j.dataset in set(specs)))
+
+
+def rerun_command(suite: Suite, runs_dir: Path, options: RunOptions, executor: str, *extra: str) -> str:
+    """``gibench run`` with this run's suite and options (those that differ from the defaults) and ``extra``."""
+    from gibench.runner import RunOptions as Options
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    parts = ["gibench", "run", "--suite", _suite_argument(suite), "--runs-dir", str(runs_dir)]
+    flags = {"data_root": "--data-root", "device": "--device", "eval_batch_size": "--eval-batch-size",
+             "claim_timeout_s": "--claim-timeout"}
+    for name, flag in flags.items():
+        value = getattr(options, name)
+        if value is not None and value != defaults[name]:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if options.retry_failed:
+        parts.append("--retry-failed")
+    if executor != "local":
+        parts += ["--executor", executor]
+    return shlex.join([*parts, *extra])
+
+
+def _suite_argument(suite: Suite) -> str:
+    """The shipped suite's name when the suite is that file, else the path it came from."""
+    from gibench.config import resolve_suite_path, shipped_suites
+
+    if suite.name in shipped_suites() and suite.source:
+        if Path(suite.source).resolve() == resolve_suite_path(suite.name).resolve():
+            return suite.name
+    return suite.source or suite.name
 
 
 def _check_backbones(suite: Suite, jobs: list[Job], bundles: dict, add) -> None:

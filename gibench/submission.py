@@ -54,6 +54,7 @@ import gibench
 from gibench.errors import GibenchError, SubmissionError
 from gibench.fsio import atomic_folder, canonical_hash
 from gibench.provenance import suite_hash
+from gibench.results import REQUIRED_COLUMNS
 from gibench.store import RunStore
 
 SCHEMA_VERSION = 1
@@ -62,15 +63,8 @@ RESULTS_FILE = "results.csv"
 MANIFEST_FILE = "manifest.json"
 ID_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{12}$"
 STATUSES = ("ok", "skipped", "failed")
-#: Column of results.csv -> kind: str (non-empty text), text (any text), json (a JSON object), int, float (empty =
-#: NaN), bool (True/False), status (one of STATUSES).
-RESULT_COLUMNS: dict[str, str] = {
-    "job_hash": "str", "dataset": "str", "backbone": "str", "backbone_params": "json", "regularizer": "str",
-    "regularizer_params": "json", "variant": "str", "seed": "int", "evaluator": "str", "evaluator_version": "str",
-    "evaluator_params": "json", "metric": "str", "value": "float", "higher_is_better": "bool", "headline": "bool",
-    "status": "status", "regularizer_distribution": "text", "regularizer_plugin_version": "text",
-    "evaluator_distribution": "text", "evaluator_plugin_version": "text",
-}
+#: Column of results.csv -> kind: the results table's schema, defined once in :mod:`gibench.results`.
+RESULT_COLUMNS: dict[str, str] = REQUIRED_COLUMNS
 _JOB_COLUMNS = ["dataset", "backbone", "backbone_params", "regularizer", "regularizer_params", "variant", "seed"]
 _RESULT_KEY = ["job_hash", "evaluator", "evaluator_version", "evaluator_params", "metric"]
 _KIND_TEXT = {"str": "a non-empty string", "json": "a JSON object such as {} or {\"weight\": 0.01}",

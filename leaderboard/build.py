@@ -14,20 +14,31 @@ Choices (also stated on the page):
 * Every submission is validated first. By default one invalid submission stops the build with a SubmissionError
   naming every bad folder and its problem; with ``skip_invalid=True`` the valid ones are rendered and the rejected
   folders are listed, with their errors, in a box at the top of the index page (never silently dropped).
-* A row is one variant (regularizer and its parameters) of one submission. A cell is the mean ± the sample standard
-  deviation (ddof=1) over the seeds whose status is ``ok``; with one seed no ± is shown; a cell that had results for
-  fewer seeds than the row says ``k/n seeds``; a cell without any result shows the status (skipped / failed / —).
+* One aggregation: the numbers are :func:`gibench.results.summarize` of the submissions' results (``by`` the
+  submission), the function ``gibench report`` uses, so a site cell equals the report's for the same runs.
+* A table is one dataset × backbone (its parameters included) × training config (the hash of the jobs' resolved
+  train config, labelled e.g. ``3 ep · adam · lr 0.001``): runs trained differently never share a table or a row.
+* A row is one variant (regularizer and its parameters) of one submission. A cell is the mean ± the half-width of
+  the 95 % Student-t interval over the seeds whose status is ``ok``; with one seed no ± is shown (never "± 0"); a
+  cell that had results for fewer seeds than the row says ``k/n seeds``; a cell without any result shows the status
+  (skipped / failed / —), with the recorded reasons as its tooltip and in the table's list of skipped and failed
+  evaluations.
 * Columns: clean accuracy (the ``accuracy`` evaluator's headline; a "not evaluated" column if no submission has it),
   then each evaluator's headline metric, one column per (evaluator, version, parameters): numbers from different
   evaluator versions or settings are not comparable and never share a column.
-* Δ is the difference of means against the ``erm`` row of the *same submission* (same suite, so the same training
-  protocol) on the same dataset and backbone, for the same evaluator version and parameters. No Δ without such a row.
+* Δ is the difference of means against the ``erm`` row of the *same submission* in the same table, for the same
+  evaluator version and parameters, ± its 95 % interval (paired t by seed when both rows have the same seeds, else
+  Welch's t; :mod:`gibench.stats`). It is coloured better/worse only when that interval excludes zero.
+* Each cell carries the variant's rank on the metric among every row of the table (1 = best in its direction) and,
+  when its interval allows others, the range of ranks; each table lists the evaluator agreement (Spearman's ρ between
+  headline metrics across its rows).
 * Rows are ordered erm first, then by regularizer, parameters and submission name; the order implies no ranking.
   Clicking a header sorts by it (static/sort.js; without JavaScript the table is complete, only unsortable).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -42,18 +53,19 @@ import pandas as pd
 import gibench
 from gibench.errors import SubmissionError
 from gibench.fsio import atomic_folder
+from gibench.results import (
+    BASELINE, METRIC_KEYS, REASON_SEPARATOR, TABLE_KEYS, TRAINING, agreement_table, summarize,
+)
 from gibench.submission import (
     RESULTS_FILE, SUBMISSION_FILE, LoadedSubmission, scan_submissions, slugify, submission_json_schema,
 )
 
 log = logging.getLogger(__name__)
 
-BASELINE = "erm"
 ACCURACY_EVALUATOR = "accuracy"
-TABLE_KEYS = ["dataset", "backbone", "backbone_params"]
+SUBMISSION_KEYS = ["submission_id", "submission"]
 ROW_KEYS = ["submission_id", "regularizer", "regularizer_params", "variant"]
-COLUMN_KEYS = ["evaluator", "evaluator_version", "evaluator_params", "metric"]
-GROUP_KEYS = ["submission_id", "submission", *TABLE_KEYS, *ROW_KEYS[1:], *COLUMN_KEYS, "higher_is_better", "headline"]
+COLUMN_KEYS = METRIC_KEYS
 MANAGED = ("index.html", "static", "tables", "submissions", "submission.schema.json")
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -83,11 +95,30 @@ class Column:
 
 @dataclass(frozen=True)
 class Cell:
-    text: str  # "0.9123 ± 0.0041", or the status when there is no value
+    text: str  # "0.9123 ± 0.0041" (half-width of the 95 % t-interval), or the status when there is no value
     sort_value: float | None = None
     note: str = ""  # "2/3 seeds"
-    delta: str = ""  # "Δ +0.0123", "baseline" or ""
-    delta_class: str = ""  # "better" | "worse" | ""
+    delta: str = ""  # "Δ +0.0123 ± 0.0050", "baseline" or ""
+    delta_class: str = ""  # "better" | "worse" | "" (no verdict: the Δ interval contains zero, or there is none)
+    rank: str = ""  # "rank 2 (1–3)"
+    reasons: str = ""  # why results are skipped or failed (a tooltip)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    metric_a: str
+    metric_b: str
+    rho: str  # "+0.50", or "—" with fewer than 3 variants
+    n_variants: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    variant: str
+    submission: str
+    evaluator: str
+    status: str
+    reasons: str
 
 
 @dataclass(frozen=True)
@@ -113,6 +144,10 @@ class Table:
     backbone_params: str  # JSON
     columns: list[Column]
     rows: list[Row] = field(default_factory=list)
+    train_label: str = ""  # "3 ep · adam · lr 0.001" ("" for submissions made before it was recorded)
+    train_hash: str = ""
+    agreement: list[Agreement] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
 
 def build_site(submissions_dir: str | Path, out_dir: str | Path, *, skip_invalid: bool = False) -> Path:
@@ -183,41 +218,52 @@ def combine(submissions: list[LoadedSubmission]) -> pd.DataFrame:
     parts = [s.results.assign(submission_id=s.submission.id, submission=s.submission.metadata.name)
              for s in submissions]
     if not parts:
-        return pd.DataFrame(columns=[*GROUP_KEYS, "seed", "value", "status"])
-    long = pd.concat(parts, ignore_index=True)
-    for column in ("backbone_params", "regularizer_params", "evaluator_params"):  # one spelling per parameter set
-        long[column] = long[column].map(lambda text: json.dumps(json.loads(text), sort_keys=True))
-    return long
+        return pd.DataFrame(columns=[*SUBMISSION_KEYS, *TABLE_KEYS, *ROW_KEYS[1:], *COLUMN_KEYS, "higher_is_better",
+                                     "headline", "seed", "value", "status"])
+    return pd.concat(parts, ignore_index=True)
 
 
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:
-    """Per submission × dataset × backbone × variant × evaluator metric: mean, std (ddof=1) and count of ``ok``
-    values, number of seeds, non-ok statuses, and ``delta_vs_erm`` (mean minus the same submission's erm mean)."""
-    long = long.assign(ok_value=long["value"].where(long["status"] == "ok"),
-                       problem=long["status"].where(long["status"] != "ok"))
-    summary = long.groupby(GROUP_KEYS, sort=True).agg(
-        mean=("ok_value", "mean"), std=("ok_value", "std"), n_ok=("ok_value", "count"), n_seeds=("seed", "nunique"),
-        statuses=("problem", lambda s: ",".join(sorted(set(s.dropna())))),
-    ).reset_index()
-    base_keys = ["submission_id", *TABLE_KEYS, *COLUMN_KEYS]
-    erm = summary[summary["regularizer"] == BASELINE].drop_duplicates(base_keys, keep=False)
-    summary = summary.merge(erm[[*base_keys, "mean"]].rename(columns={"mean": "erm_mean"}), on=base_keys, how="left")
-    summary["delta_vs_erm"] = summary["mean"] - summary["erm_mean"]
-    return summary.drop(columns="erm_mean")
+    """:func:`gibench.results.summarize` per submission (the one aggregation the report uses too): Δ is against the
+    ``erm`` row of the same submission, ranks are across the submissions of a table."""
+    summary = summarize(long, by=SUBMISSION_KEYS)
+    return summary.sort_values([*SUBMISSION_KEYS, *TABLE_KEYS, *ROW_KEYS[1:], *COLUMN_KEYS],
+                               kind="stable").reset_index(drop=True)
 
 
 def make_tables(summary: pd.DataFrame, descriptions: dict[tuple[str, str], str] | None = None) -> list[Table]:
-    """One :class:`Table` per dataset × backbone (backbone parameters included), in sorted order."""
+    """One :class:`Table` per dataset × backbone (its parameters included) × training config, in sorted order."""
     tables: list[Table] = []
     anchors: set[str] = set()
-    for (dataset, backbone, backbone_params), part in summary.groupby(TABLE_KEYS, sort=True):
+    agreement = agreement_table(summary, by=SUBMISSION_KEYS)
+    for key, part in summary.groupby(TABLE_KEYS, sort=True):
+        dataset, backbone, backbone_params, train_hash, train_label = key
         label = f"{backbone}{params_label(backbone_params)}"
-        anchor = _unique(f"{slugify(dataset, 60)}--{slugify(label, 60)}", anchors)
+        anchor = f"{slugify(dataset, 60)}--{slugify(label, 60)}" + (f"--{train_hash}" if train_hash else "")
+        anchor = _unique(anchor, anchors)
         columns = _columns(part, descriptions or {})
         rows = [_row(key, group, columns) for key, group in part.groupby(ROW_KEYS, sort=False)]
         rows.sort(key=lambda r: (r.regularizer != BASELINE, r.regularizer, r.variant, r.submission, r.submission_id))
-        tables.append(Table(anchor, str(dataset), label, str(backbone), str(backbone_params), columns, rows))
+        mine = agreement.merge(pd.DataFrame([dict(zip(TABLE_KEYS, key))]), on=TABLE_KEYS)
+        tables.append(Table(anchor, str(dataset), label, str(backbone), str(backbone_params), columns, rows,
+                            str(train_label), str(train_hash), _agreement(mine), _problems(part)))
     return tables
+
+
+def _agreement(rows: pd.DataFrame) -> list[Agreement]:
+    return [Agreement(r.metric_a, r.metric_b, "—" if math.isnan(r.rho) else fmt(r.rho, signed=True, scale=1.0),
+                      int(r.n_variants)) for r in rows.itertuples()]
+
+
+def _problems(part: pd.DataFrame) -> list[Problem]:
+    """Skipped and failed evaluations of a table, once per (variant, submission, evaluator, status)."""
+    bad = part[part["statuses"] != ""]
+    found: dict[tuple[str, str, str, str], set[str]] = {}
+    for r in bad.itertuples():
+        for status in r.statuses.split(","):
+            found.setdefault((r.variant, r.submission, r.evaluator, status), set()).update(
+                x for x in r.reasons.split(REASON_SEPARATOR) if x)
+    return [Problem(*k, REASON_SEPARATOR.join(sorted(v)) or "no reason recorded") for k, v in sorted(found.items())]
 
 
 def _columns(part: pd.DataFrame, descriptions: dict[tuple[str, str], str]) -> list[Column]:
@@ -233,25 +279,34 @@ def _row(key: tuple[Any, ...], group: pd.DataFrame, columns: list[Column]) -> Ro
     submission_id, regularizer, _, variant = key
     records = {tuple(r[k] for k in COLUMN_KEYS): r for r in group.to_dict("records")}
     n_seeds = int(group["n_seeds"].max())
-    cells = [_cell(records.get(c.key), c, n_seeds, regularizer == BASELINE) for c in columns]
+    training = group[group["evaluator"] == TRAINING]
+    missing = f"training failed ({int(training['n_seeds'].iloc[0])} seed(s))" if len(training) else "not evaluated"
+    cells = [_cell(records.get(c.key), n_seeds, regularizer == BASELINE, missing) for c in columns]
     return Row(submission_id, str(group["submission"].iloc[0]), regularizer, variant, n_seeds, cells)
 
 
-def _cell(record: dict[str, Any] | None, column: Column, n_seeds: int, is_baseline: bool) -> Cell:
+def _cell(record: dict[str, Any] | None, n_seeds: int, is_baseline: bool, missing: str = "not evaluated") -> Cell:
     if record is None or record["n_ok"] == 0:
-        text = "not evaluated" if record is None else (record["statuses"] or "—")
-        return Cell(text)
-    mean, std = float(record["mean"]), float(record["std"])
-    text = fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std, scale=mean)}"
+        text = missing if record is None else (record["statuses"] or "—")
+        return Cell(text, reasons="" if record is None else record["reasons"])
+    mean = float(record["mean"])
+    text = fmt(mean) + (f" ± {fmt(_half(record['ci_low'], record['ci_high']), scale=mean)}"
+                        if not math.isnan(record["ci_low"]) else "")
     note = f"{record['n_ok']}/{n_seeds} seeds" if record["n_ok"] < n_seeds else ""
-    delta, delta_class = "", ""
-    if is_baseline:
-        delta = "baseline"
-    elif not math.isnan(record["delta_vs_erm"]):
-        d = float(record["delta_vs_erm"])
-        delta = f"Δ {fmt(d, signed=True, scale=mean)}"
-        delta_class = "" if d == 0 else ("better" if (d > 0) == column.higher_is_better else "worse")
-    return Cell(text, mean, note, delta, delta_class)
+    delta = "baseline" if is_baseline else ""
+    if not is_baseline and not math.isnan(record["delta_vs_erm"]):
+        delta = f"Δ {fmt(float(record['delta_vs_erm']), signed=True, scale=mean)}"
+        if not math.isnan(record["delta_low"]):
+            delta += f" ± {fmt(_half(record['delta_low'], record['delta_high']), scale=mean)}"
+    rank = ""
+    if not pd.isna(record["rank"]):
+        best, worst = int(record["rank_best"]), int(record["rank_worst"])
+        rank = f"rank {int(record['rank'])}" + (f" ({best}–{worst})" if best != worst else "")
+    return Cell(text, mean, note, delta, record["verdict"], rank, record["reasons"])
+
+
+def _half(low: float, high: float) -> float:
+    return (float(high) - float(low)) / 2
 
 
 def fmt(x: float, signed: bool = False, scale: float | None = None) -> str:
@@ -332,7 +387,7 @@ def _clear(out: Path, keep_submissions: bool) -> None:
 
 def _table_rows(summary: pd.DataFrame, table: Table) -> pd.DataFrame:
     mask = ((summary["dataset"] == table.dataset) & (summary["backbone"] == table.backbone_name)
-            & (summary["backbone_params"] == table.backbone_params))
+            & (summary["backbone_params"] == table.backbone_params) & (summary["train_hash"] == table.train_hash))
     return summary[mask]
 
 
@@ -341,9 +396,11 @@ def _write_downloads(folder: Path, summary: pd.DataFrame, tables: list[Table]) -
     for table in tables:
         rows = _table_rows(summary, table)
         rows.to_csv(folder / f"{table.anchor}.csv", index=False, lineterminator="\n")
-        records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-                   for r in rows.to_dict("records")]
-        payload = {"dataset": table.dataset, "backbone": table.backbone, "rows": records}
+        records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
+        payload = {"dataset": table.dataset, "backbone": table.backbone, "train_label": table.train_label,
+                   "train_hash": table.train_hash, "rows": records,
+                   "agreement": [dataclasses.asdict(a) for a in table.agreement],
+                   "problems": [dataclasses.asdict(p) for p in table.problems]}
         (folder / f"{table.anchor}.json").write_text(json.dumps(payload, indent=1, allow_nan=False, default=_plain)
                                                      + "\n", "utf-8")
 

@@ -15,8 +15,11 @@
   Only BatchNorm layers are touched; dropout keeps its mode. (Dropout draws a fresh mask in every pass, which would
   swamp a finite difference: the score-matching backbones have none.)
 * :func:`module_modes` switches a whole model to train or eval mode and restores every submodule's own flag after.
-* :func:`full_precision` disables autocast: finite differences such as (2/σ²)·(f(x+v) − f(x)) amplify rounding by
-  2/σ² (2·10⁴ at σ = 0.01), which is meaningless in float16/bfloat16.
+* :func:`full_precision` runs its body in true float32: autocast off, and TF32 off (:func:`tf32_off`). Finite
+  differences such as (2/σ²)·(f(x+v) − f(x)) amplify rounding by 2/σ² (2·10⁴ at σ = 0.01): meaningless in
+  float16/bfloat16, and TF32 (10 mantissa bits, which cuDNN convolutions use by default on Ampere and newer GPUs)
+  gives errors of order 10² in h for logits of order 10. The context covers the forward passes that the loss runs;
+  the trainer runs the backward of such regularizers (those not ``amp_safe``) with TF32 off too.
 * :func:`per_sample_norm` and :func:`check_bn_mode` are small shared utilities.
 """
 
@@ -94,11 +97,71 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
-def full_precision(x: Tensor):
-    """A context that turns autocast off for the device of ``x`` (a no-op when autocast is not active)."""
-    if _autocast_enabled(x.device.type):
-        return torch.autocast(device_type=x.device.type, enabled=False)
-    return nullcontext()
+@contextmanager
+def full_precision(x: Tensor) -> Iterator[None]:
+    """True float32 for the body: autocast off for the device of ``x``, and TF32 off (see :func:`tf32_off`)."""
+    autocast_off = (torch.autocast(device_type=x.device.type, enabled=False) if _autocast_enabled(x.device.type)
+                    else nullcontext())
+    with tf32_off(), autocast_off:
+        yield
+
+
+def _precision_nodes() -> list[object]:
+    """The objects of PyTorch's per-backend ``fp32_precision`` API (torch >= 2.9), parents before children."""
+    b = torch.backends
+    cudnn, mkldnn = b.cudnn, getattr(b, "mkldnn", None)
+    nodes = [b, b.cuda.matmul, cudnn, getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None), mkldnn,
+             *(getattr(mkldnn, part, None) for part in ("matmul", "conv", "rnn"))]
+    return [node for node in nodes if node is not None and hasattr(node, "fp32_precision")]
+
+
+def _legacy_flags() -> tuple[bool, bool, str] | None:
+    """(matmul allow_tf32, cuDNN allow_tf32, float32 matmul precision), or None where torch refuses to read them.
+
+    torch >= 2.9 raises when the legacy flags are read after a mix of legacy and per-backend settings.
+    """
+    try:
+        return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                torch.get_float32_matmul_precision())
+    except RuntimeError:
+        return None
+
+
+def _set_legacy_flags(matmul_tf32: bool, cudnn_tf32: bool, matmul_precision: str) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    torch.backends.cudnn.allow_tf32 = cudnn_tf32
+    torch.set_float32_matmul_precision(matmul_precision)
+
+
+@contextmanager
+def tf32_off() -> Iterator[None]:
+    """TF32 off for the body; every precision flag restored after, even on an exception.
+
+    Inside, ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32`` are False and
+    ``torch.get_float32_matmul_precision()`` is ``"highest"`` (which also makes oneDNN matmuls IEEE float32). The
+    flags are process-wide, so this works the same on every device (on a CPU machine it changes nothing that runs).
+    They are set through the legacy API, which keeps torch >= 2.9's per-backend ``fp32_precision`` values consistent
+    with it; where a per-backend setting of the user's survives that (a ``"tf32"`` or ``"bf16"`` that the legacy
+    setters do not override), every per-backend value is set to ``"ieee"`` as well. On the way out the legacy
+    values are restored first (when they were readable), then every per-backend value that differs from the saved
+    one, parents first (setting a parent rewrites the children that inherit from it), so a user's mix of legacy and
+    new settings comes back exactly.
+    """
+    nodes = _precision_nodes()
+    saved_nodes = [node.fp32_precision for node in nodes]
+    saved_legacy = _legacy_flags()
+    try:
+        _set_legacy_flags(False, False, "highest")
+        if any(node.fp32_precision not in ("none", "ieee") for node in nodes):  # a per-backend setting won
+            for node in nodes:
+                node.fp32_precision = "ieee"
+        yield
+    finally:
+        if saved_legacy is not None:
+            _set_legacy_flags(*saved_legacy)
+        for node, value in zip(nodes, saved_nodes):
+            if node.fp32_precision != value:
+                node.fp32_precision = value
 
 
 def per_sample_norm(t: Tensor, norm: str = "l2") -> Tensor:

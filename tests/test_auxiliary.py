@@ -225,3 +225,15 @@ def test_doctor_reports_a_damaged_auxiliary_model_and_fix_moves_it_aside(tmp_pat
     calls: list[int] = []
     AuxiliaryModels(runs / "aux").get_or_train("judge", {"k": 2}, _linear, _trainer(calls))
     assert calls == [1] and doctor(runs) == []
+
+
+def test_tensors_sha256_hashes_zero_dim_tensors_like_their_one_element_view():
+    """BatchNorm's ``num_batches_tracked`` is a 0-dim tensor: hashing a state dict must not fail on it, and a scalar
+    differs from another scalar but its bytes are those of the same value as a 1-element tensor (shape recorded)."""
+    import torch
+
+    from gibench.auxiliary import tensors_sha256
+
+    assert tensors_sha256([torch.tensor(3)]) != tensors_sha256([torch.tensor(4)])
+    assert tensors_sha256([torch.tensor(3)]) != tensors_sha256([torch.tensor([3])])  # the shape is part of it
+    assert tensors_sha256([torch.ones(2, 3)]) == tensors_sha256([torch.ones(2, 3).t().contiguous().t()])

@@ -41,16 +41,10 @@ def test_every_registered_regularizer_conforms(name):
 
 
 def _evaluator_cases():
-    for name in registry.evaluators.names():
-        marks = []
-        if name == "diffroar":  # found by this check; the fix lies outside this test's files
-            marks = [pytest.mark.xfail(strict=True, raises=ConformanceError, reason=(
-                "gibench.auxiliary.tensors_sha256 cannot hash 0-dim tensors (BatchNorm's num_batches_tracked), so "
-                "diffroar fails outside a suite on any model with BatchNorm; fix: .reshape(-1) before .view(uint8)"))]
-        yield pytest.param(name, marks=marks)
+    return registry.evaluators.names()
 
 
-@pytest.mark.parametrize("name", list(_evaluator_cases()))
+@pytest.mark.parametrize("name", _evaluator_cases())
 def test_every_registered_evaluator_conforms(name):
     check_evaluator(name, params=AFFORDABLE.get(name))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from gibench.errors import SubmissionError
 from gibench.leaderboard.build import build_site, fmt
@@ -79,28 +80,30 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 class Tables(HTMLParser):
-    """Header and body cell texts of every table, by the id of its enclosing <section>."""
+    """Header and body cell texts of the first table (and of the agreement table, as ``<id>:agreement``) of every
+    <section>, by the section's id."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tables: dict[str, dict] = {}
-        self.section, self.part, self.cell = "", "", None
+        self.section, self.part, self.cell, self.key = "", "", None, ""
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         attrs = dict(attrs)
         if tag == "section":
-            self.section = attrs.get("id", "")
+            self.section = self.key = attrs.get("id", "")
         elif tag == "table":
-            self.tables[self.section] = {"head": [], "rows": [], "values": []}
+            self.key = f"{self.section}:agreement" if attrs.get("class") == "agreement" else self.section
+            self.tables[self.key] = {"head": [], "rows": [], "values": []}
         elif tag in ("thead", "tbody"):
             self.part = tag
         elif tag == "tr" and self.part == "tbody":
-            self.tables[self.section]["rows"].append([])
-            self.tables[self.section]["values"].append([])
+            self.tables[self.key]["rows"].append([])
+            self.tables[self.key]["values"].append([])
         elif tag in ("th", "td"):
             self.cell = []
             if self.part == "tbody":
-                self.tables[self.section]["values"][-1].append(attrs.get("data-value"))
+                self.tables[self.key]["values"][-1].append(attrs.get("data-value"))
 
     def handle_data(self, data: str) -> None:
         if self.cell is not None:
@@ -109,7 +112,7 @@ class Tables(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in ("th", "td") and self.cell is not None:
             text = " ".join("".join(self.cell).split())
-            table = self.tables[self.section]
+            table = self.tables[self.key]
             table["head"].append(text) if self.part == "thead" else table["rows"][-1].append(text)
             self.cell = None
 
@@ -121,7 +124,9 @@ def parse(html: str) -> dict[str, dict]:
 
 
 def pm(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    """mean ± half-width of the 95 % Student-t interval, computed independently with SciPy."""
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    return f"{np.mean(values):.4f} ± {(high - low) / 2:.4f}"
 
 
 def test_one_table_per_dataset_backbone_with_a_row_per_variant_in_order(site: dict) -> None:
@@ -139,19 +144,25 @@ def test_one_table_per_dataset_backbone_with_a_row_per_variant_in_order(site: di
     assert f'id="{LINEAR}"' in site["html"] and f'href="#{LINEAR}"' in site["html"]  # permalink anchor
 
 
-def test_cells_show_mean_std_delta_and_seed_counts(site: dict) -> None:
+def test_cells_show_mean_interval_delta_interval_rank_and_seed_counts(site: dict) -> None:
     rows = {(r[1], r[0]): r for r in parse(site["html"])[LINEAR]["rows"]}
     erm_a, gn = rows[("Lab A", "erm")], rows[("Lab A", "gradient_norm(weight=0.01)")]
-    assert erm_a[2] == "3" and erm_a[3] == f"{pm(LAB_A[('erm', '{}')]['accuracy'])} baseline"
-    assert gn[3] == f"{pm([0.88, 0.86, 0.87])} Δ −0.0400"  # 0.87 - 0.91, unicode minus
+    # accuracy means: B erm 0.96, B anti_score_matching 0.935, A erm 0.91, A gradient_norm 0.87; no interval lies
+    # entirely above or below another's, so every rank range is 1–4
+    assert erm_a[2] == "3" and erm_a[3] == f"{pm(LAB_A[('erm', '{}')]['accuracy'])} baseline rank 3 (1–4)"
+    # Δ paired by seed: differences −0.02, −0.06, −0.04 → −0.04 ± t(0.975, 2)·0.02/√3, which contains 0
+    assert gn[3] == f"{pm([0.88, 0.86, 0.87])} Δ −0.0400 ± 0.0497 rank 4 (1–4)"
     assert gn[4] == "not evaluated"  # Lab A has no density_ratio
-    assert gn[5] == f"{pm([0.25, 0.27, 0.26])} Δ −0.0500"
+    assert gn[5].startswith(f"{pm([0.25, 0.27, 0.26])} Δ −0.0500 ± 0.0000 rank 1")
     sm = rows[(EVIL, "anti_score_matching(weight=1.0)")]
     assert sm[2] == "2"
-    assert sm[5] == "0.3500 1/2 seeds Δ −0.0600"  # against its own erm (0.41), not Lab A's (0.31)
-    assert rows[(EVIL, "erm")][4] == f"{pm([2.0, 4.0])} baseline"
+    # one ok seed: no interval, no Δ interval (its erm has other seeds), a rank any position could hold
+    assert sm[5] == "0.3500 1/2 seeds Δ −0.0600 rank 3 (1–4)"  # against its own erm (0.41), not Lab A's (0.31)
+    assert rows[(EVIL, "erm")][4] == f"{pm([2.0, 4.0])} baseline rank 1"
     html = site["html"]
-    assert 'class="delta better">Δ −0.0500' in html and 'class="delta worse">Δ −0.0400' in html  # auc is ↓
+    assert 'class="delta better">Δ −0.0500' in html  # auc is ↓ and the paired interval excludes 0
+    assert 'class="delta ">Δ −0.0400' in html  # no verdict: the interval contains 0
+    assert 'class="delta ">Δ −0.0600' in html  # no verdict without an interval
 
 
 def test_number_format() -> None:
@@ -163,7 +174,7 @@ def test_number_format() -> None:
 def test_accuracy_column_on_every_table(site: dict) -> None:
     cnn = parse(site["html"])[CNN]
     assert cnn["head"][3].startswith("accuracy ↑") and cnn["rows"][0][3] == "not evaluated"
-    assert cnn["rows"][0][4] == "0.5000 baseline"
+    assert cnn["rows"][0][4] == "0.5000 baseline rank 1"
 
 
 def test_submitted_text_is_escaped(site: dict) -> None:

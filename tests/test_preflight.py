@@ -150,3 +150,22 @@ def test_serve_on_a_busy_port(tmp_path, capsys):
         assert main(["leaderboard", "serve", "--out", str(site), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"port {port} is already in use" in err and "Traceback" not in err
+
+
+def test_missing_datasets_are_one_finding_for_exactly_their_jobs(tmp_path):
+    data = tmp_path / "empty"
+    data.mkdir()
+    suite_file = write_suite(tmp_path, datasets=["mnist_subset", "svhn", {"blockmnist": {"source": "mnist"}}],
+                             regularizers=["erm"], evaluators=["accuracy"])
+    runs = tmp_path / "runs"
+    summary = run_suite(load_suite(suite_file), runs, RunOptions(device="cpu", data_root=data), dry_run=True)
+    states = {r.job.dataset.label: r.state for r in summary.jobs}
+    assert states == {"mnist_subset": "planned", "svhn": "invalid", "blockmnist(source=mnist)": "invalid"}
+    findings = next(r.findings for r in summary.jobs if r.job.dataset.name == "svhn")
+    assert len(findings) == 1 and findings[0].startswith("error: 2 dataset(s) are not on disk")
+    assert f"dataset svhn: dataset 'svhn' was not found (or is incomplete) in {data / 'svhn'}" in findings[0]
+    assert f"dataset blockmnist(source=mnist): dataset 'mnist' was not found (or is incomplete) in {data / 'mnist'}" \
+        in findings[0]
+    assert (f"`gibench run --suite {suite_file} --runs-dir {runs} --data-root {data} --device cpu --download` "
+            f"fetches them into {data}") in findings[0]
+    assert not any(data.iterdir())

@@ -1,0 +1,148 @@
+"""`gibench run --estimate`: jobs counted, work rules applied, calibration cached, done work left out, no training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gibench.cli import main
+from gibench.config import PluginSpec, load_suite
+from gibench.estimate import (KNOWN_SPLITS, DataShape, ModelPass, TrainStep, data_shape, estimate_suite,
+                              evaluation_work)
+from gibench.jobs import expand
+from gibench.runner import RunOptions, run_suite
+from tests.conftest import write_suite
+
+FAST = {"warmup": 1, "timed": 2}
+N_TRAIN, N_TEST = 4000, 1000  # mnist_subset
+PIXEL_IMAGES, FRACTIONS = 200, 25  # the tiny suite's pixel_perturbation
+
+
+def _suite(tmp_path, name="suite.yaml", **changes):
+    path = write_suite(tmp_path, **changes)
+    return load_suite(path.rename(tmp_path / name))
+
+
+def _entries(cache_path):
+    return list(json.loads(cache_path.read_text())["entries"].values())
+
+
+def _cached(cache_path, kind, **match):
+    """The one cached cost whose key has this kind and these fields."""
+    hits = [e["seconds"] for e in _entries(cache_path) if e["key"]["kind"] == kind
+            and all(e["key"].get(k) == v for k, v in match.items())]
+    assert len(hits) == 1, (kind, match, hits)
+    return hits[0]
+
+
+def test_jobs_training_and_evaluation_follow_the_rules(tmp_path):
+    suite = _suite(tmp_path, seeds=[0, 1])
+    cache = tmp_path / "cache.json"
+    est = estimate_suite(suite, tmp_path / "runs", device="cpu", cache_path=cache, **FAST)
+    assert est.jobs == est.jobs_left == len(expand(suite)) == 4
+    assert [(r.regularizer, r.jobs) for r in est.rows] == [("erm", 2), ("gradient_norm(weight=0.001)", 2)]
+    steps = math.ceil(N_TRAIN / 128)  # 1 epoch at batch 128
+    forward = _cached(cache, "forward", backbone=["gibench_linear", {}])
+    saliency = _cached(cache, "saliency", backbone=["gibench_linear", {}])
+    evaluation = forward * (N_TEST + PIXEL_IMAGES * (1 + 2 * FRACTIONS)) + saliency * PIXEL_IMAGES
+    for row in est.rows:
+        regularizer = row.regularizer.split("(")[0]
+        step = next(e["seconds"] for e in _entries(cache) if e["key"]["kind"] == "train_step"
+                    and e["key"]["regularizer"][0] == regularizer)
+        assert row.train_seconds == pytest.approx(2 * steps * step, rel=1e-12)
+        assert row.eval_seconds == pytest.approx(2 * evaluation, rel=1e-12)
+    assert est.seconds == pytest.approx(sum(r.seconds for r in est.rows))
+    assert est.calibration.measured == 4 and est.auxiliary == []  # 2 training steps, forward, saliency
+
+
+def test_second_call_uses_the_cache_and_training_scales_with_epochs(tmp_path):
+    cache = tmp_path / "cache.json"
+    first = estimate_suite(_suite(tmp_path), tmp_path / "runs", device="cpu", cache_path=cache, **FAST)
+    written = cache.read_bytes()
+    longer = _suite(tmp_path, name="longer.yaml", train={"epochs": 2, "batch_size": 128, "optimizer": "adam",
+                                                          "lr": 1.0e-2})
+    second = estimate_suite(longer, tmp_path / "runs", device="cpu", cache_path=cache, **FAST)
+    assert second.calibration.measured == 0 and second.calibration.reused == first.calibration.measured == 4
+    assert cache.read_bytes() == written
+    assert second.train_seconds == pytest.approx(2 * first.train_seconds, rel=1e-12)
+    assert [r.eval_seconds for r in second.rows] == [r.eval_seconds for r in first.rows]
+
+
+def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path):
+    cache = tmp_path / "cache.json"
+    cache.write_text('{"format": 1, "entries": {"x": ')
+    est = estimate_suite(_suite(tmp_path), tmp_path / "runs", device="cpu", cache_path=cache, **FAST)
+    assert est.calibration.measured == 4 and "not valid JSON" in est.calibration.cache.problem
+    assert len(_entries(cache)) == 4
+    cache.write_text('["not", "a", "calibration"]')
+    again = estimate_suite(_suite(tmp_path), tmp_path / "runs", device="cpu", cache_path=cache, **FAST)
+    assert again.calibration.measured == 4 and "not a gibench calibration file" in again.calibration.cache.problem
+
+
+def test_completed_work_is_not_estimated(tmp_path):
+    suite_file = write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"])
+    runs = tmp_path / "runs"
+    run_suite(load_suite(suite_file), runs, RunOptions(device="cpu"))
+    cache = tmp_path / "cache.json"
+    done = estimate_suite(load_suite(suite_file), runs, device="cpu", cache_path=cache, **FAST)
+    assert (done.jobs, done.jobs_left, done.seconds) == (1, 0, 0.0)
+    more = write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy", {"density_ratio": {"max_images": 100}}])
+    partial = estimate_suite(load_suite(more), runs, device="cpu", cache_path=cache, **FAST)
+    forward = _cached(cache, "forward", backbone=["gibench_linear", {}])
+    assert partial.jobs_left == 1 and partial.train_seconds == 0.0  # trained already: only density_ratio is left
+    assert partial.seconds == pytest.approx(forward * 100 * (1 + 6), rel=1e-12)
+
+
+def test_missing_datasets_are_sized_from_the_table_and_nothing_is_downloaded(tmp_path):
+    data = tmp_path / "empty"
+    data.mkdir()
+    assert data_shape(PluginSpec.of("cifar100", {}, {}), data) == DataShape((3, 32, 32), 100, 50_000, 10_000)
+    limited = data_shape(PluginSpec.of("svhn", {"train_limit": 1000}, {"train_limit": 1000, "test_limit": 0}), data)
+    assert (limited.n_train, limited.n_test) == (1000, KNOWN_SPLITS["svhn"][5])
+    digits = data_shape(PluginSpec.of("blockmnist", {"source": "mnist", "classes": [0, 1]},
+                                      {"source": "mnist", "classes": [0, 1], "placement_seed": 0}), data)
+    assert (digits.shape, digits.num_classes, digits.n_train, digits.n_test) == ((1, 56, 28), 2, 5923 + 6742,
+                                                                                  980 + 1135)
+    suite = _suite(tmp_path, datasets=["cifar10"], regularizers=["erm"], evaluators=["accuracy"])
+    est = estimate_suite(suite, tmp_path / "runs", device="cpu", data_root=data, cache_path=tmp_path / "c.json",
+                         **FAST)
+    step = _cached(tmp_path / "c.json", "train_step", shape=[3, 32, 32])
+    assert est.train_seconds == pytest.approx(math.ceil(50_000 / 128) * step, rel=1e-12)
+    assert not any(data.iterdir())
+
+
+def _job(tmp_path, evaluators):
+    return expand(_suite(tmp_path, evaluators=evaluators, regularizers=["erm"]))[0]
+
+
+def test_the_auxiliary_model_rules(tmp_path):
+    data = DataShape((1, 28, 28), 10, N_TRAIN, N_TEST)
+    job = _job(tmp_path, [{"diffroar": {"levels": [0.5], "retrain_seeds": [0, 1], "epochs": 3,
+                                        "max_train_images": 500}}])
+    work = evaluation_work(job.evaluators[0], job, data, eval_batch=64)
+    retrain = [(u, n) for u, n in work.per_job.items() if isinstance(u, TrainStep)]
+    assert len(retrain) == 1 and retrain[0][0].regularizer.name == "erm" and retrain[0][0].train.epochs == 3
+    assert retrain[0][1] == 2 * 1 * 2 * 3 * math.ceil(500 / 128)  # sides × levels × seeds × epochs × steps
+    saliency = ModelPass("saliency", job.backbone, data.shape, 10, 64)
+    assert work.per_job[saliency] == 500 + N_TEST and work.shared == {}
+
+    job = _job(tmp_path, [{"gan_test": {"num_samples": 40, "steps": 10}}])
+    work = evaluation_work(job.evaluators[0], job, data, eval_batch=64)
+    assert work.per_job[saliency] == 40 * 10
+    (what, shared), = work.shared.values()
+    judge_steps = [n for u, n in shared.items() if isinstance(u, TrainStep)]
+    assert "judge" in what and judge_steps == [5 * math.ceil(N_TRAIN / 64)]  # 5 epochs at batch 64 (defaults)
+
+
+def test_cli_estimate_prints_without_training(tmp_path, tiny_suite_file, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    assert main(["run", "--suite", str(tiny_suite_file), "--runs-dir", str(runs), "--device", "cpu",
+                 "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "suite tiny: estimated device-hours on cpu" in out and "gradient_norm(weight=0.001)" in out
+    assert "2 job(s), 2 not yet complete" in out and "total" in out
+    assert not runs.exists()  # nothing trained, nothing written into the runs directory
+    assert (tmp_path / "cache" / "gibench" / "calibration.json").is_file()

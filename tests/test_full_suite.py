@@ -1,0 +1,128 @@
+"""The shipped `full` suite: the seed papers' setting, and one clear error while its datasets are missing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from gibench import registry
+from gibench.cli import main
+from gibench.config import load_suite, resolve_suite_path
+from gibench.jobs import expand
+from gibench.preflight import PreflightError
+from gibench.runner import RunOptions, run_suite
+
+FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return yaml.safe_load(resolve_suite_path("full").read_text())
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return load_suite("full")
+
+
+def _names(entries) -> list[str]:
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def _grid_points(entry) -> int:
+    """Grid points of one plugin entry: the product of the lengths of its list-valued options (tuple-typed options
+    such as diffroar's levels are one value)."""
+    if isinstance(entry, str):
+        return 1
+    (name, options), = entry.items()
+    sequence_options = {"levels", "retrain_seeds", "fractions", "sigmas", "milestones"}
+    return math.prod(len(v) for k, v in (options or {}).items() if isinstance(v, list) and k not in sequence_options)
+
+
+def test_full_expands_to_the_cross_product_of_its_lists(raw, suite):
+    regularizer_points = sum(_grid_points(e) for e in raw["regularizers"])
+    assert regularizer_points == len(raw["regularizers"]) + 2  # pgd's three L2 radii
+    expected = len(raw["datasets"]) * len(raw["backbones"]) * regularizer_points * len(raw["seeds"])
+    assert expected == 6 * 2 * 15 * 3
+    assert len(expand(suite)) == expected
+    assert suite.seeds == (0, 1, 2)
+
+
+def _builtins(reg) -> set[str]:
+    return {info.name for info in reg.infos() if info.distribution == "gibench"}
+
+
+def test_every_built_in_regularizer_and_evaluator_is_in_full(raw, suite):
+    assert set(_names(raw["regularizers"])) == _builtins(registry.regularizers)
+    assert {s.name for s in suite.evaluators} == _builtins(registry.evaluators)
+    pgd = sorted((s.config["norm"], s.config["epsilon"]) for s in suite.regularizers if s.name == "pgd")
+    assert pgd == [("l2", 0.25), ("l2", 0.5), ("l2", 1.0), ("linf", pytest.approx(8 / 255))]
+    gan = next(s for s in suite.evaluators if s.name == "gan_test").config
+    assert (gan["num_samples"], gan["steps"]) == (1000, 500)
+    diffroar = next(s for s in suite.evaluators if s.name == "diffroar").config
+    assert len(diffroar["levels"]) == 7 and diffroar["retrain_seeds"] == [0, 1, 2]
+
+
+def test_full_trains_with_the_papers_recipe_and_augments_cifar_only(suite):
+    jobs = expand(suite)
+    assert {(j.dataset.name, j.backbone.name, j.backbone.config["act"]) for j in jobs} >= {
+        ("cifar10", "cifar_resnet18", "softplus"), ("mnist", "cifar_vgg11_bn", "softplus")}
+    for job in jobs:
+        t = job.train
+        assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size, t.epochs, t.schedule) == \
+            ("sgd", 0.1, 0.9, 5e-4, 128, 200, "multistep")
+        assert tuple(t.milestones) == (0.5, 0.75) and t.gamma == 0.1
+        assert t.augment == ("crop_flip" if job.dataset.name in ("cifar10", "cifar100") else "none"), job.label
+    blockmnist = next(s for s in suite.datasets if s.name == "blockmnist")
+    assert blockmnist.config["source"] == "mnist"
+
+
+def test_the_standard_suite_is_unchanged():
+    standard = load_suite("standard")
+    assert len(expand(standard)) == 39 and standard.train.epochs == 3 and standard.train.augment == "none"
+
+
+def test_missing_datasets_of_full_are_one_error_with_the_download_command(tmp_path, capsys):
+    data = tmp_path / "empty"
+    data.mkdir()
+    runs = tmp_path / "runs"
+    with pytest.raises(PreflightError) as caught:
+        run_suite(load_suite("full"), runs, RunOptions(device="cpu", data_root=data))
+    message = str(caught.value)
+    assert "found 1 problem(s); nothing was trained" in message
+    assert "5 dataset(s) are not on disk" in message
+    for name in FILE_DATASETS:
+        assert f"dataset {name!r} was not found (or is incomplete) in {data / name}" in message
+    assert "dataset mnist, blockmnist(source=mnist): dataset 'mnist' was not found" in message
+    assert f"`gibench run --suite full --runs-dir {runs} --data-root {data} --device cpu --download`" in message
+    assert not any(data.iterdir()), "nothing may be downloaded without --download"
+    assert not (runs / "jobs").exists()
+
+    code = main(["run", "--suite", "full", "--runs-dir", str(runs), "--data-root", str(data), "--device", "cpu",
+                 "--eval-batch-size", "64"])
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert code == 2 and "Traceback" not in err
+    assert (f"gibench run --suite full --runs-dir {runs} --data-root {data} --device cpu --eval-batch-size 64 "
+            "--download") in err
+    assert not any(data.iterdir())
+
+
+def test_the_work_of_full_is_planned_without_its_datasets(tmp_path):
+    from gibench.estimate import TrainStep, plan_suite
+
+    data = tmp_path / "empty"
+    data.mkdir()
+    rows, shared, not_estimated = plan_suite(load_suite("full"), tmp_path / "runs", data_root=data)
+    assert sum(r.jobs_left for r in rows) == 540 and not_estimated == []
+    row = next(r for r in rows if (r.dataset, r.backbone, r.regularizer) ==
+               ("cifar10", "cifar_resnet18(act=softplus)", "erm"))
+    steps = 200 * math.ceil(50_000 / 128)  # one job: 200 epochs of CIFAR-10's 50,000 images at batch 128
+    (unit, count), = row.train_work.items()
+    assert isinstance(unit, TrainStep) and unit.train.augment == "crop_flip" and count == 3 * steps
+    retrain = [n for u, n in row.eval_work.items() if isinstance(u, TrainStep)]
+    assert retrain == [3 * 2 * 7 * 3 * steps]  # seeds × (top, bottom) × levels × retrain seeds, 200 epochs each
+    assert sorted(r.regularizer.split(" (")[0] for r in shared) == \
+        ["gan_test judge"] * 6 + ["score_alignment denoiser"] * 6  # one judge and one denoiser per dataset
+    assert not any(data.iterdir())
