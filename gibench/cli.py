@@ -435,9 +435,9 @@ def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool
     if not trained.empty:
         _print_frame(frame, all_metrics)
     for evaluator, versions in mixed_versions(frame).items():
-        _warn(f"results of versions {', '.join(versions)} of {evaluator} are stored; they are never averaged "
-              f"together (one row per version). `gibench doctor --runs-dir {runs_dir} --fix` moves those of other "
-              "versions than the installed one aside")
+        _warn(f"results of versions {', '.join(versions)} of {evaluator} are stored and counted together only within "
+              f"their own version (one row per version, never averaged across versions). `gibench doctor --runs-dir "
+              f"{runs_dir} --fix` moves those of other versions than the installed one aside")
     for job in failed:  # jobs whose training failed have no results: never let them silently vanish
         stdout.print(f"[red]failed[/]: {escape(job.label)} (job {job.hash}): training failed: {escape(job.reason)}",
                      soft_wrap=True)

@@ -179,7 +179,7 @@ METRIC_KEYS = ["evaluator", "evaluator_version", "evaluator_params", "metric"]
 #: One row of every view (report, CSV, submission, site): a table (dataset, backbone and options, training config),
 #: a variant (regularizer and options) and an evaluator metric (evaluator version and options).
 ROW_KEYS = [*TABLE_KEYS, *VARIANT_KEYS, *METRIC_KEYS]
-_DEFAULTS = {"backbone_params": "{}", "regularizer_params": "{}", "evaluator_version": "", "evaluator_params": "{}",
+_DEFAULTS = {"job_hash": "", "backbone_params": "{}", "regularizer_params": "{}", "evaluator_version": "", "evaluator_params": "{}",
              "train_hash": "", "train_label": "", "reason": ""}
 
 
@@ -228,14 +228,17 @@ def complete(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _summarize_group(group: pd.DataFrame) -> dict:
     ok = group[(group["status"] == "ok") & group["value"].notna()]
-    seeds = {int(s): float(v) for s, v in zip(ok["seed"], ok["value"])}
+    # keyed by seed for pairing; two jobs of one row with the same seed (e.g. a regularizer version bump kept both)
+    # are both kept, keyed by (seed, job hash), which makes a Δ unpaired (Welch) rather than silently drop one
+    unique = not ok["seed"].duplicated().any()
+    seeds = {(int(s) if unique else (int(s), h)): float(v) for s, h, v in zip(ok["seed"], ok["job_hash"], ok["value"])}
     interval = mean_interval(list(seeds.values()))
     problems = group[group["status"] != "ok"]
     values = list(seeds.values())
     return {
         "higher_is_better": bool(group["higher_is_better"].iloc[0]), "headline": bool(group["headline"].iloc[0]),
         "mean": interval.estimate, "std": float(pd.Series(values).std()) if len(values) > 1 else math.nan,
-        "n_ok": len(seeds), "n_seeds": int(group["seed"].nunique()), "ci_low": interval.low,
+        "n_ok": len(seeds), "n_seeds": max(int(group["seed"].nunique()), len(seeds)), "ci_low": interval.low,
         "ci_high": interval.high, "statuses": ",".join(sorted(set(problems["status"]))),
         "reasons": REASON_SEPARATOR.join(sorted({r for r in problems["reason"] if r})), "_seeds": seeds,
     }

@@ -2,7 +2,8 @@
 
 ``build_site(submissions_dir, out_dir)`` writes::
 
-    index.html                      one table per dataset × backbone (anchor ``#<dataset>--<backbone>``)
+    index.html                      one table per dataset × backbone × training config (anchor
+                                    ``#<dataset>--<backbone>[--<train hash>]``)
     tables/<anchor>.csv, .json      that table's numbers for every metric (not only the headlines shown)
     submissions/<id>.html           metadata and provenance of one submission
     submissions/<id>/submission.json, results.csv   copies of the submitted files
