@@ -18,8 +18,9 @@ evaluator version and options); seeds aggregate only within a row, into a mean w
 from __future__ import annotations
 
 __all__ = [
-    "BASELINE", "COLUMNS", "FailedJob", "GROUP", "auxiliary_table", "collect_results", "evaluations_of",
-    "failed_jobs", "headline_table", "mixed_versions", "sanity_table", "summarize",
+    "BASELINE", "COLUMNS", "FailedJob", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "ROW_KEYS", "TABLE_KEYS", "TRAINING",
+    "add_ranks", "agreement_table", "auxiliary_table", "collect_results", "complete", "evaluations_of", "failed_jobs",
+    "metric_label", "mixed_versions", "sanity_table", "summarize", "train_columns",
 ]
 
 import json
