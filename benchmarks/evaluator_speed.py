@@ -52,6 +52,7 @@ from gibench.evaluators.pixel_perturbation import PixelPerturbation
 from gibench.evaluators.score_alignment import ScoreAlignment, logsumexp_gradient
 from gibench.models import build_model
 from gibench.saliency import input_gradient, pixel_scores
+from gibench.testing import make_eval_context
 
 
 def train(bundle: DatasetBundle, epochs: int, seed: int = 0) -> nn.Module:
@@ -133,8 +134,7 @@ def quantus_pixel_flipping(
 
 
 def context(model: nn.Module, bundle: DatasetBundle, folder: str, batch_size: int) -> EvalContext:
-    return EvalContext(model=model, data=bundle, saliency=input_gradient, device=torch.device("cpu"), seed=0,
-                       artifact_dir=Path(folder), batch_size=batch_size)
+    return make_eval_context(model, bundle, folder, batch_size=batch_size)
 
 
 def main() -> None:

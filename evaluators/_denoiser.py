@@ -45,42 +45,46 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from gibench.api import DatasetBundle
-from gibench.params import check
+from gibench.config_types import Fraction, Limit, PositiveFloat, PositiveInt, Seed, Sigma, plugin_config
 
 #: Bump when a change here changes the weights or the quality figures of a denoiser for the same identity.
 DENOISER_CODE_VERSION = "1"
 SIGMA_DATA = 0.5  # EDM's σ_data, in its [−1, 1] coordinates
 DOWNSAMPLING = 4  # two halvings in the three-level U-Net
 
+DenoiserWidth = Annotated[int, Field(ge=8, multiple_of=8)]
+"""The U-Net's base width w (block_out_channels = (w, 2w, 2w)): GroupNorm with 8 groups needs a multiple of 8."""
 
-@dataclass(frozen=True)
+
+@plugin_config
 class DenoiserTraining:
     """What determines a denoiser besides the data: σ (pixel units), architecture width and the training recipe."""
 
-    sigma: float = 0.25
-    width: int = 16
-    epochs: int = 5
-    lr: float = 2e-3
-    batch_size: int = 64
-    uncond_prob: float = 0.2
-    max_train: int = 0  # the first N training images; 0 = all
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check(self.sigma > 0, f"sigma must be > 0 (pixel units), got {self.sigma}")
-        check(self.width >= 8 and self.width % 8 == 0, f"denoiser width must be a multiple of 8, got {self.width}")
-        check(self.epochs >= 1, f"denoiser epochs must be >= 1, got {self.epochs}")
-        check(self.lr > 0, f"denoiser lr must be > 0, got {self.lr}")
-        check(self.batch_size >= 1, f"denoiser batch_size must be >= 1, got {self.batch_size}")
-        check(0.0 < self.uncond_prob < 1.0, f"uncond_prob must lie in (0, 1), got {self.uncond_prob}")
-        check(self.max_train >= 0, f"denoiser max_train must be >= 0, got {self.max_train}")
+    sigma: Sigma = 0.25
+    """The noise level σ the denoiser removes, in pixel units."""
+    width: DenoiserWidth = 16
+    """The U-Net's base width."""
+    epochs: PositiveInt = 5
+    """Training epochs."""
+    lr: PositiveFloat = 2e-3
+    """Adam's learning rate."""
+    batch_size: PositiveInt = 64
+    """Training batch size."""
+    uncond_prob: Fraction = 0.2
+    """Share of training labels replaced by the null class (so one network is also unconditional)."""
+    max_train: Limit = 0
+    """The first N training images; 0 = all."""
+    seed: Seed = 0
+    """Seed of the initialization, the noise and the batch order."""
 
 
 class Denoiser(nn.Module):

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.config_types import Limit, plugin_config
 from gibench.evaluators._artifacts import save_curves
-from gibench.params import check
 
 
-@dataclass(frozen=True)
+@plugin_config
 class AccuracyConfig:
-    max_images: int = 0  # evaluate on the first N test images; 0 = the whole test split
-
-    def __post_init__(self) -> None:
-        check(self.max_images >= 0, f"max_images must be >= 0, got {self.max_images}")
+    max_images: Limit = 0
+    """Evaluate on the first N test images; 0 = the whole test split."""
 
 
 class Accuracy(Evaluator):

@@ -22,30 +22,25 @@ backward per image; everything else is batched tensor arithmetic.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from gibench.api import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
+from gibench.config_types import ChannelReduction, FractionOrAll, Limit, plugin_config
 from gibench.evaluators._artifacts import batches, eval_subset, save_grid, to_unit
-from gibench.params import check
 from gibench.saliency import pixel_scores
 
-REDUCTIONS = ("abs_sum", "channel_std")
 
 
-@dataclass(frozen=True)
+@plugin_config
 class BlockMNISTLeakageConfig:
-    top_k_fraction: float = 0.1  # k of the top-k metric, as a fraction of the image's pixels
-    pixel_reduction: str = "abs_sum"  # abs_sum | channel_std
-    max_images: int = 1000  # the first N test images; 0 = all
-
-    def __post_init__(self) -> None:
-        check(0.0 < self.top_k_fraction <= 1.0, f"top_k_fraction must lie in (0, 1], got {self.top_k_fraction}")
-        check(self.pixel_reduction in REDUCTIONS,
-              f"pixel_reduction must be one of {REDUCTIONS}, got {self.pixel_reduction!r}")
-        check(self.max_images >= 0, f"max_images must be >= 0, got {self.max_images}")
+    top_k_fraction: FractionOrAll = 0.1
+    """k of the top-k metric, as a fraction of the image's pixels."""
+    pixel_reduction: ChannelReduction = "abs_sum"
+    """How the gradient's channels become one score per pixel."""
+    max_images: Limit = 1000
+    """The first N test images; 0 = all."""
 
 
 def signal_mass_share(scores: Tensor, mask: Tensor) -> Tensor:

@@ -86,7 +86,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -95,53 +95,46 @@ from torch import Tensor
 from gibench.api import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
 from gibench.auxiliary import classifier, tensors_sha256
 from gibench.config import PluginSpec, TrainConfig
+from gibench.config_types import DistinctFractions, Limit, NonNegativeInt, PixelValue, Seeds, plugin_config
 from gibench.errors import GibenchError
 from gibench.evaluators._artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
 from gibench.params import build_config, check, jsonable
 
 DEFAULT_LEVELS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
-GRANULARITIES = ("coordinate", "pixel")
-FILLS = ("train_mean", "constant")
-RETRAIN_WITH = ("erm", "job")
 SIDES = ("top", "bottom")
 AUX_KIND = "diffroar_retrain"
 #: Bump when a change to the ranking, masking or retraining here changes the retrained weights for the same identity.
 RETRAIN_CODE_VERSION = "1"
 
 
-@dataclass(frozen=True)
+@plugin_config
 class DiffROARConfig:
-    levels: tuple[float, ...] = DEFAULT_LEVELS  # kept fractions k, each in (0, 1)
-    granularity: str = "coordinate"  # coordinate (C·H·W, the code's) | pixel (Σ_c |g_c|, channels kept together)
-    fill: str = "train_mean"  # train_mean (per-channel mean of the unmasked train split) | constant
-    fill_value: float = 0.0  # the value of fill='constant', pixel units
-    retrain_seeds: tuple[int, ...] = (0, 1, 2)  # one retraining per seed, level and side
-    retrain_with: str = "erm"  # erm (plain training, default) | job (the job's own regularizer)
-    epochs: int = 0  # retraining epochs; 0 = those of the job's (or `train`'s) train config
-    backbone: str = ""  # retraining backbone; '' = the job's
-    backbone_options: dict[str, Any] = field(default_factory=dict)  # options of `backbone`
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields replacing the job's
-    max_train_images: int = 0  # rank, mask and retrain on the first N train images; 0 = all
+    levels: DistinctFractions = DEFAULT_LEVELS
+    """Kept fractions k (k = 1 keeps everything, so DiffROAR(1) = 0 is left out)."""
+    granularity: Literal["coordinate", "pixel"] = "coordinate"
+    """coordinate: rank the C·H·W coordinates (the code's); pixel: Σ_c |g_c|, channels kept together."""
+    fill: Literal["train_mean", "constant"] = "train_mean"
+    """train_mean: the per-channel mean of the unmasked train split; constant: fill_value."""
+    fill_value: PixelValue = 0.0
+    """The value of fill='constant'."""
+    retrain_seeds: Seeds = (0, 1, 2)
+    """One retraining per seed, level and side."""
+    retrain_with: Literal["erm", "job"] = "erm"
+    """erm: plain training (default); job: the job's own regularizer."""
+    epochs: NonNegativeInt = 0
+    """Retraining epochs; 0 = those of the job's (or `train`'s) train config."""
+    backbone: str = ""
+    """Retraining backbone; '' = the job's."""
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    """Options of `backbone`."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig fields replacing the job's."""
+    max_train_images: Limit = 0
+    """Rank, mask and retrain on the first N train images; 0 = all."""
 
     def __post_init__(self) -> None:
-        levels = tuple(self.levels)
-        check(len(levels) >= 1, "levels must hold at least one kept fraction")
-        check(all(0.0 < k < 1.0 for k in levels),
-              f"levels are kept fractions in (0, 1) (k = 1 keeps everything, so DiffROAR(1) = 0), got {levels}")
-        check(len(set(levels)) == len(levels), f"levels must not repeat, got {levels}")
-        check(self.granularity in GRANULARITIES,
-              f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
-        check(self.fill in FILLS, f"fill must be one of {FILLS}, got {self.fill!r}")
-        check(0.0 <= self.fill_value <= 1.0, f"fill_value must lie in [0, 1] (pixel units), got {self.fill_value}")
-        seeds = tuple(self.retrain_seeds)
-        check(len(seeds) >= 1 and all(s >= 0 for s in seeds) and len(set(seeds)) == len(seeds),
-              f"retrain_seeds must be distinct non-negative integers, at least one, got {seeds}")
-        check(self.retrain_with in RETRAIN_WITH,
-              f"retrain_with must be one of {RETRAIN_WITH}, got {self.retrain_with!r}")
-        check(self.epochs >= 0, f"epochs must be >= 0 (0 = the job's), got {self.epochs}")
         check(bool(self.backbone) or not self.backbone_options,
               f"backbone_options {self.backbone_options} need a `backbone` to apply to; name it")
-        check(self.max_train_images >= 0, f"max_train_images must be >= 0 (0 = all), got {self.max_train_images}")
         build_config(TrainConfig, self.train, "diffroar: train")  # unknown or bad fields fail here, by name
 
 

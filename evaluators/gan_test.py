@@ -86,9 +86,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -96,52 +96,53 @@ from torch import Tensor, nn
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.auxiliary import AuxModel, classifier, require_quality, tensors_sha256
 from gibench.config import PluginSpec, TrainConfig
+from gibench.config_types import (
+    NonEmptyStr, NonNegativeFloat, NonNegativeInt, NoiseStd, NumSamples, PixelValue, PositiveFloat, PositiveInt,
+    Probability, Seed, Weight, plugin_config,
+)
 from gibench.errors import GibenchError
 from gibench.evaluators._artifacts import _atomic_write, batches, save_curves, save_grid
-from gibench.params import check
 from gibench.saliency import input_gradient
 
 #: Bump when a change here changes the weights of the judge for the same identity.
 JUDGE_CODE_VERSION = "1"
 JUDGE_KIND = "gan_test_judge"
-SPACES = ("judge_features", "pixels")
 
 
-@dataclass(frozen=True)
+@plugin_config
 class GANTestConfig:
-    num_samples: int = 1000  # samples drawn, split evenly over the classes (sample i has class i mod K)
-    steps: int = 500  # gradient-ascent steps (reference: 500)
-    step_size: float = 0.1  # η (reference: 0.1)
-    pull: float = 1e-2  # λ, pull toward 0.5 (the reference's wd = 1e-2)
-    init_mean: float = 0.5  # start images ~ N(init_mean, init_std²), clamped to [0, 1]
-    init_std: float = 0.2
-    langevin_temperature: float = 0.0  # T; noise N(0, 2·step_size·T) per step; 0 = none (reference)
-    judge_backbone: str = "gibench_mlp"
+    num_samples: NumSamples = 1000
+    """Samples drawn, split evenly over the classes (sample i has class i mod K)."""
+    steps: NonNegativeInt = 500
+    """Gradient-ascent steps (reference: 500)."""
+    step_size: PositiveFloat = 0.1
+    """η (reference: 0.1)."""
+    pull: Weight = 1e-2
+    """λ, the pull toward 0.5 (the reference's wd = 1e-2)."""
+    init_mean: PixelValue = 0.5
+    """Start images ~ N(init_mean, init_std²), clamped to [0, 1]."""
+    init_std: NoiseStd = 0.2
+    """Std of the start images in pixel units."""
+    langevin_temperature: NonNegativeFloat = 0.0
+    """T: noise N(0, 2·step_size·T) per step; 0 = none (the reference)."""
+    judge_backbone: NonEmptyStr = "gibench_mlp"
+    """Backbone of the judge classifier."""
     judge_backbone_options: dict[str, Any] = field(default_factory=dict)
-    judge_seed: int = 12345
-    judge_epochs: int = 5
-    judge_lr: float = 1e-3
-    judge_batch_size: int = 64
-    judge_min_accuracy: float = 0.85  # the judge's clean test accuracy must reach this
-    diversity_space: str = "judge_features"  # judge_features (penultimate layer) | pixels
-    grid_samples: int = 8  # samples shown per class in the artifact
-
-    def __post_init__(self) -> None:
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        check(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
-        check(self.step_size > 0, f"step_size must be > 0, got {self.step_size}")
-        check(self.pull >= 0, f"pull must be >= 0, got {self.pull}")
-        check(0.0 <= self.init_mean <= 1.0, f"init_mean must lie in [0, 1] (pixel units), got {self.init_mean}")
-        check(self.init_std >= 0, f"init_std must be >= 0, got {self.init_std}")
-        check(self.langevin_temperature >= 0, f"langevin_temperature must be >= 0, got {self.langevin_temperature}")
-        check(bool(self.judge_backbone), "judge_backbone must name a backbone")
-        check(self.judge_epochs >= 1, f"judge_epochs must be >= 1, got {self.judge_epochs}")
-        check(self.judge_lr > 0, f"judge_lr must be > 0, got {self.judge_lr}")
-        check(self.judge_batch_size >= 1, f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
-        check(0.0 <= self.judge_min_accuracy <= 1.0,
-              f"judge_min_accuracy must lie in [0, 1], got {self.judge_min_accuracy}")
-        check(self.diversity_space in SPACES, f"diversity_space must be one of {SPACES}, got {self.diversity_space!r}")
-        check(self.grid_samples >= 1, f"grid_samples must be >= 1, got {self.grid_samples}")
+    """Options of judge_backbone."""
+    judge_seed: Seed = 12345
+    """Seed of the judge's training."""
+    judge_epochs: PositiveInt = 5
+    """Judge training epochs."""
+    judge_lr: PositiveFloat = 1e-3
+    """Judge learning rate."""
+    judge_batch_size: PositiveInt = 64
+    """Judge training batch size."""
+    judge_min_accuracy: Probability = 0.85
+    """The judge's clean test accuracy must reach this."""
+    diversity_space: Literal["judge_features", "pixels"] = "judge_features"
+    """Where sample diversity is measured: judge_features (penultimate layer) or pixels."""
+    grid_samples: PositiveInt = 8
+    """Samples shown per class in the artifact."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -39,46 +39,39 @@ Choices, paper vs public code:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.config_types import (
+    ChannelReduction, IncreasingFractions, Limit, PixelValue, PositiveFloat, plugin_config,
+)
 from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.params import check
 from gibench.saliency import pixel_scores
 
-FILLS = ("image_mean", "constant", "dataset_mean", "blur")
-REDUCTIONS = ("abs_sum", "channel_std")
-AXES = ("log", "linear")
 ORDERS = ("least_salient_first", "most_salient_first")
 DEFAULT_FRACTIONS = tuple(float(f) for f in np.logspace(-2, 0, 25))
 
 
-@dataclass(frozen=True)
+@plugin_config
 class PixelPerturbationConfig:
-    fractions: tuple[float, ...] = DEFAULT_FRACTIONS  # fractions of pixels removed, increasing, in (0, 1]
-    fill: str = "image_mean"  # image_mean (paper) | constant (code: 0.5) | dataset_mean | blur
-    fill_value: float = 0.5  # the value used by fill='constant'
-    blur_sigma: float = 41 / 224  # fill='blur': Gaussian σ as a fraction of the shorter image side
-    pixel_reduction: str = "abs_sum"  # abs_sum | channel_std
-    area_axis: str = "log"  # log: trapezoid over log10(fraction); linear: over the fraction
-    max_images: int = 1000  # the first N test images; 0 = all
-
-    def __post_init__(self) -> None:
-        f = tuple(self.fractions)
-        check(len(f) >= 1, "fractions must hold at least one value")
-        check(all(0.0 < v <= 1.0 for v in f), f"fractions must lie in (0, 1], got {f}")
-        check(all(a < b for a, b in zip(f, f[1:])), f"fractions must be strictly increasing, got {f}")
-        check(self.fill in FILLS, f"fill must be one of {FILLS}, got {self.fill!r}")
-        check(0.0 <= self.fill_value <= 1.0, f"fill_value must lie in [0, 1] (pixel units), got {self.fill_value}")
-        check(self.blur_sigma > 0, f"blur_sigma must be > 0, got {self.blur_sigma}")
-        check(self.pixel_reduction in REDUCTIONS,
-              f"pixel_reduction must be one of {REDUCTIONS}, got {self.pixel_reduction!r}")
-        check(self.area_axis in AXES, f"area_axis must be one of {AXES}, got {self.area_axis!r}")
-        check(self.max_images >= 0, f"max_images must be >= 0, got {self.max_images}")
+    fractions: IncreasingFractions = DEFAULT_FRACTIONS
+    """Fractions of pixels removed (paper: 25 log-spaced from 0.01 to 1)."""
+    fill: Literal["image_mean", "constant", "dataset_mean", "blur"] = "image_mean"
+    """What removed pixels become: image_mean (paper), constant (the code's, 0.5), dataset_mean, blur."""
+    fill_value: PixelValue = 0.5
+    """The value of fill='constant'."""
+    blur_sigma: PositiveFloat = 41 / 224
+    """fill='blur': Gaussian σ as a fraction of the shorter image side."""
+    pixel_reduction: ChannelReduction = "abs_sum"
+    """How the gradient's channels become one score per pixel."""
+    area_axis: Literal["log", "linear"] = "log"
+    """log: trapezoid over log10(fraction); linear: over the fraction."""
+    max_images: Limit = 1000
+    """The first N test images; 0 = all."""
 
 
 def pixels_removed(fraction: float, num_pixels: int) -> int:

@@ -61,46 +61,55 @@ top of the denoiser's one-off training, which is shared by every job, suite and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from gibench.api import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
 from gibench.auxiliary import require_quality, tensors_sha256
+from gibench.config_types import Fraction, Limit, PositiveFloat, PositiveInt, Seed, Sigma, plugin_config
 from gibench.errors import GibenchError
 from gibench.evaluators import _denoiser
 from gibench.evaluators._artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
 from gibench.params import check
 
-SCORES = ("auto", "analytic", "learned")
 LPIPS_FILES = ("alex.pth", "alexnet-owt-7be5be79.pth")  # LPIPS v0.1 linear heads; torchvision's ImageNet AlexNet
 
 ScoreFn = Callable[[Tensor, "Tensor | None"], Tensor]
 
 
-@dataclass(frozen=True)
+@plugin_config
 class ScoreAlignmentConfig:
-    max_images: int = 1000  # the first N test images; 0 = all
-    score: str = "auto"  # auto: analytic where the dataset has ANALYTIC_SCORE, learned otherwise
-    sigma: float = 0.25  # the learned score's noise level, pixel units (the paper's 0.5 in [−1, 1] coordinates)
-    denoiser_width: int = 16  # U-Net block_out_channels = (w, 2w, 2w)
-    denoiser_epochs: int = 5
-    denoiser_lr: float = 2e-3
-    denoiser_batch_size: int = 64
-    denoiser_uncond_prob: float = 0.2  # labels replaced by the null class in training
-    denoiser_max_train: int = 0  # the first N training images; 0 = all
-    denoiser_seed: int = 0
-    min_denoiser_gain: float = 0.2  # floor on the denoiser's gain_over_trivial
-    lpips_weights: str = ""  # a local folder with LPIPS_FILES; empty: no LPIPS metrics
+    max_images: Limit = 1000
+    """The first N test images; 0 = all."""
+    score: Literal["auto", "analytic", "learned"] = "auto"
+    """auto: the analytic score where the dataset has ANALYTIC_SCORE, the learned one otherwise."""
+    sigma: Sigma = 0.25
+    """The learned score's noise level in pixel units (the paper's 0.5 in [−1, 1] coordinates)."""
+    denoiser_width: _denoiser.DenoiserWidth = 16
+    """U-Net block_out_channels = (w, 2w, 2w)."""
+    denoiser_epochs: PositiveInt = 5
+    """Denoiser training epochs."""
+    denoiser_lr: PositiveFloat = 2e-3
+    """Denoiser learning rate."""
+    denoiser_batch_size: PositiveInt = 64
+    """Denoiser training batch size."""
+    denoiser_uncond_prob: Fraction = 0.2
+    """Share of training labels replaced by the null class."""
+    denoiser_max_train: Limit = 0
+    """The first N training images; 0 = all."""
+    denoiser_seed: Seed = 0
+    """Seed of the denoiser's training."""
+    min_denoiser_gain: Annotated[float, Field(lt=1)] = 0.2
+    """Floor on the denoiser's gain_over_trivial (1 would be a perfect denoiser)."""
+    lpips_weights: str = ""
+    """A local folder holding LPIPS_FILES; empty: no LPIPS metrics."""
 
     def __post_init__(self) -> None:
-        check(self.max_images >= 0, f"max_images must be >= 0, got {self.max_images}")
-        check(self.score in SCORES, f"score must be one of {SCORES}, got {self.score!r}")
-        check(self.min_denoiser_gain < 1.0, f"min_denoiser_gain must be < 1, got {self.min_denoiser_gain}")
-        self.denoiser_training()  # validates the denoiser options
         if self.lpips_weights:
             folder = Path(self.lpips_weights).expanduser()
             missing = [name for name in LPIPS_FILES if not (folder / name).is_file()]

@@ -23,9 +23,16 @@ if TYPE_CHECKING:
     from gibench.auxiliary import AuxiliaryModels
     from gibench.jobs import Job
 
+__all__ = [
+    "ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "AuxCache", "Curve", "Dataset", "DatasetBundle", "EmptyConfig",
+    "EvalContext", "EvalResult", "Evaluator", "Metric", "Plugin", "Regularizer", "Split", "TrainingLoss",
+]
+
 # Dataset capabilities an evaluator may require (DatasetBundle.capabilities).
 SIGNAL_MASK = "signal_mask"  # test split extras["signal_mask"]: (N, 1, H, W) bool, True where the label signal lives
 ANALYTIC_SCORE = "analytic_score"  # bundle.extras["score"]: callable (x, y | None) -> grad_x log p(x | y) or log p(x)
+#: Every capability a dataset can offer; an evaluator's ``requires`` may name only these (checked when it loads).
+CAPABILITIES: frozenset[str] = frozenset({SIGNAL_MASK, ANALYTIC_SCORE})
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,30 @@ class Regularizer(Plugin):
     amp_safe: ClassVar[bool] = False
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
+        """The full training loss of one batch: cross-entropy plus this regularizer's penalty.
+
+        Args:
+            model: the classifier, in train mode, on the batch's device. It may be called as often as the method
+                needs (noisy copies, attack steps); every module's train/eval flag must be as it arrived on return.
+            x: the images, float (N, C, H, W) in [0, 1] pixel units.
+            y: the labels, int64 (N,).
+
+        Returns:
+            A :class:`TrainingLoss`: ``total`` is a finite 0-dim tensor whose graph reaches the model's parameters
+            (the trainer calls ``total.backward()``); ``parts`` are detached 0-dim tensors to log, left on the device
+            (never ``.item()`` inside a step: it synchronizes with the host and stalls a GPU).
+
+        Example:
+            >>> import torch.nn.functional as F
+            >>> from gibench import Regularizer, TrainingLoss, logits_and_input_gradient
+            >>> class GradientL1(Regularizer):
+            ...     def training_loss(self, model, x, y):
+            ...         logits, grad = logits_and_input_gradient(model, x, y, create_graph=True)
+            ...         ce = F.cross_entropy(logits, y)
+            ...         penalty = grad.abs().flatten(1).sum(1).mean()
+            ...         return TrainingLoss(ce + self.config.weight * penalty,
+            ...                             {"cross_entropy": ce.detach(), "gradient_l1": penalty.detach()})
+        """
         raise NotImplementedError
 
 
@@ -153,6 +184,29 @@ class Dataset(Plugin):
     """A dataset factory. ``load`` must not touch the network unless ``download`` is True."""
 
     def load(self, data_root: Path, download: bool = False) -> DatasetBundle:
+        """Load (or generate) the dataset.
+
+        Args:
+            data_root: the folder holding datasets on disk (``--data-root``; the user cache folder by default).
+                Generated datasets may ignore it.
+            download: whether the network may be used to fetch missing files. Without it a missing dataset is a
+                :class:`gibench.errors.DataError` that says where the files are expected and how to get them.
+
+        Returns:
+            A :class:`DatasetBundle` with both splits in memory (build it with :func:`gibench.make_bundle`, which
+            checks shapes, ranges and that every declared capability is backed).
+
+        Example:
+            >>> import torch
+            >>> from gibench import Dataset, make_bundle
+            >>> class Noise(Dataset):
+            ...     def load(self, data_root, download=False):
+            ...         g = torch.Generator().manual_seed(0)
+            ...         x, y = torch.rand(40, 1, 8, 8, generator=g), torch.arange(40) % 2
+            ...         return make_bundle("noise", x[:30], y[:30], x[30:], y[30:], num_classes=2)
+            >>> Noise().load(data_root=None).num_classes
+            2
+        """
         raise NotImplementedError
 
 
@@ -196,6 +250,20 @@ class AuxCache:
         self._items: dict[str, Any] = {}
 
     def get_or_create(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The object cached under ``key``, made by ``factory()`` on first use.
+
+        Args:
+            key: names the object; include everything that determines it (dataset, options).
+            factory: builds the object; called at most once per key and cache.
+
+        Returns:
+            The cached object.
+
+        Example:
+            >>> cache = AuxCache()
+            >>> cache.get_or_create("table", lambda: [1, 2]) is cache.get_or_create("table", lambda: [3])
+            True
+        """
         if key not in self._items:
             self._items[key] = factory()
         return self._items[key]
@@ -215,6 +283,21 @@ class EvalContext:
     reruns. ``job`` is the job being evaluated (its dataset, backbone, regularizer, seed, train config and hash), or
     None when an evaluator runs outside a suite; evaluators that retrain "the job's backbone with the job's train
     config" read it from here.
+
+    The runner builds the context; tests and notebooks use :func:`gibench.testing.make_eval_context`. Evaluators
+    read the evaluated images with :func:`gibench.eval_subset`, chunk them with :func:`gibench.batches` (the
+    results must not depend on ``batch_size``) and write artifacts with :func:`gibench.save_grid` /
+    :func:`gibench.save_curves`, which take the context and write atomically into ``artifact_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> from gibench import batches, eval_subset
+        >>> from gibench.testing import make_eval_context, tiny_bundle, tiny_model
+        >>> bundle = tiny_bundle()
+        >>> ctx = make_eval_context(tiny_model(bundle), bundle, tempfile.mkdtemp(), batch_size=16)
+        >>> x, y, extras = eval_subset(ctx, max_images=40)
+        >>> [len(y[sl]) for sl in batches(len(y), ctx.batch_size)], sorted(extras)
+        ([16, 16, 8], ['signal_mask'])
     """
 
     model: nn.Module
@@ -249,8 +332,34 @@ class Evaluator(Plugin):
     judges_saliency: ClassVar[bool] = True
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
+        """Score ``ctx.model``.
+
+        Args:
+            ctx: the :class:`EvalContext`: the model (eval mode, on ``ctx.device``), the dataset bundle (it has every
+                capability in ``requires``), the saliency function to explain with, a seed for any randomness, the
+                artifact folder, the evaluation batch size and the auxiliary-model store.
+
+        Returns:
+            An :class:`EvalResult` whose ``scalars`` hold exactly the declared ``metrics`` (plain floats),
+            ``curves`` any (x, y) series, and ``artifacts`` file names written inside ``ctx.artifact_dir``
+            (:func:`gibench.save_grid`, :func:`gibench.save_curves` write them atomically).
+
+        Example:
+            >>> import torch
+            >>> from gibench import EvalResult, Evaluator, Metric, batches, eval_subset, pixel_scores
+            >>> class MaxSaliency(Evaluator):
+            ...     metrics = (Metric("peak_share", False, "share of saliency in the top pixel", headline=True),)
+            ...     def evaluate(self, ctx):
+            ...         x, y, _ = eval_subset(ctx, max_images=100)
+            ...         shares = []
+            ...         for sl in batches(len(y), ctx.batch_size):
+            ...             s = pixel_scores(ctx.saliency(ctx.model, x[sl].to(ctx.device), y[sl].to(ctx.device)))
+            ...             shares.append(s.flatten(1).amax(1) / s.flatten(1).sum(1).clamp_min(1e-12))
+            ...         return EvalResult({"peak_share": float(torch.cat(shares).mean())})
+        """
         raise NotImplementedError
 
     @classmethod
     def headline(cls) -> Metric:
+        """The one metric declared with ``headline=True`` (the registry refuses a plugin without exactly one)."""
         return next(m for m in cls.metrics if m.headline)

@@ -28,6 +28,11 @@ that depend on them.
 
 from __future__ import annotations
 
+__all__ = [
+    "AUX_CODE_VERSION", "AuxModel", "AuxiliaryModels", "Quality", "classifier", "require_quality", "tensors_sha256",
+    "test_accuracy",
+]
+
 import datetime as dt
 import hashlib
 import shutil

@@ -1,6 +1,6 @@
 """The ``gibench`` command line.
 
-    gibench list {regularizers,evaluators,datasets,backbones,suites}
+    gibench list {regularizers,evaluators,datasets,backbones,suites} [--verbose]
     gibench run --suite NAME|PATH [--runs-dir DIR] [--data-root DIR] [--download] [--device cpu|cuda] [--dry-run]
                 [--retry-failed] [--eval-batch-size N] [--executor local|ray] [--address ADDR] [--gpus-per-job F]
                 [--check] [--estimate]
@@ -19,13 +19,19 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from gibench.errors import GibenchError
+
+if TYPE_CHECKING:
+    from gibench.params import ParamInfo
+    from gibench.registry import PluginInfo, Registry
 
 DEFAULT_RUNS_DIR = Path("runs")
 _USER_FS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EEXIST}
@@ -64,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list installed plugins, backbones or shipped suites")
     p.add_argument("kind", choices=["regularizers", "evaluators", "datasets", "backbones", "suites"])
     p.add_argument("--pattern", default=None, help="for backbones: a timm wildcard, e.g. 'resnet*'")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="for plugins: also each one's description (the first paragraph of its docstring)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("run", help="train and evaluate every job of a suite (resumable)")
@@ -150,15 +158,83 @@ def cmd_list(args: argparse.Namespace) -> int:
     from gibench import registry
 
     reg = getattr(registry, args.kind)
-    table = Table("name", "distribution", "version", "status", title=f"{args.kind} ({reg.group})")
-    failed = 0
-    for info in reg.infos():
-        status = "[green]ok[/]" if info.error is None else f"[red]error[/]: {escape(info.error.strip())}"
-        failed += info.error is not None
-        dists = " + ".join(f"{s.distribution}" for s in info.sources)
-        table.add_row(info.name, dists, info.version, status)
-    stdout.print(table)
-    return 1 if failed else 0
+    infos = reg.infos()
+    stdout.print(f"[bold]{args.kind}[/] (entry points {reg.group}): {len(infos)} installed")
+    for info in infos:
+        _print_plugin(reg, info, args.verbose)
+    return 1 if any(info.error is not None for info in infos) else 0
+
+
+def _print_plugin(reg: Registry, info: PluginInfo, verbose: bool) -> None:
+    """One plugin: a line with name, distribution, version and status, then its parameters (or why it failed)."""
+    dists = " + ".join(s.distribution for s in info.sources)
+    status = "[green]ok[/]" if info.error is None else "[red]error[/]"
+    stdout.print(f"\n[bold cyan]{escape(info.name)}[/]  {escape(dists)} {escape(info.version)}  {status}")
+    if info.error is not None:
+        for line in info.error.strip().splitlines():  # a traceback: kept as it is, not re-wrapped
+            stdout.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+        return
+    cls = reg.get(info.name)
+    if verbose and (summary := plugin_summary(cls)):
+        _print_wrapped(summary, indent=2, hanging=2)
+    from gibench.params import describe_config
+
+    try:
+        params = describe_config(cls.Config)
+    except Exception as exc:  # e.g. an annotation naming a type its module does not import
+        stdout.print(f"  [red]its Config's parameters cannot be read[/]: {escape(type(exc).__name__)}: "
+                     f"{escape(str(exc))}", highlight=False)
+        return
+    if not params:
+        stdout.print("  (no parameters)")
+    for param in params:
+        allowed = f"  allowed: {param.range}" if param.range else ""
+        _print_wrapped(f"{param.name}: {param.type} = {default_text(param)}{allowed}", indent=2, hanging=4,
+                       bold=param.name)
+        if param.help:
+            _print_wrapped(param.help, indent=6, hanging=6)
+
+
+def _print_wrapped(text: str, indent: int, hanging: int, bold: str = "") -> None:
+    """``text`` wrapped at the console's width with ``indent`` spaces (``hanging`` on continuation lines);
+    ``bold`` is a prefix of the first line to emphasize."""
+    lines = textwrap.wrap(text, width=max(stdout.width, 40), initial_indent=" " * indent,
+                          subsequent_indent=" " * hanging, break_on_hyphens=False)
+    for i, line in enumerate(lines):
+        if i == 0 and bold and line[indent:].startswith(bold):
+            markup = f"{line[:indent]}[bold]{escape(bold)}[/]{escape(line[indent + len(bold):])}"
+        else:
+            markup = escape(line)
+        stdout.print(markup, soft_wrap=True, highlight=False)
+
+
+def default_text(param: ParamInfo) -> str:
+    """A parameter's default as the user would write it; long sequences shortened."""
+    if param.required:
+        return "(required)"
+    value = param.default
+    if isinstance(value, (tuple, list)):
+        items = [_scalar_text(v) for v in value]
+        shown = items if len(items) <= 4 else [*items[:3], f"… {len(items)} values"]
+        return f"({', '.join(shown)})" if isinstance(value, tuple) else f"[{', '.join(shown)}]"
+    return _scalar_text(value)
+
+
+def _scalar_text(value: object) -> str:
+    if isinstance(value, float):
+        return repr(value) if len(repr(value)) <= 8 else f"{value:g}"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def plugin_summary(cls: type) -> str:
+    """The first paragraph of a plugin class's own docstring (else its module's), on one line; '' if neither."""
+    import inspect
+
+    doc = cls.__dict__.get("__doc__") or getattr(sys.modules.get(cls.__module__), "__doc__", None) or ""
+    first = inspect.cleandoc(doc).split("\n\n", 1)[0]
+    return " ".join(first.split())
 
 
 def _list_suites() -> int:

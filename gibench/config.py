@@ -13,6 +13,11 @@ Every error names the file, the place (``regularizers[1].gradient_norm.weight``)
 
 from __future__ import annotations
 
+__all__ = [
+    "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS", "TrainConfig", "expand_grid", "load_suite",
+    "parse_suite", "resolve_suite_path", "shipped_suites",
+]
+
 import dataclasses
 import importlib.resources
 import itertools

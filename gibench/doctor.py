@@ -23,6 +23,10 @@ trainings need ``--retry-failed``).
 
 from __future__ import annotations
 
+__all__ = [
+    "KINDS", "Problem", "TEMPORARY_GRACE_S", "doctor",
+]
+
 import time
 from dataclasses import dataclass
 from pathlib import Path

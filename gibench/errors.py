@@ -7,6 +7,11 @@ exits non-zero. Programming errors inside gibench stay ordinary exceptions.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError", "DataError", "GibenchError", "PluginLoadError", "SubmissionError", "TrainingError",
+    "UnknownPluginError",
+]
+
 
 class GibenchError(Exception):
     """Base class of every user-facing gibench error."""

@@ -52,6 +52,8 @@ schedule, milestones, gamma, momentum, weight decay, log interval). A damaged ca
 
 from __future__ import annotations
 
+__all__ = ["Calibration", "CalibrationCache", "SuiteEstimate", "default_cache_path", "estimate_suite", "plan_suite"]
+
 import dataclasses
 import functools
 import hashlib

@@ -21,6 +21,12 @@ detection, quarantine, locked read-modify-write and work claims.
 
 from __future__ import annotations
 
+__all__ = [
+    "Claim", "DamagedFileError", "Owner", "QUARANTINE", "TMP_PREFIX", "atomic_folder", "atomic_write_bytes",
+    "atomic_write_json", "atomic_write_with", "canonical_hash", "canonical_json", "claimed", "file_sha256",
+    "locked_update", "pid_alive", "quarantine", "read_json", "remove_temporaries", "this_host",
+]
+
 import datetime as dt
 import hashlib
 import json

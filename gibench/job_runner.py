@@ -22,6 +22,10 @@ stored one (for example after ``--retry-failed`` retrained a job).
 
 from __future__ import annotations
 
+__all__ = [
+    "EvaluationReport", "JOB_STATES", "JobReport", "JobRunner", "now", "training_oom_message",
+]
+
 import datetime as dt
 import time
 import traceback

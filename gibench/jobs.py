@@ -11,6 +11,10 @@ reusing a job in another suite never retrains.
 
 from __future__ import annotations
 
+__all__ = [
+    "Job", "TRAINING_CODE_VERSION", "expand", "job_record", "plugin_source",
+]
+
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any

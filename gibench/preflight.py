@@ -21,6 +21,10 @@ Findings name the jobs they concern (by hash), so ``gibench run --dry-run`` show
 
 from __future__ import annotations
 
+__all__ = [
+    "Finding", "PreflightError", "PreflightReport", "is_error", "preflight",
+]
+
 import dataclasses
 import os
 import shlex

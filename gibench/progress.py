@@ -7,6 +7,10 @@ Warnings (damaged files moved aside, preflight warnings) print as they come.
 
 from __future__ import annotations
 
+__all__ = [
+    "RichProgress", "job_line",
+]
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -18,6 +18,10 @@ Choices:
 
 from __future__ import annotations
 
+__all__ = [
+    "cpu_model", "device_name", "environment_info", "git_state", "suite_hash",
+]
+
 import importlib.metadata as md
 import platform
 import subprocess

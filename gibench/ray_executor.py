@@ -49,6 +49,12 @@ Ray is optional: importing gibench never imports Ray; :func:`run_jobs` imports i
 
 from __future__ import annotations
 
+__all__ = [
+    "ForwardingObserver", "INSTALL_HINT", "MARKER_PREFIX", "Marker", "POLL_INTERVAL_S", "STEP_EVENT_INTERVAL_S",
+    "check_marker", "check_nodes_see_runs_dir", "import_ray", "ray_session", "resolve_gpus_per_job", "run_jobs",
+    "task_device", "visibility_marker",
+]
+
 import dataclasses
 import math
 import os

@@ -16,6 +16,11 @@ a result is kept only when the new checkpoint is byte-identical, see :mod:`giben
 
 from __future__ import annotations
 
+__all__ = [
+    "JobLabels", "JobRecord", "Manifest", "PluginSource", "Record", "ResultRecord", "RunEntry", "TrainStatus",
+    "load",
+]
+
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cache

@@ -9,22 +9,33 @@ One :class:`Registry` per group (``gibench.regularizers``, ``gibench.evaluators`
 * a name claimed by two different targets is an error naming both distributions, raised when the name is used;
 * a plugin that fails to import raises :class:`PluginLoadError` with its traceback when used, and is listed with that
   error by ``gibench list``, without breaking any other plugin;
+* a plugin class whose declarations are wrong is reported the same way, with the reasons instead of a traceback
+  (:func:`declaration_problems`: a dataclass ``Config``; for evaluators exactly one headline metric, unique metric
+  names and ``requires`` naming known capabilities; for regularizers ``zero_strength`` keys that are Config fields),
+  so that a broken plugin fails when it loads, not hours into a run;
 * ``GIBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` keeps only the built-ins;
 * unknown names get a "did you mean".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import os
 import traceback
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gibench.api import Dataset, Evaluator, Plugin, Regularizer
+from gibench.api import CAPABILITIES, Dataset, Evaluator, Metric, Plugin, Regularizer
 from gibench.errors import PluginLoadError, UnknownPluginError
 from gibench.params import build_config, did_you_mean
+
+__all__ = [
+    "AUTOLOAD_ENV", "BUILTIN_DISTRIBUTION", "PluginInfo", "PluginSource", "Registry", "datasets",
+    "declaration_problems", "evaluators", "regularizers",
+]
 
 T = TypeVar("T", bound=Plugin)
 
@@ -59,6 +70,72 @@ class PluginInfo:
         return self.sources[0].version
 
 
+def declaration_problems(cls: type[Plugin]) -> list[str]:
+    """What is wrong with a plugin class's declarations (empty when nothing is); one sentence with its fix each.
+
+    Checked for every plugin: ``Config`` is a dataclass (standard or pydantic) and ``version`` a non-empty string.
+    Evaluators: ``metrics`` is a non-empty sequence of :class:`gibench.Metric` with unique names and exactly one
+    ``headline``; ``requires`` names only :data:`gibench.CAPABILITIES`. Regularizers: every ``zero_strength`` key is
+    a field of ``Config`` (``zero_strength = None`` declares that no setting turns the regularizer into ``erm``).
+    """
+    problems = _config_problems(cls)
+    if issubclass(cls, Evaluator):
+        problems += _metric_problems(cls.metrics) + _requires_problems(cls.requires)
+    if issubclass(cls, Regularizer) and not problems:  # zero_strength is checked against a valid Config only
+        problems += _zero_strength_problems(cls)
+    return problems
+
+
+def _config_problems(cls: type[Plugin]) -> list[str]:
+    problems = []
+    config = cls.Config
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        problems.append(f"its Config ({getattr(config, '__qualname__', config)!r}) is not a dataclass; declare it "
+                        "with @dataclasses.dataclass(frozen=True) or @pydantic.dataclasses.dataclass(frozen=True)")
+    if not (isinstance(cls.version, str) and cls.version):
+        problems.append(f"its version must be a non-empty string (bump it when its numbers change), got "
+                        f"{cls.version!r}")
+    return problems
+
+
+def _metric_problems(metrics: Any) -> list[str]:
+    if not isinstance(metrics, (tuple, list)) or not all(isinstance(m, Metric) for m in metrics):
+        return [f"its metrics must be a tuple of gibench.Metric, got {metrics!r}"]
+    problems = []
+    headlines = [m.name for m in metrics if m.headline]
+    if not headlines:
+        problems.append("it declares no headline metric; mark exactly one Metric with headline=True" if metrics else
+                        "it declares no metrics; list what evaluate() returns as Metric(...) with one headline=True")
+    elif len(headlines) > 1:
+        problems.append(f"it declares {len(headlines)} headline metrics ({', '.join(map(repr, headlines))}); "
+                        "exactly one Metric may have headline=True")
+    duplicates = sorted(name for name, count in Counter(m.name for m in metrics).items() if count > 1)
+    if duplicates:
+        problems.append(f"it declares the metric name(s) {', '.join(map(repr, duplicates))} more than once; "
+                        "metric names must be unique")
+    return problems
+
+
+def _requires_problems(requires: Any) -> list[str]:
+    if isinstance(requires, str) or not isinstance(requires, Iterable):
+        return [f"its requires must be a frozenset of capability names, got {requires!r}"]
+    known = sorted(CAPABILITIES)
+    return [f"it requires the unknown capability {cap!r}.{did_you_mean(str(cap), known)} Known capabilities: "
+            f"{', '.join(known)} (gibench.CAPABILITIES)" for cap in sorted(map(str, requires)) if cap not in known]
+
+
+def _zero_strength_problems(cls: type[Regularizer]) -> list[str]:
+    declared = cls.zero_strength
+    if declared is None:
+        return []
+    if not isinstance(declared, Mapping):
+        return [f"its zero_strength must be a mapping of Config fields to values, or None, got {declared!r}"]
+    fields = [f.name for f in dataclasses.fields(cls.Config)]
+    return [f"its zero_strength names {key!r}, which its Config lacks.{did_you_mean(str(key), fields)} Config "
+            f"fields: {', '.join(fields) or '(none)'}. Name the parameters that turn it into erm, or declare "
+            "zero_strength = None if no setting does" for key in declared if key not in fields]
+
+
 def _entry_point_source(ep: md.EntryPoint) -> PluginSource:
     dist = getattr(ep, "dist", None)
     dist_name = dist.metadata["Name"] if dist is not None else "<unknown>"
@@ -86,6 +163,7 @@ class Registry(Generic[T]):
         self._sources: dict[str, list[tuple[Any, PluginSource]]] | None = None
         self._loaded: dict[str, type[T]] = {}
         self._errors: dict[str, str] = {}
+        self._shadowed: dict[str, list[tuple[Any, PluginSource]] | None] = {}  # what register() replaced
 
     # -- discovery ---------------------------------------------------------------------------------------------------
 
@@ -112,8 +190,23 @@ class Registry(Generic[T]):
         target = f"{cls.__module__}:{cls.__qualname__}"
         if name in sources and all(s.target != target for _, s in sources[name]):
             raise PluginLoadError(f"{self.kind} {name!r} is already provided by {self._describe(sources[name])}.")
+        self._shadowed.setdefault(name, sources.get(name))
         sources[name] = [(cls, PluginSource(name, target, distribution, version))]
         self._loaded.pop(name, None)
+        self._errors.pop(name, None)
+
+    def unregister(self, name: str) -> None:
+        """Undo :meth:`register`: the name is again what the entry points provide, or unknown."""
+        if name not in self._shadowed:
+            raise KeyError(f"{self.kind} {name!r} was not registered in-process")
+        previous = self._shadowed.pop(name)
+        sources = self._discover()
+        if previous is None:
+            sources.pop(name, None)
+        else:
+            sources[name] = previous
+        self._loaded.pop(name, None)
+        self._errors.pop(name, None)
 
     def names(self) -> list[str]:
         return sorted(self._discover())
@@ -151,6 +244,13 @@ class Registry(Generic[T]):
             raise PluginLoadError(
                 f"{self.kind} {name!r} ({source.target}, from {source.distribution}) is not a subclass of "
                 f"gibench.{self.base.__name__}."
+            )
+        problems = declaration_problems(cls)
+        if problems:
+            self._errors[name] = "; ".join(problems)
+            raise PluginLoadError(
+                f"{self.kind} {name!r} from {source.distribution} {source.version} ({source.target}) is declared "
+                f"wrongly: {self._errors[name]}. Fix the class and re-install the plugin."
             )
         cls.name = name
         self._loaded[name] = cls

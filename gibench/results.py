@@ -17,6 +17,12 @@ evaluator version and options); seeds aggregate only within a row, into a mean w
 
 from __future__ import annotations
 
+__all__ = [
+    "BASELINE", "COLUMNS", "FailedJob", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "ROW_KEYS", "TABLE_KEYS", "TRAINING",
+    "add_ranks", "agreement_table", "auxiliary_table", "collect_results", "complete", "evaluations_of", "failed_jobs",
+    "metric_label", "mixed_versions", "sanity_table", "summarize", "train_columns",
+]
+
 import json
 import math
 from collections.abc import Callable, Sequence

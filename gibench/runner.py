@@ -65,6 +65,11 @@ from gibench.params import jsonable
 from gibench.records import RunEntry
 from gibench.store import RunStore
 
+__all__ = [
+    "EXECUTORS", "EvaluationReport", "JobReport", "RunObserver", "RunOptions", "RunSummary", "check_device",
+    "load_bundle", "resolve_device", "run_job", "run_suite",
+]
+
 EXECUTORS = ("local", "ray")
 
 
@@ -135,6 +140,14 @@ class RunObserver:
 
 @dataclass
 class RunSummary:
+    """What :func:`run_suite` returns: one :class:`JobReport` per job of the suite, in the suite's order.
+
+    ``warnings`` are the run's warnings (damaged files moved aside, capability mismatches); ``dry_run`` marks the
+    reports of a dry run (states planned / cached / failed / invalid, nothing written). ``ok`` is True when no
+    training and no evaluation failed; ``failures()`` lists them, one line each; ``count(state)`` counts the jobs in a
+    state (trained, cached, failed, busy, planned, invalid).
+    """
+
     runs_dir: Path
     suite: Suite
     jobs: list[JobReport]

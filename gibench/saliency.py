@@ -7,6 +7,11 @@ model mixes them, e.g. BatchNorm in train mode; at explanation time models are i
 
 from __future__ import annotations
 
+__all__ = [
+    "PixelReduction", "input_gradient", "label_logit", "leaf_logits_and_input_gradient",
+    "logits_and_input_gradient", "pixel_scores",
+]
+
 from typing import Literal
 
 import torch

@@ -22,6 +22,10 @@ interval).
 
 from __future__ import annotations
 
+__all__ = [
+    "CONFIDENCE", "Interval", "RankRange", "difference_interval", "mean_interval", "rank_ranges", "t_quantile",
+]
+
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass

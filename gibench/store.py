@@ -26,6 +26,10 @@ report it (``warn`` callback, and :attr:`RunStore.warnings`) with the file's pat
 
 from __future__ import annotations
 
+__all__ = [
+    "CHECKPOINT", "DamagedStoreWarning", "JobFolder", "RunStore", "result_key", "state_dict_bytes",
+]
+
 import io
 import json
 import os

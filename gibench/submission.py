@@ -27,6 +27,14 @@ Choices:
 
 from __future__ import annotations
 
+__all__ = [
+    "Environment", "ID_PATTERN", "LoadedSubmission", "MANIFEST_FILE", "PluginRecord", "Provenance", "RESULTS_FILE",
+    "RESULT_COLUMNS", "ResultsFile", "RunRecord", "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "Submission",
+    "SubmissionMetadata", "SubmissionScan", "SuiteRecord", "build_submission", "load_submission",
+    "load_submissions", "package_results", "scan_submissions", "slugify", "submission_json_schema",
+    "validate_submission", "write_json_schema",
+]
+
 import hashlib
 import io
 import json

@@ -36,6 +36,11 @@ crop_flip}`` (the rate is multiplied by ``gamma`` = 0.1 after 100 and after 150 
 
 from __future__ import annotations
 
+__all__ = [
+    "StepCallback", "TrainOutcome", "TrainingOutOfMemory", "build_optimizer", "build_schedule", "fit",
+    "smooth_activation_warning",
+]
+
 import math
 import time
 import warnings

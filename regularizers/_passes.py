@@ -25,18 +25,18 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from gibench.config_types import BNMode
 from gibench.params import check
 
-BNMode = Literal["train", "batch", "eval"]
-BN_MODES: tuple[str, ...] = ("train", "batch", "eval")
+BN_MODES: tuple[str, ...] = typing.get_args(BNMode)
 
 
 def check_bn_mode(value: str, field: str = "noisy_bn") -> None:

@@ -24,33 +24,30 @@ a plain step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import BNMode, NumSamples, PositiveFloat, Sigma, Weight, plugin_config
 from gibench.regularizers._hessian import taylor_trace
-from gibench.regularizers._passes import BNMode, check_bn_mode, full_precision
+from gibench.regularizers._passes import full_precision
 from gibench.saliency import label_logit
 
 
-@dataclass(frozen=True)
+@plugin_config
 class AntiScoreMatchingConfig:
-    weight: float = 1e-4  # λ (paper; the public scripts use 1e-5)
-    sigma: float = 0.001  # std of the Taylor noise, pixel units
-    clamp: float = 1000.0  # τ: h above it gets no gradient (paper; code 1e4)
-    num_samples: int = 1  # noise draws per step
-    noisy_bn: BNMode = "train"  # BatchNorm mode of the noisy pass: train (reference) | batch | eval
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-        check(self.sigma > 0, f"sigma must be > 0 (the estimate divides by sigma²), got {self.sigma}")
-        check(self.clamp > 0, f"clamp must be > 0, got {self.clamp}")
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        check_bn_mode(self.noisy_bn)
+    weight: Weight = 1e-4
+    """λ on the anti-score-matching penalty (paper; the public scripts use 1e-5)."""
+    sigma: Sigma = 0.001
+    """Std of the Taylor noise in pixel units; the estimate divides by σ²."""
+    clamp: PositiveFloat = 1000.0
+    """τ: h above it gets no gradient (paper; the code uses 1e4)."""
+    num_samples: NumSamples = 1
+    """Noise draws per step."""
+    noisy_bn: BNMode = "train"
+    """BatchNorm mode of the noisy pass (train: the reference's)."""
 
 
 class AntiScoreMatching(Regularizer):

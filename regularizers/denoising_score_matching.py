@@ -28,7 +28,6 @@ training backward through those double-backward graphs (about the gradient-norm 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -36,24 +35,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
 from gibench.regularizers._hessian import squared_norm
-from gibench.regularizers._passes import BNMode, check_bn_mode, extra_pass_bn, full_precision
+from gibench.regularizers._passes import extra_pass_bn, full_precision
 from gibench.saliency import logits_and_input_gradient
 
 
-@dataclass(frozen=True)
+@plugin_config
 class DenoisingScoreMatchingConfig:
-    weight: float = 1e-3  # λ, on the score_matching scale
-    sigma: float = 0.01  # std of the denoising noise, pixel units
-    num_samples: int = 1  # noise draws per step
-    noisy_bn: BNMode = "train"  # BatchNorm mode of the noisy pass: train (reference) | batch | eval
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-        check(self.sigma > 0, f"sigma must be > 0 (the target divides by sigma), got {self.sigma}")
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        check_bn_mode(self.noisy_bn)
+    weight: Weight = 1e-3
+    """λ, on the score_matching scale."""
+    sigma: Sigma = 0.01
+    """Std of the denoising noise in pixel units; the target divides by σ."""
+    num_samples: NumSamples = 1
+    """Noise draws per step."""
+    noisy_bn: BNMode = "train"
+    """BatchNorm mode of the noisy pass (train: the reference's)."""
 
 
 class DenoisingScoreMatching(Regularizer):

@@ -31,7 +31,6 @@ double-backward graph: the same as :mod:`gradient_norm`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -39,23 +38,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import NonNegativeFloat, PositiveInt, Seed, Weight, plugin_config
 from gibench.regularizers._hessian import squared_norm
 from gibench.saliency import logits_and_input_gradient
 
 
-@dataclass(frozen=True)
+@plugin_config
 class FooledConfig:
-    weight: float = 0.1  # λ
-    target_scale: float = 0.3  # root-mean-square of the target map T per coordinate
-    grid: int = 4  # coarse grid of the random field (per side); smaller = smoother T
-    seed: int = 0  # seed of the target map
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-        check(self.target_scale >= 0, f"target_scale must be >= 0, got {self.target_scale}")
-        check(self.grid >= 1, f"grid must be >= 1, got {self.grid}")
-        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+    weight: Weight = 0.1
+    """λ on the distance to the target map."""
+    target_scale: NonNegativeFloat = 0.3
+    """Root-mean-square of the target map T per coordinate."""
+    grid: PositiveInt = 4
+    """Side of the coarse grid of the random field; smaller = smoother T."""
+    seed: Seed = 0
+    """Seed of the target map."""
 
 
 def target_map(shape: tuple[int, ...], seed: int, grid: int, scale: float) -> Tensor:

@@ -20,7 +20,6 @@ Cost per step: ``num_samples`` forwards and one backward, the same as a plain st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -28,18 +27,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import NoiseStd, NumSamples, plugin_config
 
 
-@dataclass(frozen=True)
+@plugin_config
 class GaussianNoiseConfig:
-    sigma: float = 0.25  # noise std, pixel units
-    num_samples: int = 1  # noisy copies per step (loss averaged)
-    clip: bool = False  # clip x + δ to [0, 1]
-
-    def __post_init__(self) -> None:
-        check(self.sigma >= 0, f"sigma must be >= 0, got {self.sigma}")
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
+    sigma: NoiseStd = 0.25
+    """Noise std in pixel units; 0 trains on the clean batch (erm)."""
+    num_samples: NumSamples = 1
+    """Noisy copies per step (their losses averaged)."""
+    clip: bool = False
+    """Clip x + δ to [0, 1]."""
 
 
 class GaussianNoise(Regularizer):

@@ -14,22 +14,18 @@ gradient with ``create_graph=True``, and one double backward through it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import Weight, plugin_config
 from gibench.saliency import logits_and_input_gradient
 
 
-@dataclass(frozen=True)
+@plugin_config
 class GradientNormConfig:
-    weight: float = 1e-3  # λ, the weight of the penalty
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
+    weight: Weight = 1e-3
+    """λ, the weight of the penalty (paper: 1e-3)."""
 
 
 class GradientNorm(Regularizer):

@@ -19,7 +19,6 @@ Cost per step: 1 + ``num_samples`` forwards and one backward through all of them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -27,23 +26,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import BNMode, NoiseStd, NumSamples, Weight, plugin_config
 from gibench.regularizers._hessian import squared_norm
-from gibench.regularizers._passes import BNMode, check_bn_mode, extra_pass_bn
+from gibench.regularizers._passes import extra_pass_bn
 
 
-@dataclass(frozen=True)
+@plugin_config
 class NoiseConsistencyConfig:
-    weight: float = 1.0  # λ (PAGs "c")
-    sigma: float = 0.1  # noise std, pixel units (PAGs sweep 0.1; code default 0.01)
-    num_samples: int = 1  # noise draws per step
-    noisy_bn: BNMode = "train"  # BatchNorm mode of the noisy pass: train (reference) | batch | eval
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-        check(self.sigma >= 0, f"sigma must be >= 0, got {self.sigma}")
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        check_bn_mode(self.noisy_bn)
+    weight: Weight = 1.0
+    """λ on the consistency penalty (PAGs' "c")."""
+    sigma: NoiseStd = 0.1
+    """Noise std in pixel units (PAGs sweep 0.1; their code's default is 0.01)."""
+    num_samples: NumSamples = 1
+    """Noise draws per step."""
+    noisy_bn: BNMode = "train"
+    """BatchNorm mode of the noisy pass (train: the reference's)."""
 
 
 class NoiseConsistency(Regularizer):

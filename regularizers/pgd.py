@@ -38,7 +38,6 @@ docs/benchmarks.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -46,27 +45,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import NonNegativeFloat, PositiveInt, plugin_config
 from gibench.regularizers._passes import batch_view, module_modes, per_sample_norm
 
-NORMS: tuple[str, ...] = ("l2", "linf")
 
-
-@dataclass(frozen=True)
+@plugin_config
 class PGDConfig:
-    epsilon: float = 1.0  # radius of the per-sample ball, pixel units
-    steps: int = 7  # attack steps k
-    step_size: float | None = None  # α; None or 0 = 2.5·ε/steps
-    norm: Literal["l2", "linf"] = "l2"  # threat model
-    random_start: bool = True  # start from a uniform point of the ball
-    attack_mode: Literal["eval", "train"] = "eval"  # module mode during the attack
-
-    def __post_init__(self) -> None:
-        check(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
-        check(self.epsilon >= 0, f"epsilon must be >= 0, got {self.epsilon}")
-        check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
-        check(self.step_size is None or self.step_size >= 0, f"step_size must be >= 0, got {self.step_size}")
-        check(self.attack_mode in ("eval", "train"), f"attack_mode must be 'eval' or 'train', got {self.attack_mode!r}")
+    epsilon: NonNegativeFloat = 1.0
+    """Radius of the per-sample ball in pixel units; 0 trains on the clean batch (erm)."""
+    steps: PositiveInt = 7
+    """Attack steps k."""
+    step_size: NonNegativeFloat | None = None
+    """α; None or 0 = 2.5·ε/steps."""
+    norm: Literal["l2", "linf"] = "l2"
+    """Threat model."""
+    random_start: bool = True
+    """Start from a uniform point of the ball."""
+    attack_mode: Literal["eval", "train"] = "eval"
+    """Module mode during the attack."""
 
     @property
     def alpha(self) -> float:

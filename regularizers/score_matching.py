@@ -35,33 +35,30 @@ through the double-backward graph (about the gradient-norm penalty plus one forw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
+from gibench.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
 from gibench.regularizers._hessian import score_matching_penalty, taylor_trace
-from gibench.regularizers._passes import BNMode, check_bn_mode, full_precision
+from gibench.regularizers._passes import full_precision
 from gibench.saliency import label_logit, logits_and_input_gradient
 
 
-@dataclass(frozen=True)
+@plugin_config
 class ScoreMatchingConfig:
-    weight: float = 1e-3  # λ (paper; the public scripts use 1e-5)
-    sigma: float = 0.01  # std of the Taylor noise v, pixel units
-    mu: float = 1e-4  # stability weight on mean h² (poster; submission and code use 1e-3)
-    num_samples: int = 1  # noise draws per step
-    noisy_bn: BNMode = "train"  # BatchNorm mode of the noisy pass: train (reference) | batch | eval
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-        check(self.sigma > 0, f"sigma must be > 0 (the estimate divides by sigma²), got {self.sigma}")
-        check(self.mu >= 0, f"mu must be >= 0, got {self.mu}")
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        check_bn_mode(self.noisy_bn)
+    weight: Weight = 1e-3
+    """λ on the score-matching penalty (paper; the public scripts use 1e-5)."""
+    sigma: Sigma = 0.01
+    """Std of the Taylor noise v in pixel units; the estimate divides by σ²."""
+    mu: Weight = 1e-4
+    """Stability weight on mean h² (poster; the submission and the code use 1e-3)."""
+    num_samples: NumSamples = 1
+    """Noise draws per step."""
+    noisy_bn: BNMode = "train"
+    """BatchNorm mode of the noisy pass (train: the reference's)."""
 
 
 class ScoreMatching(Regularizer):

@@ -20,15 +20,14 @@ the double-backward graph and both noisy passes: one forward and one backward mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
+from gibench.config_types import plugin_config
 from gibench.regularizers._hessian import antithetic_trace
 from gibench.regularizers.score_matching import ScoreMatching, ScoreMatchingConfig
 
 
-@dataclass(frozen=True)
+@plugin_config
 class AntitheticScoreMatchingConfig(ScoreMatchingConfig):
     """The hyper-parameters of :class:`ScoreMatching`, same names and defaults."""
 

@@ -27,7 +27,6 @@ graph: about 2.5 times the gradient-norm penalty (measured on the CPU, docs/benc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -35,23 +34,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
-from gibench.regularizers._hessian import PROJECTIONS, clean_pass, hessian_quadratic_form, projection, score_matching_penalty
+from gibench.config_types import NumSamples, Weight, plugin_config
+from gibench.regularizers._hessian import clean_pass, hessian_quadratic_form, projection, score_matching_penalty
 from gibench.regularizers._passes import full_precision
 
 
-@dataclass(frozen=True)
+@plugin_config
 class HutchinsonScoreMatchingConfig:
-    weight: float = 1e-3  # λ, as score_matching
-    mu: float = 1e-4  # stability weight on mean h², as score_matching
-    num_samples: int = 1  # probe vectors per step
-    projection: Literal["rademacher", "gaussian"] = "rademacher"  # law of the probe vectors v (E[vvᵀ] = I)
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-        check(self.mu >= 0, f"mu must be >= 0, got {self.mu}")
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        check(self.projection in PROJECTIONS, f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+    weight: Weight = 1e-3
+    """λ, as score_matching."""
+    mu: Weight = 1e-4
+    """Stability weight on mean h², as score_matching."""
+    num_samples: NumSamples = 1
+    """Probe vectors per step."""
+    projection: Literal["rademacher", "gaussian"] = "rademacher"
+    """Law of the probe vectors v (both have E[vvᵀ] = I)."""
 
 
 class HutchinsonScoreMatching(Regularizer):

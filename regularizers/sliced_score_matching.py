@@ -31,7 +31,6 @@ Hutchinson variant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -39,22 +38,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
-from gibench.params import check
-from gibench.regularizers._hessian import PROJECTIONS, clean_pass, hessian_quadratic_form, projection, squared_norm
+from gibench.config_types import NumSamples, Weight, plugin_config
+from gibench.regularizers._hessian import clean_pass, hessian_quadratic_form, projection, squared_norm
 from gibench.regularizers._passes import full_precision
 
 
-@dataclass(frozen=True)
+@plugin_config
 class SlicedScoreMatchingConfig:
-    weight: float = 1e-3  # λ, on the score_matching scale
-    num_samples: int = 1  # projections per sample and step
-    projection: Literal["gaussian", "rademacher"] = "gaussian"  # law of the projection directions v
-    variance_reduction: bool = False  # SSM-VR: 0.5‖∇f_y‖² instead of 0.5(vᵀ∇f_y)²
-
-    def __post_init__(self) -> None:
-        check(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
-        check(self.projection in PROJECTIONS, f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+    weight: Weight = 1e-3
+    """λ, on the score_matching scale."""
+    num_samples: NumSamples = 1
+    """Projections per sample and step."""
+    projection: Literal["gaussian", "rademacher"] = "gaussian"
+    """Law of the projection directions v."""
+    variance_reduction: bool = False
+    """SSM-VR: 0.5‖∇f_y‖² instead of 0.5(vᵀ∇f_y)²."""
 
 
 class SlicedScoreMatching(Regularizer):

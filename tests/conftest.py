@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 import yaml
+
+from gibench.testing import registered
 
 TINY_SUITE = {
     "name": "tiny",
@@ -47,14 +50,6 @@ def small_bundle():
 
 @pytest.fixture
 def register_plugin():
-    """Register an in-process plugin class for one test, and remove it afterwards."""
-    added = []
-
-    def register(reg, name, cls):
-        reg.register(name, cls)
-        added.append((reg, name))
-
-    yield register
-    for reg, name in added:
-        reg._discover().pop(name, None)
-        reg._loaded.pop(name, None)
+    """Register an in-process plugin class for one test, and remove it afterwards (``gibench.testing.registered``)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda reg, name, cls: stack.enter_context(registered(reg.kind, name, cls))

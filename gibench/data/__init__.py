@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "default_data_root",
+]
 
 import os
 from pathlib import Path

@@ -22,21 +22,24 @@ from the paper's description; every detail below is gibench's definition:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from gibench.api import SIGNAL_MASK, Dataset, DatasetBundle
+from gibench.config_types import Distinct, Rule, Seed, plugin_config
 from gibench.data.tensors import make_bundle
 from gibench.errors import DataError
-from gibench.params import check
 
-SOURCES = ("mnist_subset", "mnist")
 BLOCK = 28
+Digit = Annotated[int, Field(ge=0, le=9)]
+NotOneDigit = Rule("empty (all 10) or at least two digits", lambda classes: len(classes) != 1)
+DigitSelection = Annotated[tuple[Digit, ...], Distinct, NotOneDigit]
+"""Digits 0..9, none repeated: none (all ten classes) or at least two (one class is no classification task)."""
 
 
 def null_pattern() -> Tensor:
@@ -64,19 +67,14 @@ def compose(digits: Tensor, on_top: Tensor) -> tuple[Tensor, Tensor]:
     return images.contiguous(), mask.contiguous()
 
 
-@dataclass(frozen=True)
+@plugin_config
 class BlockMNISTConfig:
-    source: str = "mnist_subset"  # mnist_subset (bundled, default) | mnist (full MNIST from the data root)
-    classes: tuple[int, ...] = ()  # digits to keep, e.g. (0, 1); empty = all 10
-    placement_seed: int = 0  # seed of the top/bottom placement (ignored by blockmnist_top)
-
-    def __post_init__(self) -> None:
-        check(self.source in SOURCES, f"source must be one of {SOURCES}, got {self.source!r}")
-        classes = tuple(self.classes)
-        check(all(0 <= c <= 9 for c in classes), f"classes must be digits 0..9, got {classes}")
-        check(len(set(classes)) == len(classes), f"classes must not repeat, got {classes}")
-        check(len(classes) != 1, f"classes needs at least two digits (or none for all 10), got {classes}")
-        check(self.placement_seed >= 0, f"placement_seed must be >= 0, got {self.placement_seed}")
+    source: Literal["mnist_subset", "mnist"] = "mnist_subset"
+    """mnist_subset: the bundled digits (default); mnist: full MNIST from the data root."""
+    classes: DigitSelection = ()
+    """Digits to keep, e.g. (0, 1); empty = all 10."""
+    placement_seed: Seed = 0
+    """Seed of the top/bottom placement (ignored by blockmnist_top)."""
 
 
 class BlockMNIST(Dataset):

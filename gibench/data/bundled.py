@@ -11,7 +11,6 @@ each split in seeded random order. This is the embedded default dataset of the s
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,9 +18,9 @@ import numpy as np
 import torch
 
 from gibench.api import Dataset, DatasetBundle
+from gibench.config_types import Fraction, Seed, plugin_config
 from gibench.data.tensors import make_bundle, stratified_split
 from gibench.errors import DataError
-from gibench.params import check
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,14 +38,12 @@ def _decoded_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-@dataclass(frozen=True)
+@plugin_config
 class MNISTSubsetConfig:
-    test_fraction: float = 0.2  # share of each class held out for test (0.2 -> 4000 train / 1000 test)
-    split_seed: int = 0  # seed of the stratified split
-
-    def __post_init__(self) -> None:
-        check(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        check(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
+    test_fraction: Fraction = 0.2
+    """Share of each class held out for test (0.2: 4000 train / 1000 test)."""
+    split_seed: Seed = 0
+    """Seed of the stratified split."""
 
 
 class MNISTSubset(Dataset):

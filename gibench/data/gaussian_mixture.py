@@ -30,45 +30,50 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from gibench.api import ANALYTIC_SCORE, Dataset, DatasetBundle
+from gibench.config_types import PositiveInt, Seed, Sigma, plugin_config
 from gibench.data.tensors import make_bundle
 from gibench.params import check
 
-COVARIANCES = ("diagonal", "isotropic")
 
-
-@dataclass(frozen=True)
+@plugin_config
 class GaussianMixtureConfig:
-    num_classes: int = 3
-    channels: int = 1
-    height: int = 16
-    width: int = 16
-    train_size: int = 3000
-    test_size: int = 1000
-    covariance: str = "diagonal"  # diagonal: σ per class and coordinate; isotropic: one σ per class
-    mean_spread: float = 0.2  # means per coordinate ~ U(0.5 − spread, 0.5 + spread)
-    sigma_min: float = 0.02
-    sigma_max: float = 0.05
-    seed: int = 0
+    num_classes: Annotated[int, Field(ge=2)] = 3
+    """Mixture components, one per class."""
+    channels: PositiveInt = 1
+    """Image channels."""
+    height: PositiveInt = 16
+    """Image height."""
+    width: PositiveInt = 16
+    """Image width."""
+    train_size: PositiveInt = 3000
+    """Training images."""
+    test_size: PositiveInt = 1000
+    """Test images."""
+    covariance: Literal["diagonal", "isotropic"] = "diagonal"
+    """diagonal: one σ per class and coordinate; isotropic: one σ per class."""
+    mean_spread: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
+    """Class means per coordinate ~ U(0.5 − spread, 0.5 + spread)."""
+    sigma_min: Sigma = 0.02
+    """Smallest component std in pixel units (stds ~ U(sigma_min, sigma_max))."""
+    sigma_max: Sigma = 0.05
+    """Largest component std in pixel units; 6·sigma_max must fit in 0.5 − mean_spread."""
+    seed: Seed = 0
+    """Seed of the mixture's parameters and samples."""
 
     def __post_init__(self) -> None:
-        check(self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}")
-        for key in ("channels", "height", "width", "train_size", "test_size"):
-            check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}")
-        check(self.covariance in COVARIANCES, f"covariance must be one of {COVARIANCES}, got {self.covariance!r}")
-        check(0.0 <= self.mean_spread < 0.5, f"mean_spread must lie in [0, 0.5), got {self.mean_spread}")
-        check(0.0 < self.sigma_min <= self.sigma_max,
-              f"need 0 < sigma_min <= sigma_max, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}")
+        check(self.sigma_min <= self.sigma_max,
+              f"need sigma_min <= sigma_max, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}")
         check(0.5 - self.mean_spread >= 6 * self.sigma_max - 1e-12,
               f"sigma_max={self.sigma_max} is too large for mean_spread={self.mean_spread}: samples must stay in "
               f"[0, 1], so 0.5 − mean_spread must be >= 6·sigma_max; lower sigma_max or mean_spread")
-        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True, eq=False)

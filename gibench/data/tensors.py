@@ -16,6 +16,10 @@ API (stable; other dataset modules build on it):
 
 from __future__ import annotations
 
+__all__ = [
+    "ArrayLike", "channel_stats", "make_bundle", "seeded_permutation", "stratified_split",
+]
+
 from collections.abc import Mapping
 from typing import Any
 

@@ -13,7 +13,6 @@ than a split keep the whole split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,21 +21,19 @@ import torch
 from torch import Tensor
 
 from gibench.api import Dataset, DatasetBundle
+from gibench.config_types import Limit, plugin_config
 from gibench.data.tensors import make_bundle, seeded_permutation
 from gibench.errors import DataError
-from gibench.params import check
 
 _LIMIT_SEEDS = {"train": 0, "test": 1}
 
 
-@dataclass(frozen=True)
+@plugin_config
 class TorchvisionConfig:
-    train_limit: int = 0  # keep this many training samples (0 = all), first N of a fixed seeded permutation
-    test_limit: int = 0  # keep this many test samples (0 = all), likewise
-
-    def __post_init__(self) -> None:
-        check(self.train_limit >= 0, f"train_limit must be >= 0 (0 = all), got {self.train_limit}")
-        check(self.test_limit >= 0, f"test_limit must be >= 0 (0 = all), got {self.test_limit}")
+    train_limit: Limit = 0
+    """Keep this many training samples (0 = all): the first N of a fixed seeded permutation."""
+    test_limit: Limit = 0
+    """Keep this many test samples (0 = all), likewise."""
 
 
 def to_float_images(data: Any, layout: str) -> Tensor:
