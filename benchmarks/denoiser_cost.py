@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 import gibench
+from gibench.testing import make_eval_context
 from gibench.api import EvalContext
 from gibench.auxiliary import AuxiliaryModels
 from gibench.evaluators.score_alignment import ScoreAlignment, logsumexp_gradient
@@ -43,8 +44,7 @@ from gibench.saliency import input_gradient
 
 
 def context(model, bundle, aux: AuxiliaryModels, artifacts: Path) -> EvalContext:
-    return EvalContext(model=model, data=bundle, saliency=input_gradient, device=torch.device("cpu"), seed=0,
-                       artifact_dir=artifacts, batch_size=256, aux=aux)
+    return make_eval_context(model, bundle, artifacts, batch_size=256, aux=aux)
 
 
 def timed(fn) -> tuple[float, float]:

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.api import DatasetBundle, EvalContext
+from gibench.testing import make_eval_context
+from gibench.api import DatasetBundle
 from gibench.auxiliary import AuxiliaryModels
 from gibench.evaluators.gan_test import GANTest, balanced_targets, get_judge, initial_images
 from gibench.evaluators._artifacts import batches
@@ -66,8 +67,7 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, flo
     model = build_model("gibench_cnn", {"act": "softplus"}, bundle).eval()
     cfg = GANTest.Config(num_samples=args.num_samples, steps=args.steps)
     aux = AuxiliaryModels(workdir / name / "aux")
-    ctx = EvalContext(model=model, data=bundle, saliency=input_gradient, device=torch.device("cpu"), seed=0,
-                      artifact_dir=workdir / name / "artifacts", batch_size=args.batch_size, aux=aux)
+    ctx = make_eval_context(model, bundle, workdir / name / "artifacts", batch_size=args.batch_size, aux=aux)
     judge_seconds, judge_cpu = timed(lambda: get_judge(ctx, cfg))
     judge = get_judge(ctx, cfg)
     targets = balanced_targets(cfg.num_samples, bundle.num_classes)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.api import EvalContext, Evaluator
+from gibench.testing import make_eval_context
+from gibench.api import Evaluator
 from gibench.auxiliary import AuxiliaryModels
 from gibench.config import load_suite
 from gibench.data.blockmnist import BLOCK, null_pattern
@@ -62,8 +63,7 @@ def ranked_model(bundle) -> nn.Module:
 
 
 def ctx_for(bundle, saliency, artifact_dir: Path, aux: AuxiliaryModels | None = None, batch_size: int = 256):
-    return EvalContext(model=ranked_model(bundle), data=bundle, saliency=saliency, device=torch.device("cpu"),
-                       seed=0, artifact_dir=artifact_dir, batch_size=batch_size, aux=aux)
+    return make_eval_context(ranked_model(bundle), bundle, artifact_dir, saliency=saliency, batch_size=batch_size, aux=aux)
 
 
 def test_declarations():

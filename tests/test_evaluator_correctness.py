@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
+from gibench.testing import make_eval_context
 from gibench.api import SIGNAL_MASK, DatasetBundle, EvalContext, Split
 from gibench.data.gaussian_mixture import BayesClassifier, GaussianMixture, GaussianMixtureConfig
 from gibench.evaluators.accuracy import Accuracy
@@ -20,7 +21,6 @@ from gibench.evaluators.blockmnist import BlockMNISTLeakage
 from gibench.evaluators.density_ratio import DensityRatio
 from gibench.evaluators.pixel_perturbation import DEFAULT_FRACTIONS, PixelPerturbation, area, removal_ranks
 from gibench.evaluators.score_alignment import ScoreAlignment, average_ranks, cosine, spearman
-from gibench.saliency import input_gradient
 
 @pytest.fixture(autouse=True)
 def _float64():
@@ -38,8 +38,7 @@ def make_bundle(x, y, num_classes, capabilities=frozenset(), test_extras=None, e
 
 
 def make_ctx(model, bundle, tmp_path: Path, batch_size=4, seed=0) -> EvalContext:
-    return EvalContext(model=model.eval(), data=bundle, saliency=input_gradient, device=torch.device("cpu"),
-                       seed=seed, artifact_dir=tmp_path, batch_size=batch_size)
+    return make_eval_context(model, bundle, tmp_path, batch_size=batch_size, seed=seed)
 
 
 def small_cnn(c, h, w, k, seed=0) -> nn.Module:

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import gibench
-from gibench.api import EvalContext, Evaluator
+from gibench.testing import make_eval_context
+from gibench.api import Evaluator
 from gibench.auxiliary import AuxiliaryModels
 from gibench.config import PluginSpec, TrainConfig, parse_suite
 from gibench.errors import ConfigError, GibenchError
@@ -22,7 +23,6 @@ from gibench.evaluators.gan_test import (
 )
 from gibench.jobs import expand
 from gibench.models import build_model
-from gibench.saliency import input_gradient
 from gibench.train import fit
 
 #: a quick judge (2 epochs of the default MLP, 0.93+ on mnist_subset) and a floor it clears
@@ -47,8 +47,7 @@ def small_cnn(bundle, seed=0):
 
 def context(model, bundle, tmp_path: Path, aux_root: Path | None = None, batch_size=64, seed=0, job=None):
     aux = AuxiliaryModels(aux_root) if aux_root is not None else None
-    return EvalContext(model=model, data=bundle, saliency=input_gradient, device=torch.device("cpu"), seed=seed,
-                       artifact_dir=tmp_path, batch_size=batch_size, aux=aux, job=job)
+    return make_eval_context(model, bundle, tmp_path, batch_size=batch_size, seed=seed, aux=aux, job=job)
 
 
 def config(**changes):

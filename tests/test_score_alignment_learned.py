@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import gibench
+from gibench.testing import make_eval_context
 from gibench.api import ANALYTIC_SCORE, EvalContext
 from gibench.auxiliary import AuxiliaryModels
 from gibench.config import load_suite
@@ -25,7 +26,6 @@ from gibench.evaluators.score_alignment import (
 )
 from gibench.jobs import expand
 from gibench.runner import run_suite
-from gibench.saliency import input_gradient
 from tests.conftest import write_suite
 
 MIXTURE = {"num_classes": 3, "height": 8, "width": 8, "train_size": 1000, "test_size": 200}
@@ -50,8 +50,7 @@ def aux_root(tmp_path_factory, mixture) -> Path:
 
 
 def ctx(model, bundle, folder: Path, aux: AuxiliaryModels | None = None, job=None) -> EvalContext:
-    return EvalContext(model=model.eval(), data=bundle, saliency=input_gradient, device=torch.device("cpu"), seed=0,
-                       artifact_dir=folder, batch_size=64, aux=aux, job=job)
+    return make_eval_context(model, bundle, folder, batch_size=64, aux=aux, job=job)
 
 
 def smoothed_score(bundle, sigma: float, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
