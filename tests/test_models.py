@@ -161,14 +161,6 @@ def test_linear_saliency_equals_weight_row() -> None:
     torch.testing.assert_close(input_gradient(model, x, y), expected / std, rtol=1e-12, atol=0)
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads ran this epoch 7× slower (4 s vs 30 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_gibench_cnn_learns_mnist_subset_in_one_epoch(one_thread: None) -> None:
     """Cheap check: one epoch (92-94% over seeds 0-2 when measured); the 3-epoch figure is in gibench.models."""

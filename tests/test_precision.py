@@ -217,10 +217,3 @@ def test_bfloat16_autocast_keeps_loss_and_gradients_of_amp_safe_regularizers(nam
     assert abs(loss16 - loss32) / abs(loss32) < AMP_TOLERANCE
     assert (grad16 - grad32).norm() / grad32.norm() < AMP_TOLERANCE
 
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
