@@ -64,11 +64,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from gibench import __version__
+
     parser = argparse.ArgumentParser(prog="gibench", description="Benchmark gradient-interpretability regularizers.")
+    parser.add_argument("--version", action="version", version=f"gibench {__version__}",
+                        help="print gibench's version and exit")
     sub = parser.add_subparsers(title="commands")
 
     p = sub.add_parser("list", help="list installed plugins, backbones or shipped suites")
-    p.add_argument("kind", choices=["regularizers", "evaluators", "datasets", "backbones", "suites"])
+    p.add_argument("kind", choices=["regularizers", "evaluators", "datasets", "backbones", "suites"],
+                   help="what to list")
     p.add_argument("--pattern", default=None, help="for backbones: a timm wildcard, e.g. 'resnet*'")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="for plugins: also each one's description (the first paragraph of its docstring)")
@@ -102,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("doctor", help="scan a runs directory for damaged, stale or orphaned files")
-    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="the runs directory to scan")
     p.add_argument("--fix", action="store_true",
                    help="move damaged and stale files into runs_dir/quarantine/ (never deletes results), delete "
                         "leftover temporaries and dead claims")
@@ -121,28 +126,30 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("submit", help="package results as submissions/<id>/ for the leaderboard")
-    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
-    p.add_argument("--name", required=True)
-    p.add_argument("--author", action="append", required=True, dest="authors")
-    p.add_argument("--description", default="")
-    p.add_argument("--link", action="append", default=[], dest="links")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="the runs directory to package")
+    p.add_argument("--name", required=True, help="the method's name as the leaderboard shows it")
+    p.add_argument("--author", action="append", required=True, dest="authors",
+                   help="an author (repeat the option for several)")
+    p.add_argument("--description", default="", help="a short description of the method (plain text)")
+    p.add_argument("--link", action="append", default=[], dest="links",
+                   help="an http(s) link, e.g. the paper or the code (repeat the option for several)")
     p.add_argument("--suite", default=None, help="only the jobs of runs of this suite name")
-    p.add_argument("--out", type=Path, default=Path("submissions"))
+    p.add_argument("--out", type=Path, default=Path("submissions"), help="the folder that receives submissions/<id>/")
     p.set_defaults(handler=cmd_submit)
 
     p = sub.add_parser("validate", help="check a submission folder against the schema")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="the submission folder, e.g. submissions/<id>")
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("leaderboard", help="build or serve the static leaderboard site")
     lsub = p.add_subparsers(title="leaderboard commands")
     b = lsub.add_parser("build", help="render submissions/ into a static site")
-    b.add_argument("--submissions", type=Path, default=Path("submissions"))
-    b.add_argument("--out", type=Path, default=Path("site"))
+    b.add_argument("--submissions", type=Path, default=Path("submissions"), help="the folder of submissions to render")
+    b.add_argument("--out", type=Path, default=Path("site"), help="where the static site is written")
     b.set_defaults(handler=cmd_leaderboard_build)
     s = lsub.add_parser("serve", help="serve the built site on localhost")
-    s.add_argument("--out", type=Path, default=Path("site"))
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--out", type=Path, default=Path("site"), help="the built site to serve")
+    s.add_argument("--port", type=int, default=8000, help="the port on 127.0.0.1")
     s.set_defaults(handler=cmd_leaderboard_serve)
     return parser
 
