@@ -20,7 +20,7 @@
   float16/bfloat16, and TF32 (10 mantissa bits, which cuDNN convolutions use by default on Ampere and newer GPUs)
   gives errors of order 10² in h for logits of order 10. The context covers the forward passes that the loss runs;
   the trainer runs the backward of such regularizers (those not ``amp_safe``) with TF32 off too.
-* :func:`per_sample_norm` and :func:`check_bn_mode` are small shared utilities.
+* :func:`per_sample_norm` and :func:`batch_view` are small shared utilities.
 """
 
 from __future__ import annotations
@@ -34,14 +34,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from gibench.config_types import BNMode
-from gibench.params import check
 
 BN_MODES: tuple[str, ...] = typing.get_args(BNMode)
-
-
-def check_bn_mode(value: str, field: str = "noisy_bn") -> None:
-    """Config validation for a BatchNorm mode field."""
-    check(value in BN_MODES, f"{field} must be one of {', '.join(map(repr, BN_MODES))}, got {value!r}")
 
 
 def _batchnorms(model: nn.Module) -> list[_BatchNorm]:
