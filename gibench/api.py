@@ -11,6 +11,7 @@ entry-point groups ``gibench.regularizers``, ``gibench.evaluators`` and ``gibenc
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,12 +217,21 @@ class Dataset(Plugin):
 
 @dataclass(frozen=True)
 class Metric:
-    """One number an evaluator produces. Exactly one metric of an evaluator is its ``headline``."""
+    """One number an evaluator produces. Exactly one metric of an evaluator is its ``headline``.
+
+    ``bounds`` is the closed interval every value must lie in (``gibench validate`` rejects a submission with a value
+    outside it): ``(0.0, 1.0)`` for an accuracy or a share, ``(-1.0, 1.0)`` for a cosine or a rank correlation,
+    ``(-math.inf, math.inf)`` (the default) where no range is known. ``diagnostic`` marks a metric that is reported
+    but must never rank regularizers (for example plain MPRT, which ranks the ``fooled`` control above ``erm`` by
+    design): the sanity gate and the site's ranks leave it out.
+    """
 
     name: str
     higher_is_better: bool
     description: str
     headline: bool = False
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+    diagnostic: bool = False
 
 
 @dataclass(frozen=True)
