@@ -11,7 +11,7 @@ Contracts (:mod:`gibench.api`)
     of all of them, ``CAPABILITIES``.
 Saliency (:mod:`gibench.saliency`)
     ``input_gradient``, ``logits_and_input_gradient``, ``leaf_logits_and_input_gradient``, ``label_logit``,
-    ``pixel_scores``.
+    ``pixel_scores``; ``x_gradient`` and its ``attribution_baseline`` (Hesse et al.'s X-Gradient).
 Evaluator helpers: batching and artifacts (:mod:`gibench.evaluators._artifacts`)
     ``eval_subset``, ``batches``, ``save_grid``, ``save_saliency_grid``, ``save_curves``, ``to_unit``,
     ``GRID_IMAGES``.
@@ -108,11 +108,13 @@ from gibench.evaluators._artifacts import (
 )
 from gibench.params import check, did_you_mean
 from gibench.saliency import (
+    attribution_baseline,
     input_gradient,
     label_logit,
     leaf_logits_and_input_gradient,
     logits_and_input_gradient,
     pixel_scores,
+    x_gradient,
 )
 
 if TYPE_CHECKING:
@@ -133,11 +135,11 @@ __all__ = [
     "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
     "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "Seed", "Seeds", "Sigma", "Split",
     "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
-    "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
+    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
     "did_you_mean", "eval_subset", "input_gradient", "label_logit", "leaf_logits_and_input_gradient",
     "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
     "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "save_curves",
-    "save_grid", "save_saliency_grid", "to_unit",
+    "save_grid", "save_saliency_grid", "to_unit", "x_gradient",
 ]
 
 #: Public names whose modules are heavy (timm, the runner): imported on first access.

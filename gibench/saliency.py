@@ -3,13 +3,22 @@
 DESIGN §4: the explained quantity is the input-gradient of the **label logit** f_y(x) (not log-softmax, not the
 loss), per sample: sum f_{y_b}(x_b) over the batch, then take one gradient (samples do not interact unless the
 model mixes them, e.g. BatchNorm in train mode; at explanation time models are in eval mode).
+
+Axiomatic attributions (Hesse, Schaub-Meyer & Roth, "Fast Axiomatic Attribution for Neural Networks", NeurIPS 2021)
+share one baseline, :func:`attribution_baseline`. gibench models are ``Sequential(normalize=Normalize(mean, std),
+backbone)`` with inputs in pixel space [0, 1]; an X-DNN is the *backbone*, nonnegatively homogeneous in normalized
+space, as in the paper, where normalization happens in the data transform. The zero baseline therefore lies at zero
+in normalized space, which is the dataset's mean colour ``model.normalize.mean`` in raw pixels (not black); a model
+without a ``Normalize`` layer gets the all-zeros baseline. X-Gradient is ``(x - baseline) ⊙ ∇x f_y(x)``; on an
+X-DNN it equals Integrated Gradients from that same baseline exactly (the gradient is constant along the straight
+path because the ReLU/max-pool pattern does not change when the input is scaled by α > 0).
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "PixelReduction", "input_gradient", "label_logit", "leaf_logits_and_input_gradient",
-    "logits_and_input_gradient", "pixel_scores",
+    "PixelReduction", "attribution_baseline", "input_gradient", "label_logit", "leaf_logits_and_input_gradient",
+    "logits_and_input_gradient", "pixel_scores", "x_gradient",
 ]
 
 from typing import Literal
@@ -54,6 +63,32 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = 
     """∇x f_y(x), per sample, same shape as ``x``. The model's train/eval mode is left as it is."""
     _, grad = logits_and_input_gradient(model, x, y, create_graph=create_graph)
     return grad if create_graph else grad.detach()
+
+
+def attribution_baseline(model: nn.Module, x: Tensor) -> Tensor:
+    """The zero baseline of X-Gradient and Integrated Gradients, in pixel space, broadcastable against ``x``.
+
+    Zero in normalized space (Hesse et al.: normalization is outside their X-DNN), i.e. the per-channel mean colour
+    ``model.normalize.mean`` of shape (1, C, 1, 1) for a gibench model; zeros of shape (1, C, 1, 1) for a model
+    without a :class:`~gibench.models.Normalize` ``normalize`` layer. Same dtype and device as ``x``; never
+    requires grad.
+    """
+    normalize = getattr(model, "normalize", None)
+    mean = getattr(normalize, "mean", None)
+    if isinstance(mean, Tensor):
+        return mean.detach().to(device=x.device, dtype=x.dtype)
+    return torch.zeros((1, x.shape[1]) + (1,) * (x.dim() - 2), device=x.device, dtype=x.dtype)
+
+
+def x_gradient(model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
+    """X-Gradient ``(x - baseline) ⊙ ∇x f_y(x)`` (Hesse et al., 2021), same shape as ``x``, from one backward pass.
+
+    ``baseline`` is :func:`attribution_baseline`. With ``create_graph=True`` the result is differentiable with
+    respect to the parameters (attribution priors train through it); otherwise it is detached.
+    """
+    _, grad = logits_and_input_gradient(model, x, y, create_graph=create_graph)
+    attribution = (x - attribution_baseline(model, x)) * grad
+    return attribution if create_graph else attribution.detach()
 
 
 def pixel_scores(grad: Tensor, reduction: PixelReduction = "abs_sum") -> Tensor:

@@ -28,11 +28,11 @@ EXPORTED = [
     "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
     "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "Seed", "Seeds", "Sigma", "Split",
     "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
-    "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
+    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
     "did_you_mean", "eval_subset", "input_gradient", "label_logit", "leaf_logits_and_input_gradient",
     "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
     "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "save_curves",
-    "save_grid", "save_saliency_grid", "to_unit",
+    "save_grid", "save_saliency_grid", "to_unit", "x_gradient",
 ]
 
 #: the command line is not an import API; __main__ only calls it
