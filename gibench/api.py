@@ -105,6 +105,10 @@ class Regularizer(Plugin):
     #: float32 with TF32 off. False (the default) is always safe; it only costs speed.
     amp_safe: ClassVar[bool] = False
 
+    #: The kind of method, for grouping and filtering on the leaderboard: ``baseline``, ``gradient penalty``,
+    #: ``score matching``, ``noise``, ``adversarial``, ``control`` (sanity controls), or any other short label.
+    family: ClassVar[str] = "other"
+
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         """The full training loss of one batch: cross-entropy plus this regularizer's penalty.
 

@@ -54,6 +54,7 @@ class AntiScoreMatching(Regularizer):
     """CE − λ·mean min(h, τ), h the Taylor estimate of tr ∇²ₓ f_y."""
 
     Config = AntiScoreMatchingConfig
+    family = "control"
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 

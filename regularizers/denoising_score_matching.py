@@ -57,6 +57,7 @@ class DenoisingScoreMatching(Regularizer):
     """CE + λ·mean [0.5‖∇f_y(x̃)‖² + ∇f_y(x̃)·ε/σ], x̃ = x + σε: denoising score matching up to a constant."""
 
     Config = DenoisingScoreMatchingConfig
+    family = "score matching"
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

@@ -11,6 +11,7 @@ from gibench.api import Regularizer, TrainingLoss
 class ERM(Regularizer):
     """Mean cross-entropy on the clean batch and nothing else (one forward, one backward per step)."""
 
+    family = "baseline"
     zero_strength = {}
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
 

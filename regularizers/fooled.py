@@ -68,6 +68,7 @@ class Fooled(Regularizer):
     """CE + λ·mean_b ‖∇x f_y(x_b) − T‖² for a fixed random smooth target T."""
 
     Config = FooledConfig
+    family = "control"
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
     def __init__(self, config: FooledConfig | None = None) -> None:

@@ -44,6 +44,7 @@ class GaussianNoise(Regularizer):
     """Cross-entropy on x + δ, δ ~ N(0, σ²I), with no clean term."""
 
     Config = GaussianNoiseConfig
+    family = "noise"
     zero_strength: ClassVar[dict] = {"sigma": 0.0}
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
 

@@ -32,6 +32,7 @@ class GradientNorm(Regularizer):
     """CE + λ·0.5·mean_b ‖∇x f_y(x_b)‖² (double backward)."""
 
     Config = GradientNormConfig
+    family = "gradient penalty"
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

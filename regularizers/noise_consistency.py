@@ -47,6 +47,7 @@ class NoiseConsistency(Regularizer):
     """CE + λ·mean_b ‖f(x) − f(x + δ)‖² over all logits."""
 
     Config = NoiseConsistencyConfig
+    family = "noise"
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

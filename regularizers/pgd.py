@@ -115,6 +115,7 @@ class PGD(Regularizer):
     """Cross-entropy on PGD adversarial examples (per-sample L2 or L∞ balls)."""
 
     Config = PGDConfig
+    family = "adversarial"
     zero_strength: ClassVar[dict] = {"epsilon": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

@@ -65,6 +65,7 @@ class ScoreMatching(Regularizer):
     """CE + λ·(mean h + 0.5·mean ‖∇x f_y‖² + μ·mean h²), h the Taylor estimate of tr ∇²ₓ f_y."""
 
     Config = ScoreMatchingConfig
+    family = "score matching"
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 

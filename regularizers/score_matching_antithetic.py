@@ -36,6 +36,7 @@ class AntitheticScoreMatching(ScoreMatching):
     """CE + λ·(mean h + 0.5·mean ‖∇x f_y‖² + μ·mean h²), h the antithetic Taylor estimate."""
 
     Config = AntitheticScoreMatchingConfig
+    family = "score matching"
 
     def trace_estimate(self, model: nn.Module, x: Tensor, y: Tensor, f_clean: Tensor) -> Tensor:
         c = self.config

@@ -55,6 +55,7 @@ class HutchinsonScoreMatching(Regularizer):
     """CE + λ·(mean h + 0.5·mean ‖∇x f_y‖² + μ·mean h²), h = Hutchinson's vᵀ∇²f_y v (double backward)."""
 
     Config = HutchinsonScoreMatchingConfig
+    family = "score matching"
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 

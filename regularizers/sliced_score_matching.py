@@ -59,6 +59,7 @@ class SlicedScoreMatching(Regularizer):
     """CE + λ·mean [vᵀ∇²f_y v + 0.5·(vᵀ∇f_y)²] (Song et al., 2019), exact Hessian-vector products."""
 
     Config = SlicedScoreMatchingConfig
+    family = "score matching"
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
