@@ -7,6 +7,7 @@
     gibench doctor [--runs-dir DIR] [--fix]
     gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics] [--ranks] [--sanity]
     gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]
+                   [--max-artifact-mb MB]
     gibench validate SUBMISSION_DIR
     gibench leaderboard build [--submissions DIR] [--out DIR]
     gibench leaderboard serve [--out DIR] [--port N]
@@ -135,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="an http(s) link, e.g. the paper or the code (repeat the option for several)")
     p.add_argument("--suite", default=None, help="only the jobs of runs of this suite name")
     p.add_argument("--out", type=Path, default=Path("submissions"), help="the folder that receives submissions/<id>/")
+    p.add_argument("--max-artifact-mb", type=float, default=20.0, metavar="MB",
+                   help="size limit of the packed images and curves in MB (default 20; 1 MB = 10^6 bytes). Over it, "
+                        "the lowest seed of each row and curves before images are packed first and the rest is "
+                        "recorded as left out")
     p.set_defaults(handler=cmd_submit)
 
     p = sub.add_parser("validate", help="check a submission folder against the schema")
@@ -629,12 +634,19 @@ def _print_sanity(runs_dir: Path) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gibench.submission import SubmissionMetadata, build_submission
+    from gibench.submission import build_submission, load_submission
 
-    metadata = SubmissionMetadata(name=args.name, authors=args.authors, description=args.description,
-                                  links=args.links)
-    path = build_submission(args.runs_dir, args.out, metadata, suite_name=args.suite, warn=_warn)
+    # a mapping, so that a blank --name or a javascript: --link is a SubmissionError naming the option's field
+    metadata = {"name": args.name, "authors": args.authors, "description": args.description, "links": args.links}
+    path = build_submission(args.runs_dir, args.out, metadata, suite_name=args.suite, warn=_warn,
+                            max_artifact_mb=args.max_artifact_mb)
+    record = load_submission(path).submission.artifacts
     stdout.print(f"wrote submission {path}")
+    if record is not None:
+        stdout.print(f"artifacts: {len(record.files)} file(s), {record.total_bytes / 1e6:.2f} MB of the "
+                     f"{record.limit_bytes / 1e6:g} MB limit" + (f"; {len(record.left_out)} left out (listed under "
+                                                                 "'artifacts.left_out' in submission.json)"
+                                                                 if record.left_out else ""))
     return 0
 
 

@@ -16,9 +16,12 @@ import pytest
 
 import gibench
 from gibench.errors import SubmissionError
+from gibench.fsio import atomic_write_json
 from gibench.provenance import environment_info, git_state, suite_hash
+from gibench.records import PluginSource, ResultRecord
+from gibench.store import result_key
 from gibench.submission import (
-    RESULT_COLUMNS, build_submission, load_submission, load_submissions, scan_submissions, slugify,
+    RESULT_COLUMNS, build_submission, load_submission, load_submissions, package_results, scan_submissions, slugify,
     submission_json_schema, validate_submission,
 )
 
@@ -281,3 +284,124 @@ def test_slugify() -> None:
     assert slugify("<script>alert(1)</script>") == "script-alert-1-script"
     assert slugify("Ünïcödé  Näme!") == "unicode-name"
     assert slugify("日本") == "submission"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# artifacts
+
+JSON_BYTES, PNG_BYTES = 100, 1000
+EVALUATIONS = {"accuracy": "{}", "pixel_perturbation": '{"max_images": 200}'}
+
+
+def add_artifacts(runs_dir: Path, table: pd.DataFrame) -> dict[str, bytes]:
+    """Result records with artifacts for every ok evaluation of ``table`` in the run store: per evaluation a 100-byte
+    curve file; pixel_perturbation also a 1000-byte grid image and a notes.txt that must not travel. Returns
+    {store-relative path: content}."""
+    written = {}
+    for (job, evaluator), _ in table[table["status"] == "ok"].groupby(["job_hash", "evaluator"]):
+        params = json.loads(EVALUATIONS[evaluator])
+        key = result_key(evaluator, "1", hashlib.sha256(evaluator.encode()).hexdigest()[:16])
+        files = {"curves": f"{evaluator}_curves.json"}
+        if evaluator == "pixel_perturbation":
+            files |= {"saliency_grid": "grid.png", "notes": "notes.txt"}
+        folder = runs_dir / "jobs" / job / "artifacts" / key
+        folder.mkdir(parents=True)
+        for name, file in files.items():
+            size = PNG_BYTES if file.endswith(".png") else JSON_BYTES
+            content = f"{job}/{key}/{file}".encode().ljust(size, b"#")
+            (folder / file).write_bytes(content)
+            written[f"jobs/{job}/artifacts/{key}/{file}"] = content
+        record = ResultRecord(evaluator=evaluator, version="1", params=params, config=params,
+                              config_hash=key.rsplit("__", 1)[1], metrics=[], status="ok",
+                              plugin=PluginSource("gibench", gibench.__version__),
+                              artifacts={name: f"artifacts/{key}/{file}" for name, file in files.items()})
+        atomic_write_json(runs_dir / "jobs" / job / "results" / f"{key}.json", record.to_json())
+    return written
+
+
+@pytest.fixture
+def with_artifacts(tmp_path: Path, runs) -> tuple[Path, pd.DataFrame, dict[str, bytes]]:
+    runs_dir, table = runs
+    return runs_dir, table, add_artifacts(runs_dir, table)
+
+
+def test_submit_packs_every_image_and_curve_with_size_and_sha256(tmp_path: Path, with_artifacts) -> None:
+    runs_dir, table, written = with_artifacts
+    folder = build_submission(runs_dir, tmp_path / "s", META, "tiny", results=table)
+    loaded = load_submission(folder)
+    record = loaded.submission.artifacts
+    packed = {f.path: f for f in record.files}
+    expected = {"artifacts/" + path.removeprefix("jobs/").replace("/artifacts/", "/", 1): content
+                for path, content in written.items() if "/j9/" not in path and not path.endswith(".txt")}
+    assert set(packed) == set(expected) and len(expected) == 4 * 3  # 4 jobs × (2 curves + 1 grid); j9 is suite 'other'
+    for path, content in expected.items():
+        assert (folder / path).read_bytes() == content
+        assert packed[path].sha256 == hashlib.sha256(content).hexdigest() and packed[path].bytes == len(content)
+    assert record.total_bytes == sum(map(len, expected.values())) == 8 * JSON_BYTES + 4 * PNG_BYTES
+    assert record.limit_bytes == 20_000_000
+    assert [(o.job_hash, o.name, o.reason) for o in record.left_out] == [
+        (job, "notes", "not an image or curve file (.json, .png, .svg)") for job in ("j0", "j1", "j2", "j3")]
+    pp = loaded.artifacts[("j0", "pixel_perturbation")]
+    assert set(pp) == {"curves", "saliency_grid"} and pp["saliency_grid"].is_absolute()
+    assert pp["saliency_grid"].read_bytes() == expected[str(pp["saliency_grid"].relative_to(folder.resolve()))]
+    assert {f.evaluator_params for f in record.files if f.evaluator == "pixel_perturbation"} == {
+        '{"max_images": 200}'}
+    memory = package_results(runs_dir, META, "tiny", results=table)  # in memory: the runs store's own files
+    in_store = memory.artifacts[("j0", "pixel_perturbation")]["saliency_grid"]
+    assert in_store.parent.parent == runs_dir / "jobs" / "j0" / "artifacts" and in_store.name == "grid.png"
+    assert memory.path is None and in_store.read_bytes() == pp["saliency_grid"].read_bytes()
+
+
+def test_over_the_size_limit_the_lowest_seed_and_curves_go_first(tmp_path: Path, with_artifacts) -> None:
+    runs_dir, table, _ = with_artifacts
+    limit = 2500  # bytes: seed 0's four curves (400) and two grids (2000), then one curve of seed 1
+    folder = build_submission(runs_dir, tmp_path / "s", META, "tiny", results=table, max_artifact_mb=limit / 1e6)
+    record = load_submission(folder).submission.artifacts
+    assert record.limit_bytes == limit and record.total_bytes == 2500
+    assert [(f.job_hash, f.evaluator, f.name) for f in record.files] == [
+        ("j0", "accuracy", "curves"), ("j0", "pixel_perturbation", "curves"),
+        ("j2", "accuracy", "curves"), ("j2", "pixel_perturbation", "curves"),
+        ("j0", "pixel_perturbation", "saliency_grid"), ("j2", "pixel_perturbation", "saliency_grid"),
+        ("j1", "accuracy", "curves")]
+    over = {(o.job_hash, o.evaluator, o.name) for o in record.left_out if "limit" in o.reason}
+    assert over == {("j1", "pixel_perturbation", "curves"), ("j3", "accuracy", "curves"),
+                    ("j3", "pixel_perturbation", "curves"), ("j1", "pixel_perturbation", "saliency_grid"),
+                    ("j3", "pixel_perturbation", "saliency_grid")}
+    assert {o.reason for o in record.left_out if "limit" in o.reason} == {
+        "over the 0.0025 MB artifact limit (raise it with --max-artifact-mb)"}
+    assert sorted(p.name for p in (folder / "artifacts").rglob("*") if p.is_file()) == sorted(
+        Path(f.path).name for f in record.files)
+
+
+def test_validate_checks_every_artifact_and_no_path_leaves_the_folder(tmp_path: Path, with_artifacts) -> None:
+    runs_dir, table, _ = with_artifacts
+    folder = build_submission(runs_dir, tmp_path / "s", META, "tiny", results=table)
+    files = json.loads((folder / "submission.json").read_text())["artifacts"]["files"]
+    index = next(i for i, f in enumerate(files) if f["path"].endswith(".png"))
+    target = folder / files[index]["path"]
+    where = f"{folder / 'submission.json'}: field 'artifacts.files.{index}.path' ({files[index]['path']!r})"
+    original = target.read_bytes()
+    target.write_bytes(original[:-1] + b"!")
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(folder)
+    assert str(info.value) == (f"{where}: the file does not match the recorded size and SHA-256 (it changed after "
+                               "`gibench submit`). Fix: re-create the submission with `gibench submit` instead of "
+                               "editing it by hand.")
+    target.unlink()
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(folder)
+    assert str(info.value).startswith(f"{where}: the file is missing. Fix: restore it")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(original)
+    target.symlink_to(outside)
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(folder)
+    assert str(info.value).startswith(f"{where} leads outside the submission folder.")
+    target.unlink()
+    target.write_bytes(original)
+    assert validate_submission(folder).id == folder.name
+    escape = files[index]["path"].replace("artifacts/", "artifacts/../../", 1)
+    _edit_json(folder, lambda d: d["artifacts"]["files"][index].update(path=escape))
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(folder)
+    assert f"field 'artifacts.files.{index}': path {escape!r} is not artifacts/" in str(info.value)
