@@ -31,6 +31,8 @@ Choices, paper vs public code:
   accuracy the model retains. Regularizers move clean accuracy, and the raw area mixes the two effects. It is NaN
   when the clean accuracy is 0. The headline is the normalized least-salient-first area (higher is better); the
   most-salient-first areas are lower-is-better.
+* **Masking**: the ranks, counts, fills and area are :mod:`gibench.evaluators._masking`, shared with
+  ``keep_remove`` (Hesse et al.'s Keep/Remove curves), so both evaluators mask pixels the same way.
 * **Cost**: one saliency pass (forward + backward) and one clean forward per image, then one forward per image,
   fraction and order (2 × 25 by default). Batched: the ranks are computed once per batch and each fraction's masked
   batch is built by one comparison ``rank < k``, with no Python loop over images.
@@ -38,7 +40,6 @@ Choices, paper vs public code:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -50,6 +51,8 @@ from gibench.config_types import (
     ChannelReduction, IncreasingFractions, Limit, PixelValue, PositiveFloat, plugin_config,
 )
 from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.evaluators._masking import area, pixel_count, removal_ranks, replace_ranked
+from gibench.evaluators._masking import fill_images as shared_fill_images
 from gibench.saliency import pixel_scores
 
 ORDERS = ("least_salient_first", "most_salient_first")
@@ -74,61 +77,19 @@ class PixelPerturbationConfig:
     """The first N test images; 0 = all."""
 
 
-def pixels_removed(fraction: float, num_pixels: int) -> int:
-    """floor(f·P + 0.5): the number of pixels removed at ``fraction`` of ``num_pixels``."""
-    return int(math.floor(fraction * num_pixels + 0.5))
-
-
-def removal_ranks(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """Position of every pixel in the removal order, for both orders: ``(least_first, most_first)``, each (N, P).
-
-    ``scores`` is (N, H, W). A pixel is removed at k pixels iff its rank is < k. Ties go to the lower flat index
-    first in both orders (stable sorts).
-    """
-    flat = scores.flatten(1)
-    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
-    ranks = []
-    for descending in (False, True):
-        order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
-        ranks.append(torch.empty_like(order).scatter_(1, order, positions))
-    return ranks[0], ranks[1]
-
-
-def area(fractions: tuple[float, ...] | list[float], values: list[float], axis: str = "log") -> float:
-    """Trapezoid area under ``values`` over the fraction axis, divided by the axis width (constant a -> a)."""
-    u = np.log10(np.asarray(fractions, dtype=np.float64)) if axis == "log" else np.asarray(fractions, np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if len(u) == 1:
-        return float(v[0])
-    return float(np.sum((v[1:] + v[:-1]) * np.diff(u)) / 2.0 / (u[-1] - u[0]))
-
-
-def _blur(x: Tensor, sigma_fraction: float) -> Tensor:
-    from torchvision.transforms.functional import gaussian_blur
-
-    side = min(x.shape[-2:])
-    sigma = sigma_fraction * side
-    kernel = 2 * int(51 / 41 * sigma / 2) + 1
-    kernel = max(3, min(kernel, 2 * side - 1))
-    return gaussian_blur(x, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+#: floor(f·P + 0.5) pixels removed at fraction f; the masking helpers are shared with ``keep_remove``.
+pixels_removed = pixel_count
 
 
 def fill_images(x: Tensor, config: PixelPerturbationConfig, dataset_mean: tuple[float, ...]) -> Tensor:
-    """The replacement value of every pixel of ``x`` (N, C, H, W), same shape, contiguous (``torch.where`` is much
-    slower with a broadcast operand)."""
-    if config.fill == "image_mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
-    if config.fill == "constant":
-        return torch.full_like(x, config.fill_value)
-    if config.fill == "dataset_mean":
-        return torch.tensor(dataset_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1).expand_as(x).contiguous()
-    return _blur(x, config.blur_sigma).contiguous()
+    """The replacement value of every pixel of ``x`` (N, C, H, W) under ``config``'s fill (see
+    :func:`gibench.evaluators._masking.fill_images`)."""
+    return shared_fill_images(x, config.fill, dataset_mean, config.fill_value, config.blur_sigma)
 
 
 def perturbed(x: Tensor, fill: Tensor, ranks: Tensor, k: int) -> Tensor:
     """``x`` with the pixels of rank < k (all channels) replaced by ``fill``."""
-    mask = (ranks < k).view(x.shape[0], 1, *x.shape[2:])
-    return torch.where(mask, fill, x)
+    return replace_ranked(x, fill, ranks, k)
 
 
 class PixelPerturbation(Evaluator):

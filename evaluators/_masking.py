@@ -1,0 +1,113 @@
+"""Pixel masking shared by the perturbation evaluators: ranking pixels, counting them, fill images, masked copies and
+the area under a curve.
+
+One implementation serves ``pixel_perturbation`` (Srinivas & Fleuret: remove the least/most salient pixels) and
+``keep_remove`` (Hesse et al.: keep the most/least attributed pixels). Both rank pixels by a score with the same
+deterministic tie rule, count pixels with the same rounding, replace pixels by the same fill images (the blurred
+copy included) and build every masked batch with one comparison ``rank < k``. The helpers were moved here from
+``pixel_perturbation`` unchanged (its stored results are the same numbers; tests/test_keep_remove.py pins them), and
+extended where ``keep_remove`` needs more: a per-image pixel count (the paper never keeps a pixel whose clipped
+score is 0, so the count is capped per image) and the raw trapezoid area.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FILLS", "area", "blur", "fill_images", "pixel_count", "ranked", "removal_ranks", "replace_ranked", "trapezoid",
+]
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: The fill modes of :func:`fill_images`.
+FILLS = ("image_mean", "constant", "dataset_mean", "blur")
+
+
+def pixel_count(fraction: float, num_pixels: int) -> int:
+    """floor(f·P + 0.5): the number of pixels at ``fraction`` of ``num_pixels`` (rounded to the nearest)."""
+    return int(math.floor(fraction * num_pixels + 0.5))
+
+
+def ranked(scores: Tensor, descending: bool) -> Tensor:
+    """The position of every pixel in the order of ``scores`` (N, H, W), shape (N, P) with P = H·W.
+
+    Ascending or descending; ties go to the lower flat index first in both directions (a stable sort), so the ranks
+    are a permutation of 0..P−1 per image and do not depend on the device or the batch.
+    """
+    flat = scores.flatten(1)
+    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
+    order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def removal_ranks(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`ranked` in both directions: ``(ascending, descending)``, each (N, P)."""
+    return ranked(scores, descending=False), ranked(scores, descending=True)
+
+
+def replace_ranked(x: Tensor, fill: Tensor, ranks: Tensor, k: int | Tensor, inside: bool = True) -> Tensor:
+    """``x`` (N, C, H, W) with pixels replaced by ``fill`` (same shape) in all channels.
+
+    ``inside=True`` replaces the pixels of rank < k (removal); ``inside=False`` replaces every other pixel, i.e. keeps
+    the pixels of rank < k. ``k`` is one count for the batch or a per-image tensor (N,).
+    """
+    bound = k if isinstance(k, int) else k.view(-1, 1)
+    selected = ranks < bound
+    mask = (selected if inside else ~selected).view(x.shape[0], 1, *x.shape[2:])
+    return torch.where(mask, fill, x)
+
+
+def blur(x: Tensor, sigma_fraction: float) -> Tensor:
+    """A Gaussian-blurred copy of ``x`` (N, C, H, W), channel by channel, reflect padding (torchvision).
+
+    Hesse et al.'s kernel (51 px, σ 41 at 224 px) scaled to the image: σ = ``sigma_fraction`` × the shorter side,
+    kernel ≈ 51/41·σ rounded down to an odd size, at least 3 and at most 2·side − 1 (what reflect padding allows).
+    """
+    from torchvision.transforms.functional import gaussian_blur
+
+    side = min(x.shape[-2:])
+    sigma = sigma_fraction * side
+    kernel = 2 * int(51 / 41 * sigma / 2) + 1
+    kernel = max(3, min(kernel, 2 * side - 1))
+    return gaussian_blur(x, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+
+
+def fill_images(
+    x: Tensor, fill: str, dataset_mean: Sequence[float], fill_value: float = 0.5, blur_sigma: float = 41 / 224,
+) -> Tensor:
+    """The replacement value of every pixel of ``x`` (N, C, H, W), same shape, contiguous (``torch.where`` is much
+    slower with a broadcast operand).
+
+    ``image_mean``: each image's per-channel mean; ``constant``: ``fill_value``; ``dataset_mean``: the per-channel
+    train-split mean; ``blur``: :func:`blur` with ``blur_sigma``.
+    """
+    if fill == "image_mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+    if fill == "constant":
+        return torch.full_like(x, fill_value)
+    if fill == "dataset_mean":
+        mean = torch.tensor(tuple(dataset_mean), dtype=x.dtype, device=x.device)
+        return mean.view(1, -1, 1, 1).expand_as(x).contiguous()
+    if fill == "blur":
+        return blur(x, blur_sigma).contiguous()
+    raise ValueError(f"unknown fill {fill!r}; use one of {FILLS}")
+
+
+def trapezoid(x: Sequence[float], y: Sequence[float]) -> float:
+    """The trapezoid rule ∫ y dx over the points (``np.trapz(y, x)``); one point gives 0."""
+    u, v = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return float(np.sum((v[1:] + v[:-1]) * np.diff(u)) / 2.0)
+
+
+def area(fractions: Sequence[float], values: Sequence[float], axis: str = "log") -> float:
+    """Trapezoid area under ``values`` over the fraction axis (log10 or linear), divided by the axis width, so a
+    constant a gives a; one point gives its value."""
+    u = np.log10(np.asarray(fractions, dtype=np.float64)) if axis == "log" else np.asarray(fractions, np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if len(u) == 1:
+        return float(v[0])
+    return float(np.sum((v[1:] + v[:-1]) * np.diff(u)) / 2.0 / (u[-1] - u[0]))
