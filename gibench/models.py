@@ -26,6 +26,20 @@ input Hessian is non-zero), 'gelu', 'silu', 'tanh'. For timm models ``act`` beco
 for architectures whose constructor takes ``act_layer`` (ResNets, ConvNeXt, ViT, ...), and is a ConfigError for the
 others. Classes are chosen to accept ``inplace=`` because timm passes ``inplace=True`` to activation layers.
 
+X-DNNs (Hesse, Schaub-Meyer & Roth, "Fast Axiomatic Attribution for Neural Networks", NeurIPS 2021): every in-tree
+backbone takes ``bias`` (default true). ``bias: false`` removes every convolution and linear bias (the classifier's
+too) and every BatchNorm: ``cifar_resnet18`` becomes the Fixup X-ResNet-18 and ``cifar_vgg11_bn`` the VGG-11 without
+BatchNorm (see :mod:`gibench.cifar_backbones`); the others keep their layers without biases. With ReLU (the default
+``act``) the backbone is then nonnegatively homogeneous, f(α·z) = α·f(z) for α ≥ 0, *in normalized space*: the
+model stays ``Sequential(normalize=Normalize(mean, std), backbone)``, its affine first layer is outside the X-DNN, and
+the zero baseline of X-Gradient and Integrated Gradients is zero in normalized space, the dataset's mean colour in
+pixels (:func:`gibench.saliency.attribution_baseline`), as in the paper, whose normalization is in the data transform.
+Construction with ``bias: false`` checks the property numerically (:func:`gibench.homogeneity.check_homogeneous`)
+and refuses a net that fails it (``act: softplus``, say) with a ConfigError naming the offending layer. The option
+is not passed to timm's own architectures (they reject it as an unknown option). The regular and X variants of a
+backbone differ in more than the biases where the regular one has BatchNorm (``cifar_resnet18``, ``cifar_vgg11_bn``):
+the paper's regular ResNet is Fixup with biases, gibench's regular one is the seed papers' BatchNorm ResNet.
+
 Pretrained weights are out of scope: gibench never downloads weights, so ``pretrained: true`` is a ConfigError, and
 so are ``hf-hub:``/``local-dir:`` model sources.
 
@@ -47,8 +61,9 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 from gibench.api import DatasetBundle
-from gibench.cifar_backbones import CifarResNet18, CifarVGG11BN
+from gibench.cifar_backbones import CifarResNet18, CifarVGG11BN, CifarXResNet18
 from gibench.errors import ConfigError, UnknownPluginError
+from gibench.homogeneity import PROBE_SIZE, check_homogeneous
 from gibench.params import did_you_mean
 
 __all__ = [
@@ -108,21 +123,22 @@ class GibenchCNN(nn.Module):
     """Small CNN for MNIST-scale work on the CPU (see the module docstring for the layers)."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, act: str | type[nn.Module] = "relu",
-                 width: int = 32, hidden: int = 128) -> None:
+                 width: int = 32, hidden: int = 128, bias: bool = True) -> None:
         super().__init__()
         _positive_ints(num_classes=num_classes, in_chans=in_chans, width=width, hidden=hidden)
         act_cls = activation_class(act)
         self.num_classes = num_classes
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, width, 3), act_cls(),
-            nn.Conv2d(width, width, 3), act_cls(),
+            nn.Conv2d(in_chans, width, 3, bias=bias), act_cls(),
+            nn.Conv2d(width, width, 3, bias=bias), act_cls(),
             nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3), act_cls(),
+            nn.Conv2d(width, 2 * width, 3, bias=bias), act_cls(),
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(5),
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * 25, hidden), act_cls(), nn.Linear(hidden, num_classes)
+            nn.Flatten(), nn.Linear(2 * width * 25, hidden, bias=bias), act_cls(),
+            nn.Linear(hidden, num_classes, bias=bias),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -133,16 +149,17 @@ class GibenchMLP(nn.Module):
     """Flatten, two hidden layers with activation, linear classifier."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, act: str | type[nn.Module] = "relu",
-                 hidden: int = 256, img_size: int | Sequence[int] = 28) -> None:
+                 hidden: int = 256, img_size: int | Sequence[int] = 28, bias: bool = True) -> None:
         super().__init__()
         _positive_ints(num_classes=num_classes, hidden=hidden)
         act_cls = activation_class(act)
         self.num_classes = num_classes
+        self.img_size = img_size
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(_image_pixels(in_chans, img_size), hidden), act_cls(),
-            nn.Linear(hidden, hidden), act_cls(),
-            nn.Linear(hidden, num_classes),
+            nn.Linear(_image_pixels(in_chans, img_size), hidden, bias=bias), act_cls(),
+            nn.Linear(hidden, hidden, bias=bias), act_cls(),
+            nn.Linear(hidden, num_classes, bias=bias),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -152,11 +169,13 @@ class GibenchMLP(nn.Module):
 class GibenchLinear(nn.Module):
     """One linear layer on the flattened pixels: logits = W·vec(x) + b."""
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int | Sequence[int] = 28) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int | Sequence[int] = 28,
+                 bias: bool = True) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.img_size = img_size
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(_image_pixels(in_chans, img_size), num_classes)
+        self.fc = nn.Linear(_image_pixels(in_chans, img_size), num_classes, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.flatten(x))
@@ -166,59 +185,79 @@ _TIMM_INTERNAL = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # pa
 
 
 def _in_tree(cls: type[nn.Module], name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
-    """Build an in-tree net from a timm factory call; unknown options raise TypeError like a constructor would."""
+    """Build an in-tree net from a timm factory call; unknown options raise TypeError like a constructor would.
+
+    With ``bias=False`` the net must be an X-DNN: :func:`gibench.homogeneity.check_homogeneous` runs on it (on a
+    ``PROBE_SIZE``² input, or the ``img_size`` attribute of the flattening nets) and refuses it with a ConfigError naming the
+    offending layer.
+    """
     if pretrained:
         raise ConfigError(f"backbone {name!r} has no pretrained weights; remove `pretrained: true`.")
     for key in _TIMM_INTERNAL:
         kwargs.pop(key, None)
-    return cls(**kwargs)
+    bias = kwargs.get("bias", True)
+    if not isinstance(bias, bool):
+        raise ConfigError(f"backbone {name!r}: option `bias` must be true or false, got {bias!r}.")
+    model = cls(**kwargs)
+    if not bias:
+        size = getattr(model, "img_size", PROBE_SIZE)
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        check_homogeneous(model, (kwargs.get("in_chans", 1), height, width), name)
+    return model
 
 
 @register_model
 def gibench_cnn(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, act: str = "relu",
-                width: int = 32, **kwargs: Any) -> GibenchCNN:
+                width: int = 32, bias: bool = True, **kwargs: Any) -> GibenchCNN:
     """timm factory of :class:`GibenchCNN`."""
     return _in_tree(GibenchCNN, "gibench_cnn", pretrained,
-                    dict(num_classes=num_classes, in_chans=in_chans, act=act, width=width, **kwargs))
+                    dict(num_classes=num_classes, in_chans=in_chans, act=act, width=width, bias=bias, **kwargs))
 
 
 @register_model
 def gibench_mlp(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, act: str = "relu",
-                hidden: int = 256, **kwargs: Any) -> GibenchMLP:
+                hidden: int = 256, bias: bool = True, **kwargs: Any) -> GibenchMLP:
     """timm factory of :class:`GibenchMLP` (pass ``img_size`` unless it is 28)."""
     return _in_tree(GibenchMLP, "gibench_mlp", pretrained,
-                    dict(num_classes=num_classes, in_chans=in_chans, act=act, hidden=hidden, **kwargs))
+                    dict(num_classes=num_classes, in_chans=in_chans, act=act, hidden=hidden, bias=bias, **kwargs))
 
 
 @register_model
-def gibench_linear(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, **kwargs: Any) -> GibenchLinear:
+def gibench_linear(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, bias: bool = True,
+                   **kwargs: Any) -> GibenchLinear:
     """timm factory of :class:`GibenchLinear` (pass ``img_size`` unless it is 28)."""
     return _in_tree(GibenchLinear, "gibench_linear", pretrained,
-                    dict(num_classes=num_classes, in_chans=in_chans, **kwargs))
+                    dict(num_classes=num_classes, in_chans=in_chans, bias=bias, **kwargs))
 
 
 @register_model
 def cifar_resnet18(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, act: str = "relu",
-                   **kwargs: Any) -> CifarResNet18:
-    """timm factory of :class:`~gibench.cifar_backbones.CifarResNet18` (the seed papers' CIFAR ResNet-18)."""
-    return _in_tree(CifarResNet18, "cifar_resnet18", pretrained,
-                    dict(num_classes=num_classes, in_chans=in_chans, act_layer=activation_class(act), **kwargs))
+                   bias: bool = True, **kwargs: Any) -> nn.Module:
+    """timm factory of :class:`~gibench.cifar_backbones.CifarResNet18` (the seed papers' CIFAR ResNet-18), and with
+    ``bias=False`` of :class:`~gibench.cifar_backbones.CifarXResNet18` (Hesse et al.'s X-ResNet: Fixup, no BatchNorm,
+    no biases)."""
+    options = dict(num_classes=num_classes, in_chans=in_chans, act_layer=activation_class(act), **kwargs)
+    if bias is False:
+        return _in_tree(CifarXResNet18, "cifar_resnet18", pretrained, dict(options, bias=False))
+    return _in_tree(CifarResNet18, "cifar_resnet18", pretrained, options)
 
 
 @register_model
 def cifar_vgg11_bn(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, act: str = "relu",
-                   **kwargs: Any) -> CifarVGG11BN:
-    """timm factory of :class:`~gibench.cifar_backbones.CifarVGG11BN` (VGG-11 with BatchNorm, linear head)."""
+                   bias: bool = True, **kwargs: Any) -> CifarVGG11BN:
+    """timm factory of :class:`~gibench.cifar_backbones.CifarVGG11BN` (VGG-11 with BatchNorm, linear head; with
+    ``bias=False`` Hesse et al.'s X-VGG: no BatchNorm, no biases)."""
     return _in_tree(CifarVGG11BN, "cifar_vgg11_bn", pretrained,
-                    dict(num_classes=num_classes, in_chans=in_chans, act_layer=activation_class(act), **kwargs))
+                    dict(num_classes=num_classes, in_chans=in_chans, act_layer=activation_class(act), bias=bias,
+                         **kwargs))
 
 
 _IN_TREE_OPTIONS = {  # name -> options it takes besides num_classes/in_chans (for error messages)
-    "cifar_resnet18": "act",
-    "cifar_vgg11_bn": "act",
-    "gibench_cnn": "act, width, hidden",
-    "gibench_linear": "img_size",
-    "gibench_mlp": "act, hidden, img_size",
+    "cifar_resnet18": "act, bias",
+    "cifar_vgg11_bn": "act, bias",
+    "gibench_cnn": "act, width, hidden, bias",
+    "gibench_linear": "img_size, bias",
+    "gibench_mlp": "act, hidden, img_size, bias",
 }
 _IN_TREE = tuple(_IN_TREE_OPTIONS)
 _NEEDS_IMG_SIZE = ("gibench_linear", "gibench_mlp")
@@ -269,6 +308,8 @@ def create_backbone(name: str, num_classes: int, in_chans: int, act: str | None 
             options["act_layer"] = act_class
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **options)
+    except ConfigError:  # already says what is wrong (the X-DNN check, `pretrained: true`)
+        raise
     except (TypeError, ValueError, AssertionError) as exc:  # unknown keyword; bad value (timm asserts on some)
         raise ConfigError(_rejected_option_message(name, given, exc)) from None
 

@@ -1,0 +1,175 @@
+"""X-DNN backbones (``bias: false``, Hesse et al. 2021) and the homogeneity check that guards them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gibench
+from gibench.cifar_backbones import VGG11_LAYERS, CifarVGG11BN, CifarXResNet18, XBasicBlock
+from gibench.errors import ConfigError
+from gibench.homogeneity import check_homogeneous, non_homogeneous_layers
+from gibench.models import build_model, create_backbone, in_tree_backbones
+from gibench.saliency import attribution_baseline
+
+CONV_NETS = ("gibench_cnn", "cifar_resnet18", "cifar_vgg11_bn")
+
+
+def _randomized(model: nn.Module, seed: int = 1) -> nn.Module:
+    """A float64 copy with every parameter redrawn (the zero-initialised Fixup branches would make f ≡ 0)."""
+    model = model.double().eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / max(1, p[0].numel()) ** 0.5)
+    return model
+
+
+def _scaling_error(model: nn.Module, z: torch.Tensor, alpha: float) -> float:
+    with torch.no_grad():
+        out = model(z)
+        return ((model(alpha * z) - alpha * out).abs().max() / (alpha * out.abs().max())).item()
+
+
+@pytest.mark.parametrize("name", in_tree_backbones())
+def test_every_in_tree_backbone_has_an_x_variant_without_bias_or_batchnorm(name: str) -> None:
+    model = create_backbone(name, num_classes=5, in_chans=3, bias=False)
+    assert not [n for n, _ in model.named_parameters() if n.endswith("bias")]
+    assert not [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    assert not [m for m in model.modules() if isinstance(m, (nn.Softplus, nn.GELU, nn.SiLU, nn.Tanh))]
+    size = 28 if name in ("gibench_mlp", "gibench_linear") else 16
+    z = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    probe = _randomized(model)
+    for alpha in (0.3, 1.7, 5.0):
+        assert _scaling_error(probe, z, alpha) < 1e-12
+
+
+@pytest.mark.parametrize("name", ("gibench_cnn", "gibench_mlp"))
+def test_biased_twin_is_not_homogeneous(name: str) -> None:
+    """The regular net (the same code with biases) fails the scaling identity, so the X test above is not vacuous."""
+    model = _randomized(create_backbone(name, num_classes=5, in_chans=3))
+    z = torch.randn(3, 3, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert _scaling_error(model, z, 2.0) > 1e-3
+
+
+def test_x_resnet18_layers_parameters_and_fixup_init() -> None:
+    model = create_backbone("cifar_resnet18", num_classes=10, in_chans=3, bias=False)
+    assert isinstance(model, CifarXResNet18)
+    blocks = [m for m in model.modules() if isinstance(m, XBasicBlock)]
+    assert len(blocks) == 8 and model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    expected = 3 * 64 * 9 + 512 * 10  # stem, classifier
+    c_in = 64
+    for width in (64, 128, 256, 512):
+        expected += c_in * width * 9 + width * width * 9 + width * width * 9 + width * width * 9
+        expected += c_in * width if c_in != width else 0  # 1×1 shortcut
+        c_in = width
+    assert sum(p.numel() for p in model.parameters()) == expected == 11_164_352
+    for block in blocks:  # Fixup: branch ends at zero, first conv N(0, 2/(out·9)) · 8^-1/2
+        assert block.conv2.weight.abs().max() == 0
+        out = block.conv1.weight.shape[0]
+        std = block.conv1.weight.std().item()
+        assert std == pytest.approx((2 / (out * 9)) ** 0.5 / 8 ** 0.5, rel=0.05)
+    assert model.fc.weight.abs().max() == 0 and model.fc.bias is None
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert model.forward_features(torch.rand(1, 3, 28, 28)).shape == (1, 512, 4, 4)
+
+
+def test_x_vgg11_has_no_batchnorm_and_the_counted_parameters() -> None:
+    model = create_backbone("cifar_vgg11_bn", num_classes=10, in_chans=3, bias=False)
+    assert isinstance(model, CifarVGG11BN)
+    widths = [w for w in VGG11_LAYERS if w != "M"]
+    c_in, expected = 3, 512 * 10
+    for width in widths:
+        expected += c_in * width * 9
+        c_in = width
+    assert sum(p.numel() for p in model.parameters()) == expected == 9_222_848
+    assert [type(m).__name__ for m in model.features[:3]] == ["Conv2d", "ReLU", "MaxPool2d"]
+    assert model(torch.rand(2, 3, 28, 28)).shape == (2, 10)
+
+
+def test_homogeneity_holds_around_the_mean_colour_in_pixel_space() -> None:
+    """The whole model Normalize → X backbone scales about the baseline: f(b + α(x − b)) = α·f(x) (the decision in
+    gibench.saliency: the zero baseline is zero in normalized space, the dataset's mean colour in pixels)."""
+    bundle = gibench.testing.tiny_bundle()
+    model = build_model("gibench_mlp", {"bias": False, "hidden": 8}, bundle).double().eval()
+    x = bundle.test.x[:4].double()
+    base = attribution_baseline(model, x)
+    torch.testing.assert_close(base.flatten(), torch.tensor(bundle.mean, dtype=torch.float64))
+    with torch.no_grad():
+        for alpha in (0.25, 3.0):
+            torch.testing.assert_close(model(base + alpha * (x - base)), alpha * model(x), rtol=1e-10, atol=1e-12)
+        assert (model(torch.zeros_like(x)) - 0).abs().max() > 1e-6  # black is not the baseline
+
+
+@pytest.mark.parametrize("name", CONV_NETS + ("gibench_mlp",))
+def test_softplus_x_backbone_is_refused_naming_the_layer(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        create_backbone(name, num_classes=10, in_chans=1, bias=False, act="softplus")
+    message = str(info.value)
+    assert f"backbone {name!r}" in message and "Softplus10" in message and "not positively homogeneous" in message
+    assert "act: relu" in message
+
+
+def test_check_names_batchnorm_bias_and_reports_functional_constants() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    with pytest.raises(ConfigError, match=r"layer 1: BatchNorm2d, whose shift.*layer 3: Conv2d with a bias"):
+        check_homogeneous(net, (1, 16, 16), "toy")
+
+    class Shifted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1)) + 1.0
+
+    with pytest.raises(ConfigError, match="no single layer fails the check"):
+        check_homogeneous(Shifted(), (1, 2, 2), "shifted")
+    check_homogeneous(nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2)), (1, 8, 8), "ok")
+
+
+def test_leaf_check_on_recorded_inputs() -> None:
+    net = nn.Sequential(nn.Linear(3, 3, bias=False), nn.Softplus(), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        net[2].bias.fill_(1.0)
+    layers = dict(non_homogeneous_layers(net, torch.randn(4, 3, dtype=torch.float64)))
+    assert set(layers) == {"1", "2"} and "Softplus" in layers["1"] and "bias" in layers["2"]
+
+
+def test_check_leaves_the_global_random_state_and_the_model_alone() -> None:
+    model = create_backbone("gibench_cnn", num_classes=3, in_chans=1, bias=False, width=4, hidden=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.get_rng_state()
+    check_homogeneous(model, (1, 16, 16), "gibench_cnn")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_bias_option_is_validated_and_unknown_to_timm_models() -> None:
+    with pytest.raises(ConfigError, match="`bias` must be true or false"):
+        create_backbone("gibench_cnn", num_classes=10, in_chans=1, bias="no")
+    with pytest.raises(ConfigError, match="does not accept the option 'bias'"):
+        create_backbone("resnet18", num_classes=10, in_chans=3, bias=False)
+
+
+@pytest.mark.slow
+def test_x_gibench_cnn_learns_mnist_subset(one_thread: None) -> None:
+    """Half an epoch of the bundled digits (the X-DNN trains; its accuracy cost is measured by the standard suite)."""
+    bundle = gibench.load_dataset("mnist_subset")
+    torch.manual_seed(0)
+    model = build_model("gibench_cnn", {"bias": False}, bundle)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(0))[:2000]
+    model.train()
+    for batch in order.split(64):
+        loss = F.cross_entropy(model(bundle.train.x[batch]), bundle.train.y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(bundle.test.x).argmax(1) == bundle.test.y).float().mean().item()
+    assert accuracy > 0.8
