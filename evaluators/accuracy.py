@@ -21,7 +21,8 @@ class Accuracy(Evaluator):
     Config = AccuracyConfig
     version = "1"
     judges_saliency = False
-    metrics = (Metric("accuracy", True, "top-1 accuracy on the clean test split", headline=True),)
+    metrics = (Metric("accuracy", True, "top-1 accuracy on the clean test split", headline=True,
+                      bounds=(0.0, 1.0)),)
 
     @torch.no_grad()
     def evaluate(self, ctx: EvalContext) -> EvalResult:

@@ -67,8 +67,10 @@ class BlockMNISTLeakage(Evaluator):
     version = "1"
     requires = frozenset({SIGNAL_MASK})
     metrics = (
-        Metric("signal_mass_share", True, "share of the pixel-saliency mass inside the signal block", headline=True),
-        Metric("null_topk_share", False, "share of the top-k salient pixels that lie outside the signal block"),
+        Metric("signal_mass_share", True, "share of the pixel-saliency mass inside the signal block", headline=True,
+               bounds=(0.0, 1.0)),
+        Metric("null_topk_share", False, "share of the top-k salient pixels that lie outside the signal block",
+               bounds=(0.0, 1.0)),
     )
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:

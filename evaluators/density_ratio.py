@@ -103,7 +103,8 @@ class DensityRatio(Evaluator):
                "mean of f_y(x+η) − f_y(x), η ~ N(0, s²I) at the reference noise level (implicit log-density ratio)",
                headline=True),
         Metric("mean_ratio_at_ref", False,
-               "mean of exp(f_y(x+η) − f_y(x)) at the reference noise level (the paper's density ratio)"),
+               "mean of exp(f_y(x+η) − f_y(x)) at the reference noise level (the paper's density ratio)",
+               bounds=(0.0, math.inf)),
     )
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:

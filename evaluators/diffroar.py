@@ -292,11 +292,15 @@ class DiffROAR(Evaluator):
     version = "1"
     metrics = (
         Metric("diffroar_mean", True, "mean over levels k of acc(top-k kept) − acc(bottom-k kept), retrained",
-               headline=True),
-        Metric("diffroar_min", True, "the lowest DiffROAR(k) over the levels (< 0: feature inversion at that k)"),
-        Metric("accuracy_top_kept_mean", True, "mean over levels of the retrained accuracy with the top-k kept"),
-        Metric("accuracy_bottom_kept_mean", False, "mean over levels of the retrained accuracy with the bottom-k kept"),
-        Metric("diffroar_std_mean", False, "mean over levels of the std of DiffROAR(k) over retrain-seed pairs"),
+               headline=True, bounds=(-1.0, 1.0)),
+        Metric("diffroar_min", True, "the lowest DiffROAR(k) over the levels (< 0: feature inversion at that k)",
+               bounds=(-1.0, 1.0)),
+        Metric("accuracy_top_kept_mean", True, "mean over levels of the retrained accuracy with the top-k kept",
+               bounds=(0.0, 1.0)),
+        Metric("accuracy_bottom_kept_mean", False, "mean over levels of the retrained accuracy with the bottom-k kept",
+               bounds=(0.0, 1.0)),
+        Metric("diffroar_std_mean", False, "mean over levels of the std of DiffROAR(k) over retrain-seed pairs",
+               bounds=(0.0, 1.0)),
     )
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:

@@ -370,14 +370,17 @@ class GANTest(Evaluator):
     version = "1"
     metrics = (
         Metric("gan_test_accuracy", True,
-               "accuracy of an independently trained judge on samples drawn by gradient ascent on f_y", headline=True),
+               "accuracy of an independently trained judge on samples drawn by gradient ascent on f_y", headline=True,
+               bounds=(0.0, 1.0)),
         Metric("diversity", True,
                "within-class spread of the samples over that of real test images (judge features; 1 = data-like, "
-               "0 = collapsed)"),
+               "0 = collapsed)", bounds=(0.0, float("inf"))),
         Metric("accuracy_times_diversity", True,
-               "mean over classes of judge accuracy × min(1, spread ratio): recognisable and varied samples"),
+               "mean over classes of judge accuracy × min(1, spread ratio): recognisable and varied samples",
+               bounds=(0.0, 1.0)),
         Metric("model_accuracy_on_samples", True,
-               "the benchmarked model's own accuracy on its samples (did the ascent reach the class?)"),
+               "the benchmarked model's own accuracy on its samples (did the ascent reach the class?)",
+               bounds=(0.0, 1.0), diagnostic=True),
     )
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:

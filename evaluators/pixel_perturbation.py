@@ -100,12 +100,16 @@ class PixelPerturbation(Evaluator):
     metrics = (
         Metric("area_least_salient_normalized", True,
                "area under accuracy vs fraction of least-salient pixels removed, divided by clean accuracy",
-               headline=True),
-        Metric("area_least_salient", True, "area under accuracy vs fraction of least-salient pixels removed"),
-        Metric("area_most_salient", False, "area under accuracy vs fraction of most-salient pixels removed"),
+               headline=True, bounds=(0.0, float("inf"))),
+        Metric("area_least_salient", True, "area under accuracy vs fraction of least-salient pixels removed",
+               bounds=(0.0, 1.0)),
+        Metric("area_most_salient", False, "area under accuracy vs fraction of most-salient pixels removed",
+               bounds=(0.0, 1.0)),
         Metric("area_most_salient_normalized", False,
-               "area under accuracy vs fraction of most-salient pixels removed, divided by clean accuracy"),
-        Metric("clean_accuracy", True, "accuracy on the evaluated test images before any removal"),
+               "area under accuracy vs fraction of most-salient pixels removed, divided by clean accuracy",
+               bounds=(0.0, float("inf"))),
+        Metric("clean_accuracy", True, "accuracy on the evaluated test images before any removal",
+               bounds=(0.0, 1.0)),
     )
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:

@@ -226,14 +226,19 @@ def data_identity(ctx: EvalContext) -> dict:
 
 
 CORE_METRICS = (
-    Metric("cosine_conditional", True, "cosine similarity of ∇x f_y(x) and the score ∇x log p(x|y)", headline=True),
-    Metric("spearman_conditional", True, "Spearman rank correlation of ∇x f_y(x) and ∇x log p(x|y)"),
-    Metric("cosine_unconditional", True, "cosine similarity of ∇x logsumexp f(x) and the score ∇x log p(x)"),
-    Metric("spearman_unconditional", True, "Spearman rank correlation of ∇x logsumexp f(x) and ∇x log p(x)"),
+    Metric("cosine_conditional", True, "cosine similarity of ∇x f_y(x) and the score ∇x log p(x|y)", headline=True,
+           bounds=(-1.0, 1.0)),
+    Metric("spearman_conditional", True, "Spearman rank correlation of ∇x f_y(x) and ∇x log p(x|y)", bounds=(-1.0, 1.0)),
+    Metric("cosine_unconditional", True, "cosine similarity of ∇x logsumexp f(x) and the score ∇x log p(x)",
+           bounds=(-1.0, 1.0)),
+    Metric("spearman_unconditional", True, "Spearman rank correlation of ∇x logsumexp f(x) and ∇x log p(x)",
+           bounds=(-1.0, 1.0)),
 )
 LPIPS_METRICS = (
-    Metric("lpips_conditional", True, "1 − LPIPS (AlexNet) of max-abs-normalized ∇x f_y(x) and ∇x log p(x|y)"),
-    Metric("lpips_unconditional", True, "1 − LPIPS (AlexNet) of max-abs-normalized ∇x logsumexp f and ∇x log p(x)"),
+    Metric("lpips_conditional", True, "1 − LPIPS (AlexNet) of max-abs-normalized ∇x f_y(x) and ∇x log p(x|y)",
+           bounds=(-float("inf"), 1.0)),
+    Metric("lpips_unconditional", True, "1 − LPIPS (AlexNet) of max-abs-normalized ∇x logsumexp f and ∇x log p(x)",
+           bounds=(-float("inf"), 1.0)),
 )
 
 
