@@ -27,7 +27,10 @@ Choices the paper leaves open, as gibench makes them:
   the 4 diagonal ones; known neighbours move to the right-hand side, so v_i is the weighted mean of its neighbours
   (the weights renormalized at the image border). All channels of a removed pixel are imputed, each channel with the
   same system. The system is symmetric and, as long as at least one pixel is kept (every fraction < 1), positive
-  definite; it is solved exactly by ``scipy.sparse.linalg.spsolve`` (SuperLU), one block per image, in float64.
+  definite; it is solved exactly (a direct solve, in float64) by banded Cholesky (``scipy.linalg.solveh_banded``):
+  numbered image by image in raster order, a removed pixel's removed neighbours are at most W + 1 unknowns away, so
+  one LAPACK call solves the whole batch in time linear in the number of removed pixels (the reference and Quantus
+  call SuperLU's ``spsolve`` per image, 10–20× slower here).
   Then N(0, ``noise``²) is added to every imputed value (paper and code: 0.01) and the result is clipped to [0, 1]
   (the data range of every gibench image; the reference does not clip).
 * **Mask**: per pixel, ranked by the pixel score (``pixel_reduction``: Σ_c |g_c| of ``ctx.saliency`` by default,
@@ -53,8 +56,7 @@ from typing import Annotated
 
 import numpy as np
 import torch
-from scipy.sparse import csc_matrix
-from scipy.sparse.linalg import spsolve
+from scipy.linalg import solveh_banded
 from torch import Tensor
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
@@ -105,7 +107,7 @@ def impute(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
     var[img, pix] = np.arange(n)
     py, px = np.divmod(pix, w)
     diag, rhs = np.zeros(n), np.zeros((n, c))
-    rows, cols, vals = [np.arange(n)], [np.arange(n)], []
+    rows, cols, vals = [], [], []
     for dy, dx, weight in OFFSETS:
         ny, nx = py + dy, px + dx
         inside = np.flatnonzero((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))
@@ -117,10 +119,24 @@ def impute(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
         vals.append(np.full(int(unknown.sum()), -weight))
         known = inside[~unknown]
         rhs[known] += weight * flat[img[known], :, j[~unknown]]
-    matrix = csc_matrix((np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    solution = spsolve(matrix, rhs)
+    solution = _solve_banded(diag, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs)
     flat[img, :, pix] = solution.reshape(n, c)
     return flat.reshape(x.shape)
+
+
+def _solve_banded(diag: np.ndarray, rows: np.ndarray, cols: np.ndarray, off: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve the symmetric positive definite system diag(diag) + offdiag(rows, cols, off) = rhs by banded Cholesky.
+
+    The unknowns are numbered image by image in raster order, so an unknown's neighbours are at most W + 1 positions
+    away: the matrix is banded (and block-diagonal over images), and LAPACK's banded Cholesky solves every image of the
+    batch in one call, in time linear in the number of unknowns.
+    """
+    lower = rows > cols
+    band = int((rows[lower] - cols[lower]).max(initial=0))
+    ab = np.zeros((band + 1, len(diag)))
+    ab[0] = diag
+    ab[rows[lower] - cols[lower], cols[lower]] = off[lower]
+    return solveh_banded(ab, rhs, lower=True, check_finite=False)
 
 
 def noisy_linear_imputation(x: Tensor, removed: Tensor, noise: Tensor | None = None) -> Tensor:
