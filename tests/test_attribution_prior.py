@@ -5,7 +5,6 @@ includes the no-host-synchronization check) for every prior × attribution, and 
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections import OrderedDict
