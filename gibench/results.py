@@ -334,12 +334,15 @@ def sanity_table(frame: pd.DataFrame, control: str = "fooled", baseline: str = B
     ``passes`` is True when the control's mean is worse in the metric's direction, and ``verdict`` (with
     ``delta_low``/``delta_high``, the control's Δ interval) says whether that difference exceeds the seed noise
     (``worse``) or not (``""``). Evaluators with ``judges_saliency = False`` (accuracy) are left out, and so are
-    evaluations skipped on every seed of the row (they measured nothing).
+    evaluations skipped on every seed of the row (they measured nothing) and metrics declared ``diagnostic`` (plain
+    MPRT ranks ``fooled`` above ``erm`` by design; it is reported, never gated).
     """
     from gibench import registry
 
     stats = summarize(frame, baseline)
     stats = stats[stats["headline"] & stats["evaluator"].map(lambda n: _judges_saliency(registry, n))]
+    gated = [not _diagnostic(registry, e, m) for e, m in zip(stats["evaluator"], stats["metric"])]
+    stats = stats[pd.Series(gated, index=stats.index, dtype=bool)]
     stats = stats[stats["n_ok"] > 0]  # an evaluator skipped on every seed (blockmnist without a signal mask) has no say
     keys = [*TABLE_KEYS, *METRIC_KEYS, "higher_is_better"]
     base = stats[stats["variant"] == baseline][keys + ["mean"]].rename(columns={"mean": "erm"})
@@ -349,6 +352,14 @@ def sanity_table(frame: pd.DataFrame, control: str = "fooled", baseline: str = B
     table["passes"] = (table["erm"] - table[control]) * sign > 0
     return table[["dataset", "backbone", "backbone_params", "train_label", "variant", "evaluator", "metric",
                   "higher_is_better", "erm", control, "delta_low", "delta_high", "verdict", "passes"]]
+
+
+def _diagnostic(registry, evaluator: str, metric: str) -> bool:
+    """Whether the evaluator declares ``metric`` diagnostic (reported, never gated or ranked: plain MPRT)."""
+    try:
+        return any(m.name == metric and m.diagnostic for m in registry.evaluators.get(evaluator).metrics)
+    except Exception:  # an evaluator no longer installed: keep its rows rather than hide them
+        return False
 
 
 def _judges_saliency(registry, name: str) -> bool:
