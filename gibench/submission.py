@@ -30,7 +30,11 @@ Choices:
   appears. Folders whose name starts with ``.`` or ``_`` are not submissions.
 * Local paths are removed from the failure reasons (column ``reason``): the runs folder becomes ``<runs>`` and the
   home folder ``~``. A submission is published, and those paths name the submitter's account and disk layout (the
-  recorded environment leaves out the host name for the same reason) while meaning nothing to anyone else.
+  recorded environment leaves out the host name for the same reason) while meaning nothing to anyone else. Line
+  breaks and other control characters in a reason (an exception message may hold colour codes) become spaces,
+  since ``validate`` rejects them in every cell.
+* Plausibility is checked at submit as at validate (:mod:`gibench.submission_validate`): a value outside its
+  metric's declared bounds is refused before anything is written.
 * Metric declarations come from the installed evaluator when its version is the one that produced the rows;
   otherwise the metric is recorded without bounds (unbounded) and without a description.
 """
@@ -71,8 +75,8 @@ from gibench.submission_schema import (
     parse_model, submission_json_schema, write_json_schema,
 )
 from gibench.submission_validate import (
-    JOB_COLUMNS, RESULT_COLUMNS, load_submission, load_submissions, parse_results, scan_submissions,
-    validate_submission,
+    JOB_COLUMNS, RESULT_COLUMNS, check_plausible, installed_metric, load_submission, load_submissions,
+    parse_results, scan_submissions, validate_submission,
 )
 
 
@@ -123,9 +127,11 @@ def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping
     if results is None:
         from gibench.results import collect_results
         results = collect_results(runs_dir, job_hashes, warn=warn)
-    selected = _strip_local_paths(_select_rows(results, runs, suite_name, runs_dir), runs_dir)
+    selected = _public_reasons(_select_rows(results, runs, suite_name, runs_dir), runs_dir)
     data = _results_csv(selected)
     table = parse_results(data, f"{runs_dir} (results)", {job for run in runs for job in run.jobs})
+    metrics = metric_infos(table)
+    check_plausible(table, metrics, f"{runs_dir} (results)")
     plan = plan_artifacts(runs_dir, table, limit, warn)
     provenance = Provenance(suites=suites, runs=runs)
     digest = hashlib.sha256(data).hexdigest()
@@ -133,7 +139,7 @@ def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping
         id=f"{slugify(meta.name)}-{_content_hash(meta, provenance, digest, plan.record)}",
         created=datetime.now(timezone.utc).replace(microsecond=0), gibench_version=gibench.__version__,
         metadata=meta, provenance=provenance, results=ResultsFile(rows=len(table), sha256=digest),
-        metric_descriptions=_metric_descriptions(table), metrics=metric_infos(table), artifacts=plan.record)
+        metric_descriptions=_metric_descriptions(table), metrics=metrics, artifacts=plan.record)
     return LoadedSubmission(None, submission, table, data, dict(plan.sources))
 
 
@@ -157,19 +163,6 @@ def metric_infos(table: pd.DataFrame) -> list[MetricInfo]:
                      "diagnostic": declared.diagnostic}
         found.append(MetricInfo(**info))
     return found
-
-
-def installed_metric(evaluator: str, version: str, metric: str) -> Any:
-    """The installed evaluator's :class:`gibench.api.Metric` of that name when its version is ``version``, else None."""
-    from gibench import registry
-
-    try:
-        cls = registry.evaluators.get(evaluator)
-    except GibenchError:
-        return None
-    if str(cls.version) != version:
-        return None
-    return next((m for m in cls.metrics if m.name == metric), None)
 
 
 def _read_runs(runs_dir: Path, suite_name: str | None,
@@ -222,8 +215,9 @@ def _select_rows(table: pd.DataFrame, runs: list[RunRecord], suite_name: str | N
     return selected
 
 
-def _strip_local_paths(table: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
-    """``reason`` with the runs folder written ``<runs>`` and the home folder ``~`` (see the module docstring)."""
+def _public_reasons(table: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
+    """``reason`` with the runs folder written ``<runs>``, the home folder ``~``, and line breaks, terminal colour
+    codes and other Cc/Cf characters as spaces (see the module docstring)."""
     if "reason" not in table.columns:
         return table
     replacements = [(str(runs_dir.resolve()), "<runs>"), (os.path.abspath(runs_dir), "<runs>")]
@@ -236,7 +230,7 @@ def _strip_local_paths(table: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
             return text
         for local, public in replacements:
             text = text.replace(local, public)
-        return text
+        return "".join(" " if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
 
     return table.assign(reason=table["reason"].map(strip))
 

@@ -208,12 +208,14 @@ class MetricInfo(_Strict):
     bounds: tuple[Bound, Bound] = (None, None)
     diagnostic: bool = False
 
-    @model_validator(mode="after")
-    def _ordered(self) -> MetricInfo:
-        low, high = bounds_from_json(self.bounds)
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, value: tuple[Bound, Bound]) -> tuple[Bound, Bound]:
+        low, high = bounds_from_json(value)
         if math.isnan(low) or math.isnan(high) or low > high:
-            raise ValueError(f"bounds {list(self.bounds)} are not a range [low, high] with low <= high")
-        return self
+            raise ValueError(f"{list(value)} is not a range [low, high] with low <= high (null for an infinite end). "
+                             "Fix: re-create the submission with `gibench submit`")
+        return value
 
 
 def _safe_part(value: str, what: str) -> str:

@@ -3,12 +3,26 @@ and the packed artifacts against their recorded SHA-256.
 
 Validation is strict and reports the file, the field (or column and line) and how to fix it. ``results.csv`` is
 checked for columns, types, ``status`` values, finite values on ``ok`` rows, duplicate results, consistent job and
-metric descriptions, job hashes covered by the provenance, row count, and lastly the SHA-256 recorded at submit.
+metric descriptions, job hashes covered by the provenance, row count, the SHA-256 recorded at submit, and then
+for plausibility:
+
+* **Bounds.** Every ``ok`` value lies in its metric's declared range (:attr:`gibench.api.Metric.bounds`), widened by
+  :data:`BOUNDS_SLACK` · max(1, |bound|) for floating-point rounding (a float32 cosine can come out as 1.0000001).
+  The range is the installed evaluator's declaration when the installed version is the one that produced the rows
+  (and a submission whose recorded bounds differ from it is rejected: it was edited, or made by a plugin that
+  declared them differently under the same version), else the bounds recorded in ``submission.json``'s
+  ``metrics``, else unbounded.
+* **Plain text.** No cell of ``results.csv`` contains a character of Unicode category Cc (control: NUL, newline,
+  ESC, ...) or Cf (format: the right-to-left override U+202E, zero-width characters); the metadata is checked the
+  same way by :mod:`gibench.submission_schema`.
 """
 
 from __future__ import annotations
 
-__all__ = ["load_submission", "load_submissions", "parse_results", "scan_submissions", "validate_submission"]
+__all__ = [
+    "BOUNDS_SLACK", "check_metric_records", "check_plausible", "installed_metric", "load_submission",
+    "load_submissions", "parse_results", "scan_submissions", "validate_submission",
+]
 
 import hashlib
 import io
@@ -23,7 +37,8 @@ from gibench.errors import SubmissionError
 from gibench.results import REQUIRED_COLUMNS
 from gibench.submission_artifacts import check_artifacts
 from gibench.submission_schema import (
-    STATUSES, SUBMISSION_FILE, LoadedSubmission, Submission, SubmissionScan, parse_model,
+    STATUSES, SUBMISSION_FILE, LoadedSubmission, MetricInfo, Submission, SubmissionScan, bounds_from_json,
+    bounds_to_json, control_character, parse_model,
 )
 
 RESULT_COLUMNS: dict[str, str] = REQUIRED_COLUMNS
@@ -33,6 +48,8 @@ _KIND_TEXT = {"str": "a non-empty string", "json": "a JSON object such as {} or 
               "int": "an integer", "float": "a number (or empty for no value)", "bool": "True or False",
               "status": "one of " + ", ".join(STATUSES)}
 _REMAKE = "re-create the submission with `gibench submit` instead of editing it by hand"
+#: Relative slack of the bounds check (see the module docstring).
+BOUNDS_SLACK = 1e-6
 
 
 def validate_submission(path: str | Path) -> Submission:
@@ -63,6 +80,8 @@ def load_submission(path: str | Path) -> LoadedSubmission:
     if hashlib.sha256(data).hexdigest() != submission.results.sha256:
         raise SubmissionError(f"{results_path} does not match field 'results.sha256' in {file}: the file changed "
                               f"after `gibench submit`; {_REMAKE}.")
+    check_metric_records(submission.metrics, table, file)
+    check_plausible(table, submission.metrics, results_path)
     check_artifacts(folder, submission.artifacts, file)
     return LoadedSubmission(folder, submission, table, data)
 
@@ -118,6 +137,7 @@ def parse_results(data: bytes, file: str, known_jobs: set[str]) -> pd.DataFrame:
                               f"needs the columns {', '.join(RESULT_COLUMNS)}; {_REMAKE}.")
     if len(raw) == 0:
         raise SubmissionError(f"{file} has no rows; {_REMAKE}.")
+    _check_plain_text(raw, file)
     table = raw.copy()
     for column, kind in RESULT_COLUMNS.items():
         table[column] = _convert(raw[column], column, kind, file)
@@ -191,3 +211,86 @@ def _check_rows(table: pd.DataFrame, file: str, known_jobs: set[str]) -> None:
     if (headlines > 1).any():
         raise SubmissionError(f"{file}: evaluator {headlines[headlines > 1].index[0]!r} has more than one metric with "
                               f"column 'headline' True. Fix: an evaluator has exactly one headline metric.")
+
+
+def _check_plain_text(raw: pd.DataFrame, file: str) -> None:
+    """No cell contains a Cc/Cf character (the error names the column and line)."""
+    for column in raw.columns:
+        found = {text: control_character(text) for text in set(raw[column])}
+        bad = {text for text, hit in found.items() if hit}
+        if bad:
+            i = int(raw[column].isin(bad).to_numpy().nonzero()[0][0])
+            position, char = found[raw[column].iloc[i]]
+            raise SubmissionError(f"{file}: column '{column}', line {i + 2}: contains the invisible character {char} "
+                                  f"at position {position}. Fix: remove it (the site shows plain visible text only); "
+                                  f"{_REMAKE}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# plausibility
+
+
+def installed_metric(evaluator: str, version: str, metric: str) -> Any:
+    """The installed evaluator's :class:`gibench.api.Metric` of that name when its version is ``version``, else None."""
+    from gibench import registry
+    from gibench.errors import GibenchError
+
+    try:
+        cls = registry.evaluators.get(evaluator)
+    except GibenchError:
+        return None
+    if str(cls.version) != version:
+        return None
+    return next((m for m in cls.metrics if m.name == metric), None)
+
+
+def check_metric_records(metrics: list[MetricInfo], table: pd.DataFrame, file: Path | str) -> None:
+    """``submission.json``'s ``metrics`` cover every metric of the rows, agree with them on direction and headline,
+    and record the installed evaluator's bounds where that version is installed. An empty list (a submission made
+    before metrics were recorded) is accepted."""
+    if not metrics:
+        return
+    recorded = {(m.evaluator, m.version, m.metric): (i, m) for i, m in enumerate(metrics)}
+    first = table.drop_duplicates(["evaluator", "evaluator_version", "metric"])
+    for row in first.itertuples():
+        key = (str(row.evaluator), str(row.evaluator_version), str(row.metric))
+        if key not in recorded:
+            raise SubmissionError(f"{file}: field 'metrics' has no entry for evaluator {key[0]!r} version {key[1]!r} "
+                                  f"metric {key[2]!r} of results.csv. Fix: {_REMAKE}.")
+        i, info = recorded[key]
+        for name in ("higher_is_better", "headline"):
+            if bool(getattr(row, name)) != getattr(info, name):
+                raise SubmissionError(f"{file}: field 'metrics.{i}.{name}' is {getattr(info, name)} but column "
+                                      f"'{name}' of results.csv says {bool(getattr(row, name))} for {key[0]}: "
+                                      f"{key[2]}. Fix: {_REMAKE}.")
+        declared = installed_metric(*key)
+        if declared is not None and tuple(bounds_to_json(declared.bounds)) != tuple(info.bounds):
+            raise SubmissionError(
+                f"{file}: field 'metrics.{i}.bounds' is {_range(info.bounds)} for {key[0]} (version {key[1]}) metric "
+                f"{key[2]!r}, but the installed evaluator of that version declares {_range(declared.bounds)}. Fix: "
+                f"{_REMAKE} (the bounds are copied from the installed evaluator).")
+
+
+def check_plausible(table: pd.DataFrame, metrics: list[MetricInfo], file: Path | str) -> None:
+    """Every ``ok`` value lies within its metric's bounds (see the module docstring)."""
+    recorded = {(m.evaluator, m.version, m.metric): bounds_from_json(m.bounds) for m in metrics}
+    table = table.reset_index(drop=True)
+    ok = table[table["status"] == "ok"]
+    for key, rows in ok.groupby(["evaluator", "evaluator_version", "metric"], sort=True):
+        key = tuple(str(k) for k in key)
+        declared = installed_metric(*key)
+        low, high = declared.bounds if declared is not None else recorded.get(key, (-math.inf, math.inf))
+        slack_low, slack_high = (BOUNDS_SLACK * max(1.0, abs(b)) if math.isfinite(b) else 0.0 for b in (low, high))
+        outside = (rows["value"] < low - slack_low) | (rows["value"] > high + slack_high)
+        if outside.any():
+            index = int(rows.index[outside.to_numpy()][0])
+            raise SubmissionError(
+                f"{file}: column 'value', line {index + 2}: {float(table.at[index, 'value'])!r} for {key[0]} (version "
+                f"{key[1]}) metric {key[2]!r} lies outside its declared range {_range((low, high))}. Fix: such a "
+                "value cannot come from that evaluator; re-create the submission with `gibench submit` from the runs "
+                "that produced it, instead of editing it by hand.")
+
+
+def _range(bounds: tuple) -> str:
+    low, high = bounds_from_json(tuple(None if b is None else b for b in bounds))
+    return f"[{low:g}, {high:g}]"

@@ -405,3 +405,163 @@ def test_validate_checks_every_artifact_and_no_path_leaves_the_folder(tmp_path: 
     with pytest.raises(SubmissionError) as info:
         validate_submission(folder)
     assert f"field 'artifacts.files.{index}': path {escape!r} is not artifacts/" in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# plausibility: declared bounds, plain text
+
+
+def _resign(folder: Path) -> None:
+    """Record results.csv's current SHA-256 in submission.json, as a careful forger would."""
+    digest = hashlib.sha256((folder / "results.csv").read_bytes()).hexdigest()
+    _edit_json(folder, lambda d: d["results"].update(sha256=digest))
+
+
+def _set_value(folder: Path, evaluator: str, metric: str, value: str) -> int:
+    """Set the first ok row of that metric to ``value`` (re-signed); returns its line in results.csv."""
+    table = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
+    index = int(table.index[(table["evaluator"] == evaluator) & (table["metric"] == metric)
+                            & (table["status"] == "ok")][0])
+    table.loc[index, "value"] = value
+    table.to_csv(folder / "results.csv", index=False)
+    _resign(folder)
+    return index + 2
+
+
+def test_an_accuracy_of_1e308_is_rejected_naming_line_and_range(submitted: Path) -> None:
+    line = _set_value(submitted, "accuracy", "accuracy", "1e308")
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(submitted)
+    assert str(info.value) == (
+        f"{submitted / 'results.csv'}: column 'value', line {line}: 1e+308 for accuracy (version 1) metric "
+        "'accuracy' lies outside its declared range [0, 1]. Fix: such a value cannot come from that evaluator; "
+        "re-create the submission with `gibench submit` from the runs that produced it, instead of editing it by "
+        "hand.")
+
+
+def test_bounds_allow_float_rounding_only(submitted: Path) -> None:
+    _set_value(submitted, "accuracy", "accuracy", repr(1 + 5e-7))  # within the 1e-6 slack: a rounding error
+    assert validate_submission(submitted).id == submitted.name
+    _set_value(submitted, "accuracy", "accuracy", repr(1 + 2e-6))
+    with pytest.raises(SubmissionError, match=r"line \d+: 1.000002 for accuracy \(version 1\) metric 'accuracy' "
+                                              r"lies outside its declared range \[0, 1\]"):
+        validate_submission(submitted)
+    _set_value(submitted, "accuracy", "accuracy", "-0.5")
+    with pytest.raises(SubmissionError, match=r": -0.5 for accuracy .* outside its declared range \[0, 1\]"):
+        validate_submission(submitted)
+
+
+def test_metric_declarations_are_recorded_and_must_match_the_installed_evaluator(submitted: Path) -> None:
+    from gibench import registry
+
+    data = json.loads((submitted / "submission.json").read_text())
+    infos = {(m["evaluator"], m["metric"]): m for m in data["metrics"]}
+    declared = next(m for m in registry.evaluators.get("accuracy").metrics if m.name == "accuracy")
+    assert infos["accuracy", "accuracy"] == {
+        "evaluator": "accuracy", "version": "1", "metric": "accuracy", "description": declared.description,
+        "higher_is_better": True, "headline": True, "bounds": [0.0, 1.0], "diagnostic": False}
+    # 'auc' is no metric of the installed pixel_perturbation: recorded as the rows say, unbounded
+    assert infos["pixel_perturbation", "auc"]["bounds"] == [None, None]
+    assert infos["pixel_perturbation", "auc"]["higher_is_better"] is False
+    index = data["metrics"].index(infos["accuracy", "accuracy"])
+    _edit_json(submitted, lambda d: d["metrics"][index].update(bounds=[0.0, 2.0]))
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(submitted)
+    assert str(info.value) == (
+        f"{submitted / 'submission.json'}: field 'metrics.{index}.bounds' is [0, 2] for accuracy (version 1) metric "
+        "'accuracy', but the installed evaluator of that version declares [0, 1]. Fix: re-create the submission "
+        "with `gibench submit` instead of editing it by hand (the bounds are copied from the installed evaluator).")
+
+
+def test_recorded_bounds_apply_where_the_evaluator_is_not_installed(submitted: Path) -> None:
+    data = json.loads((submitted / "submission.json").read_text())
+    index = next(i for i, m in enumerate(data["metrics"]) if m["metric"] == "auc")
+    _edit_json(submitted, lambda d: d["metrics"][index].update(bounds=[0.0, 0.2]))  # values are 0.29 .. 0.31
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(submitted)
+    table = load_submission_table(submitted)
+    first = table[(table["metric"] == "auc") & (table["status"] == "ok")].iloc[0]
+    assert f"{float(first['value'])!r} for pixel_perturbation (version 1) metric 'auc' lies outside its declared range " \
+           "[0, 0.2]" in str(info.value)
+    _edit_json(submitted, lambda d: d["metrics"][index].update(bounds=[0.5, 0.2]))
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(submitted)
+    assert str(info.value) == (
+        f"{submitted / 'submission.json'}: field 'metrics.{index}.bounds': [0.5, 0.2] is not a range [low, high] with "
+        "low <= high (null for an infinite end) (got [0.5, 0.2]). Fix: re-create the submission with `gibench "
+        "submit`.")
+
+
+def load_submission_table(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "results.csv")
+
+
+@pytest.mark.parametrize(("field", "value", "where", "char"), [
+    ("name", "Evil\u202egpj.exe", "name", "U+202E (RIGHT-TO-LEFT OVERRIDE) at position 4"),
+    ("authors", ["A. Person", "B.\x00Person"], "authors.1", "U+0000 (control character) at position 2"),
+    ("description", "tuned\u200b", "description", "U+200B (ZERO WIDTH SPACE) at position 5"),
+    ("links", ["https://example.org/\x1b[31m"], "links.0", "U+001B (control character) at position 20"),
+])
+def test_control_characters_in_metadata_are_rejected(tmp_path: Path, runs, field, value, where, char) -> None:
+    runs_dir, table = runs
+    with pytest.raises(SubmissionError) as info:
+        build_submission(runs_dir, tmp_path / "s", {**META, field: value}, "tiny", results=table)
+    assert str(info.value) == (f"metadata: field '{where}': contains the invisible character {char} (got "
+                               f"{value if isinstance(value, str) else value[-1]!r}). Fix: remove it; names, authors, "
+                               "descriptions, links and suite names must be plain visible text.")
+
+
+def test_a_description_may_hold_line_breaks(tmp_path: Path, runs) -> None:
+    runs_dir, table = runs
+    folder = build_submission(runs_dir, tmp_path / "s", {**META, "description": "line one\nline two\tend"}, "tiny",
+                              results=table)
+    assert validate_submission(folder).metadata.description == "line one\nline two\tend"
+
+
+def test_control_characters_in_results_csv_are_rejected_naming_column_and_line(submitted: Path) -> None:
+    table = pd.read_csv(submitted / "results.csv", dtype=str, keep_default_na=False)
+    table.loc[3, "variant"] = "erm\u202e"
+    table.to_csv(submitted / "results.csv", index=False)
+    _resign(submitted)
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(submitted)
+    assert str(info.value) == (
+        f"{submitted / 'results.csv'}: column 'variant', line 5: contains the invisible character U+202E "
+        "(RIGHT-TO-LEFT OVERRIDE) at position 3. Fix: remove it (the site shows plain visible text only); re-create "
+        "the submission with `gibench submit` instead of editing it by hand.")
+
+
+def test_failure_reasons_lose_local_paths_and_control_characters(tmp_path: Path, runs) -> None:
+    runs_dir, table = runs
+    home = str(Path.home())
+    reason = (f"training failed: {runs_dir.resolve()}/jobs/j3/checkpoint.pt: no space\nsee "
+              f"{home}/notes.txt \x1b[31m(red)\x1b[0m")
+    failed = row("j3", "gradient_norm", 1, "density_ratio", "mean_ratio_at_ref", float("nan"), status="failed",
+                 reason=reason)
+    folder = build_submission(runs_dir, tmp_path / "s", META, "tiny",
+                              results=pd.concat([table, pd.DataFrame([failed])], ignore_index=True))
+    stored = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
+    (kept,) = stored.loc[stored["reason"] != "", "reason"]
+    assert kept == "training failed: <runs>/jobs/j3/checkpoint.pt: no space see ~/notes.txt  [31m(red) [0m"
+    assert home not in (folder / "results.csv").read_text() or home in ("/", "")
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--name", "   ", "metadata: field 'name': the name is blank (got '   '). Fix: give the name of your method, e.g. "
+                      "--name \"Gradient norm\"."),
+    ("--link", "javascript:alert(1)", "metadata: field 'links.0': not an http:// or https:// URL; links become href "
+                                      "attributes on the site, so no other scheme (javascript:, data:, file:) is "
+                                      "accepted (got 'javascript:alert(1)'). Fix: give a web address such as --link "
+                                      "https://arxiv.org/abs/1234.5678."),
+    ("--author", " ", "metadata: field 'authors.1': the author is blank (got ' '). Fix: give each author's name, e.g. "
+                      "--author \"A. Person\"."),
+])
+def test_submit_cli_names_the_bad_option_without_a_traceback(tmp_path: Path, runs, capsys, option, value,
+                                                              expected) -> None:
+    from gibench.cli import main
+
+    runs_dir, _ = runs
+    args = ["submit", "--runs-dir", str(runs_dir), "--name", "Ok", "--author", "A", "--out", str(tmp_path / "s")]
+    assert main([*args, option, value]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == " ".join(f"error: {expected}".split()) and "Traceback" not in err
