@@ -96,46 +96,54 @@ def impute(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
         A copy of ``x`` whose removed pixels are the solution of the neighbour system (module docstring); every kept
         pixel is unchanged. All images are solved in one block-diagonal system.
     """
-    b, c, h, w = x.shape
-    flat = x.reshape(b, c, h * w).astype(np.float64, copy=True)
-    rm = removed.reshape(b, h * w)
-    img, pix = np.nonzero(rm)
-    n = len(pix)
+    out = np.array(x, dtype=np.float64, copy=True)
+    rm = np.asarray(removed, dtype=bool)
+    n = int(rm.sum())
     if n == 0:
-        return flat.reshape(x.shape)
-    var = np.full((b, h * w), -1, dtype=np.int64)
-    var[img, pix] = np.arange(n)
-    py, px = np.divmod(pix, w)
-    diag, rhs = np.zeros(n), np.zeros((n, c))
+        return out
+    var = np.full(rm.shape, -1, dtype=np.int64)  # unknowns numbered image by image, in raster order
+    var[rm] = np.arange(n)
+    inside = np.ones(rm.shape[1:], dtype=bool)
+    diag, rhs = np.zeros(rm.shape[1:]), np.zeros(out.shape)
     rows, cols, vals = [], [], []
     for dy, dx, weight in OFFSETS:
-        ny, nx = py + dy, px + dx
-        inside = np.flatnonzero((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))
-        j = ny[inside] * w + nx[inside]
-        diag[inside] += weight
-        unknown = rm[img[inside], j]
-        rows.append(inside[unknown])
-        cols.append(var[img[inside][unknown], j[unknown]])
-        vals.append(np.full(int(unknown.sum()), -weight))
-        known = inside[~unknown]
-        rhs[known] += weight * flat[img[known], :, j[~unknown]]
-    solution = _solve_banded(diag, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs)
-    flat[img, :, pix] = solution.reshape(n, c)
-    return flat.reshape(x.shape)
+        diag += weight * _shifted(inside, dy, dx, False)
+        rhs += weight * _shifted(out, dy, dx, 0.0) * _shifted(~rm, dy, dx, False)[:, None]
+        if (dy, dx) < (0, 1):  # neighbour earlier in raster order: one entry of the lower triangle
+            neighbour = _shifted(var, dy, dx, -1)
+            both = rm & (neighbour >= 0)
+            rows.append(var[both])
+            cols.append(neighbour[both])
+            vals.append(np.full(len(rows[-1]), -weight))
+    diag_of_unknowns = np.broadcast_to(diag, rm.shape)[rm]
+    channels_last = out.transpose(0, 2, 3, 1)  # a view: writing into it writes into ``out``
+    solution = _solve_banded(diag_of_unknowns, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
+                             rhs.transpose(0, 2, 3, 1)[rm])
+    channels_last[rm] = solution.reshape(n, out.shape[1])
+    return out
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
+    """``s[..., i, j] = a[..., i + dy, j + dx]`` where that lies inside the image, ``fill`` elsewhere."""
+    s = np.full_like(a, fill)
+    h, w = a.shape[-2:]
+    s[..., max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] = \
+        a[..., max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+    return s
 
 
 def _solve_banded(diag: np.ndarray, rows: np.ndarray, cols: np.ndarray, off: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Solve the symmetric positive definite system diag(diag) + offdiag(rows, cols, off) = rhs by banded Cholesky.
+    """Solve the symmetric positive definite system (diag on the diagonal, ``off`` at (rows, cols) and its mirror,
+    rows > cols) by banded Cholesky.
 
     The unknowns are numbered image by image in raster order, so an unknown's neighbours are at most W + 1 positions
     away: the matrix is banded (and block-diagonal over images), and LAPACK's banded Cholesky solves every image of the
     batch in one call, in time linear in the number of unknowns.
     """
-    lower = rows > cols
-    band = int((rows[lower] - cols[lower]).max(initial=0))
+    band = int((rows - cols).max(initial=0))
     ab = np.zeros((band + 1, len(diag)))
     ab[0] = diag
-    ab[rows[lower] - cols[lower], cols[lower]] = off[lower]
+    ab[rows - cols, cols] = off
     return solveh_banded(ab, rhs, lower=True, check_finite=False)
 
 
