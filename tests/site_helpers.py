@@ -135,6 +135,11 @@ class PageWatcher:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
         dialog.dismiss()
 
+    def reset(self) -> None:
+        """Forget what was recorded (before the watched page goes to another address)."""
+        for found in (self.console_errors, self.page_errors, self.failed_requests, self.dialogs):
+            found.clear()
+
     def problems(self) -> dict[str, list[str]]:
         found = {"console errors": self.console_errors, "page errors": self.page_errors,
                  "failed requests": self.failed_requests, "dialogs": self.dialogs}

@@ -1,0 +1,436 @@
+"""The leaderboard site in a real browser (Playwright for Python driving Debian's ``chromium`` from ``file://``).
+
+One tiny real run (three regularizer families, two seeds, linear model, one epoch) is packed into three
+submissions: an honest one, a hostile one (every free-text field carries an XSS payload, written the way a hostile
+user would: by editing submission.json and results.csv and recomputing their hashes) that also holds only seed 0 and
+no pixel-perturbation results for one variant, and one with a ``javascript:`` link that validation rejects (the site
+is built with ``skip_invalid`` so that it is listed as rejected). Every expected number, order and count is computed
+here in Python from the submissions' own results.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gibench.errors import SubmissionError
+from gibench.submission import build_submission, load_submission, validate_submission
+from tests.site_helpers import PageWatcher, chromium_path, hostile_edit, launch, local_target, run_tiny_suite
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,  # one tiny real run, then a few seconds per page
+              pytest.mark.skipif(chromium_path() is None,
+                                 reason="needs the system Chromium: apt-get install -y chromium (.ci/run does this)")]
+
+ACCURACY = ("accuracy", "accuracy")
+PIXEL = ("pixel_perturbation", "area_least_salient_normalized")
+WIDTH, HEIGHT = 1400, 900
+#: Each payload would set window.__xss (or open a dialog) if the site executed it.
+XSS = {
+    "name": "<script>window.__xss='name'</script>Evil lab",
+    "author": "\"><img src=x onerror=\"window.__xss='author'\">",
+    "description": "<img src=x onerror=alert('description')> and <b>bold</b>",
+    "link": "https://example.org/\"><img/src=x/onerror=window.__xss='link'>",
+    "variant": "gradient_norm<svg/onload=window.__xss='variant'>",
+}
+JS_LINK = "javascript:window.__xss='js-link'"
+INVISIBLE = "Tiny\u202elab\x00"  # a right-to-left override and a NUL
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from gibench.leaderboard.build import build_site
+
+    root = tmp_path_factory.mktemp("browser")
+    runs = run_tiny_suite(root)
+    subs = root / "submissions"
+    honest = build_submission(runs, subs, {"name": "Tiny lab", "authors": ["A. Person"],
+                                           "description": "A tiny honest run.", "links": ["https://example.org/code"]})
+    results = load_submission(honest).results
+    partial = results[(results["seed"] == 0)
+                      & ~((results["regularizer"] == "gaussian_noise") & (results["evaluator"] == PIXEL[0]))]
+    hostile = build_submission(runs, subs, {"name": "placeholder", "authors": ["placeholder"]}, results=partial)
+    hostile = hostile_edit(hostile, metadata=_hostile_metadata, results=_hostile_variant)
+    rejected = shutil.copytree(honest, subs / "copy")
+    rejected = hostile_edit(rejected, metadata=lambda m: m.update(name="Rejected lab", links=[JS_LINK]))
+    invisible = shutil.copytree(honest, subs / "copy")
+    invisible = hostile_edit(invisible, metadata=lambda m: m.update(name=INVISIBLE))
+    site = root / "site"
+    index = build_site(subs, site, skip_invalid=True)
+    return {"root": root, "site": site, "index": index, "honest": honest, "hostile": hostile, "rejected": rejected,
+            "invisible": invisible}
+
+
+def _hostile_metadata(meta: dict) -> None:
+    meta.update(name=XSS["name"], authors=[XSS["author"]], description=XSS["description"], links=[XSS["link"]])
+
+
+def _hostile_variant(table):
+    table = table.copy()
+    table.loc[table["regularizer"] == "gradient_norm", "variant"] = XSS["variant"]
+    return table
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def expected(built: dict) -> dict:
+    """Per table row (submission id, variant): regularizer, family, submission name, headline means, evaluators."""
+    from gibench import registry
+
+    rows = {}
+    for folder in (built["honest"], built["hostile"]):
+        loaded = load_submission(folder)
+        for (variant, regularizer), group in loaded.results.groupby(["variant", "regularizer"]):
+            ok = group[group["status"] == "ok"]
+            means = {key: ok.loc[(ok["evaluator"] == key[0]) & (ok["metric"] == key[1]), "value"].mean()
+                     for key in (ACCURACY, PIXEL)}
+            rows[(loaded.submission.id, variant)] = {
+                "submission": loaded.submission.metadata.name, "variant": variant, "regularizer": regularizer,
+                "family": registry.regularizers.get(regularizer).family,
+                "means": {k: None if math.isnan(v) else v for k, v in means.items()},
+                "evaluators": set(ok["evaluator"])}
+    return rows
+
+
+@pytest.fixture(scope="module")
+def table_page(built: dict, browser) -> Path:
+    """The one table page the index links to (a.table-page)."""
+    page = browser.new_page()
+    page.goto(built["index"].as_uri())
+    hrefs = page.eval_on_selector_all("a.table-page", "links => links.map(a => a.href)")
+    page.close()
+    assert len(set(hrefs)) == 1, hrefs  # one dataset × backbone × training config
+    return local_target(hrefs[0])[0]
+
+
+@pytest.fixture(params=["index", "table page"])
+def board_page(request, built: dict, table_page: Path) -> Path:
+    """A page holding the table's section.board: the index (every table) and the table's own page (same markup)."""
+    return built["index"] if request.param == "index" else table_page
+
+
+def open_page(browser, path: Path):
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    watcher = PageWatcher().attach(page)
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page, watcher
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# every page
+
+
+def test_every_page_loads_without_errors_and_every_link_and_image_resolves(built: dict, browser) -> None:
+    pages = sorted(built["site"].rglob("*.html"))
+    assert len(pages) >= 3  # index, a table page, submission pages (and plugin pages)
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    watcher = PageWatcher().attach(page)
+    ids: dict[Path, set[str]] = {}  # element ids of each page, read once
+    links = images = 0
+    for path in pages:
+        watcher.reset()
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        images += check_images(page, path)
+        links += check_links(page, path, built["site"], ids)
+        assert not watcher.problems(), f"{path.name}: {watcher.problems()}"
+    page.close()
+    assert links > len(pages) and images > 0
+
+
+def check_images(page, path: Path) -> int:
+    """Every <img> is a local file that decodes to a picture of nonzero width; returns how many there are."""
+    loaded = page.evaluate("""() => Promise.all(Array.from(document.images, img => {
+        img.loading = 'eager';
+        return img.decode().then(() => [img.src, img.naturalWidth], () => [img.src, 0]);
+    }))""")
+    for src, width in loaded:
+        assert local_target(src) is not None, f"{path.name}: image {src} is not a local file"
+        assert width > 0, f"{path.name}: image {src} did not load"
+    return len(loaded)
+
+
+def check_links(page, path: Path, site: Path, ids: dict[Path, set[str]]) -> int:
+    """Every <a href> is a site file that exists (and holds the #fragment), or an http(s)/mailto address."""
+    count = 0
+    for href in page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)"):
+        target = local_target(href)
+        if target is None:
+            assert href.startswith(("https://", "http://", "mailto:")), f"{path.name}: link {href}"
+            continue
+        file, fragment = target
+        assert file.is_file(), f"{path.name}: link {href} points to a missing file"
+        assert file.resolve().is_relative_to(site.resolve()), f"{path.name}: link {href} leaves the site"
+        if fragment and file.suffix == ".html":
+            if file not in ids:
+                ids[file] = set(re.findall(r'\sid="([^"]+)"', file.read_text(encoding="utf-8")))
+            assert fragment in ids[file], f"{path.name}: link {href}: no element #{fragment} there"
+        count += 1
+    return count
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the table page
+
+
+def visible_rows(page) -> list[dict]:
+    """The table's rows a user sees, in order, as their data-* attributes."""
+    return page.eval_on_selector_all("section.board table.leaderboard tbody tr.lb-row", """rows => rows
+        .filter(r => !r.hidden && r.getClientRects().length > 0)
+        .map(r => Object.assign({}, r.dataset))""")
+
+
+def visible_columns(page) -> list[str]:
+    return page.eval_on_selector_all("section.board table.leaderboard thead th[data-column]", """ths => ths
+        .filter(th => !th.hidden && th.getClientRects().length > 0).map(th => th.dataset.column)""")
+
+
+def row_key(row: dict, expected: dict) -> tuple[str, str]:
+    """The expected-table key of a DOM row (its data-submission may be the submission's id or its name)."""
+    ids = {want["submission"]: sub_id for (sub_id, _), want in expected.items()}
+    key = (ids.get(row["submission"], row["submission"]), row["variant"])
+    assert key in expected, f"row {key} is not a variant of any submission"
+    return key
+
+
+def row_count(page) -> tuple[int, int]:
+    counter = page.locator("section.board .row-count")
+    visible, total = int(counter.get_attribute("data-visible")), int(counter.get_attribute("data-total"))
+    assert counter.inner_text().strip() == f"{visible} of {total} rows"
+    return visible, total
+
+
+def test_one_row_per_submitted_variant(board_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, board_page)
+    rows = visible_rows(page)
+    assert len(rows) == len(expected) == 6  # 3 variants × 2 valid submissions; the rejected one is not in the table
+    assert {row_key(r, expected) for r in rows} == set(expected)
+    assert row_count(page) == (6, 6)
+    for row in rows:
+        want = expected[row_key(row, expected)]
+        assert (row["regularizer"], row["family"]) == (want["regularizer"], want["family"])
+    assert not watcher.problems()
+    page.close()
+
+
+def metric_header(page, key: tuple[str, str]):
+    return page.locator(f'section.board table.leaderboard thead th[data-evaluator="{key[0]}"][data-metric="{key[1]}"]')
+
+
+def test_sorting_a_metric_column_orders_rows_by_the_mean(board_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, board_page)
+    for metric in (ACCURACY, PIXEL):
+        header = metric_header(page, metric)
+        assert header.get_attribute("data-best") == "high"  # both headlines: higher is better
+        means = {key: row["means"][metric] for key, row in expected.items()}
+        known = sorted((v for v in means.values() if v is not None), reverse=True)
+        missing = [None] * sum(v is None for v in means.values())
+        header.locator("button.sort").click()
+        assert header.get_attribute("aria-sort") == "descending"  # first click: best first
+        order = [means[row_key(r, expected)] for r in visible_rows(page)]
+        assert order[:len(known)] == pytest.approx(known)
+        assert order[len(known):] == missing  # rows without a value go last
+        header.locator("button.sort").click()
+        assert header.get_attribute("aria-sort") == "ascending"
+        order = [means[row_key(r, expected)] for r in visible_rows(page)]
+        assert order[:len(known)] == pytest.approx(known[::-1])
+        assert order[len(known):] == missing
+    assert sum(v is None for v in (row["means"][PIXEL] for row in expected.values())) == 1
+    assert not watcher.problems()
+    page.close()
+
+
+def test_sorting_the_variant_column_orders_rows_alphabetically(board_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, board_page)
+    header = page.locator('section.board table.leaderboard thead th[data-column="variant"]')
+    header.locator("button.sort").click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    variants = [r["variant"] for r in visible_rows(page)]
+    assert [v.lower() for v in variants] == sorted(row["variant"].lower() for row in expected.values())
+    assert not watcher.problems()
+    page.close()
+
+
+def matches(row: dict, text: str) -> bool:
+    fields = (row["variant"], row["regularizer"], row["family"], row["submission"])
+    return any(text.lower() in f.lower() for f in fields)
+
+
+def test_free_text_filter_hides_the_rows_that_do_not_match(board_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, board_page)
+    box = page.locator("section.board input.filter-text")
+    for text, count in (("gaussian", 2), ("TINY", 3), ("noise", 2), ("gradient", 2), ("no such variant", 0)):
+        box.fill(text)
+        want = {key for key, row in expected.items() if matches(row, text)}
+        assert len(want) == count
+        assert {row_key(r, expected) for r in visible_rows(page)} == want
+        assert row_count(page) == (count, len(expected))
+    box.fill("")
+    assert len(visible_rows(page)) == len(expected)
+    assert not watcher.problems()
+    page.close()
+
+
+def test_family_filter_shows_one_family_and_combines_with_the_text_filter(board_page: Path, browser,
+                                                                          expected: dict) -> None:
+    page, watcher = open_page(browser, board_page)
+    select = page.locator("section.board select.filter-family")
+    options = select.locator("option").evaluate_all("options => options.map(o => o.value)")
+    families = {row["family"] for row in expected.values()}
+    assert options[0] == "" and set(options[1:]) == families == {"baseline", "gradient penalty", "noise"}
+    for family in families:
+        select.select_option(family)
+        want = {key for key, row in expected.items() if row["family"] == family}
+        assert {row_key(r, expected) for r in visible_rows(page)} == want
+        assert row_count(page) == (len(want), len(expected))
+    select.select_option("baseline")
+    page.locator("section.board input.filter-text").fill("tiny")
+    want = {key for key, row in expected.items() if row["family"] == "baseline" and matches(row, "tiny")}
+    assert {row_key(r, expected) for r in visible_rows(page)} == want and len(want) == 1
+    select.select_option("")
+    page.locator("section.board input.filter-text").fill("")
+    assert row_count(page) == (len(expected), len(expected))
+    assert not watcher.problems()
+    page.close()
+
+
+def test_evaluator_filter_hides_rows_without_its_results_and_other_evaluators_columns(board_page: Path, browser,
+                                                                                      expected: dict) -> None:
+    page, watcher = open_page(browser, board_page)
+    select = page.locator("section.board select.filter-evaluator")
+    options = select.locator("option").evaluate_all("options => options.map(o => o.value)")
+    assert options[0] == "" and set(options[1:]) == {"accuracy", "pixel_perturbation"}
+    for evaluator in ("pixel_perturbation", "accuracy"):
+        select.select_option(evaluator)
+        want = {key for key, row in expected.items() if evaluator in row["evaluators"]}
+        assert {row_key(r, expected) for r in visible_rows(page)} == want
+        assert row_count(page) == (len(want), len(expected))
+        shown = page.eval_on_selector_all("section.board table.leaderboard thead th[data-evaluator]", """ths => ths
+            .filter(th => !th.hidden && th.getClientRects().length > 0).map(th => th.dataset.evaluator)""")
+        assert shown and set(shown) <= {evaluator, "accuracy"}
+    # the hostile submission has no pixel-perturbation results for gaussian_noise: that one row is hidden
+    select.select_option("pixel_perturbation")
+    assert row_count(page) == (5, 6)
+    select.select_option("")
+    assert row_count(page) == (6, 6)
+    assert not watcher.problems()
+    page.close()
+
+
+def test_column_chooser_hides_and_shows_a_metric_column(board_page: Path, browser) -> None:
+    page, watcher = open_page(browser, board_page)
+    column = metric_header(page, PIXEL).get_attribute("data-column")
+    assert column in visible_columns(page)
+    page.locator("section.board details.column-chooser summary").click()
+    box = page.locator(f'section.board details.column-chooser input[type=checkbox][data-column="{column}"]')
+    assert box.is_checked()
+    box.uncheck()
+    assert column not in visible_columns(page)
+    cells = page.locator(f'section.board table.leaderboard tbody td[data-column="{column}"]')
+    assert cells.count() == 6 and not any(cells.nth(i).is_visible() for i in range(cells.count()))
+    box.check()
+    assert column in visible_columns(page) and cells.first.is_visible()
+    assert not watcher.problems()
+    page.close()
+
+
+def test_page_does_not_scroll_sideways_at_1400_px(board_page: Path, browser) -> None:
+    page, watcher = open_page(browser, board_page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    assert not watcher.problems()
+    page.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# hostile input
+
+
+def test_javascript_link_is_rejected_by_validation_and_listed_as_rejected(built: dict, browser) -> None:
+    with pytest.raises(SubmissionError, match="links"):
+        validate_submission(built["rejected"])
+    page, watcher = open_page(browser, built["index"])
+    box = page.locator("#rejected")
+    assert built["rejected"].name in box.inner_text()
+    assert page.locator('a[href^="javascript:"]').count() == 0
+    assert not watcher.problems()
+    page.close()
+
+
+def test_control_characters_are_rejected_and_never_reach_the_pages(built: dict, browser) -> None:
+    with pytest.raises(SubmissionError, match="U\\+202E"):
+        validate_submission(built["invisible"])
+    for path in built["site"].rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        assert "\u202e" not in text and "\x00" not in text, path
+    page, watcher = open_page(browser, built["index"])
+    assert built["invisible"].name in page.locator("#rejected").inner_text()
+    assert not watcher.problems()
+    page.close()
+
+
+def test_xss_payloads_in_every_free_text_field_stay_inert(built: dict, browser, table_page: Path) -> None:
+    sub_id = built["hostile"].name
+    assert validate_submission(built["hostile"]).metadata.name == XSS["name"]  # the validator accepts the text
+    pages = [built["index"], table_page, built["site"] / "submissions" / f"{sub_id}.html"]
+    for path in pages:
+        page, watcher = open_page(browser, path)
+        assert page.evaluate("typeof window.__xss") == "undefined", f"{path.name}: a payload ran"
+        assert not watcher.dialogs and not watcher.failed_requests, f"{path.name}: {watcher.problems()}"
+        assert not page.evaluate("""() => Array.from(document.querySelectorAll('*')).some(el =>
+            Array.from(el.attributes).some(a => /^on/i.test(a.name)))"""), f"{path.name}: an on* attribute was injected"
+        scripts = page.eval_on_selector_all("script", "s => s.map(x => x.textContent)")
+        assert not any("__xss" in s for s in scripts), f"{path.name}: a payload became a script"
+        text = page.evaluate("document.body.textContent")
+        assert XSS["name"] in text, f"{path.name}: the name is not shown as text"
+        if path != pages[2]:  # the tables show the variant label
+            assert XSS["variant"] in text, f"{path.name}: the variant label is not shown as text"
+        assert not watcher.problems()
+        page.close()
+    page, _ = open_page(browser, pages[2])
+    assert XSS["name"] in page.title()  # the title shows the name as text
+    text = page.evaluate("document.body.textContent")
+    assert XSS["author"] in text and XSS["description"] in text
+    hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.getAttribute('href'))")
+    assert XSS["link"] in hrefs  # the whole payload stayed inside one href attribute
+    page.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# screenshots for the docs
+
+
+def test_screenshot_script_writes_the_index_and_a_table_page(built: dict, browser, tmp_path: Path) -> None:
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("site_screenshots",
+                                                  Path(__file__).parents[1] / "scripts" / "site_screenshots.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    written = script.screenshots(built["index"], tmp_path, browser)
+    assert [p.name for p in written] == ["index.png", "table.png"]
+    for path in written:
+        with Image.open(path) as image:
+            assert image.size == (WIDTH, HEIGHT)
+            assert len(set(image.convert("L").getdata())) > 10  # not a blank page
+        assert path.stat().st_size < 300_000
+    assert re.fullmatch(r"tables/[a-z0-9-]+\.html", script.first_table(built["index"]).relative_to(
+        built["site"]).as_posix())
