@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from gibench.api import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
-from gibench.config_types import ChannelReduction, FractionOrAll, Limit, plugin_config
+from gibench.config_types import ChannelReduction, FractionOrAll, IGSteps, Limit, SaliencyMethod, plugin_config
 from gibench.evaluators._artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.saliency import pixel_scores
 
@@ -41,6 +41,10 @@ class BlockMNISTLeakageConfig:
     """How the gradient's channels become one score per pixel."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def signal_mass_share(scores: Tensor, mask: Tensor) -> Tensor:

@@ -95,7 +95,9 @@ from torch import Tensor
 from gibench.api import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
 from gibench.auxiliary import classifier, tensors_sha256
 from gibench.config import PluginSpec, TrainConfig
-from gibench.config_types import DistinctFractions, Limit, NonNegativeInt, PixelValue, Seeds, plugin_config
+from gibench.config_types import (
+    DistinctFractions, IGSteps, Limit, NonNegativeInt, PixelValue, SaliencyMethod, Seeds, plugin_config,
+)
 from gibench.errors import GibenchError
 from gibench.evaluators._artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
 from gibench.params import build_config, check, jsonable
@@ -131,6 +133,10 @@ class DiffROARConfig:
     """TrainConfig fields replacing the job's."""
     max_train_images: Limit = 0
     """Rank, mask and retrain on the first N train images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
     def __post_init__(self) -> None:
         check(bool(self.backbone) or not self.backbone_options,

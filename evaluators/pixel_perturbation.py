@@ -48,7 +48,8 @@ from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.config_types import (
-    ChannelReduction, IncreasingFractions, Limit, PixelValue, PositiveFloat, plugin_config,
+    ChannelReduction, IGSteps, IncreasingFractions, Limit, PixelValue, PositiveFloat, SaliencyMethod,
+    plugin_config,
 )
 from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.evaluators._masking import area, pixel_count, removal_ranks, replace_ranked
@@ -75,6 +76,10 @@ class PixelPerturbationConfig:
     """log: trapezoid over log10(fraction); linear: over the fraction."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 #: floor(f·P + 0.5) pixels removed at fraction f; the masking helpers are shared with ``keep_remove``.

@@ -71,7 +71,9 @@ from torch import Tensor, nn
 
 from gibench.api import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
 from gibench.auxiliary import require_quality, tensors_sha256
-from gibench.config_types import Fraction, Limit, PositiveFloat, PositiveInt, Seed, Sigma, plugin_config
+from gibench.config_types import (
+    Fraction, IGSteps, Limit, PositiveFloat, PositiveInt, SaliencyMethod, Seed, Sigma, plugin_config,
+)
 from gibench.errors import GibenchError
 from gibench.evaluators import _denoiser
 from gibench.evaluators._artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
@@ -108,6 +110,10 @@ class ScoreAlignmentConfig:
     """Floor on the denoiser's gain_over_trivial (1 would be a perfect denoiser)."""
     lpips_weights: str = ""
     """A local folder holding LPIPS_FILES; empty: no LPIPS metrics."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
     def __post_init__(self) -> None:
         if self.lpips_weights:

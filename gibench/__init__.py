@@ -11,7 +11,8 @@ Contracts (:mod:`gibench.api`)
     of all of them, ``CAPABILITIES``.
 Saliency (:mod:`gibench.saliency`)
     ``input_gradient``, ``logits_and_input_gradient``, ``leaf_logits_and_input_gradient``, ``label_logit``,
-    ``pixel_scores``; ``x_gradient`` and its ``attribution_baseline`` (Hesse et al.'s X-Gradient).
+    ``pixel_scores``; ``x_gradient`` and its ``attribution_baseline`` (Hesse et al.'s X-Gradient),
+    ``integrated_gradients``, and ``saliency_function`` (a saliency method's name → ``ctx.saliency``).
 Evaluator helpers: batching and artifacts (:mod:`gibench.evaluators._artifacts`)
     ``eval_subset``, ``batches``, ``save_grid``, ``save_saliency_grid``, ``save_curves``, ``to_unit``,
     ``GRID_IMAGES``.
@@ -21,7 +22,7 @@ Plugin configs (:mod:`gibench.config_types`, :mod:`gibench.params`)
     ``plugin_config``; the shared field types ``Weight``, ``Sigma``, ``NoiseStd``, ``NumSamples``, ``BNMode``,
     ``ChannelReduction``, ``Fraction``, ``FractionOrAll``, ``IncreasingFractions``, ``IncreasingSigmas``,
     ``DistinctFractions``, ``Probability``, ``PixelValue``, ``PositiveInt``, ``NonNegativeInt``, ``PositiveFloat``,
-    ``NonNegativeFloat``, ``Limit``, ``Seed``, ``Seeds``, ``NonEmptyStr``; the constraints ``Rule``, ``Increasing``,
+    ``NonNegativeFloat``, ``Limit``, ``Seed``, ``Seeds``, ``NonEmptyStr``, ``SaliencyMethod``, ``IGSteps``; the constraints ``Rule``, ``Increasing``,
     ``Distinct``, ``NonEmpty``; ``check`` and ``did_you_mean`` for ``__post_init__`` rules and messages.
 Errors (:mod:`gibench.errors`)
     ``GibenchError`` and its subclasses ``ConfigError``, ``UnknownPluginError``, ``PluginLoadError``, ``DataError``,
@@ -68,6 +69,7 @@ from gibench.config_types import (
     FractionOrAll,
     Increasing,
     IncreasingFractions,
+    IGSteps,
     IncreasingSigmas,
     Limit,
     NoiseStd,
@@ -81,6 +83,7 @@ from gibench.config_types import (
     PositiveInt,
     Probability,
     Rule,
+    SaliencyMethod,
     Seed,
     Seeds,
     Sigma,
@@ -110,10 +113,12 @@ from gibench.params import check, did_you_mean
 from gibench.saliency import (
     attribution_baseline,
     input_gradient,
+    integrated_gradients,
     label_logit,
     leaf_logits_and_input_gradient,
     logits_and_input_gradient,
     pixel_scores,
+    saliency_function,
     x_gradient,
 )
 
@@ -130,15 +135,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ANALYTIC_SCORE", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError", "Dataset",
     "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
-    "FractionOrAll", "GRID_IMAGES", "GibenchError", "Increasing", "IncreasingFractions", "IncreasingSigmas",
+    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas",
     "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
     "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
-    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "Seed", "Seeds", "Sigma", "Split",
+    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split",
     "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
     "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
-    "did_you_mean", "eval_subset", "input_gradient", "label_logit", "leaf_logits_and_input_gradient",
+    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
     "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
-    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "save_curves",
+    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "saliency_function",
+    "save_curves",
     "save_grid", "save_saliency_grid", "to_unit", "x_gradient",
 ]
 

@@ -14,7 +14,8 @@ Every error names the file, the place (``regularizers[1].gradient_norm.weight``)
 from __future__ import annotations
 
 __all__ = [
-    "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS", "TrainConfig", "expand_grid", "load_suite",
+    "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS", "TrainConfig", "expand_grid", "identity_config",
+    "load_suite",
     "parse_suite", "resolve_suite_path", "shipped_suites",
 ]
 
@@ -31,6 +32,7 @@ import yaml
 
 from gibench import fsio, registry
 from gibench.augment import AUGMENTATIONS
+from gibench.config_types import IDENTITY_UNLESS_DEFAULT
 from gibench.errors import ConfigError, GibenchError
 from gibench.params import build_config, config_fields, did_you_mean, field_types, is_sequence_type, jsonable, check
 
@@ -312,8 +314,20 @@ def _plugin_list(raw: Mapping[str, Any], key: str, source: str, reg: registry.Re
         for point in expand_grid(options, sequence_keys):
             where = f"{place}.{name}"
             config = build_config(cls.Config, point, where)
-            specs.append(PluginSpec.of(name, point, jsonable(config)))
+            specs.append(PluginSpec.of(name, point, identity_config(config)))
     return tuple(specs)
+
+
+def identity_config(config: Any) -> dict[str, Any]:
+    """A plugin config as JSON for its identity (hashes), without the fields of
+    :data:`~gibench.config_types.IDENTITY_UNLESS_DEFAULT` that keep their class default (added after results were
+    first stored: the hash of a config that does not use them is what it was before they existed)."""
+    values = jsonable(config)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for name in IDENTITY_UNLESS_DEFAULT:
+        if name in values and name in defaults and values[name] == jsonable(defaults[name]):
+            del values[name]
+    return values
 
 
 def _backbone_list(raw: Mapping[str, Any], source: str) -> tuple[PluginSpec, ...]:

@@ -34,8 +34,9 @@ from pydantic_core import PydanticCustomError, core_schema
 __all__ = [
     "BNMode", "ChannelReduction", "DistinctFractions", "Distinct", "Fraction", "FractionOrAll", "Increasing",
     "IncreasingFractions", "IncreasingSigmas", "Limit", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat",
-    "NonNegativeInt", "NumSamples", "PLUGIN_CONFIG", "PixelValue", "PositiveFloat", "PositiveInt", "Probability",
-    "Rule", "Seed", "Seeds", "Sigma", "Weight", "plugin_config",
+    "IDENTITY_UNLESS_DEFAULT", "IGSteps", "NonNegativeInt", "NumSamples", "PLUGIN_CONFIG", "PixelValue",
+    "PositiveFloat", "PositiveInt", "Probability", "Rule", "SaliencyMethod", "Seed", "Seeds", "Sigma", "Weight",
+    "plugin_config",
 ]
 
 RULE_ERROR = "gibench_rule"  # the pydantic error type of a failed Rule
@@ -148,6 +149,21 @@ ChannelReduction = Literal["abs_sum", "channel_std"]
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 """A name that must not be empty."""
+
+SaliencyMethod = Literal["input_gradient", "x_gradient", "integrated_gradients"]
+"""The saliency map an evaluator explains with (``ctx.saliency``; :func:`gibench.saliency.saliency_function`):
+the input-gradient of the label logit (``input_gradient``, the default everywhere), Hesse et al.'s X-Gradient
+(x − baseline) ⊙ ∇x f_y (``x_gradient``), or captum's Integrated Gradients from the same baseline
+(``integrated_gradients``, ``ig_steps`` Gauss-Legendre nodes). The baseline is zero in normalized space, the dataset's
+mean colour (:func:`gibench.saliency.attribution_baseline`)."""
+
+IGSteps = Annotated[int, Field(ge=1)]
+"""Integration steps of ``integrated_gradients`` (≥ 1; ignored by the other saliency methods)."""
+
+IDENTITY_UNLESS_DEFAULT: tuple[str, ...] = ("saliency", "ig_steps")
+"""Plugin Config fields added after results were first stored: :mod:`gibench.config` leaves them out of a plugin's
+identity (its config hash, and so its result key) while they keep their default, so results stored before they
+existed keep their keys; any other value is part of the identity."""
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The decorator

@@ -45,7 +45,7 @@ from gibench.fsio import DamagedFileError, canonical_hash
 from gibench.jobs import Job, job_record, plugin_source
 from gibench.params import jsonable
 from gibench.records import ResultRecord
-from gibench.saliency import input_gradient
+from gibench.saliency import saliency_for
 from gibench.store import JobFolder, result_key
 from gibench.train import TrainingOutOfMemory, fit
 
@@ -192,7 +192,7 @@ class JobRunner:
             while True:
                 staging = self.folder.staging_artifact_dir(key)
                 try:
-                    result = evaluator.evaluate(self._context(model, staging, batch_size))
+                    result = evaluator.evaluate(self._context(model, staging, batch_size, evaluator))
                     _check_metrics(evaluator, result)
                     break
                 except torch.OutOfMemoryError:
@@ -220,7 +220,10 @@ class JobRunner:
         status = self.folder.status()
         return status.checkpoint_sha256 if status else None
 
-    def _context(self, model: torch.nn.Module, artifact_dir: Path, batch_size: int) -> EvalContext:
+    def _context(self, model: torch.nn.Module, artifact_dir: Path, batch_size: int,
+                 evaluator: Evaluator) -> EvalContext:
+        """The evaluation context; ``saliency`` is the map the evaluator's ``saliency`` option names (default
+        ``input_gradient``; :func:`gibench.saliency.saliency_for`)."""
         torch.manual_seed(self.job.seed)
         job = self.job
 
@@ -228,7 +231,8 @@ class JobRunner:
             regularizer = registry.regularizers.create(job.regularizer.name, **job.regularizer.params)
             return fit(other, job.backbone, regularizer, job.train, job.seed, self.device).model
 
-        return EvalContext(model=model.eval(), data=self.bundle, saliency=input_gradient, device=self.device,
+        return EvalContext(model=model.eval(), data=self.bundle, saliency=saliency_for(evaluator.config),
+                           device=self.device,
                            seed=job.seed, artifact_dir=artifact_dir, fit=refit, cache=self.aux_cache,
                            batch_size=batch_size, aux=self.aux_models, job=job)
 

@@ -61,7 +61,7 @@ from gibench.api import (
 from gibench.data.gaussian_mixture import GaussianMixtureDensity
 from gibench.data.tensors import make_bundle
 from gibench.params import build_config
-from gibench.saliency import input_gradient
+from gibench.saliency import SaliencyFunction, input_gradient, saliency_for, saliency_function
 
 __all__ = [
     "ConformanceError", "check_evaluator", "check_regularizer", "make_eval_context", "registered", "tiny_bundle",
@@ -186,7 +186,7 @@ def tiny_bundle(
 
 def make_eval_context(
     model: nn.Module, bundle: DatasetBundle, artifact_dir: str | Path, *, batch_size: int = 64, seed: int = 0,
-    saliency: Callable[[nn.Module, Tensor, Tensor], Tensor] = input_gradient, device: str | torch.device = "cpu",
+    saliency: SaliencyFunction | str = input_gradient, device: str | torch.device = "cpu",
     **fields: Any,
 ) -> EvalContext:
     """An :class:`gibench.EvalContext` for ``model`` on ``bundle``, as the runner builds it for a job.
@@ -197,7 +197,9 @@ def make_eval_context(
         artifact_dir: where the evaluator writes its artifacts (created if missing).
         batch_size: the evaluation batch size.
         seed: the evaluation seed.
-        saliency: the explained quantity (default: the input-gradient of the label logit).
+        saliency: the explained quantity: a function ``(model, x, y) -> map``, or a saliency method's name
+            (``"input_gradient"``, the default; ``"x_gradient"``; ``"integrated_gradients"`` with 32 steps), resolved
+            by :func:`gibench.saliency.saliency_function` as the runner resolves an evaluator's ``saliency`` option.
         device: the device of the model and of the evaluation.
         **fields: further :class:`gibench.EvalContext` fields (``job``, ``fit``, ``aux``, ``cache``).
 
@@ -210,6 +212,8 @@ def make_eval_context(
         (False, 64)
     """
     device = torch.device(device)
+    if isinstance(saliency, str):
+        saliency = saliency_function(saliency)
     artifact_dir = Path(artifact_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     return EvalContext(model=model.to(device).eval(), data=bundle, saliency=saliency, device=device, seed=seed,
@@ -488,7 +492,8 @@ def _assert(condition: bool, message: str) -> None:
 
 def _evaluate_checks(checks: _Checks, evaluator: Evaluator, model: nn.Module, bundle: DatasetBundle, root: Path,
                      batch_size: int) -> EvalResult | None:
-    first = make_eval_context(model, bundle, root / "first", batch_size=batch_size)
+    saliency = saliency_for(evaluator.config)  # the evaluator's `saliency` option, as the runner wires it
+    first = make_eval_context(model, bundle, root / "first", batch_size=batch_size, saliency=saliency)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     results: dict[str, EvalResult] = {}
 
@@ -504,9 +509,10 @@ def _evaluate_checks(checks: _Checks, evaluator: Evaluator, model: nn.Module, bu
     checks.run("curves", lambda: _curves_valid(result))
     checks.run("artifacts written where declared", lambda: _artifacts_written(result, first.artifact_dir))
     checks.run("model left in eval mode and unchanged", lambda: _model_unchanged(model, state))
-    again = make_eval_context(model, bundle, root / "again", batch_size=batch_size, aux=first.aux, cache=first.cache)
+    again = make_eval_context(model, bundle, root / "again", batch_size=batch_size, aux=first.aux, cache=first.cache,
+                              saliency=saliency)
     other = make_eval_context(model, bundle, root / "other", batch_size=batch_size // 2 + 1, aux=first.aux,
-                              cache=first.cache)
+                              cache=first.cache, saliency=saliency)
     if checks.run("evaluate again with the same seed", lambda: evaluate("again", again)):
         checks.run("same seed, same numbers", lambda: _same_scalars(result, results["again"], 0.0))
     if checks.run(f"evaluate at batch size {other.batch_size}", lambda: evaluate("other", other)):

@@ -23,15 +23,16 @@ from gibench.runner import RunOptions, RunSummary
 EXPORTED = [
     "ANALYTIC_SCORE", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError", "Dataset",
     "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
-    "FractionOrAll", "GRID_IMAGES", "GibenchError", "Increasing", "IncreasingFractions", "IncreasingSigmas",
+    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas",
     "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
     "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
-    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "Seed", "Seeds", "Sigma", "Split",
+    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split",
     "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
     "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
-    "did_you_mean", "eval_subset", "input_gradient", "label_logit", "leaf_logits_and_input_gradient",
+    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
     "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
-    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "save_curves",
+    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "saliency_function",
+    "save_curves",
     "save_grid", "save_saliency_grid", "to_unit", "x_gradient",
 ]
 
