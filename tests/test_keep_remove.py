@@ -5,6 +5,7 @@ image, one curve and one fraction at a time in numpy; the masking helpers it sha
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from gibench.api import DatasetBundle, Split
 from gibench.evaluators._masking import fill_images, ranked, replace_ranked
 from gibench.evaluators.keep_remove import CURVES, DEFAULT_FRACTIONS, KeepRemove, clipped_scores, kept_ranks
 from gibench.evaluators.pixel_perturbation import PixelPerturbation
+from gibench.models import Normalize
+from gibench.saliency import saliency_for
 from gibench.testing import check_evaluator, make_eval_context, tiny_bundle, tiny_model
 
 
@@ -33,8 +36,11 @@ def bundle_of(x: torch.Tensor, y: torch.Tensor, k: int) -> DatasetBundle:
 
 
 def relu_cnn(c: int, h: int, w: int, k: int) -> nn.Module:
+    """A ReLU CNN behind a Normalize layer (so the X-Gradient baseline is the mean colour, not black)."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * h * w, k))
+    backbone = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * h * w, k))
+    normalize = Normalize([0.3, 0.5, 0.7][:c], [0.2, 0.25, 0.3][:c])
+    return nn.Sequential(OrderedDict(normalize=normalize, backbone=backbone)).to(torch.get_default_dtype())
 
 
 def blur_numpy(image: np.ndarray, sigma_fraction: float = 41 / 224) -> np.ndarray:
@@ -54,14 +60,19 @@ def blur_numpy(image: np.ndarray, sigma_fraction: float = 41 / 224) -> np.ndarra
     return out
 
 
-def curves_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fractions) -> dict[tuple[str, str], list]:
-    """The six curves from the paper's rules, one image at a time."""
+def curves_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fractions,
+                   saliency: str) -> dict[tuple[str, str], list]:
+    """The six curves from the paper's rules, one image at a time; the attribution is the signed input-gradient or
+    the X-Gradient (x − mean colour) ⊙ gradient."""
     n, c, h, w = x.shape
     out = {curve: np.zeros(len(fractions)) for curve in CURVES}
     for b in range(n):
         xb = x[b : b + 1].clone().requires_grad_(True)
         model(xb)[0, int(y[b])].backward()
-        score = xb.grad[0].numpy().mean(0).ravel()  # channel mean of the signed input-gradient
+        g = xb.grad[0].numpy()
+        if saliency == "x_gradient":
+            g = (x[b].numpy() - model.normalize.mean[0].numpy()) * g
+        score = g.mean(0).ravel()  # channel mean of the signed attribution
         image, blurred = x[b].numpy().reshape(c, -1), blur_numpy(x[b].numpy()).reshape(c, -1)
         for mode, sign in CURVES:
             s = {"positive": score, "negative": -score, "absolute": np.abs(score)}[sign]
@@ -80,7 +91,8 @@ def curves_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fractions
     return out
 
 
-def test_six_curves_and_areas_match_the_hand_computation(float64, tmp_path):
+@pytest.mark.parametrize("saliency", ["input_gradient", "x_gradient"])
+def test_six_curves_and_areas_match_the_hand_computation(float64, tmp_path, saliency):
     c, h, w, k = 3, 7, 6, 4
     torch.manual_seed(1)
     x = torch.rand(9, c, h, w)
@@ -89,9 +101,10 @@ def test_six_curves_and_areas_match_the_hand_computation(float64, tmp_path):
         y = model(x).argmax(1)
     y[::3] = (y[::3] + 1) % k  # a third misclassified: accuracy curves are not trivially 1
     fractions = (0.03, 0.1, 0.25, 0.5, 0.8, 1.0)
-    ctx = make_eval_context(model, bundle_of(x, y, k), tmp_path, batch_size=4)
-    result = KeepRemove(KeepRemove.Config(fractions=fractions)).evaluate(ctx)
-    expected = curves_by_hand(model, x, y, fractions)
+    cfg = KeepRemove.Config(fractions=fractions, saliency=saliency)
+    ctx = make_eval_context(model, bundle_of(x, y, k), tmp_path, batch_size=4, saliency=saliency_for(cfg))
+    result = KeepRemove(cfg).evaluate(ctx)
+    expected = curves_by_hand(model, x, y, fractions, saliency)
     for mode, sign in CURVES:
         curve = result.curves[f"{mode}_{sign}"]
         assert curve.x == fractions
@@ -181,8 +194,10 @@ def test_metrics_declare_directions_bounds_and_one_headline():
     assert metrics["keep_absolute_auc"].bounds == (0.0, 1.0) and metrics["keep_positive_auc"].bounds[1] == math.inf
 
 
-def test_keep_remove_conforms_and_is_registered():
-    result = check_evaluator("keep_remove", params={"max_images": 24, "fractions": [0.1, 0.5, 1.0]})
+@pytest.mark.parametrize("saliency", ["input_gradient", "x_gradient"])
+def test_keep_remove_conforms_and_is_registered(saliency):
+    result = check_evaluator("keep_remove", params={"max_images": 24, "fractions": [0.1, 0.5, 1.0],
+                                                    "saliency": saliency})
     assert set(result.curves) == {f"{m}_{s}" for m, s in CURVES}
     assert isinstance(gibench.create_evaluator("keep_remove"), KeepRemove)
 
