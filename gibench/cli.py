@@ -9,7 +9,8 @@
     gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]
                    [--max-artifact-mb MB]
     gibench validate SUBMISSION_DIR
-    gibench leaderboard build [--submissions DIR] [--out DIR]
+    gibench verify SUBMISSION_DIR [--jobs N] [--seed S] [--runs-dir DIR] [--tolerance T] [--device D] [--data-root DIR]
+    gibench leaderboard build [--submissions DIR] [--out DIR] [--skip-invalid]
     gibench leaderboard serve [--out DIR] [--port N]
 
 User errors (gibench.errors.GibenchError) print one message without a traceback and exit with status 2.
@@ -146,11 +147,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="the submission folder, e.g. submissions/<id>")
     p.set_defaults(handler=cmd_validate)
 
+    p = sub.add_parser("verify", help="re-train and re-evaluate a random sample of a submission's jobs and compare")
+    p.add_argument("path", type=Path, help="the submission folder, e.g. submissions/<id>")
+    p.add_argument("--jobs", type=int, default=1, help="how many of its jobs to re-run (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random choice of jobs (default 0)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="a new or empty scratch folder to re-run in, kept afterwards (default: a temporary folder, "
+                        "deleted); never one of your runs folders")
+    p.add_argument("--tolerance", type=float, default=1e-6,
+                   help="largest absolute difference per metric that still agrees (default 1e-6: CPU runs with the "
+                        "same library versions and thread count are bit-identical; use e.g. 0.02 across devices)")
+    p.add_argument("--device", default="cpu", help="device to re-train on (default cpu, the deterministic one)")
+    p.add_argument("--data-root", type=Path, default=None, help="where datasets other than the bundled ones live")
+    p.set_defaults(handler=cmd_verify)
+
     p = sub.add_parser("leaderboard", help="build or serve the static leaderboard site")
     lsub = p.add_subparsers(title="leaderboard commands")
     b = lsub.add_parser("build", help="render submissions/ into a static site")
     b.add_argument("--submissions", type=Path, default=Path("submissions"), help="the folder of submissions to render")
     b.add_argument("--out", type=Path, default=Path("site"), help="where the static site is written")
+    b.add_argument("--skip-invalid", action="store_true",
+                   help="build from the valid submissions and list the invalid ones, with their errors, on the index "
+                        "page (default: refuse to build while any submission is invalid)")
     b.set_defaults(handler=cmd_leaderboard_build)
     s = lsub.add_parser("serve", help="serve the built site on localhost")
     s.add_argument("--out", type=Path, default=Path("site"), help="the built site to serve")
@@ -658,10 +676,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gibench.submission import load_submission
+    from gibench.verify import VERIFICATION_FILE, verify_submission
+
+    loaded = load_submission(args.path)
+    result = verify_submission(loaded, jobs=args.jobs, seed=args.seed, tolerance=args.tolerance,
+                               runs_dir=args.runs_dir, device=args.device, data_root=args.data_root, warn=_warn)
+    for job in result.jobs:
+        stdout.print(escape(f"job {job['job_hash']} {job['label']}: {job['state']}"
+                            + (f" ({job['reason']})" if job.get("reason") else "")), soft_wrap=True)
+    view = Table(title=f"verify {loaded.submission.id}: tolerance {result.tolerance:g} (absolute)")
+    for column in ("evaluator", "metric", "rows", "max |Δ|", "outcome"):
+        view.add_column(column)
+    colours = {"agrees": "green", "disagrees": "red", "stale": "yellow"}
+    for m in result.metrics:
+        diff = "-" if m.max_abs_diff is None else f"{m.max_abs_diff:.3g}"
+        view.add_row(escape(f"{m.evaluator} v{m.evaluator_version}"), escape(m.metric), str(m.rows), diff,
+                     f"[{colours[m.outcome]}]{m.outcome}[/]")
+    stdout.print(view)
+    stdout.print(f"{result.status}: {len(result.jobs)} job(s) re-run; record written to "
+                 f"{args.path / VERIFICATION_FILE}", soft_wrap=True)
+    return 0 if result.status == "verified" else 1
+
+
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from gibench.leaderboard.build import build_site
 
-    index = build_site(args.submissions, args.out)
+    index = build_site(args.submissions, args.out, skip_invalid=args.skip_invalid)
     stdout.print(f"leaderboard page: {index.resolve()}", soft_wrap=True)
     return 0
 
