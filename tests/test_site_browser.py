@@ -358,6 +358,87 @@ def test_page_does_not_scroll_sideways_at_1400_px(board_page: Path, browser) -> 
     page.close()
 
 
+def cells_of(page, column: str) -> list[dict]:
+    """For each visible row, in order: its data-* attributes and whether its cell in ``column`` is marked best."""
+    return page.eval_on_selector_all("section.board table.leaderboard tbody tr.lb-row", """(rows, column) => rows
+        .filter(r => !r.hidden)
+        .map(r => {
+            const cell = r.querySelector(`[data-column="${column}"]`);
+            return Object.assign({best: cell.hasAttribute('data-best-cell') && cell.classList.contains('best')},
+                                 r.dataset);
+        })""", column)
+
+
+def test_the_best_mean_of_each_headline_column_is_marked(board_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, board_page)
+    for metric in (ACCURACY, PIXEL):  # both higher-is-better
+        column = metric_header(page, metric).get_attribute("data-column")
+        means = {key: row["means"][metric] for key, row in expected.items()}
+        top = max(v for v in means.values() if v is not None)
+        marked = {row_key(c, expected) for c in cells_of(page, column) if c["best"]}
+        assert marked == {key for key, v in means.items() if v is not None and v >= top - 1e-12}, metric
+    assert not watcher.problems()
+    page.close()
+
+
+def test_secondary_columns_are_hidden_until_chosen(board_page: Path, browser, built: dict) -> None:
+    results = load_submission(built["honest"]).results
+    metrics = results[["evaluator", "metric", "headline"]].drop_duplicates()
+    page, watcher = open_page(browser, board_page)
+    secondary = page.eval_on_selector_all("section.board table.leaderboard thead th[data-secondary]",
+                                          "ths => ths.map(th => [th.dataset.column, th.hidden, th.dataset.evaluator,"
+                                          " th.dataset.metric])")
+    assert {(e, m) for _, _, e, m in secondary if e} == {
+        (e, m) for e, m, headline in metrics.itertuples(index=False) if not headline}  # the non-headline metrics
+    assert "family" in {c for c, *_ in secondary} and all(hidden for _, hidden, *_ in secondary)
+    shown = visible_columns(page)
+    assert not {c for c, *_ in secondary} & set(shown)
+    assert shown[:3] == ["variant", "submission", "seeds"] and len(shown) == 5  # + accuracy and the pixel headline
+    page.locator("section.board details.column-chooser summary").click()
+    page.locator('section.board details.column-chooser input[data-column="family"]').check()
+    assert "family" in visible_columns(page)
+    families = page.eval_on_selector_all('section.board tbody tr.lb-row td[data-column="family"]',
+                                         "tds => tds.map(td => [td.hidden, td.textContent.trim(), "
+                                         "td.parentElement.dataset.family])")
+    assert len(families) == 6 and all(not hidden and text == family for hidden, text, family in families)
+    assert not watcher.problems()
+    page.close()
+
+
+def test_without_javascript_every_row_is_listed(board_page: Path, browser, expected: dict) -> None:
+    context = browser.new_context(java_script_enabled=False, viewport={"width": WIDTH, "height": HEIGHT})
+    page = context.new_page()
+    page.goto(board_page.as_uri())
+    rows = page.eval_on_selector_all("section.board table.leaderboard tbody tr.lb-row",
+                                     "rows => rows.filter(r => !r.hidden).map(r => Object.assign({}, r.dataset))")
+    assert {row_key(r, expected) for r in rows} == set(expected) and len(rows) == 6
+    context.close()
+
+
+def test_table_page_shows_a_saliency_gallery_curves_and_a_scatter(table_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, table_page)
+    gallery = page.eval_on_selector_all("section#gallery figure[data-variant]",
+                                        "figs => figs.map(f => [f.dataset.variant, f.querySelectorAll('img').length])")
+    with_maps = sorted(row["variant"] for row in expected.values() if PIXEL[0] in row["evaluators"])
+    assert sorted(v for v, _ in gallery) == with_maps and len(with_maps) == 5  # one grid per row that has saliency
+    assert all(n >= 1 for _, n in gallery)
+    curves = page.eval_on_selector_all("section#curves img", "imgs => imgs.map(i => i.getAttribute('src'))")
+    assert {Path(c).stem for c in curves} >= {"curve-pixel-perturbation-least-salient-first",
+                                                "curve-pixel-perturbation-most-salient-first"}
+    assert page.locator("section#scatter img").count() >= 1  # accuracy against the pixel-perturbation headline
+    assert not watcher.problems()
+    page.close()
+
+
+def test_index_lists_each_valid_submission_as_unverified(built: dict, browser) -> None:
+    page, watcher = open_page(browser, built["index"])
+    badges = page.eval_on_selector_all("#submissions span.badge[data-verification]",
+                                       "bs => bs.map(b => b.dataset.verification)")
+    assert badges == ["unverified", "unverified"]  # neither was re-run with `gibench verify`
+    assert not watcher.problems()
+    page.close()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # hostile input
 
