@@ -157,7 +157,7 @@ def verify_submission(submission: LoadedSubmission, *, jobs: int = 1, seed: int 
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
     rows = compare(submission.results[submission.results["job_hash"].isin(sampled)], recomputed, tolerance,
-                   installed_versions(submission.results))
+                   installed_versions(submission.results), stale_jobs=set(sampled) - set(rebuilt))
     result = _verification(submission, rows, job_reports, sampled, jobs, seed, tolerance, device)
     if write:
         atomic_write_json(submission.path / VERIFICATION_FILE, result.to_json())
@@ -187,15 +187,19 @@ def installed_versions(results: pd.DataFrame) -> dict[str, str | None]:
 
 
 def compare(submitted: pd.DataFrame, recomputed: pd.DataFrame, tolerance: float,
-            versions: dict[str, str | None]) -> list[RowComparison]:
-    """Every submitted row against the recomputed one with the same job, evaluator, version, params and metric."""
+            versions: dict[str, str | None], stale_jobs: set[str] = frozenset()) -> list[RowComparison]:
+    """Every submitted row against the recomputed one with the same job, evaluator, version, params and metric.
+
+    A row without a recomputed counterpart is ``stale`` when its job could not be rebuilt (``stale_jobs``) or its
+    evaluator's installed version (``versions``) is another one, else it ``disagrees`` (the re-run lost it)."""
     again = {tuple(_key(r)): r for r in recomputed.to_dict("records")}
     rows = []
     for r in submitted[submitted["evaluator"] != TRAINING].to_dict("records"):
         other = again.get(tuple(_key(r)))
         value = _value(r)
         if other is None:
-            outcome = "stale" if versions.get(r["evaluator"]) != str(r["evaluator_version"]) else "disagrees"
+            stale = r["job_hash"] in stale_jobs or versions.get(r["evaluator"]) != str(r["evaluator_version"])
+            outcome = "stale" if stale else "disagrees"
             rows.append(_row(r, value, None, None, None, outcome))
             continue
         new = _value(other)

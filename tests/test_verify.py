@@ -141,3 +141,41 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, capsys, option, expecte
     folder = build_submission(runs_dir, tmp_path / "s", SUB_META, "tiny", results=table)
     assert main(["verify", str(folder), *option]) == 2
     assert " ".join(capsys.readouterr().err.split()) == f"error: {expected}"
+
+
+@pytest.mark.slow
+def test_a_job_the_installed_code_cannot_rebuild_is_stale(real, monkeypatch, tmp_path: Path) -> None:
+    import gibench.jobs
+
+    monkeypatch.setattr(gibench.jobs, "TRAINING_CODE_VERSION", "changed")  # every job hash changes
+    result = verify_submission(load_submission(real["folder"]), runs_dir=tmp_path / "scratch", write=False)
+    assert result.status == "stale" and len(result.rows) == 6 and {r.outcome for r in result.rows} == {"stale"}
+    (job,) = result.jobs
+    assert job["state"] == "not reproducible" and "do not rebuild this job hash" in job["reason"]
+    assert not (tmp_path / "scratch" / "jobs").exists()  # nothing was trained
+
+
+def _rows(**changes) -> pd.DataFrame:
+    base = {"job_hash": "j", "evaluator": "accuracy", "evaluator_version": "1", "evaluator_params": "{}",
+            "metric": "accuracy", "status": "ok", "value": 0.5}
+    return pd.DataFrame([{**base, **change} for change in changes.values()], index=list(changes))
+
+
+def test_compare_row_by_row_with_the_stated_tolerance() -> None:
+    from gibench.verify import compare, metric_outcomes
+
+    submitted = _rows(same={}, edge={"metric": "m2", "value": 0.5 + 1e-6}, over={"metric": "m3", "value": 0.5 + 3e-6},
+                      skipped={"metric": "m4", "status": "skipped", "value": float("nan")},
+                      flipped={"metric": "m5", "status": "failed", "value": float("nan")},
+                      old={"evaluator": "pixel_perturbation", "evaluator_version": "0", "metric": "auc"},
+                      params={"metric": "m6", "evaluator_params": '{"b": 1, "a": 2}'})
+    recomputed = _rows(same={}, edge={"metric": "m2"}, over={"metric": "m3"},
+                       skipped={"metric": "m4", "status": "skipped", "value": float("nan")},
+                       flipped={"metric": "m5"}, params={"metric": "m6", "evaluator_params": '{"a": 2, "b": 1}'})
+    rows = compare(submitted, recomputed, 2e-6, {"accuracy": "1", "pixel_perturbation": "1"})
+    outcome = {r.metric: r.outcome for r in rows}
+    assert outcome == {"accuracy": "agrees", "m2": "agrees", "m3": "disagrees", "m4": "agrees", "m5": "disagrees",
+                       "auc": "stale", "m6": "agrees"}
+    assert next(r.abs_diff for r in rows if r.metric == "m3") == pytest.approx(3e-6, rel=1e-9)
+    by = {(m.evaluator, m.metric): m.outcome for m in metric_outcomes(rows)}
+    assert by[("pixel_perturbation", "auc")] == "stale" and by[("accuracy", "m3")] == "disagrees"
