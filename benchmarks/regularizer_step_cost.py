@@ -21,7 +21,8 @@ regularizer on its own copy of the same initial weights and a fixed random batch
 
 Run: ``python benchmarks/regularizer_step_cost.py [--device cpu|cuda] [--steps 20]
 [--backbones gibench_cnn,resnet18,cifar_resnet18]`` (``--backbone cifar_resnet18`` for one).
-It prints a Markdown table (and ``--json PATH`` writes the raw figures) and checks the targets of the papers' public
+It prints a Markdown table (and ``--json PATH`` writes the raw figures with the device and the command, the format
+of ``leaderboard/data/regularizer_cost.json`` that the leaderboard's regularizer pages show) and checks the targets of the papers' public
 reference code on resnet18-softplus: gradient_norm ≤ 2.7×, score_matching ≤ 3.8×, anti_score_matching ≤ 2.0×.
 """
 
@@ -35,6 +36,7 @@ import json
 import multiprocessing
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +57,12 @@ BACKBONES = {  # name -> (channels, image size)
 }
 TARGETS = {"gradient_norm": 2.7, "score_matching": 3.8, "anti_score_matching": 2.0}  # resnet18, reference code
 TARGET_BACKBONES = ("resnet18", "cifar_resnet18")  # the reference code's ResNet-18 is the CIFAR one
+#: Rows measured beside the registered names, each one regularizer with options: the other attribution_prior priors
+#: and attributions (the registered name alone is its default, Gini on X-Gradient).
+VARIANTS = {
+    "attribution_prior(total_variation)": ("attribution_prior", {"prior": "total_variation"}),
+    "attribution_prior(expected_gradients)": ("attribution_prior", {"attribution": "expected_gradients"}),
+}
 #: The precision policy of a default suite's training (train.amp on): bf16 autocast on CUDA for amp_safe
 #: regularizers, true float32 (TF32 off) for the others; see gibench.train.
 TRAIN = TrainConfig()
@@ -73,7 +81,8 @@ class Runner:
 
     def __init__(self, name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         self.name = name
-        self.reg = registry.regularizers.create(name)
+        plugin, params = VARIANTS.get(name, (name, {}))
+        self.reg = registry.regularizers.create(plugin, **params)
         self.model = copy.deepcopy(model)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         self.x, self.y = x, y
@@ -213,13 +222,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbones", "--backbone", default="gibench_cnn,resnet18",
                         help=f"comma-separated, of {', '.join(BACKBONES)}")
-    parser.add_argument("--regularizers", default="", help="comma-separated (default: every registered one)")
+    parser.add_argument("--regularizers", default="",
+                        help=f"comma-separated, registered names or {', '.join(VARIANTS)} (default: every registered "
+                             "one and those variants)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     names = [n for n in args.regularizers.split(",") if n] or registry.regularizers.names()
     names = ["erm"] + [n for n in names if n != "erm"]
+    if not args.regularizers:
+        names += [v for v, (plugin, _) in VARIANTS.items() if plugin in names]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     print(f"torch {torch.__version__}, {name}, device {device}, "
           f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed "
@@ -232,8 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(rows))
     for line in check_targets(rows):
         print(line)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    if args.json:  # the leaderboard's regularizer pages read this file (leaderboard/data/regularizer_cost.json)
+        command = " ".join(["python benchmarks/regularizer_step_cost.py", *(sys.argv[1:] if argv is None else argv)])
+        payload = {"device": f"{device.type}: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+                   "command": command, "rows": rows}
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":
