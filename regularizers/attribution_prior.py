@@ -49,9 +49,31 @@ through Adam's ε, and the number means nothing for a joint loss. The defaults h
 * ``total_variation``: λ = 1e-3, Erion et al.'s TF2 example, which is a joint loss (CE + λ·TV of the standardized
   expected gradients on MNIST). TV of a standardized 28×28 map is of order 10³, so λ·Ω is of order 1.
 
-Both were checked to move the attributions within smoke-sized training (3 epochs of the bundled MNIST subset,
-Adam 1e-3, batch 64): see docs/benchmarks.md and the report of issue 13 for the measured Gini and TV of the test
-attributions against ``erm``. ``weight`` unset (None) means the prior's default above; 0 is ``erm`` exactly.
+Both were checked to move the attributions within smoke-sized training (the bundled MNIST subset, 3 epochs, Adam
+1e-3, batch 64, seed 0, the X ``gibench_cnn`` with ``bias: false``), measured on the X-Gradient of 500 test images
+against ``erm`` (accuracy 0.965, Gini 0.635, TV 492):
+
+=====================  ========  =====  =====
+run                    accuracy  Gini   TV
+=====================  ========  =====  =====
+gini λ = 0.1           0.962     0.655  485
+gini λ = 1 (default)   0.954     0.778  398
+gini λ = 10            0.930     0.903  256
+TV λ = 1e-4            0.964     0.647  464
+TV λ = 1e-3 (default)  0.939     0.634  230
+TV λ = 1e-2            0.871     0.587  74
+=====================  ========  =====  =====
+
+Each default is the smallest of the decades tried that moves its own statistic clearly (Gini +0.14, TV −53 %) at an
+accuracy cost of a few points; a decade below barely moves it, a decade above costs 3 to 9 points.
+
+``weight`` unset means the prior's default above, filled into the config on construction, so the stored config and
+the job hash show the λ in effect and writing the default explicitly is the same job; 0 is ``erm`` exactly.
+
+Cost (benchmarks/regularizer_step_cost.py, ``gibench_cnn`` 1×28×28, batch 64, one CPU thread): 2.45× ``erm`` per
+step with the Gini prior on X-Gradient and 2.38× with total variation, against 2.39× for ``gradient_norm``, at the
+same peak memory (3.1× erm's); expected gradients with k = 1 cost 3.72× (4.0× memory: the interpolated batch's own
+forward and double backward).
 
 Precision: not ``amp_safe``. Both priors are built from differences of attributions (neighbour differences, the
 sorted Gini sum over thousands of coordinates), which bfloat16's 8-bit mantissa resolves poorly; the trainer runs
@@ -89,12 +111,11 @@ class AttributionPriorConfig:
     references: PositiveInt = 1
     """expected_gradients: references per image, drawn from the training batch (Erion et al.: 1)."""
     weight: Weight | None = None
-    """λ; unset: the prior's default (gini 1, total_variation 1e-3); 0 is erm."""
+    """λ; unset: the prior's default (gini 1, total_variation 1e-3), filled in on construction; 0 is erm."""
 
-    @property
-    def strength(self) -> float:
-        """λ in effect: ``weight``, or the prior's default when it is unset."""
-        return DEFAULT_WEIGHTS[self.prior] if self.weight is None else self.weight
+    def __post_init__(self) -> None:
+        if self.weight is None:  # resolved here, so that an explicit default and an omitted one hash alike
+            object.__setattr__(self, "weight", DEFAULT_WEIGHTS[self.prior])
 
 
 def gini(attribution: Tensor) -> Tensor:
@@ -156,5 +177,5 @@ class AttributionPrior(Regularizer):
         else:
             penalty = total_variation(attribution)
             part = {"total_variation": penalty.detach()}
-        total = ce + cfg.strength * penalty
+        total = ce + cfg.weight * penalty
         return TrainingLoss(total=total, parts={"cross_entropy": ce.detach(), **part})

@@ -177,9 +177,12 @@ def test_references_come_from_the_batch_and_never_the_image_itself():
 def test_defaults_and_bad_values():
     reg = gibench.create_regularizer("attribution_prior")
     assert (reg.config.prior, reg.config.attribution, reg.config.references) == ("gini", "x_gradient", 1)
-    assert reg.config.weight is None and reg.config.strength == 1.0
-    assert gibench.create_regularizer("attribution_prior", prior="total_variation").config.strength == 1e-3
-    assert gibench.create_regularizer("attribution_prior", weight=0.25).config.strength == 0.25
+    assert reg.config.weight == 1.0
+    assert gibench.create_regularizer("attribution_prior", prior="total_variation").config.weight == 1e-3
+    assert gibench.create_regularizer("attribution_prior", weight=0.25).config.weight == 0.25
+    explicit = gibench.create_regularizer("attribution_prior", prior="total_variation", weight=1e-3)
+    implicit = gibench.create_regularizer("attribution_prior", prior="total_variation")
+    assert explicit.config_dict() == implicit.config_dict()
     assert AttributionPrior.amp_safe is False
     for params, field in (({"prior": "l1"}, "prior"), ({"attribution": "ig"}, "attribution"),
                           ({"references": 0}, "references"), ({"weight": -1.0}, "weight")):
