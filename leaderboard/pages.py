@@ -1,0 +1,313 @@
+"""What the plugin pages, the sanity page and the verification badges show.
+
+* A page per regularizer: its family, the paper and method (the plugin module's docstring, which cites the paper and
+  states every choice it leaves open), the objective (the class docstring), the parameters with defaults and ranges
+  (:func:`gibench.params.describe_config`), and its cost per training step relative to ``erm`` from
+  :data:`COST_FILE` (written by ``benchmarks/regularizer_step_cost.py --json``, which names the device).
+* A page per evaluator: the definition (module docstring), each metric's direction, bounds, headline and diagnostic
+  flags and description (as the submissions recorded them, else as installed), the installed version and the
+  versions found in the submissions (a version other than the installed one is marked stale: its numbers may not be
+  comparable with a new run).
+* Plugins named in a submission but not installed where the site is built still get a page, built from what the
+  submissions recorded.
+* The sanity view: :func:`gibench.results.sanity_table` of each submission (``fooled`` against ``erm``).
+* Verification: :func:`verification` reads ``verification.json`` next to a submission (``gibench verify``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "COST_FILE", "CostRow", "MetricRow", "PluginPage", "SanityRow", "Verification", "evaluator_pages",
+    "load_costs", "regularizer_pages", "sanity_rows", "verification",
+]
+
+import inspect
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gibench.errors import GibenchError
+from gibench.params import ParamInfo, describe_config
+from gibench.results import TRAINING, sanity_table
+from gibench.submission import LoadedSubmission, slugify
+from gibench.leaderboard.tables import MetricInfo, Table, fmt, params_label
+
+COST_FILE = Path(__file__).parent / "data" / "regularizer_cost.json"
+
+
+@dataclass(frozen=True)
+class CostRow:
+    backbone: str
+    input: str
+    step_ms: str
+    time_vs_erm: str
+    memory_mb: str
+    memory_vs_erm: str
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    name: str
+    higher_is_better: bool
+    headline: bool
+    diagnostic: bool
+    bounds: str  # "[0, 1]", "(−∞, ∞)"
+    description: str
+
+
+@dataclass
+class PluginPage:
+    kind: str  # "regularizer" | "evaluator"
+    name: str
+    installed: bool
+    summary: str = ""  # the class docstring
+    doc: str = ""  # the module docstring
+    params: list[ParamInfo] = field(default_factory=list)
+    family: str = ""
+    version: str = ""  # installed version ("" when not installed)
+    distribution: str = ""
+    requires: list[str] = field(default_factory=list)
+    metrics: list[MetricRow] = field(default_factory=list)
+    costs: list[CostRow] = field(default_factory=list)
+    cost_device: str = ""
+    cost_command: str = ""
+    versions: list[tuple[str, int, bool]] = field(default_factory=list)  # (version, result rows, stale)
+    tables: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (title, anchor, variants)
+    error: str = ""  # why an installed plugin could not be loaded
+    file: str = ""  # the page's file name: the name when it is plain (letters, digits, _ and -), else a slug of it
+
+
+@dataclass(frozen=True)
+class SanityRow:
+    table: str
+    submission: str
+    evaluator: str
+    metric: str
+    direction: str
+    erm: str
+    fooled: str
+    delta: str
+    verdict: str  # "worse" (beyond seed noise) or ""
+    passes: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    state: str  # "verified" | "unverified" | "stale" | "failed"
+    text: str  # what the badge says
+    detail: str = ""  # the tooltip / the submission page's sentence
+
+
+def _registry():
+    from gibench import registry
+
+    return registry
+
+
+def _plugin(kind: str, name: str) -> tuple[Any | None, str]:
+    reg = getattr(_registry(), kind)
+    try:
+        return reg.get(name), ""
+    except GibenchError as exc:
+        return None, "" if name not in reg.names() else str(exc)
+
+
+def _docs(cls: Any) -> tuple[str, str]:
+    module = sys.modules.get(cls.__module__)
+    return inspect.cleandoc(cls.__doc__ or ""), inspect.cleandoc(getattr(module, "__doc__", "") or "")
+
+
+def _appearances(tables: list[Table], match) -> list[tuple[str, str, list[str]]]:
+    out = []
+    for t in tables:
+        variants = sorted({r.variant for r in t.rows if match(t, r)})
+        if variants:
+            out.append((t.title, t.anchor, variants))
+    return out
+
+
+def load_costs(path: Path = COST_FILE) -> tuple[str, str, list[dict]]:
+    """(device, command, rows) of the step-cost file; rows as ``benchmarks/regularizer_step_cost.py`` writes them."""
+    if not path.is_file():
+        return "", "", []
+    payload = json.loads(path.read_text("utf-8"))
+    if isinstance(payload, list):  # the script's older format: rows only, no device
+        return "", "", payload
+    return str(payload.get("device", "")), str(payload.get("command", "")), list(payload.get("rows", []))
+
+
+def regularizer_pages(tables: list[Table], cost_file: Path = COST_FILE) -> list[PluginPage]:
+    """One page per regularizer installed here or named in a table, by name."""
+    device, command, costs = load_costs(cost_file)
+    names = sorted(set(_registry().regularizers.names()) | {r.regularizer for t in tables for r in t.rows})
+    pages = []
+    for name in names:
+        cls, error = _plugin("regularizers", name)
+        page = PluginPage("regularizer", name, cls is not None, error=error, cost_device=device, cost_command=command)
+        if cls is not None:
+            page.summary, page.doc = _docs(cls)
+            page.family, page.version = getattr(cls, "family", "other"), str(getattr(cls, "version", ""))
+            page.params = _params(cls)
+            page.distribution = _distribution("regularizers", name)
+        else:
+            page.family = next((r.family for t in tables for r in t.rows if r.regularizer == name), "other")
+        page.costs = [CostRow(c["backbone"], c.get("input", ""), f"{c['median_step_ms']:.1f}",
+                              f"{c['time_vs_erm']:.2f}×", f"{c['peak_step_mb']:.1f}", f"{c['memory_vs_erm']:.2f}×")
+                      for c in costs if c.get("regularizer") == name]
+        page.tables = _appearances(tables, lambda t, r, name=name: r.regularizer == name)
+        pages.append(page)
+    return _with_files(pages)
+
+
+def _with_files(pages: list[PluginPage]) -> list[PluginPage]:
+    taken: set[str] = {"index"}
+    for page in pages:
+        safe = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}", page.name)
+        stem, i = (page.name if safe else slugify(page.name, 80)), 2
+        candidate = stem
+        while candidate in taken:
+            candidate, i = f"{stem}-{i}", i + 1
+        taken.add(candidate)
+        page.file = f"{candidate}.html"
+    return pages
+
+
+def _params(cls: Any) -> list[ParamInfo]:
+    try:
+        return describe_config(cls.Config)
+    except Exception:  # a plugin whose Config cannot be described still gets its page
+        return []
+
+
+def _distribution(kind: str, name: str) -> str:
+    try:
+        info = next(i for i in getattr(_registry(), kind).infos() if i.name == name)
+    except StopIteration:
+        return ""
+    return " + ".join(f"{s.distribution} {info.version}" for s in info.sources)
+
+
+def evaluator_pages(tables: list[Table], submissions: list[LoadedSubmission],
+                    info: dict[tuple[str, str], MetricInfo]) -> list[PluginPage]:
+    """One page per evaluator installed here or found in a submission, by name."""
+    seen = _versions_seen(submissions)
+    names = sorted(set(_registry().evaluators.names()) | set(seen))
+    pages = []
+    for name in names:
+        cls, error = _plugin("evaluators", name)
+        page = PluginPage("evaluator", name, cls is not None, error=error)
+        recorded = {m: i for (e, m), i in info.items() if e == name}
+        if cls is not None:
+            page.summary, page.doc = _docs(cls)
+            page.version = str(cls.version)
+            page.params = _params(cls)
+            page.requires = sorted(getattr(cls, "requires", ()))
+            page.distribution = _distribution("evaluators", name)
+            page.metrics = [MetricRow(m.name, m.higher_is_better, m.headline, m.diagnostic, _bounds(m.bounds),
+                                      m.description) for m in cls.metrics]
+        else:
+            heads = _recorded_directions(submissions, name)
+            page.metrics = [MetricRow(m, heads.get(m, (True, False))[0], heads.get(m, (True, False))[1], i.diagnostic,
+                                      _bounds(i.bounds), i.description) for m, i in sorted(recorded.items())]
+        page.versions = [(v, n, bool(page.version) and v != page.version) for v, n in sorted(seen.get(name, {}).items())]
+        page.tables = _appearances(tables, lambda t, r, name=name: name in r.evaluators)
+        pages.append(page)
+    return _with_files(pages)
+
+
+def _versions_seen(submissions: list[LoadedSubmission]) -> dict[str, dict[str, int]]:
+    seen: dict[str, dict[str, int]] = {}
+    for s in submissions:
+        counts = s.results[s.results["evaluator"] != TRAINING].groupby(["evaluator", "evaluator_version"]).size()
+        for (evaluator, version), n in counts.items():
+            seen.setdefault(str(evaluator), {})
+            seen[str(evaluator)][str(version)] = seen[str(evaluator)].get(str(version), 0) + int(n)
+    return seen
+
+
+def _recorded_directions(submissions: list[LoadedSubmission], evaluator: str) -> dict[str, tuple[bool, bool]]:
+    out: dict[str, tuple[bool, bool]] = {}
+    for s in submissions:
+        rows = s.results[s.results["evaluator"] == evaluator].drop_duplicates("metric")
+        for r in rows.itertuples():
+            out.setdefault(str(r.metric), (bool(r.higher_is_better), bool(r.headline)))
+    return out
+
+
+def _bounds(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    left = "(−∞" if math.isinf(low) else f"[{low:g}"
+    right = "∞)" if math.isinf(high) else f"{high:g}]"
+    return f"{left}, {right}".replace("-", "−")
+
+
+def sanity_rows(submissions: list[LoadedSubmission], tables: list[Table]) -> list[SanityRow]:
+    """``fooled`` against ``erm`` for every saliency headline of every table, per submission."""
+    titles = {(t.dataset, t.backbone_name, t.backbone_params, t.train_label): t.title for t in tables}
+    rows = []
+    for s in submissions:
+        table = sanity_table(s.results)
+        for r in table.itertuples():
+            title = titles.get((r.dataset, r.backbone, r.backbone_params, r.train_label),
+                               f"{r.dataset} × {r.backbone}{params_label(r.backbone_params)}")
+            delta = "" if pd.isna(r.delta_low) else (f"[{fmt(float(r.delta_low), scale=float(r.erm))}, "
+                                                     f"{fmt(float(r.delta_high), scale=float(r.erm))}]")
+            rows.append(SanityRow(title, s.submission.metadata.name, r.evaluator, r.metric,
+                                  "↑" if r.higher_is_better else "↓", fmt(float(r.erm)), fmt(float(r.fooled)), delta,
+                                  str(r.verdict), bool(r.passes)))
+    return sorted(rows, key=lambda r: (r.table, r.submission, r.evaluator, r.metric))
+
+
+def verification(loaded: LoadedSubmission, installed_versions: dict[str, str]) -> Verification:
+    """The badge of one submission.
+
+    ``stale`` when an evaluator version in the results differs from the installed one (whatever was verified, a new
+    run would not reproduce these numbers); else ``verified`` when ``verification.json`` (written by
+    ``gibench verify``) says every checked metric agreed, ``failed`` when it says some did not, and ``unverified``
+    when there is no such record.
+    """
+    stale = sorted({f"{e} v{v} (installed v{installed_versions[e]})"
+                    for e, v in loaded.results[["evaluator", "evaluator_version"]].drop_duplicates().itertuples(
+                        index=False) if e in installed_versions and str(v) != installed_versions[e]})
+    if stale:
+        return Verification("stale", "stale", "Evaluator versions changed since this submission: " + ", ".join(stale))
+    record = _verification_record(loaded)
+    if record is None:
+        return Verification("unverified", "unverified", "No `gibench verify` record next to this submission.")
+    when = _date(record.get("date") or record.get("verified_at") or record.get("created") or "")
+    tolerance = record.get("tolerance", "")
+    tolerance_text = tolerance if isinstance(tolerance, str) else json.dumps(tolerance, sort_keys=True)
+    jobs = record.get("jobs_checked", record.get("jobs", []))
+    n_jobs = len(jobs) if isinstance(jobs, list) else int(jobs or 0)
+    agreed = record.get("agreed", record.get("passed", record.get("ok")))
+    if agreed is False:
+        return Verification("failed", f"verification failed {when}".strip(),
+                            f"`gibench verify` re-ran {n_jobs} job(s) on {when}: some metrics disagreed beyond the "
+                            f"tolerance {tolerance_text}.")
+    return Verification("verified", f"verified {when}".strip(),
+                        f"`gibench verify` re-ran {n_jobs} job(s) on {when}; every metric agreed within the "
+                        f"tolerance {tolerance_text}.")
+
+
+def _verification_record(loaded: LoadedSubmission) -> dict | None:
+    if loaded.path is None or not (loaded.path / "verification.json").is_file():
+        return None
+    try:
+        record = json.loads((loaded.path / "verification.json").read_text("utf-8"))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _date(text: str) -> str:
+    try:
+        return datetime.fromisoformat(str(text)).date().isoformat()
+    except ValueError:
+        return str(text)[:10]

@@ -1,0 +1,119 @@
+// Leaderboard tables: sorting, filtering and a column chooser (progressive enhancement: without JavaScript every
+// row and the headline columns are there, unsorted, and the controls stay hidden).
+// Each section.board holds one table.leaderboard and its controls (classes, so that index.html can hold several).
+// * Sort: each header becomes a button. The first click on a number column puts the best values first
+//   (data-best="high" | "low"), the next click reverses. Cells are compared by data-value when present, else by
+//   text; cells without a value always go last. Ties keep their current order.
+// * Filters: .filter-text (case-insensitive substring of variant, regularizer, family, submission), .filter-family
+//   (exact family), .filter-evaluator (rows with at least one value of that evaluator; only its metric columns and
+//   accuracy are shown). Rows filtered out get the `hidden` attribute; .row-count says "N of M rows".
+// * Column chooser: a checkbox per column (data-column); a hidden column has `hidden` on its header and cells.
+(function () {
+  "use strict";
+
+  function key(row, index, numeric) {
+    var cell = row.cells[index];
+    if (!cell) { return null; }
+    var raw = cell.hasAttribute("data-value") ? cell.getAttribute("data-value") : (numeric ? null : cell.textContent);
+    if (raw === null) { return null; }
+    if (numeric) {
+      var x = parseFloat(raw);
+      return isNaN(x) ? null : x;
+    }
+    return raw.trim().toLowerCase();
+  }
+
+  function sortBy(table, th, index) {
+    var numeric = th.getAttribute("data-type") === "number";
+    var current = th.getAttribute("aria-sort");
+    var ascending = current ? current !== "ascending" : !(numeric && th.getAttribute("data-best") === "high");
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (other) { other.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    var body = table.tBodies[0];
+    var rows = Array.prototype.map.call(body.rows, function (row, position) {
+      return { row: row, position: position, key: key(row, index, numeric) };
+    });
+    rows.sort(function (a, b) {
+      if (a.key === null || b.key === null) {
+        return a.key === b.key ? a.position - b.position : (a.key === null ? 1 : -1);
+      }
+      var order = a.key < b.key ? -1 : (a.key > b.key ? 1 : 0);
+      return (ascending ? order : -order) || a.position - b.position;
+    });
+    rows.forEach(function (item) { body.appendChild(item.row); });
+  }
+
+  function setup(section) {
+    var table = section.querySelector("table.leaderboard");
+    if (!table) { return; }
+    var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
+    var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+    var text = section.querySelector(".filter-text");
+    var family = section.querySelector(".filter-family");
+    var evaluator = section.querySelector(".filter-evaluator");
+    var count = section.querySelector(".row-count");
+    var chooser = section.querySelector(".column-chooser");
+    var controls = section.querySelector(".controls");
+    if (controls) { controls.hidden = false; }
+
+    headers.forEach(function (th, index) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "sort";
+      button.title = "Sort by this column";
+      while (th.firstChild) { button.appendChild(th.firstChild); }
+      th.appendChild(button);
+      button.addEventListener("click", function () { sortBy(table, th, index); });
+    });
+
+    function shownColumn(th) {
+      var id = th.getAttribute("data-column");
+      if (id === "variant") { return true; }
+      var chosen = evaluator ? evaluator.value : "";
+      var of = th.getAttribute("data-evaluator");
+      if (chosen && of) {
+        return of === chosen || (of === "accuracy" && !th.hasAttribute("data-secondary"));
+      }
+      var box = chooser ? chooser.querySelector('input[data-column="' + id + '"]') : null;
+      return box ? box.checked : !th.hasAttribute("data-secondary");
+    }
+
+    function applyColumns() {
+      headers.forEach(function (th, index) {
+        var hide = !shownColumn(th);
+        th.hidden = hide;
+        rows.forEach(function (row) { if (row.cells[index]) { row.cells[index].hidden = hide; } });
+      });
+    }
+
+    function applyRows() {
+      var query = text ? text.value.trim().toLowerCase() : "";
+      var fam = family ? family.value : "";
+      var ev = evaluator ? evaluator.value : "";
+      var visible = 0;
+      rows.forEach(function (row) {
+        var haystack = [row.getAttribute("data-variant"), row.getAttribute("data-regularizer"),
+          row.getAttribute("data-family"), row.getAttribute("data-submission")].join(" ").toLowerCase();
+        var evaluators = (row.getAttribute("data-evaluators") || "").split(" ");
+        var show = (!query || haystack.indexOf(query) !== -1) && (!fam || row.getAttribute("data-family") === fam)
+          && (!ev || evaluators.indexOf(ev) !== -1);
+        row.hidden = !show;
+        if (show) { visible += 1; }
+      });
+      if (count) {
+        count.textContent = visible + " of " + rows.length + " rows";
+        count.setAttribute("data-visible", String(visible));
+        count.setAttribute("data-total", String(rows.length));
+      }
+    }
+
+    if (text) { text.addEventListener("input", applyRows); }
+    if (family) { family.addEventListener("change", applyRows); }
+    if (evaluator) { evaluator.addEventListener("change", function () { applyRows(); applyColumns(); }); }
+    if (chooser) { chooser.addEventListener("change", applyColumns); }
+    applyColumns();
+    applyRows();
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("section.board"), setup);
+})();

@@ -1,0 +1,374 @@
+"""The numbers of the site as page objects: one :class:`Table` per dataset × backbone × training config.
+
+Everything here is computed from :func:`gibench.results.summarize` (the aggregation ``gibench report`` uses), run with
+``by`` = the submission, so a site cell equals the report's for the same runs. Choices (stated on the pages too):
+
+* A row is one variant (regularizer and its parameters) of one submission; a variant whose training failed keeps its
+  row, with "training failed" in its cells.
+* Columns: every metric of every evaluator, one per (evaluator, version, parameters, metric): numbers from different
+  evaluator versions or settings never share a column. Headline metrics are shown by default, the others are
+  *secondary* (hidden until chosen in the column chooser). A column in which no row has a value and every result
+  was ``skipped`` (an evaluator that does not apply to the dataset, e.g. ``blockmnist`` without a signal mask) is
+  left out, and the table says which evaluators were left out and why.
+* A cell is the mean ± the half-width of the 95 % Student-t interval over the ``ok`` seeds (no ± with one seed,
+  never "± 0"), Δ against the ``erm`` row of the same submission with its own interval (coloured only when that
+  interval excludes zero), and the rank among the table's rows with the range its intervals allow.
+* The best mean per column is marked, unless the metric is ``diagnostic`` (reported, never ranked: no rank, no
+  mark) or fewer than two rows have a value. Ties (equal up to float rounding) are all marked.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Agreement", "Cell", "Column", "MetricInfo", "Omitted", "Problem", "Row", "Table", "aggregate", "combine", "fmt",
+    "make_tables", "metric_info", "params_label",
+]
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from gibench.results import (
+    BASELINE, METRIC_KEYS, REASON_SEPARATOR, TABLE_KEYS, TRAINING, agreement_table, summarize,
+)
+from gibench.submission import LoadedSubmission, slugify
+
+ACCURACY_EVALUATOR = "accuracy"
+SUBMISSION_KEYS = ["submission_id", "submission"]
+ROW_KEYS = ["submission_id", "regularizer", "regularizer_params", "variant"]
+FIXED_COLUMNS = ("variant", "family", "submission", "seeds")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a submission records about a metric: its description, the closed range of its values and whether it is
+    diagnostic (shown, never ranked)."""
+
+    description: str = ""
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+    diagnostic: bool = False
+
+
+@dataclass(frozen=True)
+class Column:
+    evaluator: str
+    version: str
+    params: str
+    metric: str
+    higher_is_better: bool
+    headline: bool = True
+    description: str = ""
+    diagnostic: bool = False
+    evaluated: bool = True
+    id: str = ""  # the DOM hook: "<evaluator>--<metric>" as a slug, unique in its table
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.evaluator, self.version, self.params, self.metric)
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def params_label(self) -> str:
+        return params_label(self.params)
+
+    @property
+    def secondary(self) -> bool:
+        """Hidden until chosen: every metric that is not its evaluator's headline."""
+        return not self.headline
+
+    @property
+    def label(self) -> str:
+        return self.evaluator if self.metric == self.evaluator else f"{self.evaluator} · {self.metric}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str  # "0.9123 ± 0.0041" (half-width of the 95 % t-interval), or the status when there is no value
+    sort_value: float | None = None
+    note: str = ""  # "2/3 seeds"
+    delta: str = ""  # "Δ +0.0123 ± 0.0050", "baseline" or ""
+    delta_class: str = ""  # "better" | "worse" | "" (no verdict: the Δ interval contains zero, or there is none)
+    rank: str = ""  # "rank 2 (1–3)"
+    reasons: str = ""  # why results are skipped or failed (a tooltip)
+    best: bool = False
+    low: float = math.nan  # the 95 % interval of the mean (NaN with one seed)
+    high: float = math.nan
+
+
+@dataclass(frozen=True)
+class Agreement:
+    metric_a: str
+    metric_b: str
+    rho: str  # "+0.50", or "—" with fewer than 3 variants
+    n_variants: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    variant: str
+    submission: str
+    evaluator: str
+    status: str
+    reasons: str
+
+
+@dataclass(frozen=True)
+class Omitted:
+    """An evaluator left out of a table because it was skipped on every row."""
+
+    evaluator: str
+    reasons: str
+
+
+@dataclass(frozen=True)
+class Row:
+    submission_id: str
+    submission: str
+    regularizer: str
+    regularizer_params: str
+    variant: str
+    family: str
+    n_seeds: int
+    cells: list[Cell]
+    evaluators: tuple[str, ...] = ()  # evaluators with at least one ok value in this row
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.regularizer == BASELINE
+
+
+@dataclass
+class Table:
+    anchor: str
+    dataset: str
+    backbone: str  # display label: name and parameters
+    backbone_name: str
+    backbone_params: str  # JSON
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+    train_label: str = ""  # "3 ep · adam · lr 0.001" ("" for submissions made before it was recorded)
+    train_hash: str = ""
+    agreement: list[Agreement] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    omitted: list[Omitted] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} × {self.backbone}" + (f" · {self.train_label}" if self.train_label else "")
+
+    @property
+    def evaluators(self) -> list[str]:
+        return sorted({c.evaluator for c in self.columns if c.evaluated})
+
+    @property
+    def families(self) -> list[str]:
+        return sorted({r.family for r in self.rows})
+
+    def column(self, evaluator: str, metric: str) -> Column | None:
+        return next((c for c in self.columns if c.evaluator == evaluator and c.metric == metric), None)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def combine(submissions: list[LoadedSubmission]) -> pd.DataFrame:
+    """The long results tables of all submissions, with ``submission_id`` and ``submission`` (name) columns."""
+    parts = [s.results.assign(submission_id=s.submission.id, submission=s.submission.metadata.name)
+             for s in submissions]
+    if not parts:
+        return pd.DataFrame(columns=[*SUBMISSION_KEYS, *TABLE_KEYS, *ROW_KEYS[1:], *METRIC_KEYS, "higher_is_better",
+                                     "headline", "seed", "value", "status"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """:func:`gibench.results.summarize` per submission (the one aggregation the report uses too): Δ is against the
+    ``erm`` row of the same submission, ranks are across the submissions of a table."""
+    summary = summarize(long, by=SUBMISSION_KEYS)
+    return summary.sort_values([*SUBMISSION_KEYS, *TABLE_KEYS, *ROW_KEYS[1:], *METRIC_KEYS],
+                               kind="stable").reset_index(drop=True)
+
+
+def metric_info(submissions: list[LoadedSubmission]) -> dict[tuple[str, str], MetricInfo]:
+    """(evaluator, metric) → what the submissions record about it (the first submission that records it wins).
+
+    Read from ``submission.json``'s ``metrics`` (description, bounds, diagnostic, as declared by the evaluator at
+    submit time), else from its ``metric_descriptions`` (older submissions: a description only), so the site never
+    asks the installed plugins what a submitted number means.
+    """
+    found: dict[tuple[str, str], MetricInfo] = {}
+    for s in submissions:
+        for record in getattr(s.submission, "metrics", None) or []:
+            found.setdefault((record.evaluator, record.metric), _info(record))
+        for evaluator, metrics in s.submission.metric_descriptions.items():
+            for metric, text in metrics.items():
+                found.setdefault((evaluator, metric), MetricInfo(str(text)))
+    return found
+
+
+def _info(record: Any) -> MetricInfo:
+    get = record.get if isinstance(record, Mapping) else (lambda k, d=None: getattr(record, k, d))
+    low, high = get("bounds", None) or (None, None)
+    return MetricInfo(str(get("description", "") or ""),
+                      (-math.inf if low is None else float(low), math.inf if high is None else float(high)),
+                      bool(get("diagnostic", False)))
+
+
+def make_tables(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo] | None = None,
+                families: Mapping[str, str] | None = None) -> list[Table]:
+    """One :class:`Table` per dataset × backbone (its parameters included) × training config, in sorted order.
+
+    ``families`` maps a regularizer name to its family (``Regularizer.family``); unknown ones are ``other``.
+    """
+    tables: list[Table] = []
+    anchors: set[str] = set()
+    agreement = agreement_table(summary[~summary.apply(lambda r: _diagnostic(info, r), axis=1)]
+                                if len(summary) else summary, by=SUBMISSION_KEYS)
+    for key, part in summary.groupby(TABLE_KEYS, sort=True):
+        dataset, backbone, backbone_params, train_hash, train_label = key
+        label = f"{backbone}{params_label(backbone_params)}"
+        anchor = f"{slugify(dataset, 60)}--{slugify(label, 60)}" + (f"--{train_hash}" if train_hash else "")
+        anchor = _unique(anchor, anchors)
+        columns, omitted = _columns(part, info or {})
+        rows = [_row(k, group, columns, families or {}) for k, group in part.groupby(ROW_KEYS, sort=False)]
+        rows.sort(key=lambda r: (r.regularizer != BASELINE, r.regularizer, r.variant, r.submission, r.submission_id))
+        rows = _mark_best(rows, columns)
+        mine = agreement.merge(pd.DataFrame([dict(zip(TABLE_KEYS, key))]), on=TABLE_KEYS)
+        tables.append(Table(anchor, str(dataset), label, str(backbone), str(backbone_params), columns, rows,
+                            str(train_label), str(train_hash), _agreement(mine), _problems(part), omitted))
+    return tables
+
+
+def _diagnostic(info: Mapping[tuple[str, str], MetricInfo] | None, record: Any) -> bool:
+    return bool(info) and info.get((record["evaluator"], record["metric"]), MetricInfo()).diagnostic
+
+
+def _agreement(rows: pd.DataFrame) -> list[Agreement]:
+    return [Agreement(r.metric_a, r.metric_b, "—" if math.isnan(r.rho) else fmt(r.rho, signed=True, scale=1.0),
+                      int(r.n_variants)) for r in rows.itertuples()]
+
+
+def _problems(part: pd.DataFrame) -> list[Problem]:
+    """Skipped and failed evaluations of a table, once per (variant, submission, evaluator, status)."""
+    bad = part[part["statuses"] != ""]
+    found: dict[tuple[str, str, str, str], set[str]] = {}
+    for r in bad.itertuples():
+        for status in r.statuses.split(","):
+            found.setdefault((r.variant, r.submission, r.evaluator, status), set()).update(
+                x for x in r.reasons.split(REASON_SEPARATOR) if x)
+    return [Problem(*k, REASON_SEPARATOR.join(sorted(v)) or "no reason recorded") for k, v in sorted(found.items())]
+
+
+def _columns(part: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo]) -> tuple[list[Column], list[Omitted]]:
+    metrics = part[part["evaluator"] != TRAINING]
+    columns, omitted, ids = [], {}, set(FIXED_COLUMNS)
+    for key, group in metrics.groupby(METRIC_KEYS, sort=True):
+        evaluator, version, params, metric = key
+        if group["n_ok"].max() == 0 and set(",".join(group["statuses"]).split(",")) == {"skipped"}:
+            reasons = {x for r in group["reasons"] for x in r.split(REASON_SEPARATOR) if x}
+            omitted.setdefault(str(evaluator), set()).update(reasons)
+            continue
+        first = group.iloc[0]
+        meta = info.get((evaluator, metric), MetricInfo())
+        columns.append(Column(str(evaluator), str(version), str(params), str(metric), bool(first["higher_is_better"]),
+                              bool(first["headline"]), meta.description, meta.diagnostic))
+    if not any(c.evaluator == ACCURACY_EVALUATOR for c in columns):
+        columns.append(Column(ACCURACY_EVALUATOR, "", "{}", "accuracy", True, True, "clean test accuracy",
+                              evaluated=False))
+    columns.sort(key=lambda c: (c.evaluator != ACCURACY_EVALUATOR, not c.headline, c.key))
+    columns = [_with_id(c, ids) for c in columns]
+    kept = {c.evaluator for c in columns}
+    gone = [Omitted(e, REASON_SEPARATOR.join(sorted(r)) or "skipped on every row")
+            for e, r in sorted(omitted.items()) if e not in kept]
+    return columns, gone
+
+
+def _with_id(column: Column, taken: set[str]) -> Column:
+    """``column`` with its DOM id, unique among ``taken`` (which it joins)."""
+    return replace(column, id=_unique(f"{slugify(column.evaluator, 40)}--{slugify(column.metric, 60)}", taken))
+
+
+def _row(key: tuple[Any, ...], group: pd.DataFrame, columns: list[Column], families: Mapping[str, str]) -> Row:
+    submission_id, regularizer, regularizer_params, variant = key
+    records = {tuple(r[k] for k in METRIC_KEYS): r for r in group.to_dict("records")}
+    n_seeds = int(group["n_seeds"].max())
+    training = group[group["evaluator"] == TRAINING]
+    missing = f"training failed ({int(training['n_seeds'].iloc[0])} seed(s))" if len(training) else "not evaluated"
+    cells = [_cell(records.get(c.key), n_seeds, regularizer == BASELINE, c.diagnostic, missing) for c in columns]
+    evaluators = tuple(sorted(set(group.loc[group["n_ok"] > 0, "evaluator"]) - {TRAINING}))
+    return Row(str(submission_id), str(group["submission"].iloc[0]), str(regularizer), str(regularizer_params),
+               str(variant), families.get(str(regularizer), "other"), n_seeds, cells, evaluators)
+
+
+def _cell(record: dict[str, Any] | None, n_seeds: int, is_baseline: bool, diagnostic: bool = False,
+          missing: str = "not evaluated") -> Cell:
+    if record is None or record["n_ok"] == 0:
+        text = missing if record is None else (record["statuses"] or "—")
+        return Cell(text, reasons="" if record is None else record["reasons"])
+    mean = float(record["mean"])
+    text = fmt(mean) + (f" ± {fmt(_half(record['ci_low'], record['ci_high']), scale=mean)}"
+                        if not math.isnan(record["ci_low"]) else "")
+    note = f"{record['n_ok']}/{n_seeds} seeds" if record["n_ok"] < n_seeds else ""
+    delta = "baseline" if is_baseline else ""
+    if not is_baseline and not math.isnan(record["delta_vs_erm"]):
+        delta = f"Δ {fmt(float(record['delta_vs_erm']), signed=True, scale=mean)}"
+        if not math.isnan(record["delta_low"]):
+            delta += f" ± {fmt(_half(record['delta_low'], record['delta_high']), scale=mean)}"
+    rank = ""
+    if not diagnostic and not pd.isna(record["rank"]):
+        best, worst = int(record["rank_best"]), int(record["rank_worst"])
+        rank = f"rank {int(record['rank'])}" + (f" ({best}–{worst})" if best != worst else "")
+    return Cell(text, mean, note, delta, record["verdict"], rank, record["reasons"], low=float(record["ci_low"]),
+                high=float(record["ci_high"]))
+
+
+def _mark_best(rows: list[Row], columns: list[Column]) -> list[Row]:
+    """Rows with the best mean of each non-diagnostic column marked (none with < 2 values). Ties are all marked:
+    means equal up to float rounding (relative 1e-12), e.g. 0.2 and (0.1 + 0.2 + 0.3) / 3."""
+    best: dict[int, float] = {}
+    for i, column in enumerate(columns):
+        values = [r.cells[i].sort_value for r in rows if r.cells[i].sort_value is not None]
+        if column.diagnostic or len(values) < 2:
+            continue
+        best[i] = max(values) if column.higher_is_better else min(values)
+    return [replace(r, cells=[replace(c, best=True) if i in best and c.sort_value is not None
+                              and math.isclose(c.sort_value, best[i], rel_tol=1e-12, abs_tol=1e-15) else c
+                              for i, c in enumerate(r.cells)]) for r in rows]
+
+
+def _half(low: float, high: float) -> float:
+    return (float(high) - float(low)) / 2
+
+
+def fmt(x: float, signed: bool = False, scale: float | None = None) -> str:
+    """Four decimals when ``scale`` (default ``x``) is 0 or within [0.001, 10000), else scientific with 3 digits.
+
+    A std and a Δ are formatted on the scale of their mean, so ``0.9100 ± 0.0000`` rather than ``0.9100 ± 1.2e-06``.
+    """
+    scale = x if scale is None else scale
+    plain = scale == 0 or 1e-3 <= abs(scale) < 1e4
+    text = f"{x:+.4f}" if plain and signed else f"{x:.4f}" if plain else f"{x:+.2e}" if signed else f"{x:.2e}"
+    return text.replace("-", "−")
+
+
+def params_label(params_json: str) -> str:
+    """``'{"act": "softplus"}'`` → ``'(act=softplus)'``; ``'{}'`` → ``''``."""
+    params = json.loads(params_json) if params_json else {}
+    if not params:
+        return ""
+    return "(" + ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items())) + ")"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, i = name, 2
+    while candidate in taken:
+        candidate, i = f"{name}-{i}", i + 1
+    taken.add(candidate)
+    return candidate
