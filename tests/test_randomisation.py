@@ -200,26 +200,39 @@ def test_sanity_gate_leaves_out_a_diagnostic_headline(register_plugin):
 
 
 @pytest.mark.slow
-def test_emprt_ranks_fooled_below_erm_and_mprt_does_not_on_a_trained_pair(tmp_path, one_thread):
-    """2,000 digits of mnist_subset, gibench_cnn (softplus), Adam 1e-3, batch 64, 2 epochs, seed 0; the first 200
-    test images. Observed: eMPRT erm 0.32 vs fooled −0.15 (fooled's own map already has the higher entropy, 4.0 vs
-    2.6 nats); plain MPRT (full re-initialization) erm 0.62 vs fooled 0.17, i.e. MPRT calls fooled the better map,
-    which is why it is a diagnostic."""
-    from gibench import load_dataset
-    from gibench.config import PluginSpec, TrainConfig
-    from gibench.data.tensors import make_bundle
-    from gibench.train import fit
+def test_sanity_report_gates_emprt_and_road_and_mprt_calls_fooled_better(tmp_path, one_thread, monkeypatch):
+    """A suite on mnist_subset (4,000 digits), gibench_cnn (softplus), erm and fooled, 1 epoch (Adam 1e-3, batch 64,
+    seed 0); both evaluators on the first 200 test images (ROAD at 10/30/50/70/90 %). Observed: eMPRT erm 0.32 vs
+    fooled −0.15 (fooled's own map already has the higher entropy, 4.0 vs 2.6 nats); ROAD LeRF − MoRF erm 0.69 vs
+    fooled −0.02; plain MPRT (full re-initialization) erm 0.62 vs fooled 0.17, i.e. MPRT calls fooled's map the
+    better one, which is why it is a diagnostic and left out of the gate."""
+    import io
 
-    full = load_dataset("mnist_subset")
-    bundle = make_bundle("mnist_2000", full.train.x[:2000], full.train.y[:2000], full.test.x[:200],
-                         full.test.y[:200], num_classes=10)
-    backbone = PluginSpec.of("gibench_cnn", {"act": "softplus"}, {"act": "softplus"})
-    train = TrainConfig(epochs=2, batch_size=64, optimizer="adam", lr=1e-3, amp=False, log_every=1000)
-    scores = {}
-    for name in ("erm", "fooled"):
-        model = fit(bundle, backbone, registry.regularizers.create(name), train, seed=0).model
-        ctx = make_eval_context(model, bundle, tmp_path / name, batch_size=100)
-        scores[name] = registry.evaluators.create("randomisation").evaluate(ctx).scalars
-    assert scores["erm"]["emprt"] > 0.1 and scores["fooled"]["emprt"] < scores["erm"]["emprt"] - 0.2, scores
-    assert scores["fooled"]["entropy_original"] > scores["erm"]["entropy_original"], scores
-    assert scores["fooled"]["mprt_spearman_full"] < scores["erm"]["mprt_spearman_full"], scores  # MPRT is fooled
+    import yaml
+    from rich.console import Console
+
+    from gibench import cli, load_suite, run_suite
+    from gibench.results import collect_results
+
+    suite = {"name": "randomisation_road_sanity", "description": "erm vs fooled", "datasets": ["mnist_subset"],
+             "backbones": [{"gibench_cnn": {"act": "softplus"}}], "regularizers": ["erm", "fooled"],
+             "evaluators": [{"randomisation": {"max_images": 200}},
+                            {"road": {"max_images": 200, "fractions": [0.1, 0.3, 0.5, 0.7, 0.9]}}],
+             "seeds": [0], "train": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 1.0e-3}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    runs = tmp_path / "runs"
+    run_suite(load_suite(str(path)), runs, device="cpu")
+    frame = collect_results(runs)
+    value = frame.set_index(["regularizer", "metric"])["value"]
+    assert value["erm", "emprt"] > 0.1 and value["fooled", "emprt"] < value["erm", "emprt"] - 0.2, value
+    assert value["fooled", "entropy_original"] > value["erm", "entropy_original"], value
+    assert value["fooled", "gap_lerf_morf"] < value["erm", "gap_lerf_morf"] - 0.3, value
+    assert value["fooled", "mprt_spearman_full"] < value["erm", "mprt_spearman_full"], value  # MPRT is fooled
+    table = sanity_table(frame)
+    assert sorted(table["metric"]) == ["emprt", "gap_lerf_morf"] and table["passes"].all(), table
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "stdout", Console(file=buffer, width=200, color_system=None))
+    assert cli.main(["report", "--runs-dir", str(runs), "--sanity"]) == 0
+    out = buffer.getvalue()
+    assert "randomisation: emprt" in out and "road: gap_lerf_morf" in out and "mprt_spearman" not in out
