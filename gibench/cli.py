@@ -661,7 +661,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     record = load_submission(path).submission.artifacts
     stdout.print(f"wrote submission {path}")
     if record is not None:
-        stdout.print(f"artifacts: {len(record.files)} file(s), {record.total_bytes / 1e6:.2f} MB of the "
+        stdout.print(f"artifacts: {len(record.files)} file(s), {record.total_bytes / 1e6:.3g} MB of the "
                      f"{record.limit_bytes / 1e6:g} MB limit" + (f"; {len(record.left_out)} left out (listed under "
                                                                  "'artifacts.left_out' in submission.json)"
                                                                  if record.left_out else ""))
@@ -669,10 +669,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from gibench.submission import validate_submission
+    from gibench.submission import load_submission
+    from gibench.verify import verification_status
 
-    submission = validate_submission(args.path)
-    stdout.print(f"{args.path}: valid submission {submission.id!r}")
+    loaded = load_submission(args.path)
+    submission, record = loaded.submission, loaded.submission.artifacts
+    stdout.print(f"{args.path}: valid submission {submission.id!r}", soft_wrap=True)
+    stdout.print(f"{len(loaded.results)} result rows, every value within its metric's declared range"
+                 + (f"; {len(record.files)} artifact(s), {record.total_bytes / 1e6:.3g} MB, SHA-256 checked"
+                    if record is not None else ""))
+    status = verification_status(loaded)
+    stdout.print(escape(f"verification: {status.state}" + (f" on {status.date} (tolerance {status.tolerance:g})"
+                                                           if status.date else "")
+                        + (f"; {status.detail}" if status.detail else "")), soft_wrap=True)
     return 0
 
 

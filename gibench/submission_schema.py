@@ -138,6 +138,16 @@ class SuiteRecord(_Strict):
     def _name_plain(cls, value: str) -> str:
         return _plain(value)
 
+    @field_validator("suite")
+    @classmethod
+    def _suite_plain(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for path, text in _strings(value):  # its description may span lines; nothing else may hide in it
+            found = control_character(text, allow="\n\t")
+            if found:
+                raise ValueError(f"the suite's {path} contains the invisible character {found[1]} at position "
+                                 f"{found[0]}. Fix: {_PLAIN_TEXT_FIX} (edit the suite file and run it again)")
+        return value
+
     @field_validator("hash")
     @classmethod
     def _hash_matches(cls, value: str, info: Any) -> str:
@@ -146,10 +156,25 @@ class SuiteRecord(_Strict):
         return value
 
 
+def _strings(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """(dotted path, text) of every string (keys too) inside a JSON value."""
+    if isinstance(value, str):
+        return [(path or "value", value)]
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found += _strings(str(key), f"key {where!r}") + _strings(item, where)
+        return found
+    if isinstance(value, list):
+        return [hit for i, item in enumerate(value) for hit in _strings(item, f"{path}[{i}]")]
+    return []
+
+
 class RunRecord(_Strict):
     """One ``gibench run`` invocation (an entry of ``runs_dir/manifest.json``)."""
 
-    suite_name: str
+    suite_name: Annotated[str, AfterValidator(_plain)]
     suite_hash: str
     started: datetime
     finished: datetime | None = None

@@ -565,3 +565,35 @@ def test_submit_cli_names_the_bad_option_without_a_traceback(tmp_path: Path, run
     assert main([*args, option, value]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err == " ".join(f"error: {expected}".split()) and "Traceback" not in err
+
+
+def test_control_characters_in_the_recorded_suite_are_rejected(tmp_path: Path) -> None:
+    runs_dir, table = make_runs(tmp_path)
+    manifest = json.loads((runs_dir / "manifest.json").read_text())
+    suite = {**SUITES["tiny"], "description": "two lines\nare fine \u202e but not this"}
+    manifest["runs"][0].update(suite=suite, suite_hash=suite_hash(suite))
+    (runs_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SubmissionError) as info:
+        build_submission(runs_dir, tmp_path / "s", META, "tiny", results=table)
+    assert str(info.value).startswith(
+        f"{runs_dir / 'manifest.json'}: runs[0]: field 'suite': the suite's description contains the invisible "
+        "character U+202E (RIGHT-TO-LEFT OVERRIDE) at position 19 (got ")
+    assert str(info.value).endswith("Fix: remove it; names, authors, descriptions, links and suite names must be plain "
+                                    "visible text (edit the suite file and run it again).")
+
+
+def test_validate_cli_reports_rows_artifacts_and_verification(tmp_path: Path, with_artifacts, capsys) -> None:
+    from gibench.cli import main
+
+    runs_dir, table, _ = with_artifacts
+    folder = build_submission(runs_dir, tmp_path / "s", META, "tiny", results=table)
+    assert main(["validate", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{folder}: valid submission {folder.name!r}",
+                   "9 result rows, every value within its metric's declared range; 12 artifact(s), 0.0048 MB, SHA-256 "
+                   "checked", "verification: unverified; never verified"]
+    assert main(["submit", "--runs-dir", str(runs_dir), "--name", "x", "--author", "A", "--out", str(tmp_path / "t"),
+                 "--max-artifact-mb", "-1"]) == 2
+    assert " ".join(capsys.readouterr().err.split()) == (
+        "error: --max-artifact-mb must be a number >= 0, got -1.0. Fix: pass e.g. --max-artifact-mb 20 (0 packs no "
+        "artifacts).")
