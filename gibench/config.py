@@ -8,13 +8,23 @@ grid (unless the option itself is a list, such as a tuple of fractions: then a l
 expanded here, and every grid point is validated against its plugin's ``Config``, so a suite that loads is a suite
 whose every job can be built.
 
+``extra_grids`` (optional) is a list of further cross products in the same suite, each a mapping with any of
+``datasets``, ``backbones``, ``regularizers`` and ``evaluators`` (a key left out is the top-level list) and
+``add_evaluators`` (appended to the grid's evaluators), for jobs that belong in the suite but not in its main grid: an
+X-DNN backbone (``bias: false``) with only the regularizers that suit it, scored by the top-level evaluators plus
+extra evaluator options such as ``saliency: x_gradient``. A job that two grids produce is one job,
+scored by the evaluators of both. The suite's ``datasets``/``backbones``/``regularizers``/``evaluators`` are the
+union over all grids (what preflight and provenance see); :meth:`Suite.all_grids` keeps them apart for
+:func:`gibench.jobs.expand`. An X-DNN backbone with a regularizer that needs a smooth activation (the score-matching
+family) is an error in any grid.
+
 Every error names the file, the place (``regularizers[1].gradient_norm.weight``), the bad value and what is allowed.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS", "TrainConfig", "expand_grid", "identity_config",
+    "EXTRA_GRID_KEYS", "GRID_KEYS", "Grid", "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS", "TrainConfig", "expand_grid", "identity_config",
     "load_suite",
     "parse_suite", "resolve_suite_path", "shipped_suites",
 ]
@@ -37,7 +47,9 @@ from gibench.errors import ConfigError, GibenchError
 from gibench.params import build_config, config_fields, did_you_mean, field_types, is_sequence_type, jsonable, check
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train",
-                  "train_per_dataset")
+                  "train_per_dataset", "extra_grids")
+GRID_KEYS = ("datasets", "backbones", "regularizers", "evaluators")
+EXTRA_GRID_KEYS = GRID_KEYS + ("add_evaluators",)
 REQUIRED_KEYS = ("name", "datasets", "backbones", "regularizers", "evaluators")
 
 
@@ -138,8 +150,22 @@ class PluginSpec:
 
 
 @dataclass(frozen=True)
+class Grid:
+    """One cross product of a suite: datasets × backbones × regularizers (× the suite's seeds), scored by evaluators."""
+
+    datasets: tuple[PluginSpec, ...]
+    backbones: tuple[PluginSpec, ...]
+    regularizers: tuple[PluginSpec, ...]
+    evaluators: tuple[PluginSpec, ...]
+
+
+@dataclass(frozen=True)
 class Suite:
-    """A validated suite: every plugin list already expanded into grid points."""
+    """A validated suite: every plugin list already expanded into grid points.
+
+    The four plugin tuples are the union over the main grid and ``extra_grids``; ``grids`` (main grid first) keeps
+    the grids apart and is empty for a suite built by hand, which is then one grid of the four tuples.
+    """
 
     name: str
     description: str
@@ -153,6 +179,11 @@ class Suite:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the parsed YAML, for provenance
     #: (dataset label, merged TrainConfig) for the datasets that ``train_per_dataset`` names; the others use ``train``
     train_per_dataset: tuple[tuple[str, TrainConfig], ...] = ()
+    grids: tuple[Grid, ...] = ()
+
+    def all_grids(self) -> tuple[Grid, ...]:
+        """The suite's cross products, main grid first (see the module docstring)."""
+        return self.grids or (Grid(self.datasets, self.backbones, self.regularizers, self.evaluators),)
 
     @property
     def hash(self) -> str:
@@ -216,20 +247,86 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
     name = raw["name"]
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{source}: 'name' must be a non-empty string, got {name!r}.")
-    datasets = _plugin_list(raw, "datasets", source, registry.datasets)
+    main = _grid(raw, source)
+    grids = (main,) + tuple(_grid(entry, f"{source}: extra_grids[{i}]", main)
+                            for i, entry in enumerate(_extra_grids(raw, source)))
+    for i, grid in enumerate(grids):
+        _check_xdnn_pairs(grid, source if i == 0 else f"{source}: extra_grids[{i - 1}]")
+    union = [_union(getattr(g, key) for g in grids) for key in GRID_KEYS]
     return Suite(
         name=name,
         description=str(raw.get("description") or ""),
-        datasets=datasets,
-        backbones=_backbone_list(raw, source),
-        regularizers=_plugin_list(raw, "regularizers", source, registry.regularizers),
-        evaluators=_plugin_list(raw, "evaluators", source, registry.evaluators),
+        datasets=union[0],
+        backbones=union[1],
+        regularizers=union[2],
+        evaluators=union[3],
         seeds=_seeds(raw.get("seeds", [0]), source),
         train=_train_config(raw.get("train") or {}, f"{source}: train"),
         source=source,
         raw=dict(raw),
-        train_per_dataset=_train_per_dataset(raw, datasets, source),
+        train_per_dataset=_train_per_dataset(raw, union[0], source),
+        grids=grids if len(grids) > 1 else (),
     )
+
+
+_GRID_PARSERS = {"datasets": registry.datasets, "regularizers": registry.regularizers,
+                 "evaluators": registry.evaluators}
+
+
+def _grid(raw: Mapping[str, Any], source: str, defaults: Grid | None = None) -> Grid:
+    """The four plugin lists of a grid; a key missing from ``raw`` is taken from ``defaults`` (the main grid)."""
+    lists = {}
+    for key in GRID_KEYS:
+        if defaults is not None and key not in raw:
+            lists[key] = getattr(defaults, key)
+        elif key == "backbones":
+            lists[key] = _backbone_list(raw, source)
+        else:
+            lists[key] = _plugin_list(raw, key, source, _GRID_PARSERS[key])
+    if "add_evaluators" in raw:
+        added = _plugin_list(raw, "add_evaluators", source, registry.evaluators)
+        lists["evaluators"] = _union([lists["evaluators"], added])
+    return Grid(**lists)
+
+
+def _extra_grids(raw: Mapping[str, Any], source: str) -> list[Mapping[str, Any]]:
+    entries = raw.get("extra_grids") or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{source}: extra_grids must be a list of mappings with any of "
+                          f"{', '.join(EXTRA_GRID_KEYS)}, got {entries!r}.")
+    for i, entry in enumerate(entries):
+        where = f"{source}: extra_grids[{i}]"
+        _mapping(entry, where)
+        for key in entry:
+            if key not in EXTRA_GRID_KEYS:
+                raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(str(key), EXTRA_GRID_KEYS)} A grid "
+                                  f"takes {', '.join(EXTRA_GRID_KEYS)} (a list left out is the top-level one; "
+                                  "add_evaluators are appended to the grid's evaluators).")
+        if not entry:
+            raise ConfigError(f"{where}: an empty grid repeats the main grid; give at least one of "
+                              f"{', '.join(EXTRA_GRID_KEYS)}.")
+    return entries
+
+
+def _union(lists: Any) -> tuple[PluginSpec, ...]:
+    return tuple(dict.fromkeys(spec for specs in lists for spec in specs))
+
+
+def _check_xdnn_pairs(grid: Grid, where: str) -> None:
+    """An X-DNN backbone (``bias: false``, ReLU) cannot train with a regularizer that needs a smooth activation."""
+    for backbone in grid.backbones:
+        if backbone.config.get("bias", True) is not False:
+            continue
+        smooth = [r.label for r in grid.regularizers
+                  if registry.regularizers.get(r.name).needs_smooth_activation]
+        if smooth:
+            raise ConfigError(
+                f"{where}: backbone {backbone.label} is an X-DNN (`bias: false`, ReLU only) and cannot be trained "
+                f"with {', '.join(smooth)}: these need a smooth activation (softplus) for a non-zero input Hessian, "
+                "while an X-DNN must be piecewise linear to be homogeneous (softplus(α·z) ≠ α·softplus(z)). Put the "
+                "X backbone in an `extra_grids` entry with regularizers that do not need smoothness (erm, "
+                "gradient_norm, attribution_prior, pgd, ...)."
+            )
 
 
 def _train_config(value: Any, where: str) -> TrainConfig:

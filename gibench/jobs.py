@@ -15,6 +15,7 @@ __all__ = [
     "Job", "TRAINING_CODE_VERSION", "expand", "job_record", "plugin_source",
 ]
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -61,14 +62,21 @@ class Job:
 
 
 def expand(suite: Suite) -> list[Job]:
-    """The jobs of a suite: datasets × backbones × regularizers × seeds, in that nesting order (deterministic)."""
-    return [
-        Job(dataset, backbone, regularizer, seed, suite.train_for(dataset), suite.evaluators)
-        for dataset in suite.datasets
-        for backbone in suite.backbones
-        for regularizer in suite.regularizers
-        for seed in suite.seeds
-    ]
+    """The jobs of a suite: datasets × backbones × regularizers × seeds, in that nesting order (deterministic), for
+    each of its grids in turn (``extra_grids`` after the main one). A job that two grids produce is listed once, at
+    its first place, and scored by the evaluators of both."""
+    jobs: dict[str, Job] = {}
+    for grid in suite.all_grids():
+        for dataset in grid.datasets:
+            for backbone in grid.backbones:
+                for regularizer in grid.regularizers:
+                    for seed in suite.seeds:
+                        job = Job(dataset, backbone, regularizer, seed, suite.train_for(dataset), grid.evaluators)
+                        first = jobs.setdefault(job.hash, job)
+                        if first is not job:
+                            extra = tuple(e for e in grid.evaluators if e not in first.evaluators)
+                            jobs[job.hash] = dataclasses.replace(first, evaluators=first.evaluators + extra)
+    return list(jobs.values())
 
 
 def job_record(job: Job) -> JobRecord:

@@ -41,12 +41,20 @@ def _grid_points(entry) -> int:
     return math.prod(len(v) for k, v in (options or {}).items() if isinstance(v, list) and k not in sequence_options)
 
 
+def _extra_jobs(raw) -> int:
+    """Jobs of the suite's ``extra_grids`` (a list left out of a grid is the top-level one)."""
+    return sum(math.prod(sum(_grid_points(e) for e in grid.get(key, raw[key]))
+                         for key in ("datasets", "backbones", "regularizers")) * len(raw["seeds"])
+               for grid in raw.get("extra_grids", []))
+
+
 def test_full_expands_to_the_cross_product_of_its_lists(raw, suite):
     regularizer_points = sum(_grid_points(e) for e in raw["regularizers"])
     assert regularizer_points == len(raw["regularizers"]) + 2  # pgd's three L2 radii
     expected = len(raw["datasets"]) * len(raw["backbones"]) * regularizer_points * len(raw["seeds"])
     assert expected == 6 * 2 * 15 * 3
-    assert len(expand(suite)) == expected
+    assert len(expand(suite)) == expected + _extra_jobs(raw)
+    assert _extra_jobs(raw) >= 6 * 2 * 3  # the X-ResNet-18 and its ReLU twin with erm (Hesse et al.)
     assert suite.seeds == (0, 1, 2)
 
 
@@ -80,8 +88,12 @@ def test_full_trains_with_the_papers_recipe_and_augments_cifar_only(suite):
 
 
 def test_the_standard_suite_is_unchanged():
+    """Its main grid is the 39 jobs it had; the X-DNN grid (extra_grids) comes on top."""
     standard = load_suite("standard")
-    assert len(expand(standard)) == 39 and standard.train.epochs == 3 and standard.train.augment == "none"
+    raw = yaml.safe_load(resolve_suite_path("standard").read_text())
+    main = [j for j in expand(standard) if j.backbone.label == "gibench_cnn(act=softplus)"]
+    assert len(main) == 39 and standard.train.epochs == 3 and standard.train.augment == "none"
+    assert len(expand(standard)) == 39 + _extra_jobs(raw)
 
 
 def test_missing_datasets_of_full_are_one_error_with_the_download_command(tmp_path, capsys):
@@ -115,7 +127,8 @@ def test_the_work_of_full_is_planned_without_its_datasets(tmp_path):
     data = tmp_path / "empty"
     data.mkdir()
     rows, shared, not_estimated = plan_suite(load_suite("full"), tmp_path / "runs", data_root=data)
-    assert sum(r.jobs_left for r in rows) == 540 and not_estimated == []
+    raw = yaml.safe_load(resolve_suite_path("full").read_text())
+    assert sum(r.jobs_left for r in rows) == 540 + _extra_jobs(raw) and not_estimated == []
     row = next(r for r in rows if (r.dataset, r.backbone, r.regularizer) ==
                ("cifar10", "cifar_resnet18(act=softplus)", "erm"))
     steps = 200 * math.ceil(50_000 / 128)  # one job: 200 epochs of CIFAR-10's 50,000 images at batch 128

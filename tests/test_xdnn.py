@@ -173,3 +173,103 @@ def test_x_gibench_cnn_learns_mnist_subset(one_thread: None) -> None:
     with torch.no_grad():
         accuracy = (model(bundle.test.x).argmax(1) == bundle.test.y).float().mean().item()
     assert accuracy > 0.8
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Suites: extra_grids, and the X-DNN × score-matching conflict
+
+
+def _suite(**changes):
+    from gibench.config import parse_suite
+
+    raw = {"name": "t", "datasets": ["mnist_subset"], "backbones": [{"gibench_cnn": {"act": "softplus"}}],
+           "regularizers": ["erm", "score_matching"], "evaluators": ["accuracy", "blockmnist"], "seeds": [0, 1]}
+    return parse_suite({**raw, **changes}, source="t.yaml")
+
+
+def test_x_backbone_with_score_matching_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        _suite(backbones=[{"gibench_cnn": {"act": "softplus"}}, {"gibench_cnn": {"bias": False}}])
+    message = str(info.value)
+    assert message.startswith("t.yaml: backbone gibench_cnn(bias=False) is an X-DNN")
+    assert "score_matching" in message and "softplus" in message and "extra_grids" in message
+    with pytest.raises(ConfigError, match=r"t.yaml: extra_grids\[0\]: backbone gibench_cnn\(bias=False\)"):
+        _suite(extra_grids=[{"backbones": [{"gibench_cnn": {"bias": False}}]}])  # inherits score_matching
+    _suite(regularizers=["erm", "gradient_norm", "denoising_score_matching"],  # none needs a smooth activation
+           backbones=[{"gibench_cnn": {"bias": False}}])
+
+
+def test_extra_grids_expand_after_the_main_grid_with_their_own_lists() -> None:
+    from gibench.jobs import expand
+
+    suite = _suite(extra_grids=[{
+        "backbones": [{"gibench_cnn": {"act": "relu"}}, {"gibench_cnn": {"act": "relu", "bias": False}}],
+        "regularizers": ["erm"],
+        "add_evaluators": [{"blockmnist": {"saliency": "x_gradient"}}],
+    }])
+    jobs = expand(suite)
+    assert [j.label for j in jobs] == [
+        "mnist_subset / gibench_cnn(act=softplus) / erm / seed 0",
+        "mnist_subset / gibench_cnn(act=softplus) / erm / seed 1",
+        "mnist_subset / gibench_cnn(act=softplus) / score_matching / seed 0",
+        "mnist_subset / gibench_cnn(act=softplus) / score_matching / seed 1",
+        "mnist_subset / gibench_cnn(act=relu) / erm / seed 0", "mnist_subset / gibench_cnn(act=relu) / erm / seed 1",
+        "mnist_subset / gibench_cnn(act=relu, bias=False) / erm / seed 0",
+        "mnist_subset / gibench_cnn(act=relu, bias=False) / erm / seed 1",
+    ]
+    main_evaluators = ["accuracy", "blockmnist"]
+    assert all([e.label for e in j.evaluators] == main_evaluators for j in jobs[:4])
+    assert all([e.label for e in j.evaluators] == main_evaluators + ["blockmnist(saliency=x_gradient)"]
+               for j in jobs[4:])
+    assert [b.label for b in suite.backbones] == ["gibench_cnn(act=softplus)", "gibench_cnn(act=relu)",
+                                                  "gibench_cnn(act=relu, bias=False)"]
+    assert [e.label for e in suite.evaluators] == main_evaluators + ["blockmnist(saliency=x_gradient)"]
+    assert len(suite.all_grids()) == 2 and len({j.hash for j in jobs}) == len(jobs)
+    plain = _suite()
+    assert plain.grids == () and len(plain.all_grids()) == 1  # no extra_grids: one grid, as before
+    assert [j.hash for j in expand(plain)] == [j.hash for j in jobs[:4]]  # the main grid's jobs keep their hashes
+
+
+def test_a_job_in_two_grids_is_one_job_scored_by_both() -> None:
+    from gibench.jobs import expand
+
+    suite = _suite(regularizers=["erm"], seeds=[0],
+                   extra_grids=[{"evaluators": [{"blockmnist": {"saliency": "x_gradient"}}, "accuracy"]}])
+    (job,) = expand(suite)
+    assert [e.label for e in job.evaluators] == ["accuracy", "blockmnist", "blockmnist(saliency=x_gradient)"]
+
+
+def test_extra_grids_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"extra_grids\[0\]: unknown key 'backbone'.*Did you mean 'backbones'"):
+        _suite(extra_grids=[{"backbone": ["gibench_cnn"]}])
+    with pytest.raises(ConfigError, match="must be a list of mappings"):
+        _suite(extra_grids={"backbones": ["gibench_cnn"]})
+    with pytest.raises(ConfigError, match="an empty grid repeats the main grid"):
+        _suite(extra_grids=[{}])
+    with pytest.raises(ConfigError, match=r"t.yaml: extra_grids\[0\]: evaluators\[0\]: unknown evaluator"):
+        _suite(extra_grids=[{"evaluators": ["acuracy"]}])
+
+
+def test_shipped_suites_have_the_x_variants_side_by_side() -> None:
+    from gibench.config import load_suite
+    from gibench.jobs import expand
+
+    for name, backbone, twin in (("standard", "gibench_cnn(act=relu, bias=False)", "gibench_cnn(act=relu)"),
+                                 ("full", "cifar_resnet18(act=relu, bias=False)", "cifar_resnet18(act=relu)")):
+        jobs = expand(load_suite(name))
+        x_jobs = [j for j in jobs if j.backbone.label == backbone]
+        twins = [j for j in jobs if j.backbone.label == twin]
+        assert x_jobs and {(j.dataset.label, j.regularizer.label, j.seed) for j in x_jobs} == \
+            {(j.dataset.label, j.regularizer.label, j.seed) for j in twins}
+        assert {j.train for j in x_jobs} <= {j.train for j in twins} | {j.train for j in jobs}
+        assert "erm" in {j.regularizer.name for j in x_jobs}
+        labels = [e.label for e in x_jobs[0].evaluators]
+        assert any(label.startswith("pixel_perturbation(") and "saliency=x_gradient" in label for label in labels)
+        assert any(e.name == "pixel_perturbation" and "saliency" not in e.params for e in x_jobs[0].evaluators)
+        assert not any(registry_needs_smooth(j.regularizer.name) for j in x_jobs)
+
+
+def registry_needs_smooth(name: str) -> bool:
+    from gibench import registry
+
+    return registry.regularizers.get(name).needs_smooth_activation
