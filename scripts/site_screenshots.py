@@ -1,4 +1,4 @@
-"""Screenshots of the leaderboard site for the docs: ``docs/screenshots/index.png`` and ``docs/screenshots/table.png``.
+"""Screenshots of the leaderboard site for the docs: ``docs/screenshots/{index,table,gallery}.png``.
 
 Usage::
 
@@ -8,8 +8,10 @@ The site is built from the submissions folder (``gibench.leaderboard.build.build
 rejected folder shows up in the rejected box instead of stopping the build) into a temporary folder, opened from
 ``file://`` in the system Chromium (Debian's ``chromium`` package, found on ``PATH``) through Playwright for Python
 with ``executable_path`` — Playwright's own browser download is never used — and photographed at a 1400 × 900
-viewport (the visible part of the page, not the full scroll height). The table page is the first one the index
-links to (``a.table-page``). A PNG over 300 kB is re-encoded with a 256-colour palette, which keeps text sharp.
+viewport (the visible part of the page, not the full scroll height), after every image has loaded. The table page
+is the first one the index links to (``a.table-page``): ``table.png`` is its top (the table), ``gallery.png`` the
+same page scrolled to its saliency gallery (``section#gallery``, when it has one). A PNG over 300 kB is re-encoded
+with a 256-colour palette, which keeps text sharp.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _small_png(data: bytes) -> bytes:
 
 
 def screenshots(index: Path, out_dir: Path, browser: Any = None) -> list[Path]:
-    """Photograph ``index`` and its first table page into ``out_dir/index.png`` and ``out_dir/table.png``.
+    """Photograph ``index`` and its first table page into ``out_dir/index.png``, ``table.png`` and ``gallery.png``.
 
     ``browser``: a Playwright browser to use (default: launch the system Chromium for these two pictures).
     """
@@ -73,18 +75,30 @@ def screenshots(index: Path, out_dir: Path, browser: Any = None) -> list[Path]:
         with _system_chromium() as launched:
             return screenshots(index, out_dir, launched)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     page = browser.new_page(viewport=VIEWPORT)
     try:
-        for name, path in (("index.png", index), ("table.png", first_table(index))):
-            page.goto(path.resolve().as_uri())
-            page.wait_for_load_state("load")
-            target = out_dir / name
-            target.write_bytes(_small_png(page.screenshot(type="png")))
-            written.append(target)
+        page.goto(index.resolve().as_uri())
+        written = [_shoot(page, out_dir / "index.png")]
+        page.goto(first_table(index).as_uri())
+        written.append(_shoot(page, out_dir / "table.png"))
+        gallery = page.locator("section#gallery")
+        if gallery.count():
+            gallery.evaluate("section => section.scrollIntoView({block: 'start'})")
+            written.append(_shoot(page, out_dir / "gallery.png"))
     finally:
         page.close()
     return written
+
+
+def _shoot(page: Any, target: Path) -> Path:
+    """The viewport as a PNG at ``target``, once every image on the page has loaded (lazy ones included)."""
+    page.wait_for_load_state("load")
+    page.evaluate("""() => Promise.all(Array.from(document.images, img => {
+        img.loading = 'eager';
+        return img.decode().catch(() => null);
+    }))""")
+    target.write_bytes(_small_png(page.screenshot(type="png")))
+    return target
 
 
 @contextlib.contextmanager

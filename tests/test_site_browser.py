@@ -507,7 +507,7 @@ def test_screenshot_script_writes_the_index_and_a_table_page(built: dict, browse
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     written = script.screenshots(built["index"], tmp_path, browser)
-    assert [p.name for p in written] == ["index.png", "table.png"]
+    assert [p.name for p in written] == ["index.png", "table.png", "gallery.png"]
     for path in written:
         with Image.open(path) as image:
             assert image.size == (WIDTH, HEIGHT)
