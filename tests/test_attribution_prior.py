@@ -211,3 +211,18 @@ def test_the_gini_prior_raises_the_gini_of_the_attributions_in_a_few_steps():
         results[name] = (gini(attribution).item(), (model(xt).argmax(1) == yt).float().mean().item())
     assert results["attribution_prior"][0] > results["erm"][0] + 0.1, results
     assert results["attribution_prior"][1] > 0.8, results
+
+
+def test_standard_trains_both_priors_on_the_x_cnn_and_scores_them_with_keep_remove_on_the_x_gradient():
+    from gibench.config import load_suite
+    from gibench.jobs import expand
+
+    suite = load_suite("standard")
+    jobs = [j for j in expand(suite) if j.regularizer.name == "attribution_prior"]
+    x_jobs = [j for j in jobs if j.backbone.config.get("bias") is False]
+    priors = {(j.dataset.name, j.regularizer.config["prior"], j.regularizer.config["weight"]) for j in x_jobs}
+    assert priors == {(d.name, p, w) for d in suite.datasets for p, w in (("gini", 1.0), ("total_variation", 1e-3))}
+    for job in x_jobs:
+        sal = {e.config.get("saliency", "input_gradient") for e in job.evaluators if e.name == "keep_remove"}
+        assert sal == {"input_gradient", "x_gradient"}, (job.dataset.name, job.regularizer.params)
+    assert all(j.regularizer.config["attribution"] == "x_gradient" for j in jobs)

@@ -224,3 +224,17 @@ def test_pixel_perturbation_results_unchanged_by_the_shared_masking(fill, tmp_pa
     assert result.curves["least_salient_first"].y == curve
     assert result.scalars["area_least_salient"] == least
     assert result.scalars["area_most_salient"] == most
+
+
+@pytest.mark.parametrize("suite_name", ["standard", "full"])
+def test_the_standard_and_full_suites_run_keep_remove_with_both_maps(suite_name):
+    from gibench.config import load_suite
+    from gibench.jobs import expand
+
+    suite = load_suite(suite_name)
+    specs = [e for e in suite.evaluators if e.name == "keep_remove"]
+    assert {e.config.get("saliency", "input_gradient") for e in specs} == {"input_gradient", "x_gradient"}
+    jobs = expand(suite)
+    assert all(any(e.name == "keep_remove" for e in job.evaluators) for job in jobs)  # every job, both maps on X
+    x_jobs = [job for job in jobs if job.backbone.config.get("bias") is False]
+    assert x_jobs and all(sum(e.name == "keep_remove" for e in job.evaluators) == 2 for job in x_jobs)
