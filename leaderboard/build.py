@@ -117,8 +117,7 @@ def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out:
     env = _environment()
     common = {"gibench_version": gibench.__version__}
     _write_downloads(out / "tables", summary, tables)
-    installed = _installed_versions()
-    badges = {s.submission.id: verification(s, installed) for s in valid}
+    badges = {s.submission.id: verification(s) for s in valid}
     _write_submission_pages(env, out / "submissions", valid, tables, badges, copy=not in_place)
     (out / "submission.schema.json").write_text(json.dumps(submission_json_schema(), indent=2) + "\n", "utf-8")
     shutil.copytree(STATIC_DIR, out / "static", ignore=shutil.ignore_patterns("__pycache__"))
@@ -154,18 +153,6 @@ def _families() -> dict[str, str]:
             found[name] = str(getattr(registry.regularizers.get(name), "family", "other"))
         except Exception:  # a plugin that fails to load is shown as "other"; `gibench list` reports why
             found[name] = "other"
-    return found
-
-
-def _installed_versions() -> dict[str, str]:
-    from gibench import registry
-
-    found = {}
-    for name in registry.evaluators.names():
-        try:
-            found[name] = str(registry.evaluators.get(name).version)
-        except Exception:  # not loadable here: its versions cannot be compared
-            continue
     return found
 
 

@@ -11,7 +11,7 @@
 * Plugins named in a submission but not installed where the site is built still get a page, built from what the
   submissions recorded.
 * The sanity view: :func:`gibench.results.sanity_table` of each submission (``fooled`` against ``erm``).
-* Verification: :func:`verification` reads ``verification.json`` next to a submission (``gibench verify``).
+* Verification: :func:`verification`, the badge of :func:`gibench.verify.verification_status`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,7 @@ class SanityRow:
 
 @dataclass(frozen=True)
 class Verification:
-    state: str  # "verified" | "unverified" | "stale" | "failed"
+    state: str  # "verified" | "disagrees" | "stale" | "unverified"
     text: str  # what the badge says
     detail: str = ""  # the tooltip / the submission page's sentence
 
@@ -265,49 +264,26 @@ def sanity_rows(submissions: list[LoadedSubmission], tables: list[Table]) -> lis
     return sorted(rows, key=lambda r: (r.table, r.submission, r.evaluator, r.metric))
 
 
-def verification(loaded: LoadedSubmission, installed_versions: dict[str, str]) -> Verification:
-    """The badge of one submission.
+def verification(loaded: LoadedSubmission) -> Verification:
+    """The badge of one submission, from :func:`gibench.verify.verification_status` (its ``verification.json``,
+    written by ``gibench verify``): ``verified`` with the date, tolerance and number of re-run jobs; ``disagrees``
+    (some re-computed metric differed beyond the tolerance); ``stale`` (an evaluator's installed version differs from
+    the one it was verified with: the check no longer covers the installed code); ``unverified`` (no record, or one
+    made for other results)."""
+    from gibench.verify import verification_status
 
-    ``stale`` when an evaluator version in the results differs from the installed one (whatever was verified, a new
-    run would not reproduce these numbers); else ``verified`` when ``verification.json`` (written by
-    ``gibench verify``) says every checked metric agreed, ``failed`` when it says some did not, and ``unverified``
-    when there is no such record.
-    """
-    stale = sorted({f"{e} v{v} (installed v{installed_versions[e]})"
-                    for e, v in loaded.results[["evaluator", "evaluator_version"]].drop_duplicates().itertuples(
-                        index=False) if e in installed_versions and str(v) != installed_versions[e]})
-    if stale:
-        return Verification("stale", "stale", "Evaluator versions changed since this submission: " + ", ".join(stale))
-    record = _verification_record(loaded)
-    if record is None:
-        return Verification("unverified", "unverified", "No `gibench verify` record next to this submission.")
-    when = _date(record.get("date") or record.get("verified_at") or record.get("created") or "")
-    tolerance = record.get("tolerance", "")
-    tolerance_text = tolerance if isinstance(tolerance, str) else json.dumps(tolerance, sort_keys=True)
-    jobs = record.get("jobs_checked", record.get("jobs", []))
-    n_jobs = len(jobs) if isinstance(jobs, list) else int(jobs or 0)
-    agreed = record.get("agreed", record.get("passed", record.get("ok")))
-    if agreed is False:
-        return Verification("failed", f"verification failed {when}".strip(),
-                            f"`gibench verify` re-ran {n_jobs} job(s) on {when}: some metrics disagreed beyond the "
-                            f"tolerance {tolerance_text}.")
-    return Verification("verified", f"verified {when}".strip(),
-                        f"`gibench verify` re-ran {n_jobs} job(s) on {when}; every metric agreed within the "
-                        f"tolerance {tolerance_text}.")
-
-
-def _verification_record(loaded: LoadedSubmission) -> dict | None:
-    if loaded.path is None or not (loaded.path / "verification.json").is_file():
-        return None
-    try:
-        record = json.loads((loaded.path / "verification.json").read_text("utf-8"))
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _date(text: str) -> str:
-    try:
-        return datetime.fromisoformat(str(text)).date().isoformat()
-    except ValueError:
-        return str(text)[:10]
+    status = verification_status(loaded)
+    date = (status.date or "")[:10]
+    tolerance = "" if status.tolerance is None else f"|Δ| ≤ {status.tolerance:g}"
+    jobs = f"{status.jobs_checked} job{'s' if status.jobs_checked != 1 else ''}"
+    if status.state == "verified":
+        return Verification("verified", f"verified {date}",
+                            f"`gibench verify` re-trained and re-evaluated {jobs} on {date}: every metric agreed "
+                            f"within {tolerance} (absolute). {status.detail}.")
+    if status.state == "disagrees":
+        return Verification("disagrees", f"disagrees {date}",
+                            f"`gibench verify` re-ran {jobs} on {date} and some metrics differed by more than "
+                            f"{tolerance}: {status.detail}.")
+    if status.state == "stale":
+        return Verification("stale", "stale", f"Verified on {date} with other evaluator versions: {status.detail}.")
+    return Verification("unverified", "unverified", f"Not verified ({status.detail}).")

@@ -503,3 +503,23 @@ def test_real_sanity_view_and_plugin_pages(real: dict) -> None:
     pp = (out / "evaluators" / "pixel_perturbation.html").read_text()
     assert "Installed version: <strong>1</strong>" in pp and "[0, 1]" in pp
     assert 'data-verification="unverified"' in real["index"].read_text()
+
+
+@pytest.mark.slow
+def test_verification_badges_follow_gibench_verify(real: dict, tmp_path: Path) -> None:
+    subs = tmp_path / "subs"
+    shutil.copytree(real["sub"], subs / real["sub"].name)
+    meta = json.loads((real["sub"] / "submission.json").read_text())
+    versions = dict(zip(real["results"]["evaluator"], real["results"]["evaluator_version"].astype(str)))
+    record = {"status": "verified", "date": "2026-12-01T10:00:00+00:00", "tolerance": {"absolute": 1e-6},
+              "jobs": [{"job_hash": "a"}, {"job_hash": "b"}], "evaluator_versions": versions,
+              "results_sha256": meta["results"]["sha256"], "metrics": [{"evaluator": "accuracy", "outcome": "agrees"}]}
+    badges = []
+    for change in ({}, {"evaluator_versions": {**versions, "pixel_perturbation": "0"}}, {"status": "disagrees"},
+                   {"results_sha256": "0" * 64}):
+        (subs / real["sub"].name / "verification.json").write_text(json.dumps({**record, **change}))
+        html = build_site(subs, tmp_path / "site").read_text()
+        badges.append(re.search(r'data-verification="(\w+)" title="([^"]*)">([^<]*)<', html).groups())
+    assert [b[0] for b in badges] == ["verified", "stale", "disagrees", "unverified"]
+    assert badges[0][2] == "verified 2026-12-01" and "2 jobs" in badges[0][1] and "1e-06" in badges[0][1]
+    assert "pixel_perturbation v0 → v1" in badges[1][1]
