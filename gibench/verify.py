@@ -22,6 +22,8 @@ Choices:
   from the recorded one cannot be compared (the installed evaluator computes something else) and is *stale*, as is
   a job the installed plugins cannot rebuild. Rows of the pseudo-evaluator ``training`` (a failed job) are not
   sampled: verify checks results, not failures.
+* **Data**: datasets are read from ``data_root`` (``--data-root``) and never downloaded; a sampled job whose dataset
+  is missing stops verify with a DataError saying so, rather than counting as a disagreement.
 * **Outcome**: ``disagrees`` when any compared row disagrees (exit status 1); else ``stale`` when any row or job
   could not be compared (exit status 1); else ``verified`` (exit status 0).
 * **Scratch folder**: a fresh temporary folder, deleted afterwards; with ``runs_dir`` a folder that is new, empty, or
@@ -57,7 +59,7 @@ from typing import Any
 import pandas as pd
 
 import gibench
-from gibench.errors import ConfigError, GibenchError, SubmissionError
+from gibench.errors import ConfigError, DataError, GibenchError, SubmissionError
 from gibench.fsio import atomic_write_json
 from gibench.submission_schema import LoadedSubmission
 
@@ -312,6 +314,9 @@ def _rerun(rebuilt: dict[str, Any], sampled: list[str], scratch: Path, device: s
                                       "(a dataset or regularizer version, or gibench's training code, changed)"})
             continue
         report = run_job(job, scratch, options, observer, number=number, total=len(sampled))
+        if report.state == "failed" and (report.reason or "").startswith("could not load dataset"):
+            raise DataError(f"cannot verify job {job_hash} ({job.label}): {report.reason} Fix: pass --data-root "
+                            "with the folder holding that dataset (verify never downloads).")
         reports.append({"job_hash": job_hash, "label": job.label, "state": report.state,
                         "reason": report.reason or "", "seconds": round(float(report.seconds or 0.0), 3)})
     recomputed = collect_results(scratch, set(rebuilt), warn=warn)

@@ -179,3 +179,29 @@ def test_compare_row_by_row_with_the_stated_tolerance() -> None:
     assert next(r.abs_diff for r in rows if r.metric == "m3") == pytest.approx(3e-6, rel=1e-9)
     by = {(m.evaluator, m.metric): m.outcome for m in metric_outcomes(rows)}
     assert by[("pixel_perturbation", "auc")] == "stale" and by[("accuracy", "m3")] == "disagrees"
+
+
+def test_a_missing_dataset_stops_verify_with_what_to_pass(tmp_path: Path) -> None:
+    from gibench.errors import DataError
+    from gibench.jobs import expand
+    from gibench.provenance import environment_info, suite_hash
+    from tests.test_submission import row
+
+    suite = {**SUITE, "name": "needs_cifar", "datasets": ["mnist"]}
+    (job,) = expand(parse_suite(suite, "needs_cifar.yaml"))
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / "manifest.json").write_text(json.dumps({"runs": [{
+        "suite_name": "needs_cifar", "suite_hash": suite_hash(suite), "suite": suite, "jobs": [job.hash],
+        "started": "2025-01-02T03:04:05+00:00", "environment": environment_info("cpu")}]}))
+    table = pd.DataFrame([row(job.hash, "erm", 0, "accuracy", "accuracy", 0.9, dataset="mnist")])
+    folder = build_submission(runs_dir, tmp_path / "s", META, results=table)
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    with pytest.raises(DataError) as info:
+        verify_submission(load_submission(folder), data_root=empty, runs_dir=tmp_path / "scratch")
+    message = str(info.value)
+    assert message.startswith(f"cannot verify job {job.hash} (mnist / gibench_linear / erm / seed 0): could not load "
+                              "dataset mnist: ")
+    assert message.endswith("Fix: pass --data-root with the folder holding that dataset (verify never downloads).")
+    assert not (folder / VERIFICATION_FILE).exists()
