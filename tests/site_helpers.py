@@ -19,8 +19,8 @@ import pandas as pd
 import yaml
 
 __all__ = [
-    "BROWSER_ARGS", "BROWSER_SUITE", "PageWatcher", "chromium_path", "hostile_edit", "launch", "local_target",
-    "run_tiny_suite",
+    "BROWSER_ARGS", "BROWSER_SUITE", "LOCAL_SCHEMES", "PageWatcher", "chromium_path", "hostile_edit", "launch",
+    "local_target", "run_tiny_suite",
 ]
 
 #: Chromium flags for a headless run as root in a container with no network: no sandbox (root), no GPU, and none
@@ -28,6 +28,7 @@ __all__ = [
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-extensions"]
 
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 #: Three regularizers of three families, two seeds, two evaluators: six linear models on the bundled digits (seconds).
 BROWSER_SUITE = {
     "name": "browser",
@@ -115,12 +116,14 @@ def local_target(url: str) -> tuple[Path, str] | None:
 
 @dataclass
 class PageWatcher:
-    """Records, for one page, console errors, uncaught exceptions, failed requests and opened dialogs."""
+    """Records, for one page, console errors, uncaught exceptions, failed requests, opened dialogs and any request
+    that is not for a local file (a CDN script, a web font, a tracking pixel)."""
 
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    remote_requests: list[str] = field(default_factory=list)  # not file:, data:, blob: or about: (the site is offline)
 
     def attach(self, page: Any) -> PageWatcher:
         page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
@@ -128,6 +131,7 @@ class PageWatcher:
         page.on("requestfailed", lambda r: self.failed_requests.append(f"{r.url} ({r.failure})"))
         page.on("response", lambda r: self.failed_requests.append(f"{r.url} (HTTP {r.status})")
                 if r.status >= 400 else None)
+        page.on("request", lambda r: None if r.url.startswith(LOCAL_SCHEMES) else self.remote_requests.append(r.url))
         page.on("dialog", self._dialog)
         return self
 
@@ -137,10 +141,11 @@ class PageWatcher:
 
     def reset(self) -> None:
         """Forget what was recorded (before the watched page goes to another address)."""
-        for found in (self.console_errors, self.page_errors, self.failed_requests, self.dialogs):
+        for found in (self.console_errors, self.page_errors, self.failed_requests, self.dialogs, self.remote_requests):
             found.clear()
 
     def problems(self) -> dict[str, list[str]]:
         found = {"console errors": self.console_errors, "page errors": self.page_errors,
-                 "failed requests": self.failed_requests, "dialogs": self.dialogs}
+                 "failed requests": self.failed_requests, "dialogs": self.dialogs,
+                 "requests leaving file://": self.remote_requests}
         return {k: v for k, v in found.items() if v}
