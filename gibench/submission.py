@@ -14,7 +14,8 @@ A submission is a folder ``submissions/<id>/`` holding:
     precision, so the same runs give the same bytes.
 ``artifacts/<job_hash>/<result key>/<file>``
     The images and curves the site shows, at most 20 MB in all by default (``--max-artifact-mb``); over the limit
-    they are packed in a stated priority order and the rest is recorded as left out (:mod:`gibench.submission_artifacts`).
+    they are packed in a stated priority order and the rest is recorded as left out
+    (:mod:`gibench.submission_artifacts`).
 ``verification.json`` (optional, written later by ``gibench verify``; not part of the hashed content)
 
 The module is split by responsibility: the schema (:mod:`gibench.submission_schema`), validation

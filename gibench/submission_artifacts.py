@@ -3,7 +3,8 @@
 ``gibench submit`` copies the artifacts of every ``ok`` evaluation in the submitted results (saliency grids, noise
 and sample images, curve JSON files) into the submission folder, mirroring the runs store::
 
-    runs_dir/jobs/<job_hash>/artifacts/<result key>/<file>   →   submissions/<id>/artifacts/<job_hash>/<result key>/<file>
+    runs_dir/jobs/<job_hash>/artifacts/<result key>/<file>
+        →  submissions/<id>/artifacts/<job_hash>/<result key>/<file>
 
 Choices:
 

@@ -137,9 +137,9 @@ class VerificationStatus:
     changed: dict[str, tuple[str, str]] = field(default_factory=dict)  # evaluator -> (at verify, installed now)
 
 
-def verify_submission(submission: LoadedSubmission, *, jobs: int = 1, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
-                      runs_dir: Path | None = None, device: str = "cpu", data_root: Path | None = None,
-                      write: bool = True, observer: Any = None,
+def verify_submission(submission: LoadedSubmission, *, jobs: int = 1, seed: int = 0,
+                      tolerance: float = DEFAULT_TOLERANCE, runs_dir: Path | None = None, device: str = "cpu",
+                      data_root: Path | None = None, write: bool = True, observer: Any = None,
                       warn: Callable[[str], None] | None = None) -> Verification:
     """Re-train and re-evaluate ``jobs`` sampled jobs of ``submission`` and compare (see the module docstring).
 

@@ -481,8 +481,8 @@ def test_recorded_bounds_apply_where_the_evaluator_is_not_installed(submitted: P
         validate_submission(submitted)
     table = load_submission_table(submitted)
     first = table[(table["metric"] == "auc") & (table["status"] == "ok")].iloc[0]
-    assert f"{float(first['value'])!r} for pixel_perturbation (version 1) metric 'auc' lies outside its declared range " \
-           "[0, 0.2]" in str(info.value)
+    assert (f"{float(first['value'])!r} for pixel_perturbation (version 1) metric 'auc' lies outside its declared "
+            "range [0, 0.2]") in str(info.value)
     _edit_json(submitted, lambda d: d["metrics"][index].update(bounds=[0.5, 0.2]))
     with pytest.raises(SubmissionError) as info:
         validate_submission(submitted)
