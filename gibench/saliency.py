@@ -22,15 +22,21 @@ turned into ``ctx.saliency`` here and nowhere else (:func:`saliency_function`, :
   :func:`attribution_baseline`, ``multiply_by_inputs=True``, Gauss-Legendre quadrature (captum's default and the
   method of Hesse et al.'s comparison, which uses 128 steps) with ``ig_steps`` = 32 nodes by default (on an X-DNN
   any number is exact; 32 keeps an evaluation at 32 forward/backward passes per image), one step's batch at a time
-  (``internal_batch_size`` = the batch), so memory is that of one input-gradient. Not differentiable (captum offers
-  no ``create_graph``); attribution priors train through :func:`x_gradient`.
+  (``internal_batch_size`` = the batch), so memory is that of one input-gradient. captum multiplies the gradients
+  by its quadrature weights as a float32 tensor, so even in float64 IG is exact only to ~1e-6 relative. Not
+  differentiable (captum offers no ``create_graph``); attribution priors train through :func:`x_gradient`.
+
+Measured (CPU, float64 unless stated; ``tests/test_saliency_methods.py``'s 16×16 gibench_cnn, width 4): relative L1
+distance Σ|XG − IG| / Σ|IG| (Hesse et al.'s ``--compare_attribution``) 4.7e-9 at 32 steps on the X-DNN (7e-8 in
+float32) and 0.58 with biases; gibench_cnn trained 3 epochs on mnist_subset (erm, seed 0, float32, 64 test digits):
+4.2e-7 for the X-DNN, 0.13 for its biased ReLU twin.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_IG_STEPS", "PixelReduction", "SALIENCY_METHODS", "SaliencyFunction", "attribution_baseline", "input_gradient",
-    "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
+    "DEFAULT_IG_STEPS", "PixelReduction", "SALIENCY_METHODS", "SaliencyFunction", "attribution_baseline",
+    "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
     "logits_and_input_gradient", "pixel_scores", "saliency_for", "saliency_function", "x_gradient",
 ]
 
