@@ -73,11 +73,13 @@ def run_tiny_suite(folder: Path) -> Path:
 
 
 def hostile_edit(folder: Path, metadata: Callable[[dict], None] | None = None,
-                 results: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> Path:
+                 results: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+                 provenance: Callable[[dict], None] | None = None) -> Path:
     """Edit a submission by hand the way a hostile user would, and make its hashes consistent again.
 
-    ``metadata`` changes the ``metadata`` object of submission.json in place; ``results`` returns a changed copy of
-    results.csv's table. Then ``results.rows`` and ``results.sha256`` are recomputed, the id is recomputed as
+    ``metadata`` and ``provenance`` change those objects of submission.json in place; ``results`` returns a changed
+    copy of results.csv's table. Then each suite's hash is recomputed (and the runs' ``suite_hash`` follow it),
+    ``results.rows`` and ``results.sha256`` are recomputed, the id is recomputed as
     ``gibench submit`` forms it (slug of the name + the first 12 hex digits of the sha256 of the canonical JSON of
     metadata, provenance, the results' sha256 and the artifacts record when it lists any), and the folder is renamed
     to the new id. Returns the new folder.
@@ -88,6 +90,9 @@ def hostile_edit(folder: Path, metadata: Callable[[dict], None] | None = None,
     doc = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
     if metadata is not None:
         metadata(doc["metadata"])
+    if provenance is not None:
+        provenance(doc["provenance"])
+        _rehash_suites(doc["provenance"])
     data = (folder / "results.csv").read_bytes()
     if results is not None:
         table = results(pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False))
@@ -104,6 +109,18 @@ def hostile_edit(folder: Path, metadata: Callable[[dict], None] | None = None,
     (target / "results.csv").write_bytes(data)
     (target / "submission.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return target
+
+
+def _rehash_suites(provenance: dict) -> None:
+    from gibench.provenance import suite_hash
+
+    renamed = {}
+    for record in provenance["suites"]:
+        new = suite_hash(record["suite"])
+        renamed[record["hash"]] = new
+        record["hash"] = new
+    for run in provenance["runs"]:
+        run["suite_hash"] = renamed.get(run["suite_hash"], run["suite_hash"])
 
 
 def local_target(url: str) -> tuple[Path, str] | None:

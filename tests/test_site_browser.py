@@ -10,6 +10,7 @@ here in Python from the submissions' own results.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -36,6 +37,9 @@ XSS = {
     "description": "<img src=x onerror=alert('description')> and <b>bold</b>",
     "link": "https://example.org/\"><img/src=x/onerror=window.__xss='link'>",
     "variant": "gradient_norm<svg/onload=window.__xss='variant'>",
+    "suite": "tiny<script>window.__xss='suite'</script>",
+    "suite description": "</pre><img src=x onerror=\"window.__xss='suite description'\">",
+    "device": "<iframe src=\"javascript:window.parent.__xss='device'\"></iframe>",
 }
 JS_LINK = "javascript:window.__xss='js-link'"
 INVISIBLE = "Tiny\u202elab\x00"  # a right-to-left override and a NUL
@@ -58,7 +62,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     partial = results[(results["seed"] == 0)
                       & ~((results["regularizer"] == "gaussian_noise") & (results["evaluator"] == PIXEL[0]))]
     hostile = build_submission(runs, subs, {"name": "placeholder", "authors": ["placeholder"]}, results=partial)
-    hostile = hostile_edit(hostile, metadata=_hostile_metadata, results=_hostile_variant)
+    hostile = hostile_edit(hostile, metadata=_hostile_metadata, results=_hostile_variant,
+                           provenance=_hostile_provenance)
     rejected = shutil.copytree(honest, subs / "copy")
     rejected = hostile_edit(rejected, metadata=lambda m: m.update(name="Rejected lab", links=[JS_LINK]))
     invisible = shutil.copytree(honest, subs / "copy")
@@ -71,6 +76,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _hostile_metadata(meta: dict) -> None:
     meta.update(name=XSS["name"], authors=[XSS["author"]], description=XSS["description"], links=[XSS["link"]])
+
+
+def _hostile_provenance(provenance: dict) -> None:
+    for suite in provenance["suites"]:
+        suite["name"] = suite["suite"]["name"] = XSS["suite"]
+        suite["suite"]["description"] = XSS["suite description"]
+    for run in provenance["runs"]:
+        run["suite_name"] = XSS["suite"]
+        run["environment"]["device_name"] = XSS["device"]
 
 
 def _hostile_variant(table):
@@ -488,7 +502,11 @@ def test_xss_payloads_in_every_free_text_field_stay_inert(built: dict, browser, 
     page, _ = open_page(browser, pages[2])
     assert XSS["name"] in page.title()  # the title shows the name as text
     text = page.evaluate("document.body.textContent")
-    assert XSS["author"] in text and XSS["description"] in text
+    for field in ("author", "description", "suite", "device"):
+        assert XSS[field] in text, f"the {field} is not shown as text"
+    shown_suites = [json.loads(t) for t in page.eval_on_selector_all("pre", "ps => ps.map(p => p.textContent)")
+                    if t.lstrip().startswith("{")]  # each suite as JSON text, <, > and & written as \u escapes
+    assert XSS["suite description"] in [suite.get("description") for suite in shown_suites]
     hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.getAttribute('href'))")
     assert XSS["link"] in hrefs  # the whole payload stayed inside one href attribute
     page.close()
