@@ -273,3 +273,25 @@ def registry_needs_smooth(name: str) -> bool:
     from gibench import registry
 
     return registry.regularizers.get(name).needs_smooth_activation
+
+
+@pytest.mark.slow
+def test_a_suite_with_an_x_grid_runs_and_reports_both_variants(tmp_path) -> None:
+    from gibench.config import load_suite
+    from gibench.results import collect_results
+    from gibench.runner import RunOptions, run_suite
+    from tests.conftest import write_suite
+
+    suite = load_suite(write_suite(
+        tmp_path, regularizers=["erm"], evaluators=["accuracy", {"pixel_perturbation": {"max_images": 50}}],
+        extra_grids=[{"backbones": [{"gibench_linear": {"bias": False}}],
+                      "add_evaluators": [{"pixel_perturbation": {"max_images": 50, "saliency": "x_gradient"}}]}]))
+    runs = tmp_path / "runs"
+    run_suite(suite, runs, RunOptions(device="cpu"))
+    frame = collect_results(runs)
+    rows = frame[frame.metric == "accuracy"]
+    assert sorted(map(str, rows.backbone_params)) == ['{"bias": false}', "{}"]  # the X variant beside its twin
+    perturbation = frame[(frame.evaluator == "pixel_perturbation") & frame.headline]
+    pairs = sorted(zip(map(str, perturbation.backbone_params), map(str, perturbation.evaluator_params)))
+    assert pairs == [('{"bias": false}', '{"max_images": 50, "saliency": "x_gradient"}'),
+                     ('{"bias": false}', '{"max_images": 50}'), ("{}", '{"max_images": 50}')]
