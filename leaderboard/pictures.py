@@ -191,9 +191,9 @@ def _curves(pictures: TablePictures, table: Table, jobs: list[_Job], labels: dic
         evaluator, version, params = evaluation
         suffix = f" (v{version}, {params})" if len(versions[evaluator]) > 1 else ""
         for name in sorted(found[evaluation]):
-            series = [CurveSeries(labels[row], *_mean_curve(runs))
+            series = [CurveSeries(labels[row], *_mean_curve(runs), color=order[row])
                       for row, runs in sorted(found[evaluation][name].items(), key=lambda kv: order.get(kv[0], 1e9))
-                      if row in labels]
+                      if row in order]
             if not series:
                 continue
             file = f"curve-{slugify(evaluator, 40)}-{slugify(name, 40)}" + (
@@ -231,8 +231,9 @@ def _scatter(pictures: TablePictures, table: Table, labels: dict, folder: Path, 
         if i == accuracy or not column.headline or column.diagnostic or not column.evaluated:
             continue
         points = [ScatterPoint(labels[_key(r)], r.cells[i].sort_value, r.cells[accuracy].sort_value,
-                               r.cells[i].low, r.cells[i].high, r.cells[accuracy].low, r.cells[accuracy].high)
-                  for r in table.rows if r.cells[i].sort_value is not None
+                               r.cells[i].low, r.cells[i].high, r.cells[accuracy].low, r.cells[accuracy].high,
+                               color=n)
+                  for n, r in enumerate(table.rows) if r.cells[i].sort_value is not None
                   and r.cells[accuracy].sort_value is not None]
         if len(points) < 2:
             continue

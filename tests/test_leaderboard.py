@@ -17,7 +17,7 @@ from scipy import stats
 
 from gibench.errors import SubmissionError
 from gibench.leaderboard.build import build_site, fmt
-from gibench.leaderboard.figures import pareto_front
+from gibench.leaderboard.figures import log_axis, pareto_front, symlog_threshold
 from gibench.leaderboard.pages import COST_FILE, load_costs
 from gibench.leaderboard.pictures import _mean_curve, _same_inputs
 from gibench.leaderboard.tables import MetricInfo, aggregate, make_tables
@@ -362,6 +362,14 @@ def test_pareto_front_keeps_exactly_the_undominated_points() -> None:
     assert pareto_front(points, True, True) == [5, 1, 3]
     # lower x better: (0.1, 0.9) and (0.2, 0.95) survive; every other point has a smaller-x point above it
     assert pareto_front(points, False, True) == [0, 5]
+
+
+def test_axis_scales_follow_the_data() -> None:
+    assert log_axis([0.01, 0.1, 1.0]) and log_axis([0.02, 0.1, 0.5]) and not log_axis([0.1, 0.5, 1.0])
+    assert not log_axis([0.0, 0.5, 1.0])  # zero cannot go on a log axis
+    # density-ratio log ratios of the standard run: two regularizers reach −8000 while the rest stay near 0
+    assert symlog_threshold([-0.01, -0.02, 0.1, -0.5, -7900.0]) == 0.1  # the median |y|
+    assert symlog_threshold([0.2, 0.5, 0.9, 0.95]) is None and symlog_threshold([0.0, 0.0, 5.0]) is None
 
 
 def test_mean_curve_averages_seeds_with_the_same_x() -> None:
