@@ -236,6 +236,8 @@ def _check_backbones(suite: Suite, jobs: list[Job], bundles: dict, add) -> None:
         x = bundle.train.x[:2]
         shape = "×".join(str(d) for d in x.shape[1:])
         for spec in suite.backbones:
+            if not _jobs_with(jobs, dataset=dataset, backbone=spec):  # a pair no grid of the suite trains
+                continue
             try:
                 with torch.random.fork_rng(devices=[]):
                     model = build_model(spec.name, spec.config, bundle).train()
@@ -276,7 +278,9 @@ def _check_capabilities(suite: Suite, jobs: list[Job], bundles: dict, add) -> No
                 continue
             missing = sorted(requires - bundle.capabilities)
             if missing:
-                concerned = _jobs_with(jobs, dataset=dataset)
+                concerned = tuple(j.hash for j in jobs if j.dataset == dataset and spec in j.evaluators)
+                if not concerned:  # no job of this dataset is scored by it (it is in another grid)
+                    continue
                 add(Finding("warning", f"evaluator {spec.label} requires {missing}, which dataset {dataset.label} "
                                        f"lacks: it will be recorded as skipped on its {len(concerned)} job(s).",
                             concerned))

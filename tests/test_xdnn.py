@@ -295,3 +295,21 @@ def test_a_suite_with_an_x_grid_runs_and_reports_both_variants(tmp_path) -> None
     pairs = sorted(zip(map(str, perturbation.backbone_params), map(str, perturbation.evaluator_params)))
     assert pairs == [('{"bias": false}', '{"max_images": 50, "saliency": "x_gradient"}'),
                      ('{"bias": false}', '{"max_images": 50}'), ("{}", '{"max_images": 50}')]
+
+
+def test_preflight_checks_only_the_pairs_and_evaluations_a_grid_has(tmp_path) -> None:
+    from gibench.config import parse_suite
+    from gibench.jobs import expand
+    from gibench.preflight import preflight
+    from gibench.runner import RunOptions
+
+    suite = parse_suite({
+        "name": "t", "datasets": ["gaussian_mixture"], "backbones": ["gibench_linear"], "regularizers": ["erm"],
+        "evaluators": ["accuracy"], "seeds": [0],
+        "extra_grids": [{"backbones": ["gibench_mlp"], "add_evaluators": ["blockmnist"]}]})
+    jobs = expand(suite)
+    report = preflight(suite, jobs, tmp_path / "runs", RunOptions(device="cpu"), writes=False)
+    warnings = [f for f in report.findings if f.level == "warning" and "blockmnist" in f.message]
+    mlp = [j.hash for j in jobs if j.backbone.name == "gibench_mlp"]
+    # blockmnist scores only the MLP's job, and gaussian_mixture lacks the signal mask: one warning about that job
+    assert len(jobs) == 2 and [f.jobs for f in warnings] == [tuple(mlp)] and "on its 1 job(s)" in warnings[0].message
