@@ -704,6 +704,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         view.add_row(escape(f"{m.evaluator} v{m.evaluator_version}"), escape(m.metric), str(m.rows), diff,
                      f"[{colours[m.outcome]}]{m.outcome}[/]")
     stdout.print(view)
+    if result.environment_changes:
+        stdout.print(escape("environment differs from the submission's runs (expect small differences; raise "
+                            "--tolerance): " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in
+                                                        sorted(result.environment_changes.items()))),
+                     soft_wrap=True)
     stdout.print(f"{result.status}: {len(result.jobs)} job(s) re-run; record written to "
                  f"{args.path / VERIFICATION_FILE}", soft_wrap=True)
     return 0 if result.status == "verified" else 1

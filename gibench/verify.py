@@ -34,8 +34,9 @@ Choices:
   real and never writes next to the user's runs. Reusing a verify folder reuses its own re-trained models.
 * **The record**: ``verification.json`` (:data:`VERIFICATION_FILE`) in the submission folder, written atomically. It
   is not part of the submission's hashed content (the id and the SHA-256 of results.csv are unchanged) and holds the
-  date, the tolerance, gibench's version and environment, the thread count, the seed, the jobs checked, the outcome
-  per metric and per row, and the results' SHA-256 it was made for. :func:`verification_status` turns it into what
+  date, the tolerance, gibench's version and environment (and ``environment_changes``: the library versions or
+  device that differ from those the sampled jobs were run with), the thread count, the seed, the jobs checked, the
+  outcome per metric and per row, and the results' SHA-256 it was made for. :func:`verification_status` turns it into what
   the site shows: ``verified`` (date, tolerance), ``disagrees``, ``stale`` (the record says so, or an evaluator's
   installed version has changed since it was made) or ``unverified`` (no record, or one made for other results).
 """
@@ -43,8 +44,8 @@ Choices:
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_TOLERANCE", "MetricOutcome", "RowComparison", "SCRATCH_MARKER", "VERIFICATION_FILE", "Verification",
-    "VerificationStatus", "verification_status", "verify_submission",
+    "COMPARED_ENVIRONMENT", "DEFAULT_TOLERANCE", "MetricOutcome", "RowComparison", "SCRATCH_MARKER", "VERIFICATION_FILE", "Verification",
+    "VerificationStatus", "environment_changes", "verification_status", "verify_submission",
 ]
 
 import json
@@ -118,6 +119,7 @@ class Verification:
     evaluator_versions: dict[str, str]
     environment: dict[str, Any]
     torch_threads: int
+    environment_changes: dict[str, list[Any]] = field(default_factory=dict)
     gibench_version: str = gibench.__version__
     schema_version: int = 1
 
@@ -337,12 +339,33 @@ def _verification(submission: LoadedSubmission, rows: list[RowComparison], job_r
     status = ("disagrees" if "disagrees" in states else "stale" if "stale" in states or unreproducible or not rows
               else "verified")
     versions = installed_versions(submission.results)
+    environment = environment_info(device)
     return Verification(
         submission_id=submission.submission.id, results_sha256=submission.submission.results.sha256, status=status,
         date=datetime.now(timezone.utc).replace(microsecond=0).isoformat(), tolerance=float(tolerance), seed=seed,
         jobs_requested=jobs, jobs=job_reports, metrics=outcomes, rows=rows,
         evaluator_versions={k: v for k, v in versions.items() if v is not None},
-        environment=environment_info(device), torch_threads=torch.get_num_threads())
+        environment=environment, torch_threads=torch.get_num_threads(),
+        environment_changes=environment_changes(submission, sampled, environment))
+
+
+#: The parts of the recorded environment that decide whether a re-run can be bit-identical.
+COMPARED_ENVIRONMENT = ("gibench_version", "python", "torch", "torchvision", "timm", "numpy", "device")
+
+
+def environment_changes(submission: LoadedSubmission, sampled: list[str],
+                        environment: dict[str, Any]) -> dict[str, list[Any]]:
+    """{key: [recorded, now]} for each :data:`COMPARED_ENVIRONMENT` entry that differs between the runs that
+    produced the sampled jobs and this verification (a reason to expect small differences and raise the tolerance)."""
+    changes: dict[str, list[Any]] = {}
+    for run in submission.submission.provenance.runs:
+        if not set(sampled) & set(run.jobs):
+            continue
+        recorded = run.environment.model_dump()
+        for key in COMPARED_ENVIRONMENT:
+            if recorded.get(key) != environment.get(key) and key not in changes:
+                changes[key] = [recorded.get(key), environment.get(key)]
+    return changes
 
 
 def _key(r: dict[str, Any]) -> list[str]:

@@ -61,6 +61,7 @@ def test_a_real_submission_agrees_exactly_and_the_record_says_so(real) -> None:
     assert record["results_sha256"] == load_submission(folder).submission.results.sha256
     assert record["evaluator_versions"] == {"accuracy": "1", "pixel_perturbation": "1"}
     assert record["gibench_version"] and record["jobs_requested"] == 1 and record["seed"] == 0
+    assert record["environment_changes"] == {} and record["torch_threads"] == 1
     # the record is not part of the hashed content: the submission is still valid under the same id
     assert validate_submission(folder).id == folder.name
     status = verification_status(load_submission(folder))
@@ -205,3 +206,15 @@ def test_a_missing_dataset_stops_verify_with_what_to_pass(tmp_path: Path) -> Non
                               "dataset mnist: ")
     assert message.endswith("Fix: pass --data-root with the folder holding that dataset (verify never downloads).")
     assert not (folder / VERIFICATION_FILE).exists()
+
+
+@pytest.mark.slow
+def test_environment_changes_name_what_differs_from_the_recorded_runs(real) -> None:
+    from gibench.verify import environment_changes
+
+    loaded = load_submission(real["folder"])
+    (job,) = set(loaded.results["job_hash"])
+    now = {**loaded.submission.provenance.runs[0].environment.model_dump(), "torch": "0.0.1", "device": "cuda:0"}
+    assert environment_changes(loaded, [job], now) == {
+        "torch": [loaded.submission.provenance.runs[0].environment.torch, "0.0.1"], "device": ["cpu", "cuda:0"]}
+    assert environment_changes(loaded, ["another job"], now) == {}
