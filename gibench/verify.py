@@ -37,15 +37,17 @@ Choices:
   date, the tolerance, gibench's version and environment (and ``environment_changes``: the library versions or
   device that differ from those the sampled jobs were run with), the thread count, the seed, the jobs checked, the
   outcome per metric and per row, and the results' SHA-256 it was made for. :func:`verification_status` turns it
-  into what the site shows: ``verified`` (date, tolerance), ``disagrees``, ``stale`` (the record says so, or an evaluator's
-  installed version has changed since it was made) or ``unverified`` (no record, or one made for other results).
+  into what the site shows: ``verified`` (date, tolerance), ``disagrees``, ``stale`` (the record says so, or an
+  evaluator's installed version has changed since it was made) or ``unverified`` (no record, or one made for other
+  results).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "COMPARED_ENVIRONMENT", "DEFAULT_TOLERANCE", "MetricOutcome", "RowComparison", "SCRATCH_MARKER",
-    "VERIFICATION_FILE", "Verification", "VerificationStatus", "environment_changes", "verification_status", "verify_submission",
+    "VERIFICATION_FILE", "Verification", "VerificationStatus", "environment_changes", "verification_status",
+    "verify_submission",
 ]
 
 import json
