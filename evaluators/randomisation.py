@@ -129,7 +129,7 @@ def emprt(entropy_original: Tensor, entropy_random: Tensor) -> Tensor:
 
 
 class Randomisation(Evaluator):
-    """eMPRT (headline): relative entropy rise of the map after full re-initialization; MPRT Spearmans as diagnostics."""
+    """eMPRT (headline): the map's relative entropy rise under full re-initialization; MPRT Spearmans diagnostic."""
 
     Config = RandomisationConfig
     version = "1"

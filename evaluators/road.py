@@ -30,7 +30,7 @@ Choices the paper leaves open, as gibench makes them:
   definite; it is solved exactly (a direct solve, in float64) by banded Cholesky (``scipy.linalg.solveh_banded``):
   numbered image by image in raster order, a removed pixel's removed neighbours are at most W + 1 unknowns away, so
   one LAPACK call solves the whole batch in time linear in the number of removed pixels (the reference and Quantus
-  call SuperLU's ``spsolve`` per image, 10–20× slower here).
+  call SuperLU's ``spsolve`` once per image; see ``benchmarks/randomisation_road_cost.py``).
   Then N(0, ``noise``²) is added to every imputed value (paper and code: 0.01) and the result is clipped to [0, 1]
   (the data range of every gibench image; the reference does not clip).
 * **Mask**: per pixel, ranked by the pixel score (``pixel_reduction``: Σ_c |g_c| of ``ctx.saliency`` by default,
@@ -226,7 +226,8 @@ class Road(Evaluator):
         for i in indices:
             rng = np.random.default_rng([seed, i])
             perms.append(rng.permutation(shape[1] * shape[2]))
-            noises.append(rng.standard_normal((len(ORDERS), steps, *shape), dtype=np.float32) * np.float32(self.config.noise))
+            draw = rng.standard_normal((len(ORDERS), steps, *shape), dtype=np.float32)
+            noises.append(draw * np.float32(self.config.noise))
         return torch.from_numpy(np.stack(perms)), torch.from_numpy(np.stack(noises))
 
     def _preview(self, x: Tensor, scores: Tensor, filled: Tensor) -> list[Tensor]:

@@ -184,8 +184,8 @@ def _frame(values: dict[str, dict[str, list[float]]], higher: dict[str, bool]) -
             for seed, value in enumerate(seeds):
                 rows.append({"job_hash": f"{variant}-{seed}", "dataset": "d", "backbone": "b", "variant": variant,
                              "regularizer": variant, "seed": seed, "evaluator": metric, "evaluator_version": "1",
-                             "metric": {"plain_mprt": "mprt"}.get(metric, metric), "value": value, "higher_is_better": higher[metric], "headline": True,
-                             "status": "ok"})
+                             "metric": {"plain_mprt": "mprt"}.get(metric, metric), "value": value,
+                             "higher_is_better": higher[metric], "headline": True, "status": "ok"})
     return pd.DataFrame(rows)
 
 
