@@ -8,6 +8,8 @@
 //   (exact family), .filter-evaluator (rows with at least one value of that evaluator; only its metric columns and
 //   accuracy are shown). Rows filtered out get the `hidden` attribute; .row-count says "N of M rows".
 // * Column chooser: a checkbox per column (data-column); a hidden column has `hidden` on its header and cells.
+// * Fit: at load, while the table is wider than the page, the last shown metric column (never accuracy) is hidden
+//   and .fit-note says how many were (its data-hidden-columns lists them).
 (function () {
   "use strict";
 
@@ -107,12 +109,39 @@
       }
     }
 
+    // Fit the page: while the table is wider than its box, hide the last shown metric column (never accuracy) and
+    // say so; the column chooser shows it again.
+    function fitWidth() {
+      var wrap = table.parentElement;
+      var note = section.querySelector(".fit-note");
+      var hidden = [];
+      while (chooser && wrap && wrap.scrollWidth > wrap.clientWidth + 1) {
+        var last = null;
+        headers.forEach(function (th) {
+          var of = th.getAttribute("data-evaluator");
+          if (of && of !== "accuracy" && !th.hidden) { last = th; }
+        });
+        if (!last) { break; }
+        var box = chooser.querySelector('input[data-column="' + last.getAttribute("data-column") + '"]');
+        if (!box) { break; }
+        box.checked = false;
+        hidden.push(last.getAttribute("data-column"));
+        applyColumns();
+      }
+      if (note) {
+        note.hidden = hidden.length === 0;
+        note.textContent = hidden.length ? hidden.length + " column(s) hidden to fit the page width: choose them under Columns" : "";
+        note.setAttribute("data-hidden-columns", hidden.join(" "));
+      }
+    }
+
     if (text) { text.addEventListener("input", applyRows); }
     if (family) { family.addEventListener("change", applyRows); }
     if (evaluator) { evaluator.addEventListener("change", function () { applyRows(); applyColumns(); }); }
     if (chooser) { chooser.addEventListener("change", applyColumns); }
     applyColumns();
     applyRows();
+    fitWidth();
   }
 
   Array.prototype.forEach.call(document.querySelectorAll("section.board"), setup);
