@@ -170,7 +170,9 @@ def _candidate(job_root: Path, job_hash: str, evaluator: str, version: str, para
     suffix = PurePosixPath(file_name).suffix.lower()
     if suffix not in ALLOWED_ARTIFACT_SUFFIXES:
         return skip(f"not an image or curve file ({', '.join(ALLOWED_ARTIFACT_SUFFIXES)})")
-    if source.is_symlink() or not source.is_file():
+    if source.is_symlink():
+        return skip("a symbolic link, not a file of the runs store")
+    if not source.is_file():
         return skip("missing from the runs store")
     try:
         artifact = ArtifactFile(job_hash=job_hash, evaluator=evaluator, evaluator_version=version,

@@ -597,3 +597,29 @@ def test_validate_cli_reports_rows_artifacts_and_verification(tmp_path: Path, wi
     assert " ".join(capsys.readouterr().err.split()) == (
         "error: --max-artifact-mb must be a number >= 0, got -1.0. Fix: pass e.g. --max-artifact-mb 20 (0 packs no "
         "artifacts).")
+
+
+def test_submit_never_packs_a_link_or_a_path_outside_the_evaluation_folder(tmp_path: Path, runs) -> None:
+    runs_dir, table = runs
+    key = result_key("accuracy", "1", "0" * 16)
+    folder = runs_dir / "jobs" / "j0" / "artifacts" / key
+    folder.mkdir(parents=True)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"private")
+    (folder / "link.png").symlink_to(secret)
+    (folder / "ok.json").write_text("{}")
+    artifacts = {"escape": f"artifacts/{key}/../../../../../secret.png", "link": f"artifacts/{key}/link.png",
+                 "hidden": f"artifacts/{key}/.hidden.png", "absent": f"artifacts/{key}/absent.svg",
+                 "curves": f"artifacts/{key}/ok.json"}
+    record = ResultRecord(evaluator="accuracy", version="1", params={}, config={}, config_hash="0" * 16, metrics=[],
+                          status="ok", plugin=PluginSource("gibench", gibench.__version__), artifacts=artifacts)
+    atomic_write_json(runs_dir / "jobs" / "j0" / "results" / f"{key}.json", record.to_json())
+    submission = build_submission(runs_dir, tmp_path / "s", META, "tiny", results=table)
+    packed = load_submission(submission).submission.artifacts
+    assert [f.path for f in packed.files] == [f"artifacts/j0/{key}/ok.json"]
+    assert {o.name: o.reason for o in packed.left_out} == {
+        "absent": "missing from the runs store",
+        "escape": f"its path {artifacts['escape']!r} is not a file of the evaluation's own artifact folder",
+        "hidden": f"its path {artifacts['hidden']!r} is not a file of the evaluation's own artifact folder",
+        "link": "a symbolic link, not a file of the runs store"}
+    assert b"private" not in b"".join(p.read_bytes() for p in submission.rglob("*") if p.is_file())
