@@ -56,12 +56,15 @@ __all__ = ["Randomisation", "RandomisationConfig", "SEED_OFFSET", "emprt", "hist
 
 import copy
 import math
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.config_types import ChannelReduction, Limit, PositiveInt, plugin_config
+from gibench.config_types import ChannelReduction, Limit, plugin_config
+from gibench.errors import GibenchError
 from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.evaluators.score_alignment import spearman
 from gibench.saliency import pixel_scores
@@ -72,8 +75,8 @@ SEED_OFFSET = 7919
 
 @plugin_config
 class RandomisationConfig:
-    bins: PositiveInt = 100
-    """Equal-width histogram bins over each map's [min, max] for the entropy (Quantus' default 100)."""
+    bins: Annotated[int, Field(ge=2)] = 100
+    """Equal-width histogram bins over each map's [min, max] for the entropy, ≥ 2 (Quantus' default 100)."""
     pixel_reduction: ChannelReduction = "abs_sum"
     """How the gradient's channels become one score per pixel."""
     cascade: bool = False
@@ -97,6 +100,10 @@ def randomised_copy(model: nn.Module, seed: int, top: int | None = None) -> nn.M
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     clone = copy.deepcopy(model).cpu()
     modules = resettable_modules(clone)
+    if not modules:
+        raise GibenchError(f"randomisation: {type(model).__name__} has no module with reset_parameters(), so "
+                           "nothing can be re-initialized; build the model from torch.nn layers (Conv, Linear, "
+                           "norms) or give its custom layers a reset_parameters() method.")
     chosen = modules if top is None else modules[len(modules) - top:]
     order = chosen if top is None else chosen[::-1]
     with torch.random.fork_rng(devices=[]), torch.no_grad():

@@ -91,6 +91,23 @@ def test_randomised_copy_reinitializes_every_layer_from_one_seeded_stream_and_le
         assert torch.equal(value, rand.state_dict()[key])  # deterministic
 
 
+def test_a_model_without_resettable_layers_and_one_bin_are_user_errors():
+    from gibench.errors import ConfigError, GibenchError
+
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return (self.w * x).flatten(1)[:, :3]
+
+    with pytest.raises(GibenchError, match="no module with reset_parameters"):
+        randomised_copy(Scale(), seed=0)
+    with pytest.raises(ConfigError, match="bins"):
+        registry.evaluators.create("randomisation", bins=1)
+
+
 def test_top_k_copies_cascade_from_the_output():
     net = _bn_net()
     top1, top2 = randomised_copy(net, 5, top=1), randomised_copy(net, 5, top=2)
