@@ -1,11 +1,13 @@
 """The leaderboard site in a real browser (Playwright for Python driving Debian's ``chromium`` from ``file://``).
 
-One tiny real run (three regularizer families, two seeds, linear model, one epoch) is packed into three
-submissions: an honest one, a hostile one (every free-text field carries an XSS payload, written the way a hostile
-user would: by editing submission.json and results.csv and recomputing their hashes) that also holds only seed 0 and
-no pixel-perturbation results for one variant, and one with a ``javascript:`` link that validation rejects (the site
-is built with ``skip_invalid`` so that it is listed as rejected). Every expected number, order and count is computed
-here in Python from the submissions' own results.
+One tiny real run (three regularizer families and one regularizer that crashes in training, two seeds, a linear
+model, one epoch) is packed into submissions: an honest one; a hostile one, whose every free-text field (name,
+authors, description, links, a variant label, suite name and description, device name) carries an XSS payload,
+written the way a hostile user would (editing submission.json and results.csv and recomputing their hashes), and
+which holds only seed 0 and no pixel-perturbation results for one variant; and two that validation rejects (a
+``javascript:`` link; a right-to-left override and a NUL in the name), listed as rejected because the site is built
+with ``skip_invalid``. Every expected number, order and count is computed here in Python from the submissions' own
+results.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gibench.api import Regularizer
 from gibench.errors import SubmissionError
 from gibench.submission import build_submission, load_submission, validate_submission
-from tests.site_helpers import PageWatcher, chromium_path, hostile_edit, launch, local_target, run_tiny_suite
+from tests.site_helpers import (
+    BROWSER_SUITE, PageWatcher, chromium_path, hostile_edit, launch, local_target, run_tiny_suite,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,  # one tiny real run, then a few seconds per page
               pytest.mark.skipif(chromium_path() is None,
@@ -49,12 +54,33 @@ INVISIBLE = "Tiny\u202elab\x00"  # a right-to-left override and a NUL
 # fixtures
 
 
+class Crashes(Regularizer):
+    """Raises at its first training step (a stand-in for a plugin bug): its variant must keep a row on the site."""
+
+    zero_strength = None
+
+    def training_loss(self, model, x, y):
+        raise ValueError("a plugin bug at the first step")
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def crashes():
+    """The ``crashes`` regularizer, registered in this process for the whole module (the site builder looks it up)."""
+    from gibench import registry
+    from gibench.testing import registered
+
+    with registered(registry.regularizers.kind, "crashes", Crashes):
+        yield
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, crashes) -> dict:
     from gibench.leaderboard.build import build_site
 
     root = tmp_path_factory.mktemp("browser")
-    runs = run_tiny_suite(root)
+    runs, summary = run_tiny_suite(root, {**BROWSER_SUITE, "regularizers": [*BROWSER_SUITE["regularizers"], "crashes"]})
+    failed = sorted(job.job.regularizer.name for job in summary.jobs if job.state == "failed")
+    assert failed == ["crashes", "crashes"] and len(summary.jobs) == 8, [(j.state, j.reason) for j in summary.jobs]
     subs = root / "submissions"
     honest = build_submission(runs, subs, {"name": "Tiny lab", "authors": ["A. Person"],
                                            "description": "A tiny honest run.", "links": ["https://example.org/code"]})
@@ -235,12 +261,18 @@ def row_count(page) -> tuple[int, int]:
 def test_one_row_per_submitted_variant(board_page: Path, browser, expected: dict) -> None:
     page, watcher = open_page(browser, board_page)
     rows = visible_rows(page)
-    assert len(rows) == len(expected) == 6  # 3 variants × 2 valid submissions; the rejected one is not in the table
+    assert len(rows) == len(expected) == 8  # 4 variants × 2 valid submissions; the rejected ones are not in the table
     assert {row_key(r, expected) for r in rows} == set(expected)
-    assert row_count(page) == (6, 6)
+    assert row_count(page) == (8, 8)
     for row in rows:
         want = expected[row_key(row, expected)]
         assert (row["regularizer"], row["family"]) == (want["regularizer"], want["family"])
+    # the variant whose training failed keeps its row, and its cells say so instead of holding a number
+    failed = page.eval_on_selector_all('section.board tbody tr.lb-row[data-regularizer="crashes"]', """rows => rows
+        .map(r => Array.from(r.querySelectorAll('td[data-evaluator], td[data-column*="--"]'),
+                             td => [td.hasAttribute('data-value'), td.textContent.trim()]))""")
+    assert len(failed) == 2 and all(cells for cells in failed)
+    assert all(not valued and text.startswith("training failed") for cells in failed for valued, text in cells)
     assert not watcher.problems()
     page.close()
 
@@ -267,7 +299,8 @@ def test_sorting_a_metric_column_orders_rows_by_the_mean(board_page: Path, brows
         order = [means[row_key(r, expected)] for r in visible_rows(page)]
         assert order[:len(known)] == pytest.approx(known[::-1])
         assert order[len(known):] == missing
-    assert sum(v is None for v in (row["means"][PIXEL] for row in expected.values())) == 1
+    # without a value: crashes (both submissions) on both metrics, and the hostile gaussian_noise on pixel_perturbation
+    assert [sum(row["means"][m] is None for row in expected.values()) for m in (ACCURACY, PIXEL)] == [2, 3]
     assert not watcher.problems()
     page.close()
 
@@ -291,7 +324,8 @@ def matches(row: dict, text: str) -> bool:
 def test_free_text_filter_hides_the_rows_that_do_not_match(board_page: Path, browser, expected: dict) -> None:
     page, watcher = open_page(browser, board_page)
     box = page.locator("section.board input.filter-text")
-    for text, count in (("gaussian", 2), ("TINY", 3), ("noise", 2), ("gradient", 2), ("no such variant", 0)):
+    for text, count in (("gaussian", 2), ("TINY", 4), ("noise", 2), ("gradient", 2), ("crash", 2),
+                        ("no such variant", 0)):
         box.fill(text)
         want = {key for key, row in expected.items() if matches(row, text)}
         assert len(want) == count
@@ -309,7 +343,7 @@ def test_family_filter_shows_one_family_and_combines_with_the_text_filter(board_
     select = page.locator("section.board select.filter-family")
     options = select.locator("option").evaluate_all("options => options.map(o => o.value)")
     families = {row["family"] for row in expected.values()}
-    assert options[0] == "" and set(options[1:]) == families == {"baseline", "gradient penalty", "noise"}
+    assert options[0] == "" and set(options[1:]) == families == {"baseline", "gradient penalty", "noise", "other"}
     for family in families:
         select.select_option(family)
         want = {key for key, row in expected.items() if row["family"] == family}
@@ -342,9 +376,11 @@ def test_evaluator_filter_hides_rows_without_its_results_and_other_evaluators_co
         assert shown and set(shown) <= {evaluator, "accuracy"}
     # the hostile submission has no pixel-perturbation results for gaussian_noise: that one row is hidden
     select.select_option("pixel_perturbation")
-    assert row_count(page) == (5, 6)
+    assert row_count(page) == (5, 8)  # and crashes has no results at all
+    select.select_option("accuracy")
+    assert row_count(page) == (6, 8)
     select.select_option("")
-    assert row_count(page) == (6, 6)
+    assert row_count(page) == (8, 8)
     assert not watcher.problems()
     page.close()
 
@@ -359,7 +395,7 @@ def test_column_chooser_hides_and_shows_a_metric_column(board_page: Path, browse
     box.uncheck()
     assert column not in visible_columns(page)
     cells = page.locator(f'section.board table.leaderboard tbody td[data-column="{column}"]')
-    assert cells.count() == 6 and not any(cells.nth(i).is_visible() for i in range(cells.count()))
+    assert cells.count() == 8 and not any(cells.nth(i).is_visible() for i in range(cells.count()))
     box.check()
     assert column in visible_columns(page) and cells.first.is_visible()
     assert not watcher.problems()
@@ -398,7 +434,7 @@ def test_the_best_mean_of_each_headline_column_is_marked(board_page: Path, brows
 
 def test_secondary_columns_are_hidden_until_chosen(board_page: Path, browser, built: dict) -> None:
     results = load_submission(built["honest"]).results
-    metrics = results[["evaluator", "metric", "headline"]].drop_duplicates()
+    metrics = results.loc[results["status"] == "ok", ["evaluator", "metric", "headline"]].drop_duplicates()
     page, watcher = open_page(browser, board_page)
     secondary = page.eval_on_selector_all("section.board table.leaderboard thead th[data-secondary]",
                                           "ths => ths.map(th => [th.dataset.column, th.hidden, th.dataset.evaluator,"
@@ -415,7 +451,7 @@ def test_secondary_columns_are_hidden_until_chosen(board_page: Path, browser, bu
     families = page.eval_on_selector_all('section.board tbody tr.lb-row td[data-column="family"]',
                                          "tds => tds.map(td => [td.hidden, td.textContent.trim(), "
                                          "td.parentElement.dataset.family])")
-    assert len(families) == 6 and all(not hidden and text == family for hidden, text, family in families)
+    assert len(families) == 8 and all(not hidden and text == family for hidden, text, family in families)
     assert not watcher.problems()
     page.close()
 
@@ -426,7 +462,7 @@ def test_without_javascript_every_row_is_listed(board_page: Path, browser, expec
     page.goto(board_page.as_uri())
     rows = page.eval_on_selector_all("section.board table.leaderboard tbody tr.lb-row",
                                      "rows => rows.filter(r => !r.hidden).map(r => Object.assign({}, r.dataset))")
-    assert {row_key(r, expected) for r in rows} == set(expected) and len(rows) == 6
+    assert {row_key(r, expected) for r in rows} == set(expected) and len(rows) == 8
     context.close()
 
 
