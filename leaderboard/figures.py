@@ -17,7 +17,8 @@ smaller and about a third faster to make than a PNG of the same figure.
 from __future__ import annotations
 
 __all__ = [
-    "CurveSeries", "ScatterPoint", "curve_figure", "log_axis", "pareto_front", "scatter_figure", "symlog_threshold",
+    "CurveSeries", "ScatterPoint", "curve_figure", "log_axis", "pareto_front", "plain", "scatter_figure",
+    "symlog_threshold",
 ]
 
 import math
@@ -74,6 +75,12 @@ def _color(i: int):
     return colormaps["tab20"](i % 20)
 
 
+def plain(text: str) -> str:
+    """``text`` for matplotlib as it is: a ``$`` would otherwise start math text (and an unbalanced one fails the
+    whole build); submitted labels are free text."""
+    return str(text).replace("$", r"\$")
+
+
 def log_axis(xs: list[float]) -> bool:
     """True when every x is positive and they span at least a factor of 20."""
     return bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 20
@@ -95,7 +102,7 @@ def curve_figure(path: Path, series: list[CurveSeries], title: str, x_label: str
     ax = figure.add_axes((0.08, 0.13, 0.6, 0.78))
     for s in series:
         ax.plot(s.x, s.y, color=_color(s.color), linestyle=_STYLES[(s.color // 10) % len(_STYLES)], marker=".",
-                markersize=4, linewidth=1.4, label=s.label)
+                markersize=4, linewidth=1.4, label=plain(s.label))
     xs = sorted({x for s in series for x in s.x})
     if log_axis(xs):
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
@@ -109,9 +116,9 @@ def curve_figure(path: Path, series: list[CurveSeries], title: str, x_label: str
     if threshold:
         ax.set_yscale("symlog", linthresh=threshold)
         title += " (symmetric log scale)"
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(x_label, fontsize=9)
-    ax.set_ylabel(y_label, fontsize=9)
+    ax.set_title(plain(title), fontsize=10)
+    ax.set_xlabel(plain(x_label), fontsize=9)
+    ax.set_ylabel(plain(y_label), fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelsize=8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
@@ -138,15 +145,15 @@ def scatter_figure(path: Path, points: list[ScatterPoint], x_label: str, higher_
         xerr = None if math.isnan(p.x_low) else [[max(p.x - p.x_low, 0.0)], [max(p.x_high - p.x, 0.0)]]
         yerr = None if math.isnan(p.y_low) else [[max(p.y - p.y_low, 0.0)], [max(p.y_high - p.y, 0.0)]]
         ax.errorbar([p.x], [p.y], xerr=xerr, yerr=yerr, fmt=markers[(p.color // 10) % len(markers)],
-                    color=_color(p.color), markersize=5, elinewidth=0.8, capsize=2, label=p.label)
+                    color=_color(p.color), markersize=5, elinewidth=0.8, capsize=2, label=plain(p.label))
     front = pareto_front([(p.x, p.y) for p in points], higher_x, True)
     if front:
         ax.plot([points[i].x for i in front], [points[i].y for i in front], color="0.35", linewidth=1,
                 linestyle="--", label="Pareto front", zorder=0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(f"{x_label} ({'higher' if higher_x else 'lower'} is better)", fontsize=9)
-    ax.set_ylabel(y_label, fontsize=9)
+    ax.set_title(plain(title), fontsize=10)
+    ax.set_xlabel(plain(f"{x_label} ({'higher' if higher_x else 'lower'} is better)"), fontsize=9)
+    ax.set_ylabel(plain(y_label), fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelsize=8)
     return _save(figure, path)

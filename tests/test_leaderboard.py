@@ -17,7 +17,7 @@ from scipy import stats
 
 from gibench.errors import SubmissionError
 from gibench.leaderboard.build import build_site, fmt
-from gibench.leaderboard.figures import log_axis, pareto_front, symlog_threshold
+from gibench.leaderboard.figures import CurveSeries, curve_figure, log_axis, pareto_front, symlog_threshold
 from gibench.leaderboard.pages import COST_FILE, load_costs
 from gibench.leaderboard.pictures import _mean_curve, _same_inputs
 from gibench.leaderboard.tables import MetricInfo, aggregate, make_tables
@@ -370,6 +370,15 @@ def test_axis_scales_follow_the_data() -> None:
     # density-ratio log ratios of the standard run: two regularizers reach −8000 while the rest stay near 0
     assert symlog_threshold([-0.01, -0.02, 0.1, -0.5, -7900.0]) == 0.1  # the median |y|
     assert symlog_threshold([0.2, 0.5, 0.9, 0.95]) is None and symlog_threshold([0.0, 0.0, 5.0]) is None
+
+
+def test_figure_text_is_plain_and_escaped(tmp_path: Path) -> None:
+    label = "<script>alert(1)</script> costs $5 and $x"  # a submitted variant label: markup and an unbalanced $
+    path = curve_figure(tmp_path / "c.svg", [CurveSeries(label, (0.1, 1.0), (0.2, 0.3))], "t", "x", "y")
+    svg = path.read_text()
+    assert "<script>" not in svg and ">&lt;script&gt;alert(1)&lt;/script&gt; costs $5 and $x<" in svg
+    assert path.read_bytes() == curve_figure(tmp_path / "d.svg", [CurveSeries(label, (0.1, 1.0), (0.2, 0.3))], "t",
+                                             "x", "y").read_bytes()  # no date, fixed ids: the same bytes
 
 
 def test_mean_curve_averages_seeds_with_the_same_x() -> None:
