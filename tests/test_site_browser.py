@@ -405,6 +405,26 @@ def test_column_chooser_hides_and_shows_a_metric_column(board_page: Path, browse
 def test_page_does_not_scroll_sideways_at_1400_px(board_page: Path, browser) -> None:
     page, watcher = open_page(browser, board_page)
     assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    assert page.locator("section.board .fit-note").is_hidden()  # nothing had to be hidden to fit
+    assert not watcher.problems()
+    page.close()
+
+
+def test_a_narrow_window_hides_columns_to_fit_and_says_which(table_page: Path, browser) -> None:
+    page = browser.new_page(viewport={"width": 800, "height": HEIGHT})
+    watcher = PageWatcher().attach(page)
+    page.goto(table_page.as_uri())
+    note = page.locator("section.board .fit-note")
+    hidden = note.get_attribute("data-hidden-columns").split()
+    assert note.is_visible() and note.inner_text().startswith(f"{len(hidden)} column(s) hidden")
+    assert hidden and "accuracy--accuracy" not in hidden and "accuracy--accuracy" in visible_columns(page)
+    assert not set(hidden) & set(visible_columns(page))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    page.locator("section.board details.column-chooser summary").click()
+    box = page.locator(f'section.board details.column-chooser input[data-column="{hidden[0]}"]')
+    assert not box.is_checked()
+    box.check()  # the user can still choose it (and then scroll)
+    assert hidden[0] in visible_columns(page)
     assert not watcher.problems()
     page.close()
 
