@@ -6,7 +6,8 @@
   from the first images of the stored test split (``gibench.evaluators._artifacts.eval_subset``: the split is stored
   in one seeded order per dataset), so every grid of a table shows the same test images. The build checks it: the
   top strip of every grid (the input row) must be pixel-identical, and the page says whether it was.
-* GAN-test samples (``gan_test``'s ``samples`` grid) the same way, when there are any.
+* GAN-test samples (``gan_test``'s ``samples`` grid) the same way, when there are any. Only PNG files are shown
+  (what the built-in evaluators write); a submitted SVG, which could carry script, is never copied into the site.
 * Curves: for every evaluation with a ``curves`` artifact, one figure per curve (:data:`CURVES` for the built-ins:
   pixel perturbation in both orders, the density ratio over noise levels, DiffROAR over k; every curve of other
   evaluators; ``*_std`` companions left out), one line per row: the mean over the row's seeds of y at each x (seeds whose x differ from the first seed's are left
@@ -23,6 +24,7 @@ __all__ = ["Picture", "TablePictures", "make_pictures"]
 import json
 import math
 import shutil
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +129,8 @@ def _first_per_row(table: Table, jobs: list[_Job], evaluator: str, name: str) ->
     for job in jobs:
         if job.row in by_row:
             continue
-        path = next((p for a, p in _artifacts(job) if a.evaluator == evaluator and a.name == name), None)
+        path = next((p for a, p in _artifacts(job) if a.evaluator == evaluator and a.name == name
+                     and p.suffix.lower() == ".png"), None)
         if path is not None:
             by_row[job.row] = (job, path)
     return [(r, *by_row[_key(r)]) for r in table.rows if _key(r) in by_row]
@@ -156,14 +159,18 @@ def _copy(found: list[tuple[Row, _Job, Path]], labels: dict, folder: Path, prefi
     return out
 
 
-def _same_inputs(paths: list[Path]) -> bool:
-    """True when every grid has the same size and a pixel-identical top strip (its first eighth: the input row)."""
+def _same_inputs(paths: list[Path]) -> bool | None:
+    """True when every grid has the same size and a pixel-identical top strip (its first eighth: the input row);
+    None when a file is not a readable image."""
     from PIL import Image
 
     strips = []
     for path in paths:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError):  # not a readable PNG: the comparison cannot be made
+            return None
         strips.append(pixels[: max(pixels.shape[0] // 8, 1)])
     return all(s.shape == strips[0].shape and np.array_equal(s, strips[0]) for s in strips[1:])
 
@@ -213,13 +220,22 @@ def _read_curves(path: Path) -> dict[str, dict]:
     if not isinstance(payload, dict):
         return {}
     return {str(k): v for k, v in payload.items() if not str(k).endswith("_std") and isinstance(v, dict)
-            and isinstance(v.get("x"), list) and isinstance(v.get("y"), list) and len(v["x"]) == len(v["y"]) > 0}
+            and _numbers(v.get("x"), none=False) and _numbers(v.get("y"), none=True) and len(v["x"]) == len(v["y"]) > 0}
+
+
+def _numbers(values: Any, none: bool) -> bool:
+    """A list of numbers (and of None, the JSON of a missing value, when ``none``)."""
+    return isinstance(values, list) and all(
+        (isinstance(v, (int, float)) and not isinstance(v, bool)) or (none and v is None) for v in values)
 
 
 def _mean_curve(runs: list[tuple[tuple, tuple]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     x = runs[0][0]
     ys = np.array([[math.nan if v is None else float(v) for v in y] for xs, y in runs if xs == x], dtype=float)
-    return tuple(float(v) for v in x), tuple(float(v) for v in np.nanmean(ys, axis=0))
+    with warnings.catch_warnings():  # a point missing in every seed stays NaN (a gap in the line), without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(ys, axis=0)
+    return tuple(float(v) for v in x), tuple(float(v) for v in mean)
 
 
 def _scatter(pictures: TablePictures, table: Table, labels: dict, folder: Path, prefix: str) -> None:

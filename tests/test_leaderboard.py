@@ -385,6 +385,19 @@ def test_mean_curve_averages_seeds_with_the_same_x() -> None:
     x = (0.1, 0.5, 1.0)
     runs = [(x, (0.9, 0.5, 0.1)), (x, (0.7, 0.3, None)), ((0.2, 0.5, 1.0), (5.0, 5.0, 5.0))]
     assert _mean_curve(runs) == (x, (pytest.approx(0.8), pytest.approx(0.4), pytest.approx(0.1)))
+    gap = _mean_curve([(x, (0.9, None, 0.1)), (x, (0.7, None, 0.3))])[1]
+    assert gap[0] == pytest.approx(0.8) and np.isnan(gap[1])  # missing in every seed: a gap, not an error
+
+
+def test_curve_files_in_another_format_are_ignored(tmp_path: Path) -> None:
+    from gibench.leaderboard.pictures import _read_curves
+
+    (tmp_path / "c.json").write_text(json.dumps({
+        "good": {"x": [0.1, 1.0], "y": [0.5, None]}, "good_std": {"x": [0.1], "y": [0.0]},
+        "words": {"x": ["a", "b"], "y": [1, 2]}, "ragged": {"x": [1, 2], "y": [1]}, "flag": {"x": [True], "y": [1]}}))
+    assert list(_read_curves(tmp_path / "c.json")) == ["good"]
+    (tmp_path / "bad.json").write_text("{")
+    assert _read_curves(tmp_path / "bad.json") == {}
 
 
 def test_same_inputs_compares_the_input_row_of_the_grids(tmp_path: Path) -> None:
@@ -400,6 +413,8 @@ def test_same_inputs_compares_the_input_row_of_the_grids(tmp_path: Path) -> None
         paths.append(tmp_path / f"{name}.png")
     assert _same_inputs(paths[:2]) is True
     assert _same_inputs([paths[0], paths[2]]) is False
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert _same_inputs([paths[0], tmp_path / "broken.png"]) is None
 
 
 def test_cost_file_names_its_device_and_command() -> None:
