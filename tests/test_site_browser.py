@@ -568,6 +568,29 @@ def test_xss_payloads_in_every_free_text_field_stay_inert(built: dict, browser, 
     page.close()
 
 
+def test_xss_payloads_stay_inert_in_the_figures_opened_on_their_own(built: dict, browser) -> None:
+    """An SVG opened as a page runs its scripts and on* handlers; the labels drawn into the figures must not add any."""
+    from xml.etree import ElementTree
+
+    figures = sorted(built["site"].rglob("*.svg"))
+    assert figures  # the curves and scatter plots
+    page = browser.new_page()
+    watcher = PageWatcher().attach(page)
+    labelled = 0
+    for path in figures:
+        tree = ElementTree.parse(path)
+        tags = {element.tag.rsplit("}", 1)[-1] for element in tree.iter()}
+        assert not tags & {"script", "foreignObject", "iframe"}, f"{path.name}: {sorted(tags)}"
+        assert not any(name.lower().startswith("on") for element in tree.iter() for name in element.attrib), path.name
+        watcher.reset()
+        page.goto(path.as_uri())
+        assert page.evaluate("typeof window.__xss") == "undefined", f"{path.name}: a payload ran"
+        assert not watcher.problems(), f"{path.name}: {watcher.problems()}"
+        labelled += "Evil lab" in path.read_text(encoding="utf-8")
+    page.close()
+    assert labelled  # the hostile submission's name is drawn (as text) into at least one figure
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # screenshots for the docs
 
