@@ -12,7 +12,7 @@
     evaluators/<name>.html          definition, metrics (direction, bounds, headline, diagnostic), versions
     regularizers/index.html, evaluators/index.html, sanity.html (``fooled`` against ``erm``)
     submissions/<id>.html           metadata, provenance and verification of one submission
-    submissions/<id>/submission.json, results.csv   copies of the submitted files
+    submissions/<id>/               a copy of each submission folder (submission.json, results.csv, artifacts/)
     submission.schema.json          the JSON Schema of submission.json
     static/style.css, static/leaderboard.js
 
@@ -235,13 +235,7 @@ def _write_submission_pages(env: jinja2.Environment, folder: Path, submissions: 
     for loaded in submissions:
         sub = loaded.submission
         if copy:
-            (folder / sub.id).mkdir()
-            if loaded.path is None:  # packaged in memory: write what `gibench submit` would have written
-                (folder / sub.id / SUBMISSION_FILE).write_text(sub.model_dump_json(indent=2) + "\n", "utf-8")
-                (folder / sub.id / RESULTS_FILE).write_bytes(loaded.data)
-            else:
-                for name in (SUBMISSION_FILE, RESULTS_FILE):
-                    shutil.copyfile(loaded.path / name, folder / sub.id / name)
+            _copy_submission(loaded, folder / sub.id)
         in_tables = [t for t in tables if any(r.submission_id == sub.id for r in t.rows)]
         statuses = loaded.results["status"].value_counts().sort_index().to_dict()
         plugins = sorted({(kind, name, p.distribution, p.version) for run in sub.provenance.runs
@@ -249,3 +243,19 @@ def _write_submission_pages(env: jinja2.Environment, folder: Path, submissions: 
         _page(env, "submission.html.j2", folder / f"{sub.id}.html", "../", sub=sub, tables=in_tables,
               statuses=statuses, plugins=plugins, n_rows=len(loaded.results), badge=badges[sub.id],
               gibench_version=gibench.__version__)
+
+
+def _copy_submission(loaded: LoadedSubmission, target: Path) -> None:
+    """The submission as a folder ``gibench validate`` accepts (so ``site/submissions`` can be rebuilt in place):
+    a copy of its folder, or for one packaged in memory what ``gibench submit`` would have written."""
+    if loaded.path is not None:
+        shutil.copytree(loaded.path, target, ignore=shutil.ignore_patterns("*.tmp", ".*"))
+        return
+    target.mkdir()
+    (target / SUBMISSION_FILE).write_text(loaded.submission.model_dump_json(indent=2) + "\n", "utf-8")
+    (target / RESULTS_FILE).write_bytes(loaded.data)
+    for artifact in loaded.artifact_files:
+        source = loaded.artifact_path(artifact)
+        if source is not None and source.is_file():
+            (target / artifact.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / artifact.path)

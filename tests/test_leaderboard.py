@@ -495,8 +495,14 @@ def test_real_table_has_a_row_per_variant_and_its_pictures(real: dict) -> None:
 
 
 @pytest.mark.slow
-def test_real_site_links_and_images_resolve(real: dict) -> None:
+def test_real_site_links_and_images_resolve(real: dict, tmp_path: Path) -> None:
     out = real["index"].parent
+    from gibench.submission import load_submission
+
+    copy = load_submission(out / "submissions" / real["sub"].name)  # the site's copy is a valid submission
+    assert len(copy.artifact_files) == len(json.loads((real["sub"] / "submission.json").read_text())["artifacts"]["files"])
+    shutil.copytree(out, tmp_path / "site")
+    assert build_site(tmp_path / "site" / "submissions", tmp_path / "site").read_text() == real["index"].read_text()
     for page in out.rglob("*.html"):
         html = page.read_text()
         for target in re.findall(r'(?:href|src)="([^"#]+)(?:#[^"]*)?"', html):
