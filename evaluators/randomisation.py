@@ -45,6 +45,12 @@ Choices the papers leave open, as gibench makes them:
   0 ≤ H ≤ ln(bins). A constant map has H = 0 and its eMPRT is undefined: such images are left out of the mean (the
   mean is NaN when every image is constant).
 * **Spearman**: over the H·W pixel scores, ties given their average rank; 0 where either map is constant.
+* **What it can and cannot tell apart**: full re-initialization replaces every parameter and buffer that training
+  set, so for one architecture and seed the random model, and with it H(e_random(x)), is the same for every
+  regularizer. Across the rows of one dataset and backbone, eMPRT is therefore a decreasing function of the trained
+  map's histogram entropy alone (a complexity measure with an architecture-specific reference); this follows from
+  the definition, in Quantus as here. ``entropy_original`` and ``entropy_randomised`` are reported so that this is
+  visible.
 * **Cost**: 3 forward + backward passes per image (trained, fully random, top-layer random), plus L more with
   ``cascade`` (L = modules re-initialized), and one deep copy of the model per random model.
 """
