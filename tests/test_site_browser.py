@@ -305,8 +305,8 @@ def test_sorting_a_metric_column_orders_rows_by_the_mean(board_page: Path, brows
     page.close()
 
 
-def test_sorting_the_variant_column_orders_rows_alphabetically(board_page: Path, browser, expected: dict) -> None:
-    page, watcher = open_page(browser, board_page)
+def test_sorting_the_variant_column_orders_rows_alphabetically(table_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, table_page)
     header = page.locator('section.board table.leaderboard thead th[data-column="variant"]')
     header.locator("button.sort").click()
     assert header.get_attribute("aria-sort") == "ascending"
@@ -440,8 +440,8 @@ def cells_of(page, column: str) -> list[dict]:
         })""", column)
 
 
-def test_the_best_mean_of_each_headline_column_is_marked(board_page: Path, browser, expected: dict) -> None:
-    page, watcher = open_page(browser, board_page)
+def test_the_best_mean_of_each_headline_column_is_marked(table_page: Path, browser, expected: dict) -> None:
+    page, watcher = open_page(browser, table_page)
     for metric in (ACCURACY, PIXEL):  # both higher-is-better
         column = metric_header(page, metric).get_attribute("data-column")
         means = {key: row["means"][metric] for key, row in expected.items()}
@@ -452,10 +452,10 @@ def test_the_best_mean_of_each_headline_column_is_marked(board_page: Path, brows
     page.close()
 
 
-def test_secondary_columns_are_hidden_until_chosen(board_page: Path, browser, built: dict) -> None:
+def test_secondary_columns_are_hidden_until_chosen(table_page: Path, browser, built: dict) -> None:
     results = load_submission(built["honest"]).results
     metrics = results.loc[results["status"] == "ok", ["evaluator", "metric", "headline"]].drop_duplicates()
-    page, watcher = open_page(browser, board_page)
+    page, watcher = open_page(browser, table_page)
     secondary = page.eval_on_selector_all("section.board table.leaderboard thead th[data-secondary]",
                                           "ths => ths.map(th => [th.dataset.column, th.hidden, th.dataset.evaluator,"
                                           " th.dataset.metric])")
@@ -476,10 +476,10 @@ def test_secondary_columns_are_hidden_until_chosen(board_page: Path, browser, bu
     page.close()
 
 
-def test_without_javascript_every_row_is_listed(board_page: Path, browser, expected: dict) -> None:
+def test_without_javascript_every_row_is_listed(table_page: Path, browser, expected: dict) -> None:
     context = browser.new_context(java_script_enabled=False, viewport={"width": WIDTH, "height": HEIGHT})
     page = context.new_page()
-    page.goto(board_page.as_uri())
+    page.goto(table_page.as_uri())
     rows = page.eval_on_selector_all("section.board table.leaderboard tbody tr.lb-row",
                                      "rows => rows.filter(r => !r.hidden).map(r => Object.assign({}, r.dataset))")
     assert {row_key(r, expected) for r in rows} == set(expected) and len(rows) == 8
