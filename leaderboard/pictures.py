@@ -80,9 +80,7 @@ def make_pictures(table: Table, submissions: list[LoadedSubmission], folder: Pat
     links it (``<anchor>/``)."""
     jobs = _jobs(table, submissions)
     labels = _labels(table)
-    pictures = TablePictures(left_out=sum(len(s.submission.artifacts.left_out) for s in submissions
-                                          if getattr(s.submission, "artifacts", None) is not None
-                                          and any(j.loaded is s for j in jobs)))
+    pictures = TablePictures(left_out=_left_out(jobs))
     _gallery(pictures, table, jobs, labels, folder, prefix)
     _curves(pictures, table, jobs, labels, folder, prefix)
     _scatter(pictures, table, labels, folder, prefix)
@@ -100,6 +98,14 @@ def _jobs(table: Table, submissions: list[LoadedSubmission]) -> list[_Job]:
             row = (loaded.submission.id, r.regularizer, r.regularizer_params, r.variant)
             found[(loaded.submission.id, r.job_hash)] = _Job(row, int(r.seed), loaded, str(r.job_hash))
     return sorted(found.values(), key=lambda j: (j.row, j.seed, j.job_hash))
+
+
+def _left_out(jobs: list[_Job]) -> int:
+    """How many artifacts of these jobs their submissions left out (over the size limit)."""
+    mine = {(id(j.loaded), j.job_hash) for j in jobs}
+    records = {id(j.loaded): j.loaded.submission.artifacts for j in jobs}
+    return sum(1 for key, record in records.items() if record is not None
+               for item in record.left_out if (key, item.job_hash) in mine)
 
 
 def _labels(table: Table) -> dict[tuple[str, str, str, str], str]:

@@ -561,3 +561,14 @@ def test_verification_badges_follow_gibench_verify(real: dict, tmp_path: Path) -
     assert [b[0] for b in badges] == ["verified", "stale", "disagrees", "unverified"]
     assert badges[0][2] == "verified 2026-12-01" and "2 jobs" in badges[0][1] and "1e-06" in badges[0][1]
     assert "pixel_perturbation v0 → v1" in badges[1][1]
+
+
+@pytest.mark.slow
+def test_artifacts_left_out_by_the_size_limit_are_counted_on_the_table_page(real: dict, tmp_path: Path) -> None:
+    folder = build_submission(real["root"] / "runs", tmp_path / "subs", {"name": "small", "authors": ["A"]},
+                              max_artifact_mb=0.05)
+    left_out = json.loads((folder / "submission.json").read_text())["artifacts"]["left_out"]
+    assert left_out  # 50 kB holds the curves but not every grid
+    build_site(tmp_path / "subs", tmp_path / "site")
+    (page,) = (tmp_path / "site" / "tables").glob("*.html")
+    assert f"{len(left_out)} artifact(s) were left out by the submissions' size limit" in page.read_text()
