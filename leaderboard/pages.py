@@ -279,7 +279,7 @@ def verification(loaded: LoadedSubmission) -> Verification:
     tolerance = "" if status.tolerance is None else f"|Δ| ≤ {status.tolerance:g}"
     jobs = f"{status.jobs_checked} job{'s' if status.jobs_checked != 1 else ''}"
     if status.state == "verified":
-        return Verification("verified", f"verified {date}",
+        return Verification("verified", f"verified {date}, {tolerance}",
                             f"`gibench verify` re-trained and re-evaluated {jobs} on {date}: every metric agreed "
                             f"within {tolerance} (absolute). {status.detail}.")
     if status.state == "disagrees":

@@ -559,7 +559,7 @@ def test_verification_badges_follow_gibench_verify(real: dict, tmp_path: Path) -
         html = build_site(subs, tmp_path / "site").read_text()
         badges.append(re.search(r'data-verification="(\w+)" title="([^"]*)">([^<]*)<', html).groups())
     assert [b[0] for b in badges] == ["verified", "stale", "disagrees", "unverified"]
-    assert badges[0][2] == "verified 2026-12-01" and "2 jobs" in badges[0][1] and "1e-06" in badges[0][1]
+    assert badges[0][2] == "verified 2026-12-01, |Δ| ≤ 1e-06" and "re-evaluated 2 jobs on 2026-12-01" in badges[0][1]
     assert "pixel_perturbation v0 → v1" in badges[1][1]
 
 
