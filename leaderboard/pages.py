@@ -120,8 +120,15 @@ def _plugin(kind: str, name: str) -> tuple[Any | None, str]:
 
 
 def _docs(cls: Any) -> tuple[str, str]:
+    """The class and module docstrings as plain text (reST roles and literal quotes dropped: ``x`` → x)."""
     module = sys.modules.get(cls.__module__)
-    return inspect.cleandoc(cls.__doc__ or ""), inspect.cleandoc(getattr(module, "__doc__", "") or "")
+    return (_plain_doc(inspect.cleandoc(cls.__doc__ or "")),
+            _plain_doc(inspect.cleandoc(getattr(module, "__doc__", "") or "")))
+
+
+def _plain_doc(text: str) -> str:
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)  # :mod:`gibench.saliency` → gibench.saliency
+    return text.replace("``", "")
 
 
 def _appearances(tables: list[Table], match) -> list[tuple[str, str, list[str]]]:

@@ -538,6 +538,7 @@ def test_real_sanity_view_and_plugin_pages(real: dict) -> None:
     for cost in (c for c in costs if c["regularizer"] == "fooled"):
         assert f"{cost['time_vs_erm']:.2f}×" in fooled and f"{cost['memory_vs_erm']:.2f}×" in fooled
     assert "Srinivas" in fooled or "shift" in fooled  # the module docstring: paper and method
+    assert "``" not in fooled and ":mod:`" not in fooled  # shown as plain text
     pp = (out / "evaluators" / "pixel_perturbation.html").read_text()
     assert "Installed version: <strong>1</strong>" in pp and "[0, 1]" in pp
     assert 'data-verification="unverified"' in real["index"].read_text()
