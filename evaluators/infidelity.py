@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import EvalContext, EvalResult, Evaluator, Metric
-from gibench.config_types import Limit, NumSamples, Sigma, plugin_config
+from gibench.config_types import IGSteps, Limit, NumSamples, SaliencyMethod, Sigma, plugin_config
 from gibench.evaluators._artifacts import batches, eval_subset
 from gibench.evaluators._draws import per_image_draws
 from gibench.saliency import label_logit
@@ -81,6 +81,10 @@ class InfidelityConfig:
     """x₀ of the noisy-baseline perturbation: zero (Yeh's code) or the per-channel train mean."""
     max_images: Limit = 500
     """The first N test images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def explained_output(logits: Tensor, y: Tensor, output: str) -> Tensor:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from gibench.api import EvalContext, EvalResult, Evaluator, Metric
-from gibench.config_types import ChannelReduction, Limit, plugin_config
+from gibench.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
 from gibench.errors import ConfigError
 from gibench.evaluators._artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.saliency import pixel_scores
@@ -50,6 +50,10 @@ class RandomLogitConfig:
     """How the gradient's channels become one score per pixel (for the Spearman correlation)."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def other_classes(y: Tensor, num_classes: int, seed: int) -> Tensor:

@@ -69,7 +69,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.config_types import ChannelReduction, Limit, plugin_config
+from gibench.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
 from gibench.errors import GibenchError
 from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.evaluators.score_alignment import spearman
@@ -89,6 +89,10 @@ class RandomisationConfig:
     """Also report Adebayo's top-down cascading MPRT curve (one more saliency pass per layer)."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def resettable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -60,7 +60,9 @@ from scipy.linalg import solveh_banded
 from torch import Tensor
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.config_types import ChannelReduction, Fraction, Increasing, Limit, NoiseStd, NonEmpty, plugin_config
+from gibench.config_types import (
+    ChannelReduction, Fraction, IGSteps, Increasing, Limit, NoiseStd, NonEmpty, SaliencyMethod, plugin_config,
+)
 from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.saliency import pixel_scores
 
@@ -83,6 +85,10 @@ class RoadConfig:
     """How the gradient's channels become one score per pixel."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def impute(x: np.ndarray, removed: np.ndarray) -> np.ndarray:

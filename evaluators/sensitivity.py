@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import EvalContext, EvalResult, Evaluator, Metric
-from gibench.config_types import Limit, NumSamples, PositiveFloat, plugin_config
+from gibench.config_types import IGSteps, Limit, NumSamples, PositiveFloat, SaliencyMethod, plugin_config
 from gibench.evaluators._artifacts import batches, eval_subset
 from gibench.evaluators._draws import per_image_draws
 
@@ -72,6 +72,10 @@ class SensitivityConfig:
     """Uniform draws per image."""
     max_images: Limit = 500
     """The first N test images; 0 = all."""
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    ig_steps: IGSteps = 32
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
     def radius_for(self, dataset: str) -> float:
         return float(self.radius.get(dataset, self.default_radius))

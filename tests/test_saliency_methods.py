@@ -168,7 +168,8 @@ def test_make_eval_context_takes_a_method_name() -> None:
 # Identity: hashes, result rows
 
 
-SALIENCY_EVALUATORS = ("blockmnist", "diffroar", "pixel_perturbation", "score_alignment")
+SALIENCY_EVALUATORS = ("blockmnist", "complexity", "diffroar", "infidelity", "keep_remove", "pixel_perturbation",
+                       "random_logit", "randomisation", "road", "score_alignment", "sensitivity")
 
 
 def _evaluator_specs(*entries):
@@ -248,12 +249,13 @@ def test_the_runner_explains_with_the_evaluators_saliency_option(tmp_path, regis
 
 
 @pytest.mark.parametrize("method", ["x_gradient", "integrated_gradients"])
-@pytest.mark.parametrize("name", ["blockmnist", "pixel_perturbation"])
+@pytest.mark.parametrize("name", ["blockmnist", "complexity", "pixel_perturbation"])
 def test_evaluators_pass_conformance_with_each_saliency_method(name: str, method: str) -> None:
     from gibench.testing import check_evaluator
 
     result = check_evaluator(name, params={"saliency": method, "ig_steps": 4, "max_images": 24})
     default = check_evaluator(name, params={"max_images": 24})
     assert result is not None and default is not None
-    if name == "blockmnist":  # the option changes the map the evaluator reads
-        assert result.scalars["signal_mass_share"] != default.scalars["signal_mass_share"]
+    changed = {"blockmnist": "signal_mass_share", "complexity": "gini"}  # the option changes the map they read
+    if name in changed:
+        assert result.scalars[changed[name]] != default.scalars[changed[name]]
