@@ -30,6 +30,18 @@ Rules (n = the evaluated test images: ``max_images``, 0 = the whole split; N = t
 * ``diffroar``: saliency passes over its train subset and the test split, then 2 × levels × retrain seeds
   retrainings (each ``epochs × ⌈N_sub / batch⌉`` steps of the retraining backbone, regularizer and train config,
   :func:`gibench.evaluators.diffroar.retraining`) and one test-split forward per retrained model;
+* ``random_logit``: 2n saliency passes (the label and a random other class); ``complexity``: n saliency passes;
+* ``sensitivity``: n·(1 + num_samples) saliency passes and as many forwards (the prediction-flip check);
+* ``infidelity``: n saliency passes and n·2·(1 + num_samples) forwards (F(x) and the perturbed inputs, for each of
+  the Gaussian and noisy-baseline perturbations);
+* ``randomisation``: 3n saliency passes (the trained model and its fully and top-layer re-initialized copies, the
+  same backbone, so the same unit), plus n per re-initializable module of the built model with ``cascade``;
+* ``road``: n saliency passes and n·(1 + 3·fractions) forwards (the clean prediction, then MoRF, LeRF and random
+  order at every fraction); the CPU linear solve of the 3·fractions imputed images per image is not counted;
+* ``keep_remove``: n saliency passes and n·6·fractions forwards (keep/remove × positive/negative/absolute);
+* the saliency method multiplies every rule's saliency passes: ``ig_steps`` with ``saliency: integrated_gradients``
+  (one input-gradient pass per step, :func:`saliency_cost`), 1 for ``input_gradient`` and ``x_gradient`` (the
+  elementwise product is not counted);
 * other (plugin) evaluators are not estimated; they are listed by name with the estimate.
 
 Not counted: starting Python and importing torch, loading the datasets, the preflight, writing checkpoints and
@@ -480,7 +492,20 @@ def evaluation_work(spec: PluginSpec, job: Any, data: DataShape, eval_batch: int
     cfg = registry.evaluators.create(spec.name, **spec.params).config
     forward = ModelPass("forward", job.backbone, data.shape, data.num_classes, eval_batch)
     saliency = dataclasses.replace(forward, kind="saliency")
-    return rule(cfg, job, data, eval_batch, forward, saliency)
+    work = rule(cfg, job, data, eval_batch, forward, saliency)
+    per_pass = saliency_cost(cfg)
+    if per_pass != 1 and saliency in work.per_job:
+        work.per_job[saliency] *= per_pass
+    return work
+
+
+def saliency_cost(cfg: Any) -> int:
+    """Input-gradient passes per saliency map of an evaluator config's ``saliency`` method: ``ig_steps`` for
+    integrated_gradients (captum runs one forward + backward per step over a batch of the same size), 1 for
+    input_gradient and x_gradient (one input gradient and an elementwise product)."""
+    if getattr(cfg, "saliency", "input_gradient") == "integrated_gradients":
+        return int(cfg.ig_steps)
+    return 1
 
 
 def _accuracy(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
@@ -548,9 +573,62 @@ def _diffroar(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
     return EvalWork(work)
 
 
+def _random_logit(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
+    return EvalWork({saliency: 2 * _n(cfg.max_images, data.n_test)})  # the label's and a random other class's
+
+
+def _complexity(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
+    return EvalWork({saliency: _n(cfg.max_images, data.n_test)})
+
+
+def _sensitivity(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
+    n = _n(cfg.max_images, data.n_test)  # the clean map and num_samples draws; one prediction of each (flips)
+    return EvalWork({saliency: n * (1 + cfg.num_samples), forward: n * (1 + cfg.num_samples)})
+
+
+def _infidelity(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
+    from gibench.evaluators.infidelity import KINDS
+
+    n = _n(cfg.max_images, data.n_test)  # per perturbation kind: F(x) and num_samples F(x − I)
+    return EvalWork({saliency: n, forward: n * len(KINDS) * (1 + cfg.num_samples)})
+
+
+def _randomisation(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
+    n = _n(cfg.max_images, data.n_test)  # trained, fully and top-layer re-initialized copies (same backbone)
+    maps = 3 + (_resettable_layers(job.backbone, data.shape, data.num_classes) if cfg.cascade else 0)
+    return EvalWork({saliency: n * maps})
+
+
+@functools.lru_cache(maxsize=64)
+def _resettable_layers(backbone: PluginSpec, shape: tuple[int, int, int], num_classes: int) -> int:
+    """The cascade's steps: the modules of the built model that randomisation re-initializes (built once per
+    backbone and input shape, on the CPU)."""
+    from gibench.evaluators.randomisation import resettable_modules
+    from gibench.models import build_model
+
+    bundle = random_bundle(shape, num_classes, 2)
+    return len(resettable_modules(build_model(backbone.name, backbone.config, bundle)))
+
+
+def _road(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
+    from gibench.evaluators.road import ORDERS
+
+    n = _n(cfg.max_images, data.n_test)  # the clean prediction, then one per order and fraction
+    return EvalWork({saliency: n, forward: n * (1 + len(ORDERS) * len(cfg.fractions))})
+
+
+def _keep_remove(cfg, job, data, eval_batch, forward, saliency) -> EvalWork:
+    from gibench.evaluators.keep_remove import CURVES
+
+    n = _n(cfg.max_images, data.n_test)  # one forward per curve (mode × sign) and fraction
+    return EvalWork({saliency: n, forward: n * len(CURVES) * len(cfg.fractions)})
+
+
 _RULES: dict[str, Callable[..., EvalWork]] = {
     "accuracy": _accuracy, "pixel_perturbation": _pixel_perturbation, "density_ratio": _density_ratio,
     "blockmnist": _blockmnist, "score_alignment": _score_alignment, "gan_test": _gan_test, "diffroar": _diffroar,
+    "random_logit": _random_logit, "complexity": _complexity, "sensitivity": _sensitivity,
+    "infidelity": _infidelity, "randomisation": _randomisation, "road": _road, "keep_remove": _keep_remove,
 }
 
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from gibench import registry
 from gibench.cli import main
 from gibench.config import PluginSpec, load_suite
 from gibench.estimate import (KNOWN_SPLITS, DataShape, ModelPass, TrainStep, data_shape, estimate_suite,
                               evaluation_work)
 from gibench.jobs import expand
+from gibench.models import build_model
 from gibench.runner import RunOptions, run_suite
+from gibench.saliency import saliency_for
+from gibench.testing import make_eval_context, tiny_bundle
 from tests.conftest import write_suite
 
 FAST = {"warmup": 1, "timed": 2}
@@ -146,3 +153,55 @@ def test_cli_estimate_prints_without_training(tmp_path, tiny_suite_file, capsys,
     assert "2 job(s), 2 not yet complete" in out and "total" in out
     assert not runs.exists()  # nothing trained, nothing written into the runs directory
     assert (tmp_path / "cache" / "gibench" / "calibration.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The metric-family rules count what the evaluators really run
+
+
+def _counted_passes(name, params, bundle, backbone):
+    """Images the evaluator pushes through the model (and its randomized copies): saliency passes (forwards with
+    gradients on) and plain forwards (no gradient), counted by a forward hook on the model."""
+    counts = {"saliency": 0, "forward": 0}
+
+    def hook(module, inputs, output):
+        counts["saliency" if torch.is_grad_enabled() else "forward"] += inputs[0].shape[0]
+
+    model = build_model(backbone.name, backbone.config, bundle)
+    model.register_forward_hook(hook)  # deep copies (randomisation's re-initialized models) keep it
+    evaluator = registry.evaluators.create(name, **params)
+    with tempfile.TemporaryDirectory() as folder:
+        ctx = make_eval_context(model, bundle, folder, batch_size=8, saliency=saliency_for(evaluator.config))
+        evaluator.evaluate(ctx)
+    return counts
+
+
+METRIC_FAMILY_CASES = [
+    ("random_logit", {"max_images": 5}),
+    ("complexity", {"max_images": 5}),
+    ("sensitivity", {"max_images": 5, "num_samples": 3}),
+    ("infidelity", {"max_images": 5, "num_samples": 3}),
+    ("randomisation", {"max_images": 5}),
+    ("randomisation", {"max_images": 5, "cascade": True}),
+    ("road", {"max_images": 5, "fractions": [0.2, 0.5]}),
+    ("keep_remove", {"max_images": 5, "fractions": [0.25, 0.5, 1.0]}),
+    ("complexity", {"max_images": 5, "saliency": "integrated_gradients", "ig_steps": 3}),
+    ("sensitivity", {"max_images": 3, "num_samples": 2, "saliency": "integrated_gradients", "ig_steps": 4}),
+    ("road", {"max_images": 5, "fractions": [0.3], "saliency": "x_gradient"}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), METRIC_FAMILY_CASES, ids=lambda v: v if isinstance(v, str) else
+                         "-".join(f"{k}={w}" for k, w in v.items() if k != "max_images"))
+def test_metric_family_rules_count_the_evaluators_model_passes(name, params):
+    bundle = tiny_bundle(image_size=(16, 16), train_size=12, test_size=12)
+    backbone = PluginSpec.of("gibench_cnn", {"width": 2}, {})
+    data = DataShape(tuple(bundle.test.x.shape[1:]), bundle.num_classes, len(bundle.train), len(bundle.test))
+    job = SimpleNamespace(backbone=backbone)
+    work = evaluation_work(PluginSpec.of(name, params, {}), job, data, eval_batch=8)
+    assert work is not None and work.shared == {}
+    forward = ModelPass("forward", backbone, data.shape, data.num_classes, 8)
+    saliency = ModelPass("saliency", backbone, data.shape, data.num_classes, 8)
+    assert set(work.per_job) <= {forward, saliency}
+    counted = _counted_passes(name, params, bundle, backbone)
+    assert {"saliency": work.per_job.get(saliency, 0), "forward": work.per_job.get(forward, 0)} == counted
