@@ -20,6 +20,7 @@ class Accuracy(Evaluator):
 
     Config = AccuracyConfig
     version = "1"
+    history = {"1": "first version: top-1 accuracy on the clean test split (all of it unless max_images)"}
     judges_saliency = False
     metrics = (Metric("accuracy", True, "top-1 accuracy on the clean test split", headline=True,
                       bounds=(0.0, 1.0)),)

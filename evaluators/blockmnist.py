@@ -69,6 +69,8 @@ class BlockMNISTLeakage(Evaluator):
 
     Config = BlockMNISTLeakageConfig
     version = "1"
+    history = {"1": "first version: per-image share of the abs_sum saliency mass inside the signal block (headline) "
+                   "and share of the top 10% pixels outside it, first max_images test images"}
     requires = frozenset({SIGNAL_MASK})
     metrics = (
         Metric("signal_mass_share", True, "share of the pixel-saliency mass inside the signal block", headline=True,

@@ -69,6 +69,8 @@ class Complexity(Evaluator):
 
     Config = ComplexityConfig
     version = "1"
+    history = {"1": "first version: per-image Gini (headline) and entropy of the abs_sum pixel scores, averaged; an "
+                   "all-zero map counts as uniform; no normalisation across images"}
     metrics = (
         Metric("gini", True, "Gini index of the pixel scores (sparseness, Chalasani et al. 2020)", headline=True,
                bounds=(0.0, 1.0)),

@@ -98,6 +98,8 @@ class DensityRatio(Evaluator):
 
     Config = DensityRatioConfig
     version = "1"
+    history = {"1": "first version: mean log-ratio f_y(x + s·z) − f_y(x) at s = 0.1 (headline) and mean ratio at s in"
+                   " 0.01–0.5; true label, 1 draw, noise not clamped"}
     metrics = (
         Metric("mean_log_ratio_at_ref", False,
                "mean of f_y(x+η) − f_y(x), η ~ N(0, s²I) at the reference noise level (implicit log-density ratio)",

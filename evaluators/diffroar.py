@@ -296,6 +296,8 @@ class DiffROAR(Evaluator):
 
     Config = DiffROARConfig
     version = "1"
+    history = {"1": "first version: mean over 7 kept levels (0.05–0.9) of acc(top-k kept) − acc(bottom-k kept), erm "
+                   "retrained on masked data, per coordinate, train-mean fill, 3 retrain seeds"}
     metrics = (
         Metric("diffroar_mean", True, "mean over levels k of acc(top-k kept) − acc(bottom-k kept), retrained",
                headline=True, bounds=(-1.0, 1.0)),

@@ -368,6 +368,8 @@ class GANTest(Evaluator):
 
     Config = GANTestConfig
     version = "1"
+    history = {"1": "first version: accuracy of a gibench_mlp judge on 1000 class-balanced samples from 500 noise-"
+                   "free logit-ascent steps (step 0.1, pull 1e-2)"}
     metrics = (
         Metric("gan_test_accuracy", True,
                "accuracy of an independently trained judge on samples drawn by gradient ascent on f_y", headline=True,

@@ -140,6 +140,8 @@ class Infidelity(Evaluator):
 
     Config = InfidelityConfig
     version = "1"
+    history = {"1": "first version: relative infidelity (optimal β) of the centred logit under Gaussian σ = 0.1 "
+                   "(headline) and noisy-baseline σ_b = 0.2 perturbations, 64 draws per image"}
     metrics = (
         Metric("relative_infidelity_gaussian", False, "β-scaled infidelity / E[ΔF²] under Gaussian perturbations "
                "(Yeh et al. 2019), F the centred logit by default", headline=True, bounds=(0.0, 1.0)),

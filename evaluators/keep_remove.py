@@ -113,6 +113,8 @@ class KeepRemove(Evaluator):
 
     Config = KeepRemoveConfig
     version = "1"
+    history = {"1": "first version: Hesse et al.'s Keep/Remove areas over 16 geometric fractions (0.01–1) with blur "
+                   "fill; headline the Keep-Absolute accuracy area"}
     metrics = tuple(
         Metric(f"{mode}_{sign}_auc", HIGHER_IS_BETTER[mode, sign],
                f"area under {'accuracy' if sign == 'absolute' else 'mean label logit'} vs fraction of pixels kept, "

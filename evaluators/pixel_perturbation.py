@@ -102,6 +102,8 @@ class PixelPerturbation(Evaluator):
 
     Config = PixelPerturbationConfig
     version = "1"
+    history = {"1": "first version: accuracy with least/most salient pixels removed at 25 log-spaced fractions, "
+                   "image-mean fill; headline least-first area over log10 fraction / clean accuracy"}
     metrics = (
         Metric("area_least_salient_normalized", True,
                "area under accuracy vs fraction of least-salient pixels removed, divided by clean accuracy",

@@ -108,6 +108,8 @@ class RandomLogit(Evaluator):
 
     Config = RandomLogitConfig
     version = "1"
+    history = {"1": "first version: signed cosine (headline) and Spearman of the maps for the true and a uniformly "
+                   "drawn other class"}
     metrics = (
         Metric("cosine", False, "signed cosine between the saliency of the label and that of a random other class "
                "(1: the map ignores the class)", headline=True, bounds=(-1.0, 1.0)),

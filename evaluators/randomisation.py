@@ -150,6 +150,8 @@ class Randomisation(Evaluator):
 
     Config = RandomisationConfig
     version = "1"
+    history = {"1": "first version: eMPRT, relative rise of the 100-bin entropy after full bottom-up re-"
+                   "initialisation (headline); plain MPRT as diagnostics"}
     metrics = (
         Metric("emprt", True, "relative rise of the map's histogram entropy when every layer is re-initialized "
                "(Hedström et al. 2024)", headline=True, bounds=(-1.0, math.inf)),

@@ -185,6 +185,8 @@ class Road(Evaluator):
 
     Config = RoadConfig
     version = "1"
+    history = {"1": "first version: mean accuracy LeRF − MoRF (headline) and random − MoRF at fractions 0.1–0.9, "
+                   "removed pixels filled by noisy linear imputation (noise 0.01)"}
     metrics = (
         Metric("gap_lerf_morf", True, "mean accuracy removing least-relevant first minus most-relevant first "
                "(noisy linear imputation)", headline=True, bounds=(-1.0, 1.0)),

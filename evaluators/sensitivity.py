@@ -117,6 +117,8 @@ class Sensitivity(Evaluator):
 
     Config = SensitivityConfig
     version = "1"
+    history = {"1": "first version: max (headline) and mean relative change of the map over 32 uniform draws in an L∞"
+                   " ball (8/255 unless the dataset has its own radius), 500 images"}
     metrics = (
         Metric("max_sensitivity", False, "largest relative change of the saliency map over uniform L∞ draws "
                "(Yeh et al. 2019); a constant map scores 0, so read it beside a faithfulness column",

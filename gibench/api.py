@@ -54,6 +54,10 @@ class Plugin:
     #: Bump whenever the plugin's numbers change for the same config: stored models (regularizers, datasets) or
     #: results (evaluators) of another version are then recomputed rather than reused.
     version: ClassVar[str] = "1"
+    #: Version -> one line saying what that version changed (enough for a researcher to judge whether the numbers of
+    #: two versions compare), shown on the plugin's leaderboard page. Empty (the default) means "no history declared";
+    #: a declared history must contain the current ``version`` (checked when the registry loads the plugin).
+    history: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -73,7 +73,8 @@ class PluginInfo:
 def declaration_problems(cls: type[Plugin]) -> list[str]:
     """What is wrong with a plugin class's declarations (empty when nothing is); one sentence with its fix each.
 
-    Checked for every plugin: ``Config`` is a dataclass (standard or pydantic) and ``version`` a non-empty string.
+    Checked for every plugin: ``Config`` is a dataclass (standard or pydantic), ``version`` a non-empty string and a
+    declared ``history`` (version -> what it changed) contains ``version``.
     Evaluators: ``metrics`` is a non-empty sequence of :class:`gibench.Metric` with unique names and exactly one
     ``headline``; ``requires`` names only :data:`gibench.CAPABILITIES`. Regularizers: every ``zero_strength`` key is
     a field of ``Config`` (``zero_strength = None`` declares that no setting turns the regularizer into ``erm``).
@@ -95,7 +96,19 @@ def _config_problems(cls: type[Plugin]) -> list[str]:
     if not (isinstance(cls.version, str) and cls.version):
         problems.append(f"its version must be a non-empty string (bump it when its numbers change), got "
                         f"{cls.version!r}")
-    return problems
+    return problems + _history_problems(cls)
+
+
+def _history_problems(cls: type[Plugin]) -> list[str]:
+    history = getattr(cls, "history", {})
+    if not isinstance(history, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                   for k, v in history.items()):
+        return [f"its history must map version strings to a non-empty line saying what that version changed, got "
+                f"{history!r}"]
+    if history and cls.version not in history:
+        return [f"its history ({', '.join(map(repr, history))}) lacks its current version {cls.version!r}; add "
+                f"history[{cls.version!r}] = '<what version {cls.version} changed>' (or leave history empty)"]
+    return []
 
 
 def _metric_problems(metrics: Any) -> list[str]:

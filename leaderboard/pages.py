@@ -7,7 +7,8 @@
 * A page per evaluator: the definition (module docstring), each metric's direction, bounds, headline and diagnostic
   flags and description (as the submissions recorded them, else as installed), the installed version and the
   versions found in the submissions (a version other than the installed one is marked stale: its numbers may not be
-  comparable with a new run).
+  comparable with a new run), and the version history (``Evaluator.history``: what each version changed), one row
+  per declared or seen version. Regularizer pages show their declared history too.
 * Plugins named in a submission but not installed where the site is built still get a page, built from what the
   submissions recorded.
 * The sanity view: :func:`gibench.results.sanity_table` of each submission (``fooled`` against ``erm``).
@@ -17,8 +18,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "COST_FILE", "CostRow", "MetricRow", "PluginPage", "SanityRow", "Verification", "evaluator_pages",
-    "load_costs", "regularizer_pages", "sanity_rows", "verification",
+    "COST_FILE", "CostRow", "HistoryRow", "MetricRow", "PluginPage", "SanityRow", "Verification", "evaluator_pages",
+    "history_rows", "load_costs", "regularizer_pages", "sanity_rows", "verification",
 ]
 
 import inspect
@@ -26,6 +27,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,15 @@ class MetricRow:
     description: str
 
 
+@dataclass(frozen=True)
+class HistoryRow:
+    version: str
+    change: str  # what the version changed, as the plugin declares it ("" when it does not)
+    installed: bool
+    rows: int  # result rows of this version in the submissions
+    stale: bool  # seen in a submission, but not the installed version
+
+
 @dataclass
 class PluginPage:
     kind: str  # "regularizer" | "evaluator"
@@ -79,6 +90,7 @@ class PluginPage:
     cost_device: str = ""
     cost_command: str = ""
     versions: list[tuple[str, int, bool]] = field(default_factory=list)  # (version, result rows, stale)
+    history: list[HistoryRow] = field(default_factory=list)  # declared versions, then versions only seen
     tables: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (title, anchor, variants)
     error: str = ""  # why an installed plugin could not be loaded
     file: str = ""  # the page's file name: the name when it is plain (letters, digits, _ and -), else a slug of it
@@ -161,6 +173,7 @@ def regularizer_pages(tables: list[Table], cost_file: Path = COST_FILE) -> list[
         if cls is not None:
             page.summary, page.doc = _docs(cls)
             page.family, page.version = getattr(cls, "family", "other"), str(getattr(cls, "version", ""))
+            page.history = history_rows(cls, page.version, {})
             page.params = _params(cls)
             page.distribution = _distribution("regularizers", name)
         else:
@@ -224,9 +237,20 @@ def evaluator_pages(tables: list[Table], submissions: list[LoadedSubmission],
             page.metrics = [MetricRow(m, heads.get(m, (True, False))[0], heads.get(m, (True, False))[1], i.diagnostic,
                                       _bounds(i.bounds), i.description) for m, i in sorted(recorded.items())]
         page.versions = [(v, n, bool(page.version) and v != page.version) for v, n in sorted(seen.get(name, {}).items())]
+        page.history = history_rows(cls, page.version, seen.get(name, {}))
         page.tables = _appearances(tables, lambda t, r, name=name: name in r.evaluators)
         pages.append(page)
     return _with_files(pages)
+
+
+def history_rows(cls: Any, installed: str, seen: dict[str, int]) -> list[HistoryRow]:
+    """The declared ``history`` of ``cls`` (None: not installed) in its order, then the versions seen only in the
+    submissions; each row marked installed, with its result rows, stale when seen and not the installed version."""
+    declared = getattr(cls, "history", None) or {}
+    declared = dict(declared) if isinstance(declared, Mapping) else {}
+    versions = list(declared) + sorted(v for v in seen if v not in declared)
+    return [HistoryRow(v, str(declared.get(v, "")), bool(installed) and v == installed, seen.get(v, 0),
+                       v in seen and bool(installed) and v != installed) for v in versions]
 
 
 def _versions_seen(submissions: list[LoadedSubmission]) -> dict[str, dict[str, int]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -425,6 +426,46 @@ def test_cost_file_names_its_device_and_command() -> None:
     for r in rows:  # every ratio is the step time over erm's on the same backbone (both rounded to 0.1 ms)
         base = next(e for e in erm if e["backbone"] == r["backbone"])
         assert r["time_vs_erm"] == pytest.approx(r["median_step_ms"] / base["median_step_ms"], rel=0.01)
+
+
+
+def _history_table(page: str) -> list[tuple[str, ...]]:
+    """(version, what changed, rows, status) of each row of an evaluator page's version table, tags stripped."""
+    table = re.search(r'<table class="plain history">(.*?)</table>', page, re.S).group(1)
+    rows = re.findall(r'<tr data-version="[^"]*">(.*?)</tr>', table, re.S)
+    return [tuple(unescape(" ".join(re.sub(r"<[^>]+>", "", c).split())) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S))
+            for r in rows]
+
+
+def test_evaluator_pages_show_the_declared_history_with_installed_and_stale_versions(site: dict,
+                                                                                     tmp_path: Path) -> None:
+    from gibench import Evaluator, registry
+    from gibench.leaderboard.pages import HistoryRow, history_rows
+
+    installed = registry.evaluators.get("pixel_perturbation")
+    line = installed.history["1"]
+    assert line.startswith("first version: ") and len(line) > 60
+    out = site["index"].parent
+    page = (out / "evaluators" / "pixel_perturbation.html").read_text()
+    n = sum(1 for r in long_table(LAB_A) + long_table(LAB_B) + long_table({("erm", "{}"): {"auc": [0.5]}})
+            if r["evaluator"] == "pixel_perturbation")  # the rows the site fixture submitted, all version 1
+    assert _history_table(page) == [("1", line, str(n), "installed, in the submissions")]
+    regularizer = registry.regularizers.get("gradient_norm")
+    gn = (out / "regularizers" / "gradient_norm.html").read_text()
+    if regularizer.history:  # regularizer pages show a declared history (no result rows column)
+        assert [(regularizer.version, regularizer.history[regularizer.version], "installed")] == _history_table(gn)
+    # a submission of an older version: its row comes after the declared history and is marked stale
+    rows = [{**r, "evaluator_version": "0"} if r["evaluator"] == "pixel_perturbation" else r for r in long_table(LAB_A)]
+    submit(tmp_path, "Old lab", rows)
+    old = (build_site(tmp_path / "submissions", tmp_path / "site").parent / "evaluators" / "pixel_perturbation.html")
+    stale = sum(1 for r in rows if r["evaluator"] == "pixel_perturbation")
+    assert _history_table(old.read_text()) == [
+        ("1", line, "0", "installed"),
+        ("0", "not in the installed plugin's history", str(stale),
+         "stale: differs from the installed version, not comparable with new runs")]
+    # a third-party plugin without a history: only the versions seen, no line of what changed
+    assert history_rows(Evaluator, "1", {"1": 4, "2": 1}) == [HistoryRow("1", "", True, 4, False),
+                                                              HistoryRow("2", "", False, 1, True)]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -190,6 +190,13 @@ BAD_PLUGINS = {
                                 "its zero_strength names 'weight', which its Config lacks."),
     "empty_version": ("evaluator", _evaluator(metrics=_metrics(("a", True)), version=""),
                       "its version must be a non-empty string"),
+    "history_without_version": ("evaluator", _evaluator(metrics=_metrics(("a", True)), version="2",
+                                                        history={"1": "first version"}),
+                                "its history ('1') lacks its current version '2'; add history['2'] = "
+                                "'<what version 2 changed>' (or leave history empty)"),
+    "history_not_lines": ("evaluator", _evaluator(metrics=_metrics(("a", True)), history={"1": ""}),
+                          "its history must map version strings to a non-empty line saying what that version "
+                          "changed"),
 }
 
 
@@ -220,6 +227,8 @@ def test_well_declared_plugins_load_pydantic_configs_included():
         assert registry.regularizers.create("good_plain", weight="0.5").config.weight == 0.5
     assert registry.declaration_problems(_evaluator(metrics=_metrics(("a", True), ("b", False)),
                                                     requires=frozenset({"signal_mask", "analytic_score"}))) == []
+    assert registry.declaration_problems(_evaluator(metrics=_metrics(("a", True)), version="2",
+                                                    history={"1": "first", "2": "second"})) == []
 
 
 def test_gibench_list_shows_the_reason_and_exits_non_zero(capsys):
