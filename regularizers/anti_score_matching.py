@@ -55,6 +55,8 @@ class AntiScoreMatching(Regularizer):
 
     Config = AntiScoreMatchingConfig
     family = "control"
+    history = {"1": "first version: CE − λ·mean min(Taylor Hessian-trace estimate, τ) of the label logit (λ 1e-4, σ "
+                   "1e-3, τ 1000), a deliberately bad control"}
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 

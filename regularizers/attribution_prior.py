@@ -161,6 +161,8 @@ class AttributionPrior(Regularizer):
 
     Config = AttributionPriorConfig
     family = "attribution prior"
+    history = {"1": "first version: CE + λ·prior on the attribution (default −Gini of the batch-mean |X-Gradient|, λ "
+                   "1; total_variation λ 1e-3), trained through the attribution"}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         cfg = self.config

@@ -58,6 +58,8 @@ class DenoisingScoreMatching(Regularizer):
 
     Config = DenoisingScoreMatchingConfig
     family = "score matching"
+    history = {"1": "first version: CE + λ·denoising score matching of ∇x f_y at σ = 0.01 (λ 1e-3, one noise draw per"
+                   " image)"}
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

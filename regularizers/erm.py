@@ -12,6 +12,7 @@ class ERM(Regularizer):
     """Mean cross-entropy on the clean batch and nothing else (one forward, one backward per step)."""
 
     family = "baseline"
+    history = {"1": "first version: plain cross-entropy"}
     zero_strength = {}
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
 

@@ -69,6 +69,8 @@ class Fooled(Regularizer):
 
     Config = FooledConfig
     family = "control"
+    history = {"1": "first version: CE + λ·‖∇x f_y − T‖² with T a fixed smooth random map (4×4 grid, seed 0, scale "
+                   "0.3), λ 0.1: gradients show T while accuracy survives"}
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
     def __init__(self, config: FooledConfig | None = None) -> None:

@@ -45,6 +45,7 @@ class GaussianNoise(Regularizer):
 
     Config = GaussianNoiseConfig
     family = "noise"
+    history = {"1": "first version: cross-entropy on x + N(0, σ²), σ = 0.25, one draw, inputs not clipped"}
     zero_strength: ClassVar[dict] = {"sigma": 0.0}
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
 

@@ -33,6 +33,7 @@ class GradientNorm(Regularizer):
 
     Config = GradientNormConfig
     family = "gradient penalty"
+    history = {"1": "first version: CE + λ·½‖∇x f_y‖², λ 1e-3 (Srinivas & Fleuret's baseline)"}
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

@@ -48,6 +48,7 @@ class NoiseConsistency(Regularizer):
 
     Config = NoiseConsistencyConfig
     family = "noise"
+    history = {"1": "first version: CE + λ·‖f(x) − f(x + δ)‖², δ ~ N(0, 0.1²), λ 1"}
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

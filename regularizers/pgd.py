@@ -116,6 +116,7 @@ class PGD(Regularizer):
 
     Config = PGDConfig
     family = "adversarial"
+    history = {"1": "first version: PGD adversarial training, L2 ε 1.0, 7 steps, random start, attack in eval mode"}
     zero_strength: ClassVar[dict] = {"epsilon": 0.0}
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:

@@ -66,6 +66,8 @@ class ScoreMatching(Regularizer):
 
     Config = ScoreMatchingConfig
     family = "score matching"
+    history = {"1": "first version: CE + λ·(Taylor Hessian trace + ½‖∇x f_y‖² + μ·trace²), λ 1e-3, σ 0.01, μ 1e-4 "
+                   "(Srinivas & Fleuret)"}
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 

@@ -37,6 +37,8 @@ class AntitheticScoreMatching(ScoreMatching):
 
     Config = AntitheticScoreMatchingConfig
     family = "score matching"
+    history = {"1": "first version: score_matching's objective and defaults with the antithetic Taylor estimate of "
+                   "the Hessian trace"}
 
     def trace_estimate(self, model: nn.Module, x: Tensor, y: Tensor, f_clean: Tensor) -> Tensor:
         c = self.config

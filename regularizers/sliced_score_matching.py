@@ -60,6 +60,8 @@ class SlicedScoreMatching(Regularizer):
 
     Config = SlicedScoreMatchingConfig
     family = "score matching"
+    history = {"1": "first version: CE + λ·sliced score matching of ∇x f_y (Gaussian projections, 1 draw, no variance"
+                   " reduction), λ 1e-3"}
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
