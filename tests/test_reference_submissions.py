@@ -1,0 +1,46 @@
+"""The reference submissions shipped in ``submissions/``: real results of the shipped suites on the bundled data.
+
+A fresh clone's ``gibench leaderboard build`` renders them, so they must validate with the installed plugins (the
+evaluator versions and metric bounds they recorded are today's), every job of each must be a job of the shipped
+suite of the same name (the shipped suite's expansion names it by the same content hash; a suite whose text changed
+since keeps its jobs' hashes as long as what they train did not change), and the site must build from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gibench.config import load_suite
+from gibench.jobs import expand
+from gibench.submission import load_submission
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCES = sorted(p for p in (REPO / "submissions").glob("*") if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def test_the_repository_ships_reference_submissions_of_smoke_and_standard():
+    suites = {run.suite_name for ref in REFERENCES for run in load_submission(ref).submission.provenance.runs}
+    assert {"smoke", "standard"} <= suites, f"submissions/ holds runs of {sorted(suites)}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", REFERENCES, ids=[p.name for p in REFERENCES])
+def test_reference_submission_validates_and_its_jobs_are_the_shipped_suites(folder: Path):
+    loaded = load_submission(folder)
+    for run in loaded.submission.provenance.runs:
+        shipped = {job.hash for job in expand(load_suite(run.suite_name))}
+        missing = sorted(set(run.jobs) - shipped)
+        assert not missing, f"{folder.name}: jobs {missing[:3]} are not jobs of the shipped suite {run.suite_name!r}"
+    assert len(loaded.results) == loaded.submission.results.rows
+
+
+@pytest.mark.slow
+def test_the_site_builds_from_the_reference_submissions(tmp_path: Path):
+    from gibench.leaderboard.build import build_site
+
+    build_site(REPO / "submissions", tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    for ref in REFERENCES:
+        assert load_submission(ref).submission.metadata.name in index
