@@ -41,8 +41,8 @@ Cost per image: (S + 1) forward + backward passes (the saliency) and S + 1 forwa
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_RADII", "Sensitivity", "SensitivityConfig", "SensitivityDraws", "perturbed_copies",
-           "sensitivity_draws"]
+__all__ = ["CAVEAT", "COMPANION", "DEFAULT_RADII", "Sensitivity", "SensitivityConfig", "SensitivityDraws",
+           "perturbed_copies", "sensitivity_draws"]
 
 from collections.abc import Callable
 from dataclasses import field
@@ -60,6 +60,10 @@ from gibench.evaluators._draws import per_image_draws
 DEFAULT_RADII: dict[str, float] = {name: 0.1 for name in
                                    ("mnist", "mnist_subset", "fashion_mnist", "blockmnist", "blockmnist_top")}
 STREAM = 1  # the draw stream of this evaluator (gibench.evaluators._draws)
+#: Yeh et al. (2019) pair sensitivity with infidelity: a map that ignores the input has sensitivity 0 and a poor
+#: infidelity, so the site shows these metrics only beside the infidelity headline.
+COMPANION = "infidelity.relative_infidelity_gaussian"
+CAVEAT = "a constant map scores 0 here: read it beside infidelity"
 
 
 @plugin_config
@@ -122,9 +126,9 @@ class Sensitivity(Evaluator):
     metrics = (
         Metric("max_sensitivity", False, "largest relative change of the saliency map over uniform L∞ draws "
                "(Yeh et al. 2019); a constant map scores 0, so read it beside a faithfulness column",
-               headline=True, bounds=(0.0, float("inf"))),
+               headline=True, bounds=(0.0, float("inf")), read_beside=COMPANION, caveat=CAVEAT),
         Metric("avg_sensitivity", False, "mean relative change of the saliency map over uniform L∞ draws",
-               bounds=(0.0, float("inf"))),
+               bounds=(0.0, float("inf")), read_beside=COMPANION, caveat=CAVEAT),
         Metric("prediction_flip_share", False, "share of the draws that change the predicted class",
                bounds=(0.0, 1.0), diagnostic=True),
     )

@@ -232,6 +232,16 @@ class Metric:
     ``(-math.inf, math.inf)`` (the default) where no range is known. ``diagnostic`` marks a metric that is reported
     but must never rank regularizers (for example plain MPRT, which ranks the ``fooled`` control above ``erm`` by
     design): the sanity gate and the site's ranks leave it out.
+
+    ``read_beside`` names, as ``"evaluator.metric"`` (e.g. ``"infidelity.relative_infidelity_gaussian"``), the
+    metric a reader must see next to this one because this one alone can be won without explaining anything: Yeh et
+    al. (2019) pair sensitivity with infidelity, since a constant map has sensitivity 0. The site places such a
+    column immediately after its companion's column and shows it only while that column is shown (a table without
+    the companion leaves it out and says so). ``caveat`` is the sentence readers are shown with the column (a
+    footnote under the table and in its header's tooltip), e.g. ``"a constant map scores 0 here: read it beside
+    infidelity"``; it is required when ``read_beside`` is set. Both are checked when the plugin loads
+    (:func:`gibench.registry.declaration_problems`); the conformance check (:func:`gibench.testing.check_evaluator`)
+    also checks that the companion is a registered evaluator declaring that metric.
     """
 
     name: str
@@ -240,6 +250,8 @@ class Metric:
     headline: bool = False
     bounds: tuple[float, float] = (-math.inf, math.inf)
     diagnostic: bool = False
+    read_beside: str = ""
+    caveat: str = ""
 
 
 @dataclass(frozen=True)

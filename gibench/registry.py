@@ -76,7 +76,8 @@ def declaration_problems(cls: type[Plugin]) -> list[str]:
     Checked for every plugin: ``Config`` is a dataclass (standard or pydantic), ``version`` a non-empty string and a
     declared ``history`` (version -> what it changed) contains ``version``.
     Evaluators: ``metrics`` is a non-empty sequence of :class:`gibench.Metric` with unique names and exactly one
-    ``headline``; ``requires`` names only :data:`gibench.CAPABILITIES`. Regularizers: every ``zero_strength`` key is
+    ``headline``, each ``read_beside`` of the form ``"evaluator.metric"`` and with a ``caveat``; ``requires`` names
+    only :data:`gibench.CAPABILITIES`. Regularizers: every ``zero_strength`` key is
     a field of ``Config`` (``zero_strength = None`` declares that no setting turns the regularizer into ``erm``).
     """
     problems = _config_problems(cls)
@@ -126,7 +127,26 @@ def _metric_problems(metrics: Any) -> list[str]:
     if duplicates:
         problems.append(f"it declares the metric name(s) {', '.join(map(repr, duplicates))} more than once; "
                         "metric names must be unique")
-    return problems
+    return problems + [p for m in metrics for p in _companion_problems(m)]
+
+
+def _companion_problems(metric: Metric) -> list[str]:
+    """``read_beside`` is ``""`` or ``"evaluator.metric"`` (two non-empty names without spaces), and comes with a
+    ``caveat``; both are strings."""
+    read_beside, caveat = metric.read_beside, metric.caveat
+    if not isinstance(read_beside, str) or not isinstance(caveat, str):
+        return [f"metric {metric.name!r}: read_beside and caveat must be strings, got {read_beside!r} and "
+                f"{caveat!r}"]
+    if not read_beside:
+        return []
+    parts = read_beside.split(".")
+    if len(parts) != 2 or not all(parts) or any(ch.isspace() for ch in read_beside):
+        return [f"metric {metric.name!r}: read_beside {read_beside!r} is not of the form 'evaluator.metric' (e.g. "
+                "'infidelity.relative_infidelity_gaussian'); name the evaluator and its metric, joined by one dot"]
+    if not caveat.strip():
+        return [f"metric {metric.name!r}: it declares read_beside={read_beside!r} without a caveat; add "
+                "caveat='<why a reader must see it beside that metric>' (the site shows it with the column)"]
+    return []
 
 
 def _requires_problems(requires: Any) -> list[str]:

@@ -161,7 +161,7 @@ def metric_infos(table: pd.DataFrame) -> list[MetricInfo]:
                 "higher_is_better": bool(rows["higher_is_better"].iloc[0]), "headline": bool(rows["headline"].iloc[0])}
         if declared is not None:
             info |= {"description": declared.description, "bounds": bounds_to_json(declared.bounds),
-                     "diagnostic": declared.diagnostic}
+                     "diagnostic": declared.diagnostic, "read_beside": declared.read_beside, "caveat": declared.caveat}
         found.append(MetricInfo(**info))
     return found
 

@@ -221,8 +221,10 @@ def bounds_from_json(bounds: tuple[Bound, Bound]) -> tuple[float, float]:
 
 class MetricInfo(_Strict):
     """A metric's declaration as recorded at submit time (from the installed evaluator of the same version), so the
-    site and ``validate`` need not ask installed plugins: direction, headline, bounds (null = infinite) and whether
-    it is a diagnostic (reported, never ranked)."""
+    site and ``validate`` need not ask installed plugins: direction, headline, bounds (null = infinite), whether
+    it is a diagnostic (reported, never ranked), and the metric it must be read beside (``"evaluator.metric"``,
+    empty for none) with the caveat the site shows (see :class:`gibench.api.Metric`). Submissions made before the
+    last two were recorded load with both empty."""
 
     evaluator: str
     version: str
@@ -232,6 +234,10 @@ class MetricInfo(_Strict):
     headline: bool
     bounds: tuple[Bound, Bound] = (None, None)
     diagnostic: bool = False
+    read_beside: str = Field(default="", pattern=r"^(|[^.\s]+\.[^.\s]+)$",
+                             description="the metric the site shows this one beside, as evaluator.metric")
+    caveat: Annotated[str, AfterValidator(_plain)] = Field(
+        default="", description="why it must be read beside that metric (shown by the site)")
 
     @field_validator("bounds")
     @classmethod

@@ -25,7 +25,8 @@ exactly (bit for bit, gradients to 1e-6), unless the class declares ``zero_stren
 
 What :func:`check_evaluator` checks (the ``gibench.Evaluator`` contract): the declarations (exactly one headline
 metric, unique metric names, known capabilities, a dataclass ``Config``, a docstring); the dataset offers what the
-evaluator requires; ``evaluate`` returns an :class:`gibench.EvalResult` whose ``scalars`` are exactly the declared
+evaluator requires; each metric's ``read_beside`` names a registered evaluator's metric that reads beside nothing
+itself; ``evaluate`` returns an :class:`gibench.EvalResult` whose ``scalars`` are exactly the declared
 metrics, each a finite Python float, whose curves have x and y of equal length, and whose artifacts are non-empty
 files inside ``ctx.artifact_dir`` (PNGs that open, JSON that parses; no temporary files left); the model under
 evaluation is left in eval mode with unchanged parameters; the same seed gives the same numbers; and the numbers do
@@ -59,6 +60,7 @@ from gibench.api import (
     Regularizer,
 )
 from gibench.data.gaussian_mixture import GaussianMixtureDensity
+from gibench.errors import GibenchError
 from gibench.data.tensors import make_bundle
 from gibench.params import build_config
 from gibench.saliency import SaliencyFunction, input_gradient, saliency_for, saliency_function
@@ -465,6 +467,7 @@ def check_evaluator(
     checks = _Checks(plugin)
     checks.run("declarations", lambda: _declarations(cls))
     checks.run("docstring", lambda: _assert(bool((cls.__doc__ or "").strip()), "the class has no docstring"))
+    checks.run("companions", lambda: _companions(cls))
     bundle = bundle if bundle is not None else tiny_bundle()
     model = model if model is not None else tiny_model(bundle)
     instance: list[Evaluator] = []
@@ -484,6 +487,28 @@ def check_evaluator(
         result = _evaluate_checks(checks, instance_, model, bundle, root, batch_size)
     checks.finish()
     return result
+
+
+def _companions(cls: type[Evaluator]) -> None:
+    """Each ``read_beside`` names a registered evaluator that declares that metric, which reads beside nothing."""
+    problems = []
+    for metric in cls.metrics:
+        if not metric.read_beside or metric.read_beside.count(".") != 1:
+            continue  # none, or a malformed one (the declarations check reports it)
+        evaluator, name = metric.read_beside.split(".")
+        try:
+            companion = next((m for m in registry.evaluators.get(evaluator).metrics if m.name == name), None)
+        except GibenchError as error:  # an unknown or broken evaluator: say which and why
+            problems.append(f"metric {metric.name!r} reads beside {metric.read_beside!r}, but evaluator "
+                            f"{evaluator!r} cannot be loaded: {str(error).splitlines()[0]}")
+            continue
+        if companion is None:
+            problems.append(f"metric {metric.name!r} reads beside {metric.read_beside!r}, but evaluator "
+                            f"{evaluator!r} declares no metric {name!r}")
+        elif companion.read_beside:
+            problems.append(f"metric {metric.name!r} reads beside {metric.read_beside!r}, which itself reads beside "
+                            f"{companion.read_beside!r}; name a metric that stands on its own")
+    assert not problems, "; ".join(problems)
 
 
 def _assert(condition: bool, message: str) -> None:

@@ -62,6 +62,8 @@ class MetricRow:
     diagnostic: bool
     bounds: str  # "[0, 1]", "(−∞, ∞)"
     description: str
+    read_beside: str = ""  # "evaluator.metric" the site shows it beside ("" for none)
+    caveat: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,11 +233,12 @@ def evaluator_pages(tables: list[Table], submissions: list[LoadedSubmission],
             page.requires = sorted(getattr(cls, "requires", ()))
             page.distribution = _distribution("evaluators", name)
             page.metrics = [MetricRow(m.name, m.higher_is_better, m.headline, m.diagnostic, _bounds(m.bounds),
-                                      m.description) for m in cls.metrics]
+                                      m.description, m.read_beside, m.caveat) for m in cls.metrics]
         else:
             heads = _recorded_directions(submissions, name)
             page.metrics = [MetricRow(m, heads.get(m, (True, False))[0], heads.get(m, (True, False))[1], i.diagnostic,
-                                      _bounds(i.bounds), i.description) for m, i in sorted(recorded.items())]
+                                      _bounds(i.bounds), i.description, i.read_beside, i.caveat)
+                            for m, i in sorted(recorded.items())]
         page.versions = [(v, n, bool(page.version) and v != page.version) for v, n in sorted(seen.get(name, {}).items())]
         page.history = history_rows(cls, page.version, seen.get(name, {}))
         page.tables = _appearances(tables, lambda t, r, name=name: name in r.evaluators)

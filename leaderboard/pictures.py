@@ -262,6 +262,7 @@ def _scatter(pictures: TablePictures, table: Table, labels: dict, folder: Path, 
         file = f"scatter-{column.id}.svg"
         scatter_figure(folder / file, points, column.label, column.higher_is_better, "accuracy",
                        f"accuracy against {column.label}")
+        caveat = f"; † {column.caveat}" if column.caveat else ""
         pictures.scatter.append(Picture(prefix + file, f"accuracy against {column.label}: one point per row "
-                                        "(95 % intervals as bars), dashed: the Pareto front"))
+                                        f"(95 % intervals as bars), dashed: the Pareto front{caveat}"))
 

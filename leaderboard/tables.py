@@ -13,6 +13,11 @@ Everything here is computed from :func:`gibench.results.summarize` (the aggregat
 * A cell is the mean ± the half-width of the 95 % Student-t interval over the ``ok`` seeds (no ± with one seed,
   never "± 0"), Δ against the ``erm`` row of the same submission with its own interval (coloured only when that
   interval excludes zero), and the rank among the table's rows with the range its intervals allow.
+* A metric declared with ``read_beside`` (:class:`gibench.api.Metric`; e.g. sensitivity, which a constant map wins,
+  reads beside infidelity) is placed immediately after its companion's column (after the first, when the companion
+  has columns of several versions or settings), carries its ``caveat`` as a footnote, and is shown only beside it: a
+  table without the companion leaves the column out (and out of the evaluator agreement) and says why
+  (:attr:`Table.held_back`); on the page the column is hidden while its companion's is.
 * The best mean per column is marked, unless the metric is ``diagnostic`` (reported, never ranked: no rank, no
   mark) or fewer than two rows have a value. Ties (equal up to float rounding) are all marked.
 """
@@ -20,8 +25,8 @@ Everything here is computed from :func:`gibench.results.summarize` (the aggregat
 from __future__ import annotations
 
 __all__ = [
-    "Agreement", "Cell", "Column", "MetricInfo", "Omitted", "Problem", "Row", "Table", "aggregate", "combine", "fmt",
-    "make_tables", "metric_info", "params_label",
+    "Agreement", "Cell", "Column", "HeldBack", "MetricInfo", "Omitted", "Problem", "Row", "Table", "aggregate",
+    "combine", "fmt", "make_tables", "metric_info", "params_label",
 ]
 
 import json
@@ -45,12 +50,20 @@ FIXED_COLUMNS = ("variant", "family", "submission", "seeds")
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """What a submission records about a metric: its description, the closed range of its values and whether it is
-    diagnostic (shown, never ranked)."""
+    """What a submission records about a metric: its description, the closed range of its values, whether it is
+    diagnostic (shown, never ranked), the metric it is read beside (``"evaluator.metric"``, or ``""``) and why."""
 
     description: str = ""
     bounds: tuple[float, float] = (-math.inf, math.inf)
     diagnostic: bool = False
+    read_beside: str = ""
+    caveat: str = ""
+
+    @property
+    def companion(self) -> tuple[str, str] | None:
+        """``read_beside`` as (evaluator, metric), or None."""
+        evaluator, _, metric = self.read_beside.partition(".")
+        return (evaluator, metric) if evaluator and metric else None
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,9 @@ class Column:
     diagnostic: bool = False
     evaluated: bool = True
     id: str = ""  # the DOM hook: "<evaluator>--<metric>" as a slug, unique in its table
+    read_beside: str = ""  # "evaluator.metric" this column is shown beside ("" for none)
+    caveat: str = ""  # why (shown as a footnote)
+    companion: str = ""  # the id of the column it is shown beside, in its table
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -128,6 +144,22 @@ class Omitted:
 
 
 @dataclass(frozen=True)
+class HeldBack:
+    """A metric column left out of a table because the metric it must be read beside is not in that table."""
+
+    label: str
+    metric: str
+    read_beside: str
+    caveat: str
+
+    @property
+    def note(self) -> str:
+        companion = self.read_beside.replace(".", " · ")
+        return (f"{self.metric} is shown only beside {companion}, which this table lacks"
+                + (f": {self.caveat}" if self.caveat else ""))
+
+
+@dataclass(frozen=True)
 class Row:
     submission_id: str
     submission: str
@@ -158,6 +190,12 @@ class Table:
     agreement: list[Agreement] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     omitted: list[Omitted] = field(default_factory=list)
+    held_back: list[HeldBack] = field(default_factory=list)
+
+    @property
+    def caveats(self) -> list[Column]:
+        """The columns with a caveat, in column order (their footnotes)."""
+        return [c for c in self.columns if c.caveat]
 
     @property
     def title(self) -> str:
@@ -218,7 +256,7 @@ def _info(record: Any) -> MetricInfo:
     low, high = get("bounds", None) or (None, None)
     return MetricInfo(str(get("description", "") or ""),
                       (-math.inf if low is None else float(low), math.inf if high is None else float(high)),
-                      bool(get("diagnostic", False)))
+                      bool(get("diagnostic", False)), str(get("read_beside", "") or ""), str(get("caveat", "") or ""))
 
 
 def make_tables(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo] | None = None,
@@ -229,21 +267,46 @@ def make_tables(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo
     """
     tables: list[Table] = []
     anchors: set[str] = set()
-    agreement = agreement_table(summary[~summary.apply(lambda r: _diagnostic(info, r), axis=1)]
-                                if len(summary) else summary, by=SUBMISSION_KEYS)
+    shown = summary[~summary.apply(lambda r: _diagnostic(info, r), axis=1) & ~_held_back_mask(summary, info or {})]
+    agreement = agreement_table(shown if len(summary) else summary, by=SUBMISSION_KEYS)
     for key, part in summary.groupby(TABLE_KEYS, sort=True):
         dataset, backbone, backbone_params, train_hash, train_label = key
         label = f"{backbone}{params_label(backbone_params)}"
         anchor = f"{slugify(dataset, 60)}--{slugify(label, 60)}" + (f"--{train_hash}" if train_hash else "")
         anchor = _unique(anchor, anchors)
-        columns, omitted = _columns(part, info or {})
+        columns, omitted, held_back = _columns(part, info or {})
         rows = [_row(k, group, columns, families or {}) for k, group in part.groupby(ROW_KEYS, sort=False)]
         rows.sort(key=lambda r: (r.regularizer != BASELINE, r.regularizer, r.variant, r.submission, r.submission_id))
         rows = _mark_best(rows, columns)
         mine = agreement.merge(pd.DataFrame([dict(zip(TABLE_KEYS, key))]), on=TABLE_KEYS)
         tables.append(Table(anchor, str(dataset), label, str(backbone), str(backbone_params), columns, rows,
-                            str(train_label), str(train_hash), _agreement(mine), _problems(part), omitted))
+                            str(train_label), str(train_hash), _agreement(mine), _problems(part), omitted,
+                            held_back))
     return tables
+
+
+def _held_back_mask(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo]) -> pd.Series:
+    """True for the summary rows of a metric whose ``read_beside`` companion has no column in the same table."""
+    mask = pd.Series(False, index=summary.index)
+    if not len(summary) or not any(m.companion for m in info.values()):
+        return mask
+    for _, part in summary.groupby(TABLE_KEYS, sort=False):
+        kept = _kept_metrics(part)
+        for index, evaluator, metric in zip(part.index, part["evaluator"], part["metric"]):
+            companion = info.get((evaluator, metric), MetricInfo()).companion
+            mask.at[index] = companion is not None and companion not in kept
+    return mask
+
+
+def _kept_metrics(part: pd.DataFrame) -> set[tuple[str, str]]:
+    """(evaluator, metric) of the columns a table keeps: not skipped on every row (training excluded)."""
+    metrics = part[part["evaluator"] != TRAINING]
+    return {(str(key[0]), str(key[3])) for key, group in metrics.groupby(METRIC_KEYS, sort=False)
+            if not _skipped_everywhere(group)}
+
+
+def _skipped_everywhere(group: pd.DataFrame) -> bool:
+    return group["n_ok"].max() == 0 and set(",".join(group["statuses"]).split(",")) == {"skipped"}
 
 
 def _diagnostic(info: Mapping[tuple[str, str], MetricInfo] | None, record: Any) -> bool:
@@ -266,28 +329,49 @@ def _problems(part: pd.DataFrame) -> list[Problem]:
     return [Problem(*k, REASON_SEPARATOR.join(sorted(v)) or "no reason recorded") for k, v in sorted(found.items())]
 
 
-def _columns(part: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo]) -> tuple[list[Column], list[Omitted]]:
+def _columns(part: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo]
+             ) -> tuple[list[Column], list[Omitted], list[HeldBack]]:
     metrics = part[part["evaluator"] != TRAINING]
     columns, omitted, ids = [], {}, set(FIXED_COLUMNS)
     for key, group in metrics.groupby(METRIC_KEYS, sort=True):
         evaluator, version, params, metric = key
-        if group["n_ok"].max() == 0 and set(",".join(group["statuses"]).split(",")) == {"skipped"}:
+        if _skipped_everywhere(group):
             reasons = {x for r in group["reasons"] for x in r.split(REASON_SEPARATOR) if x}
             omitted.setdefault(str(evaluator), set()).update(reasons)
             continue
         first = group.iloc[0]
         meta = info.get((evaluator, metric), MetricInfo())
         columns.append(Column(str(evaluator), str(version), str(params), str(metric), bool(first["higher_is_better"]),
-                              bool(first["headline"]), meta.description, meta.diagnostic))
+                              bool(first["headline"]), meta.description, meta.diagnostic,
+                              read_beside=meta.read_beside if meta.companion else "", caveat=meta.caveat))
     if not any(c.evaluator == ACCURACY_EVALUATOR for c in columns):
         columns.append(Column(ACCURACY_EVALUATOR, "", "{}", "accuracy", True, True, "clean test accuracy",
                               evaluated=False))
     columns.sort(key=lambda c: (c.evaluator != ACCURACY_EVALUATOR, not c.headline, c.key))
-    columns = [_with_id(c, ids) for c in columns]
+    columns, held_back = _beside_companions([_with_id(c, ids) for c in columns])
     kept = {c.evaluator for c in columns}
     gone = [Omitted(e, REASON_SEPARATOR.join(sorted(r)) or "skipped on every row")
             for e, r in sorted(omitted.items()) if e not in kept]
-    return columns, gone
+    return columns, gone, held_back
+
+
+def _beside_companions(columns: list[Column]) -> tuple[list[Column], list[HeldBack]]:
+    """Each column with a ``read_beside`` moved to just after its companion's first column (several keep their
+    order), with ``companion`` set to that column's id; those whose companion has no column (or reads beside another
+    one itself) are held back."""
+    standing = [c for c in columns if not c.read_beside]
+    placed: list[Column] = []
+    held: list[HeldBack] = []
+    for column in standing:
+        placed.append(column)
+        for other in columns:
+            if other.read_beside and other.read_beside == f"{column.evaluator}.{column.metric}" and not any(
+                    p.key == other.key for p in placed):
+                placed.append(replace(other, companion=column.id))
+    for column in columns:
+        if column.read_beside and not any(p.key == column.key for p in placed):
+            held.append(HeldBack(column.label, column.metric, column.read_beside, column.caveat))
+    return placed, held
 
 
 def _with_id(column: Column, taken: set[str]) -> Column:

@@ -459,7 +459,8 @@ def test_metric_declarations_are_recorded_and_must_match_the_installed_evaluator
     declared = next(m for m in registry.evaluators.get("accuracy").metrics if m.name == "accuracy")
     assert infos["accuracy", "accuracy"] == {
         "evaluator": "accuracy", "version": "1", "metric": "accuracy", "description": declared.description,
-        "higher_is_better": True, "headline": True, "bounds": [0.0, 1.0], "diagnostic": False}
+        "higher_is_better": True, "headline": True, "bounds": [0.0, 1.0], "diagnostic": False, "read_beside": "",
+        "caveat": ""}  # accuracy stands on its own (tests/test_site_companions.py: a metric read beside another)
     # 'auc' is no metric of the installed pixel_perturbation: recorded as the rows say, unbounded
     assert infos["pixel_perturbation", "auc"]["bounds"] == [None, None]
     assert infos["pixel_perturbation", "auc"]["higher_is_better"] is False

@@ -8,6 +8,10 @@
 //   (exact family), .filter-evaluator (rows with at least one value of that evaluator; only its metric columns and
 //   accuracy are shown). Rows filtered out get the `hidden` attribute; .row-count says "N of M rows".
 // * Column chooser: a checkbox per column (data-column); a hidden column has `hidden` on its header and cells.
+// * Companions: a header with data-read-beside="<column id>" (a metric that must be read beside another, e.g.
+//   sensitivity beside infidelity) is hidden, with its cells, whenever that column is hidden (chooser, evaluator
+//   filter or fit); .beside-note then says which and why (its data-hidden-columns lists them). The evaluator filter
+//   shows the companions of the chosen evaluator's columns.
 // * Fit: at load, while the table is wider than the page, the last shown metric column (never accuracy) is hidden
 //   and .fit-note says how many were (its data-hidden-columns lists them).
 (function () {
@@ -68,24 +72,55 @@
       button.addEventListener("click", function () { sortBy(table, th, index); });
     });
 
+    var byId = {};
+    headers.forEach(function (th) { byId[th.getAttribute("data-column")] = th; });
+    var besideNote = section.querySelector(".beside-note");
+
+    function companionOfChosen(id, chosen) {
+      return headers.some(function (th) {
+        return th.getAttribute("data-evaluator") === chosen && th.getAttribute("data-read-beside") === id;
+      });
+    }
+
     function shownColumn(th) {
       var id = th.getAttribute("data-column");
       if (id === "variant") { return true; }
       var chosen = evaluator ? evaluator.value : "";
       var of = th.getAttribute("data-evaluator");
       if (chosen && of) {
-        return of === chosen || (of === "accuracy" && !th.hasAttribute("data-secondary"));
+        return of === chosen || (of === "accuracy" && !th.hasAttribute("data-secondary"))
+          || companionOfChosen(id, chosen);
       }
       var box = chooser ? chooser.querySelector('input[data-column="' + id + '"]') : null;
       return box ? box.checked : !th.hasAttribute("data-secondary");
     }
 
     function applyColumns() {
+      var shown = headers.map(shownColumn);
+      var held = [];
       headers.forEach(function (th, index) {
-        var hide = !shownColumn(th);
+        var companion = byId[th.getAttribute("data-read-beside")];
+        if (shown[index] && companion && !shown[headers.indexOf(companion)]) {
+          shown[index] = false;
+          held.push([th, companion]);
+        }
+      });
+      headers.forEach(function (th, index) {
+        var hide = !shown[index];
         th.hidden = hide;
         rows.forEach(function (row) { if (row.cells[index]) { row.cells[index].hidden = hide; } });
       });
+      if (besideNote) {
+        besideNote.hidden = held.length === 0;
+        besideNote.textContent = held.map(function (pair) {
+          var caveat = pair[0].getAttribute("data-caveat");
+          return pair[0].getAttribute("data-metric") + " is shown only beside " + pair[1].getAttribute("data-evaluator")
+            + " · " + pair[1].getAttribute("data-metric") + ", which is hidden" + (caveat ? ": " + caveat : "") + ".";
+        }).join(" ");
+        besideNote.setAttribute("data-hidden-columns", held.map(function (pair) {
+          return pair[0].getAttribute("data-column");
+        }).join(" "));
+      }
     }
 
     function applyRows() {
