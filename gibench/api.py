@@ -241,7 +241,7 @@ class Metric:
     footnote under the table and in its header's tooltip), e.g. ``"a constant map scores 0 here: read it beside
     infidelity"``; it is required when ``read_beside`` is set. Both are checked when the plugin loads
     (:func:`gibench.registry.declaration_problems`); the conformance check (:func:`gibench.testing.check_evaluator`)
-    also checks that the companion is a registered evaluator declaring that metric.
+    also checks that the companion is the headline of a registered evaluator and reads beside nothing itself.
     """
 
     name: str

@@ -25,8 +25,8 @@ exactly (bit for bit, gradients to 1e-6), unless the class declares ``zero_stren
 
 What :func:`check_evaluator` checks (the ``gibench.Evaluator`` contract): the declarations (exactly one headline
 metric, unique metric names, known capabilities, a dataclass ``Config``, a docstring); the dataset offers what the
-evaluator requires; each metric's ``read_beside`` names a registered evaluator's metric that reads beside nothing
-itself; ``evaluate`` returns an :class:`gibench.EvalResult` whose ``scalars`` are exactly the declared
+evaluator requires; each metric's ``read_beside`` names a registered evaluator's headline metric that reads beside
+nothing itself; ``evaluate`` returns an :class:`gibench.EvalResult` whose ``scalars`` are exactly the declared
 metrics, each a finite Python float, whose curves have x and y of equal length, and whose artifacts are non-empty
 files inside ``ctx.artifact_dir`` (PNGs that open, JSON that parses; no temporary files left); the model under
 evaluation is left in eval mode with unchanged parameters; the same seed gives the same numbers; and the numbers do
@@ -490,7 +490,7 @@ def check_evaluator(
 
 
 def _companions(cls: type[Evaluator]) -> None:
-    """Each ``read_beside`` names a registered evaluator that declares that metric, which reads beside nothing."""
+    """Each ``read_beside`` names a registered evaluator's headline metric, which reads beside nothing itself."""
     problems = []
     for metric in cls.metrics:
         if not metric.read_beside or metric.read_beside.count(".") != 1:
@@ -508,6 +508,10 @@ def _companions(cls: type[Evaluator]) -> None:
         elif companion.read_beside:
             problems.append(f"metric {metric.name!r} reads beside {metric.read_beside!r}, which itself reads beside "
                             f"{companion.read_beside!r}; name a metric that stands on its own")
+        elif not companion.headline:
+            problems.append(f"metric {metric.name!r} reads beside {metric.read_beside!r}, which is not the headline "
+                            f"of {evaluator!r} (the site hides secondary columns until chosen, and this one with "
+                            "them); name the headline")
     assert not problems, "; ".join(problems)
 
 

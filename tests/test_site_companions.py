@@ -127,7 +127,8 @@ def test_conformance_checks_that_the_companion_exists() -> None:
     _companions(Sensitivity)  # the real declaration passes
     for read_beside, problem in (("infidelity.no_such_metric", "declares no metric 'no_such_metric'"),
                                  ("no_such_evaluator.x", "evaluator 'no_such_evaluator' cannot be loaded"),
-                                 ("sensitivity.max_sensitivity", "which itself reads beside")):
+                                 ("sensitivity.max_sensitivity", "which itself reads beside"),
+                                 ("infidelity.infidelity_gaussian", "which is not the headline of 'infidelity'")):
         class Dangling(Sensitivity):
             """Sensitivity reading beside something that is not a standalone metric."""
 
@@ -202,8 +203,8 @@ def test_a_table_without_infidelity_leaves_sensitivity_out_and_says_why(subs: di
     assert ids == ["accuracy--accuracy", "sensitivity--prediction-flip-share"]
     assert [(h.metric, h.read_beside, h.caveat) for h in table.held_back] == [
         ("max_sensitivity", COMPANION, CAVEAT), ("avg_sensitivity", COMPANION, CAVEAT)]
-    assert table.held_back[0].note == ("max_sensitivity is shown only beside infidelity · relative_infidelity_gaussian,"
-                                       " which this table lacks: " + CAVEAT)
+    assert table.held_back[0].note == ("max_sensitivity is shown only beside infidelity · "
+                                       "relative_infidelity_gaussian, which this table lacks: " + CAVEAT)
     assert not any("sensitivity" in a.metric_a + a.metric_b and "flip" not in a.metric_a + a.metric_b
                    for a in table.agreement)
     assert all(len(r.cells) == 2 for r in table.rows)
