@@ -219,7 +219,8 @@ def _write_downloads(folder: Path, summary: pd.DataFrame, tables: list[Table]) -
                    "train_hash": table.train_hash, "rows": records,
                    "agreement": [dataclasses.asdict(a) for a in table.agreement],
                    "problems": [dataclasses.asdict(p) for p in table.problems],
-                   "omitted": [dataclasses.asdict(o) for o in table.omitted]}
+                   "omitted": [dataclasses.asdict(o) for o in table.omitted],
+                   "held_back": [dataclasses.asdict(h) | {"note": h.note} for h in table.held_back]}
         (folder / f"{table.anchor}.json").write_text(json.dumps(payload, indent=1, allow_nan=False, default=_plain)
                                                      + "\n", "utf-8")
 

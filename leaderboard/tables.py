@@ -239,12 +239,16 @@ def metric_info(submissions: list[LoadedSubmission]) -> dict[tuple[str, str], Me
 
     Read from ``submission.json``'s ``metrics`` (description, bounds, diagnostic, as declared by the evaluator at
     submit time), else from its ``metric_descriptions`` (older submissions: a description only), so the site never
-    asks the installed plugins what a submitted number means.
+    asks the installed plugins what a submitted number means. ``read_beside`` and ``caveat`` are taken from any record
+    that declares them (a record of an older evaluator version, made when the installed one was newer, has none).
     """
     found: dict[tuple[str, str], MetricInfo] = {}
     for s in submissions:
         for record in getattr(s.submission, "metrics", None) or []:
-            found.setdefault((record.evaluator, record.metric), _info(record))
+            info, key = _info(record), (record.evaluator, record.metric)
+            first = found.setdefault(key, info)
+            if info.companion and not first.companion:  # a record of any version that names a companion wins
+                found[key] = replace(first, read_beside=info.read_beside, caveat=info.caveat)
         for evaluator, metrics in s.submission.metric_descriptions.items():
             for metric, text in metrics.items():
                 found.setdefault((evaluator, metric), MetricInfo(str(text)))
@@ -369,8 +373,9 @@ def _beside_companions(columns: list[Column]) -> tuple[list[Column], list[HeldBa
                     p.key == other.key for p in placed):
                 placed.append(replace(other, companion=column.id))
     for column in columns:
-        if column.read_beside and not any(p.key == column.key for p in placed):
-            held.append(HeldBack(column.label, column.metric, column.read_beside, column.caveat))
+        note = HeldBack(column.label, column.metric, column.read_beside, column.caveat)
+        if column.read_beside and not any(p.key == column.key for p in placed) and note not in held:
+            held.append(note)  # once per metric, however many versions or settings it has
     return placed, held
 
 

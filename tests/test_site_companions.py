@@ -39,7 +39,8 @@ VALUES = {
 }
 
 
-def long_rows(values: dict = VALUES, drop: str = "", backbone: str = "gibench_linear") -> list[dict]:
+def long_rows(values: dict = VALUES, drop: str = "", backbone: str = "gibench_linear",
+              versions: dict[str, str] | None = None) -> list[dict]:
     """results.csv rows of ``values`` (leaving out evaluator ``drop``), with the installed declarations."""
     rows = []
     for variant, metrics in values.items():
@@ -53,7 +54,8 @@ def long_rows(values: dict = VALUES, drop: str = "", backbone: str = "gibench_li
                     "job_hash": f"{variant}-{seed}", "dataset": "mnist_subset", "backbone": backbone,
                     "backbone_params": "{}", "regularizer": variant, "regularizer_params": params,
                     "variant": variant if variant == "erm" else f"{variant}(weight=0.01)", "seed": seed,
-                    "evaluator": evaluator, "evaluator_version": registry.evaluators.get(evaluator).version,
+                    "evaluator": evaluator,
+                    "evaluator_version": (versions or {}).get(evaluator, registry.evaluators.get(evaluator).version),
                     "evaluator_params": "{}", "metric": metric, "value": value,
                     "higher_is_better": declared.higher_is_better, "headline": declared.headline, "status": "ok",
                     "reason": "", "regularizer_distribution": "gibench", "regularizer_plugin_version": "0.1.0",
@@ -210,6 +212,21 @@ def test_a_table_without_infidelity_leaves_sensitivity_out_and_says_why(subs: di
     assert all(len(r.cells) == 2 for r in table.rows)
 
 
+def test_each_version_of_sensitivity_follows_infidelity_and_is_held_back_once(tmp_path: Path) -> None:
+    # version "0" is not installed: its records carry no read_beside, the installed version's do (and win)
+    both = long_rows() + [r for r in long_rows(versions={"sensitivity": "0"}) if r["evaluator"] == "sensitivity"]
+    (table,) = tables_of(submit(tmp_path, "Two versions", both))
+    labels = [(c.id, c.version) for c in table.columns]
+    assert labels[1:6] == [("infidelity--relative-infidelity-gaussian", "1"), ("sensitivity--max-sensitivity", "0"),
+                           ("sensitivity--max-sensitivity-2", "1"), ("sensitivity--avg-sensitivity", "0"),
+                           ("sensitivity--avg-sensitivity-2", "1")]
+    assert {c.companion for c in table.columns if c.read_beside} == {"infidelity--relative-infidelity-gaussian"}
+    alone = [r for r in both if r["evaluator"] != "infidelity"]
+    (table,) = tables_of(submit(tmp_path, "Two versions alone", alone))
+    assert [h.metric for h in table.held_back] == ["max_sensitivity", "avg_sensitivity"]
+    assert not any(c.evaluator == "sensitivity" and c.metric != "prediction_flip_share" for c in table.columns)
+
+
 def test_a_companion_skipped_on_every_row_holds_sensitivity_back_too(tmp_path: Path) -> None:
     rows = long_rows()
     for row in rows:
@@ -235,6 +252,12 @@ def test_the_page_carries_the_caveat_and_the_note(subs: dict, tmp_path: Path) ->
     assert ("Not shown: max_sensitivity is shown only beside infidelity · relative_infidelity_gaussian, which this "
             "table lacks: a constant map scores 0 here: read it beside infidelity.") in html
     assert html.count("(shown beside infidelity · relative_infidelity_gaussian)</small>") == 2  # column chooser
+    downloads = {json.loads(f.read_text(encoding="utf-8"))["backbone"]: json.loads(f.read_text(encoding="utf-8"))
+                 for f in (tmp_path / "site" / "tables").glob("*.json")}
+    assert [h["metric"] for h in downloads["gibench_cnn"]["held_back"]] == ["max_sensitivity", "avg_sensitivity"]
+    assert downloads["gibench_linear"]["held_back"] == []
+    # the downloads keep every metric, held back or not
+    assert {r["metric"] for r in downloads["gibench_cnn"]["rows"]} >= {"max_sensitivity", "avg_sensitivity"}
     page = (tmp_path / "site" / "evaluators" / "sensitivity.html").read_text(encoding="utf-8")
     assert page.count("Shown only beside <code>infidelity.relative_infidelity_gaussian</code>: " + CAVEAT) == 2
 
