@@ -246,8 +246,8 @@ def installed_metric(evaluator: str, version: str, metric: str) -> Any:
 
 def check_metric_records(metrics: list[MetricInfo], table: pd.DataFrame, file: Path | str) -> None:
     """``submission.json``'s ``metrics`` cover every metric of the rows, agree with them on direction and headline,
-    and record the installed evaluator's bounds where that version is installed. An empty list (a submission made
-    before metrics were recorded) is accepted."""
+    and record the installed evaluator's bounds and companion (``read_beside``) where that version is installed. An
+    empty list (a submission made before metrics were recorded) is accepted."""
     if not metrics:
         return
     recorded = {(m.evaluator, m.version, m.metric): (i, m) for i, m in enumerate(metrics)}
@@ -264,11 +264,18 @@ def check_metric_records(metrics: list[MetricInfo], table: pd.DataFrame, file: P
                                       f"'{name}' of results.csv says {bool(getattr(row, name))} for {key[0]}: "
                                       f"{key[2]}. Fix: {_REMAKE}.")
         declared = installed_metric(*key)
-        if declared is not None and tuple(bounds_to_json(declared.bounds)) != tuple(info.bounds):
+        if declared is None:
+            continue
+        if tuple(bounds_to_json(declared.bounds)) != tuple(info.bounds):
             raise SubmissionError(
                 f"{file}: field 'metrics.{i}.bounds' is {_range(info.bounds)} for {key[0]} (version {key[1]}) metric "
                 f"{key[2]!r}, but the installed evaluator of that version declares {_range(declared.bounds)}. Fix: "
                 f"{_REMAKE} (the bounds are copied from the installed evaluator).")
+        if declared.read_beside != info.read_beside:  # else the site would show e.g. sensitivity without infidelity
+            raise SubmissionError(
+                f"{file}: field 'metrics.{i}.read_beside' is {info.read_beside!r} for {key[0]} (version {key[1]}) "
+                f"metric {key[2]!r}, but the installed evaluator of that version declares "
+                f"{declared.read_beside!r}. Fix: {_REMAKE} (it is copied from the installed evaluator).")
 
 
 def check_plausible(table: pd.DataFrame, metrics: list[MetricInfo], file: Path | str) -> None:

@@ -168,6 +168,25 @@ def test_a_record_made_before_the_fields_loads_with_them_empty() -> None:
         RecordedMetric.model_validate(old | {"read_beside": "infidelity"})
 
 
+def test_validate_refuses_a_companion_that_differs_from_the_installed_evaluator(subs: dict, tmp_path: Path) -> None:
+    """A hand-edited submission that drops sensitivity's companion would have the site show it alone."""
+    import shutil
+
+    from gibench.errors import SubmissionError
+    from gibench.submission import validate_submission
+
+    folder = Path(shutil.copytree(subs["both"], tmp_path / subs["both"].name))
+    assert validate_submission(folder).id == folder.name
+    data = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
+    index = next(i for i, m in enumerate(data["metrics"]) if (m["evaluator"], m["metric"]) == MAX_SENS)
+    data["metrics"][index]["read_beside"] = ""
+    (folder / "submission.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(folder)
+    assert (f"field 'metrics.{index}.read_beside' is '' for sensitivity (version 1) metric 'max_sensitivity', but "
+            f"the installed evaluator of that version declares {COMPANION!r}") in str(info.value)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # the table model
 
