@@ -11,7 +11,8 @@ Protocol:
 
 * Data: the first ``--images`` test images of the bundled MNIST subset (``blockmnist`` for the leakage evaluator,
   ``gaussian_mixture`` for score alignment). Model: ``gibench_cnn`` (ReLU, width 32) behind its normalization layer,
-  trained for ``--train-epochs`` epochs (Adam, lr 1e-3, batch 64, seed 0) on the matching train split, so that
+  trained for ``--train-epochs`` epochs (``gibench.testing.trained_model``: Adam, lr 1e-3,
+  batch 64, seed 0) on the matching train split, so that
   accuracies, and hence the saliency maps, are representative. Speed does not depend on the weights.
 * Floors (the bare work each evaluator needs, on the same batches of ``--batch-size`` images, no masking, no
   bookkeeping): pixel perturbation: 1 clean forward + 2 orders × 25 fractions forwards per image (its saliency pass
@@ -41,7 +42,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import gibench
@@ -50,26 +50,8 @@ from gibench.evaluators.blockmnist import BlockMNISTLeakage
 from gibench.evaluators.density_ratio import DensityRatio
 from gibench.evaluators.pixel_perturbation import PixelPerturbation
 from gibench.evaluators.score_alignment import ScoreAlignment, logsumexp_gradient
-from gibench.models import build_model
 from gibench.saliency import input_gradient, pixel_scores
-from gibench.testing import make_eval_context
-
-
-def train(bundle: DatasetBundle, epochs: int, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_model("gibench_cnn", {}, bundle)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(bundle.train), generator=g)
-        for start in range(0, len(order), 64):
-            idx = order[start : start + 64]
-            loss = F.cross_entropy(model(bundle.train.x[idx]), bundle.train.y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+from gibench.testing import make_eval_context, trained_model
 
 
 def wall_time(fn: Callable[[], object]) -> float:
@@ -160,7 +142,7 @@ def main() -> None:
 
     rows: list[dict[str, object]] = []
     mnist = gibench.load_dataset("mnist_subset")
-    model = train(mnist, args.train_epochs)
+    model = trained_model(mnist, "gibench_cnn", epochs=args.train_epochs)
     pp = PixelPerturbation(PixelPerturbation.Config(max_images=n))
     passes = 1 + 2 * len(pp.config.fractions)
     jobs = {"floor": lambda: forward_floor(model, mnist.test.x[:n], passes, bs),
@@ -183,14 +165,14 @@ def main() -> None:
     rows.append(row("density_ratio", "mnist_subset", f"{passes} fwd", t, passes))
 
     block = gibench.load_dataset("blockmnist")
-    block_model = train(block, args.train_epochs)
+    block_model = trained_model(block, "gibench_cnn", epochs=args.train_epochs)
     bl = BlockMNISTLeakage(BlockMNISTLeakage.Config(max_images=n))
     t = measure({"floor": lambda: gradient_floor(block_model, block.test.x[:n], block.test.y[:n], bs, False),
                  "gibench": lambda: bl.evaluate(context(block_model, block, folder, bs))}, args.repeats_cheap)
     rows.append(row("blockmnist", "blockmnist", "1 fwd+bwd", t, 1))
 
     mix = gibench.load_dataset("gaussian_mixture")
-    mix_model = train(mix, args.train_epochs)
+    mix_model = trained_model(mix, "gibench_cnn", epochs=args.train_epochs)
     sa = ScoreAlignment(ScoreAlignment.Config(max_images=n))
     t = measure({"floor": lambda: gradient_floor(mix_model, mix.test.x[:n], mix.test.y[:n], bs, True),
                  "gibench": lambda: sa.evaluate(context(mix_model, mix, folder, bs))}, args.repeats_cheap)

@@ -11,7 +11,8 @@ Protocol:
 
 * Data: the first ``--images`` test images of the bundled MNIST subset (1×28×28). Model: ``gibench_cnn`` with the
   softplus activation (the ``standard`` suite's backbone) behind its normalization layer, trained for
-  ``--train-epochs`` epochs (Adam, lr 1e-3, batch 64, seed 0). Evaluation batch size 256 rows, as the runner's.
+  ``--train-epochs`` epochs (``gibench.testing.trained_model``: Adam, lr 1e-3,
+  batch 64, seed 0). Evaluation batch size 256 rows, as the runner's.
 * Each evaluator runs at the ``standard`` suite's settings (``--sens-samples`` = S_s draws for sensitivity,
   ``--infid-samples`` = S_i draws per perturbation kind for infidelity).
 * Floors: the evaluator's model calls alone, with the same rows in the same calls (``batch_size // S`` images per
@@ -49,29 +50,10 @@ import gibench
 from gibench.api import DatasetBundle
 from gibench.data.tensors import make_bundle
 from gibench.evaluators.complexity import entropy, gini
-from gibench.models import build_model
 from gibench.saliency import input_gradient, pixel_scores
-from gibench.testing import make_eval_context
+from gibench.testing import make_eval_context, trained_model
 
 BATCH = 256
-
-
-def train(bundle: DatasetBundle, epochs: int, device: torch.device, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_model("gibench_cnn", {"act": "softplus"}, bundle).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(bundle.train), generator=generator)
-        for start in range(0, len(order), 64):
-            idx = order[start:start + 64]
-            x, y = bundle.train.x[idx].to(device), bundle.train.y[idx].to(device)
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -163,7 +145,7 @@ def main() -> None:
     full = gibench.load_dataset("mnist_subset")
     n = args.images
     bundle = make_bundle("mnist_subset", full.train.x, full.train.y, full.test.x[:n], full.test.y[:n], num_classes=10)
-    model = train(bundle, args.train_epochs, device)
+    model = trained_model(bundle, "gibench_cnn", {"act": "softplus"}, epochs=args.train_epochs, device=device)
     x, y = bundle.test.x.to(device), bundle.test.y.to(device)
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == y).float().mean())

@@ -10,7 +10,8 @@ Protocol:
 
 * Data: the first ``--images`` test images of the bundled MNIST subset (1×28×28). Model: ``gibench_cnn`` with the
   softplus activation (the ``standard`` suite's backbone) behind its normalization layer, trained for
-  ``--train-epochs`` epochs (Adam, lr 1e-3, batch 64, seed 0). Evaluation batch size 256, as the runner's.
+  ``--train-epochs`` epochs (``gibench.testing.trained_model``: Adam, lr 1e-3,
+  batch 64, seed 0). Evaluation batch size 256, as the runner's.
 * Evaluators at their defaults: ``randomisation`` (100 bins, no cascade) and ``road`` (9 fractions 0.1 … 0.9,
   noise 0.01), timed through ``evaluate`` (artifacts included).
 * Floors, on the same images in the same batches: randomisation: 3 input-gradients per image (trained, fully
@@ -48,26 +49,11 @@ from gibench.data.tensors import make_bundle
 from gibench.evaluators._artifacts import batches
 from gibench.evaluators.randomisation import SEED_OFFSET, randomised_copy
 from gibench.evaluators.road import ORDERS, impute, removal_ranks
-from gibench.models import build_model
 from gibench.saliency import input_gradient, pixel_scores
-from gibench.testing import make_eval_context
+from gibench.testing import make_eval_context, trained_model
 
 BATCH = 256
 FRACTIONS = tuple(round(0.1 * i, 10) for i in range(1, 10))
-
-
-def train(bundle, epochs: int, device: torch.device) -> nn.Module:
-    torch.manual_seed(0)
-    model = build_model("gibench_cnn", {"act": "softplus"}, bundle).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    order = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(bundle.train), generator=order).split(64):
-            x, y = bundle.train.x[idx].to(device), bundle.train.y[idx].to(device)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
 
 
 def best(fn: Callable[[], object], repeats: int) -> float:
@@ -145,7 +131,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, object]]:
     full = gibench.load_dataset("mnist_subset")
     bundle = make_bundle("mnist_subset", full.train.x, full.train.y, full.test.x[:args.images],
                          full.test.y[:args.images], num_classes=10)
-    model = train(bundle, args.train_epochs, device)
+    model = trained_model(bundle, "gibench_cnn", {"act": "softplus"}, epochs=args.train_epochs, device=device)
     x, y = bundle.test.x, bundle.test.y
     ctx = make_eval_context(model, bundle, tempfile.mkdtemp(), batch_size=BATCH, device=device)
     rand_eval = gibench.create_evaluator("randomisation", max_images=0)

@@ -67,7 +67,7 @@ from gibench.saliency import SaliencyFunction, input_gradient, saliency_for, sal
 
 __all__ = [
     "ConformanceError", "check_evaluator", "check_regularizer", "make_eval_context", "registered", "tiny_bundle",
-    "tiny_model",
+    "tiny_model", "trained_model",
 ]
 
 #: Tensor methods that read a value on the host (a device synchronization on a GPU).
@@ -118,6 +118,47 @@ def tiny_model(
         layers = [nn.Conv2d(in_chans, 4, 3, padding=1)] + ([nn.BatchNorm2d(4)] if batch_norm else [])
         layers += [nn.Softplus(beta=10), nn.Flatten(), nn.Linear(4 * h * w, num_classes)]
         return nn.Sequential(*layers).train()
+
+
+def trained_model(
+    bundle: DatasetBundle, backbone: str = "gibench_cnn", options: Mapping[str, Any] | None = None, *,
+    epochs: int = 1, max_images: int | None = None, seed: int = 0, device: torch.device | str = "cpu",
+) -> nn.Module:
+    """A model of ``backbone`` trained with plain cross-entropy by gibench's own loop (:func:`gibench.train.fit`):
+    Adam, lr 1e-3, batch 64, constant schedule, as the shipped suites train; for tests and benchmarks that need a
+    model that has learned something (the conformance checks use an untrained :func:`tiny_model`).
+
+    Args:
+        bundle: the dataset to train on (for example ``gibench.load_dataset("mnist_subset")``).
+        backbone: a registered backbone name, built behind the dataset's normalization as every job's model is.
+        options: the backbone's options, e.g. ``{"act": "softplus"}`` or ``{"bias": False}``.
+        epochs: passes over the training split.
+        max_images: train on the first this many training images only (None: all of them).
+        seed: the initialization and data-order seed.
+        device: where to train.
+
+    Returns:
+        The trained model in eval mode, on ``device``.
+
+    Example:
+        >>> model = trained_model(tiny_bundle(), "gibench_linear", epochs=1)
+        >>> model.training
+        False
+    """
+    from gibench.config import PluginSpec, TrainConfig
+    from gibench.regularizers.erm import ERM
+    from gibench.train import fit
+
+    if max_images is not None:
+        bundle = make_bundle(bundle.name, bundle.train.x[:max_images], bundle.train.y[:max_images], bundle.test.x,
+                             bundle.test.y, bundle.num_classes)
+    options = dict(options or {})
+    spec = PluginSpec.of(backbone, options, options)
+    outcome = fit(bundle, spec, ERM(), TrainConfig(epochs=epochs, batch_size=64, optimizer="adam", lr=1e-3), seed,
+                  device)
+    if outcome.failure:
+        raise GibenchError(f"training {backbone} on {bundle.name} failed: {outcome.failure}")
+    return outcome.model.eval()
 
 
 def tiny_bundle(

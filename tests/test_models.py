@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import gibench
@@ -21,6 +20,7 @@ from gibench.models import (
     is_piecewise_linear,
 )
 from gibench.saliency import input_gradient
+from gibench.testing import trained_model
 
 
 def _toy_bundle(c: int = 3, size: int = 16, n: int = 6):
@@ -165,17 +165,7 @@ def test_linear_saliency_equals_weight_row() -> None:
 def test_gibench_cnn_learns_mnist_subset_in_one_epoch(one_thread: None) -> None:
     """Cheap check: one epoch (92-94% over seeds 0-2 when measured); the 3-epoch figure is in gibench.models."""
     bundle = gibench.load_dataset("mnist_subset")
-    torch.manual_seed(0)
-    model = build_model("gibench_cnn", {}, bundle)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    order = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(0))
-    model.train()
-    for batch in order.split(64):
-        loss = F.cross_entropy(model(bundle.train.x[batch]), bundle.train.y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = trained_model(bundle, "gibench_cnn", epochs=1)
     with torch.no_grad():
         accuracy = (model(bundle.test.x).argmax(1) == bundle.test.y).float().mean().item()
     assert accuracy > 0.85

@@ -68,7 +68,8 @@ def test_the_plugin_kit_in_the_readme_uses_only_public_names():
 CONTRACT_METHODS = [gibench.Regularizer.training_loss, gibench.Evaluator.evaluate, gibench.Dataset.load,
                     gibench.api.AuxCache.get_or_create, gibench.testing.check_regularizer,
                     gibench.testing.check_evaluator, gibench.testing.make_eval_context, gibench.testing.tiny_bundle,
-                    gibench.testing.tiny_model, gibench.testing.registered, gibench.run_suite,
+                    gibench.testing.tiny_model, gibench.testing.trained_model, gibench.testing.registered,
+                    gibench.run_suite,
                     gibench.create_regularizer, gibench.load_dataset, gibench.create_backbone]
 
 

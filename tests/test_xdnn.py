@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import gibench
@@ -13,6 +12,7 @@ from gibench.errors import ConfigError
 from gibench.homogeneity import check_homogeneous, non_homogeneous_layers
 from gibench.models import build_model, create_backbone, in_tree_backbones
 from gibench.saliency import attribution_baseline
+from gibench.testing import trained_model
 
 CONV_NETS = ("gibench_cnn", "cifar_resnet18", "cifar_vgg11_bn")
 
@@ -159,17 +159,7 @@ def test_bias_option_is_validated_and_unknown_to_timm_models() -> None:
 def test_x_gibench_cnn_learns_mnist_subset(one_thread: None) -> None:
     """Half an epoch of the bundled digits (the X-DNN trains; its accuracy cost is measured by the standard suite)."""
     bundle = gibench.load_dataset("mnist_subset")
-    torch.manual_seed(0)
-    model = build_model("gibench_cnn", {"bias": False}, bundle)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    order = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(0))[:2000]
-    model.train()
-    for batch in order.split(64):
-        loss = F.cross_entropy(model(bundle.train.x[batch]), bundle.train.y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = trained_model(bundle, "gibench_cnn", {"bias": False}, max_images=2000)
     with torch.no_grad():
         accuracy = (model(bundle.test.x).argmax(1) == bundle.test.y).float().mean().item()
     assert accuracy > 0.8
