@@ -86,8 +86,9 @@ def tables(stats: pd.DataFrame, metrics: list[str], delta: bool, order: list[str
                 "| row | " + " | ".join(f"{m} {arrows[m]}" for m in present) + " |",
                 "| --- " * (len(present) + 1) + "|"]
         sub = sub.assign(row=sub["variant"] + sub["backbone_params"].map(_backbone_note),
-                         order=sub["variant"].map(lambda v: rank.get(v, len(rank))))
-        sub = sub.sort_values(["order", "backbone_params"], kind="stable")
+                         order=sub["variant"].map(lambda v: rank.get(v, len(rank))),
+                         n_options=sub["backbone_params"].map(lambda p: len(json.loads(p))))
+        sub = sub.sort_values(["order", "n_options", "backbone_params"], kind="stable")  # a variant before its twins
         for label, group in sub.groupby("row", sort=False):
             by_metric = {r["key"]: r for _, r in group.iterrows()}
             cells = [_cell(by_metric[m]) if m in by_metric else "–" for m in present]

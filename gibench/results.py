@@ -294,7 +294,7 @@ def metric_label(evaluator: str, metric: str, higher_is_better: bool) -> str:
 def agreement_table(stats: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     """Evaluator agreement: per table (:data:`TABLE_KEYS`), Spearman's ρ between every two headline metrics across
     the variants (and ``by`` groups) that have both, each metric turned so that higher is better; ρ is NaN with
-    fewer than 3 such variants. Columns: the table keys, ``metric_a``, ``metric_b`` (labels as
+    fewer than 3 such variants, or when either metric is the same for all of them. Columns: the table keys, ``metric_a``, ``metric_b`` (labels as
     :func:`metric_label`, with the evaluator version when a table holds two), ``rho``, ``n_variants``."""
     columns = [*TABLE_KEYS, "metric_a", "metric_b", "rho", "n_variants"]
     heads = stats[stats["headline"] & (stats["n_ok"] > 0)]
@@ -309,7 +309,9 @@ def agreement_table(stats: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame
         for i, a in enumerate(labels):
             for b in labels[i + 1:]:
                 both = wide[[a, b]].dropna()
-                rho = both[a].corr(both[b], method="spearman") if len(both) >= 3 else math.nan
+                # a constant column (e.g. accuracy 1.000 for every variant) has no ranking: ρ is undefined
+                defined = len(both) >= 3 and both[a].nunique() > 1 and both[b].nunique() > 1
+                rho = both[a].corr(both[b], method="spearman") if defined else math.nan
                 rows.append(dict(zip(TABLE_KEYS, key)) | {"metric_a": a, "metric_b": b, "rho": float(rho),
                                                           "n_variants": len(both)})
     return pd.DataFrame(rows, columns=columns)

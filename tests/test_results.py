@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,16 @@ def test_agreement_is_spearman_of_direction_aligned_means() -> None:
     expected = sps.spearmanr(means, [-loss[v] for v in acc]).statistic
     assert table.iloc[0]["rho"] == pytest.approx(expected, abs=1e-12)
     assert {table.iloc[0]["metric_a"], table.iloc[0]["metric_b"]} == {"acc ↑", "loss ↓"}
+
+
+def test_agreement_with_a_constant_metric_is_undefined_without_a_warning() -> None:
+    """Every variant at accuracy 1.000 (the Gaussian mixture) ranks nothing: ρ is NaN, and SciPy is not asked."""
+    loss = {"erm": 0.3, "a": 0.1, "b": 0.4, "c": 0.2}
+    frame = long_frame({v: {"acc": [1.0], "loss": [loss[v]]} for v in loss}, {"acc": True, "loss": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = agreement_table(summarize(frame))
+    assert len(table) == 1 and table.iloc[0]["n_variants"] == 4 and math.isnan(table.iloc[0]["rho"])
 
 
 @pytest.fixture

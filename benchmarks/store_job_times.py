@@ -1,0 +1,80 @@
+"""Where a finished run's time went: training and evaluation seconds per dataset and per evaluator, from the store.
+
+Run (seconds; reads the store, trains nothing)::
+
+    python benchmarks/store_job_times.py --runs-dir RUNS [--suite standard]
+
+Training seconds are the last ``seconds`` entry of each job's ``train_log.json`` (the loop's own clock); evaluation
+seconds are each result record's ``seconds`` (the evaluator's wall time, auxiliary models trained on first use
+included). With ``--suite`` only that suite's jobs count (by job hash, as ``gibench run --dry-run`` lists them).
+The sum is the time one worker on one core would need if nothing else ran, the figure to compare with elapsed time:
+two workers on the same runs directory divide it, other processes on the same cores inflate it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+
+def suite_job_hashes(suite: str) -> set[str]:
+    import gibench
+    from gibench.jobs import expand
+
+    return {job.hash for job in expand(gibench.load_suite(suite))}
+
+
+def job_times(runs_dir: Path, only: set[str] | None) -> tuple[dict, dict, int]:
+    """({dataset: [training s, evaluation s, jobs]}, {evaluator label: [seconds, evaluations]}, jobs)."""
+    per_dataset: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    per_evaluator: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    jobs = 0
+    for folder in sorted((runs_dir / "jobs").iterdir()):
+        if only is not None and folder.name not in only or not (folder / "train_log.json").is_file():
+            continue
+        dataset = json.loads((folder / "job.json").read_text())["labels"]["dataset"]
+        entries = json.loads((folder / "train_log.json").read_text()).get("entries") or []
+        per_dataset[dataset][0] += entries[-1]["seconds"] if entries else 0.0
+        per_dataset[dataset][2] += 1
+        jobs += 1
+        for result in (folder / "results").glob("*.json"):
+            record = json.loads(result.read_text())
+            seconds = record.get("seconds") or 0.0
+            per_dataset[dataset][1] += seconds
+            saliency = (record.get("config") or {}).get("saliency")
+            label = record["evaluator"] + (f" ({saliency})" if saliency else "")
+            per_evaluator[label][0] += seconds
+            per_evaluator[label][1] += 1
+    return dict(per_dataset), dict(per_evaluator), jobs
+
+
+def markdown(per_dataset: dict, per_evaluator: dict) -> str:
+    lines = ["| dataset | jobs | training (min) | evaluation (min) |", "| --- | --- | --- | --- |"]
+    for dataset, (train, evaluation, n) in sorted(per_dataset.items()):
+        lines.append(f"| {dataset} | {n} | {train / 60:.1f} | {evaluation / 60:.1f} |")
+    train = sum(v[0] for v in per_dataset.values())
+    evaluation = sum(v[1] for v in per_dataset.values())
+    lines += [f"| total | {sum(v[2] for v in per_dataset.values())} | {train / 60:.1f} | {evaluation / 60:.1f} |", "",
+              f"sum of job times: {(train + evaluation) / 60:.1f} min", "",
+              "| evaluator | evaluations | total (min) | per evaluation (s) |", "| --- | --- | --- | --- |"]
+    for label, (seconds, n) in sorted(per_evaluator.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"| {label} | {n} | {seconds / 60:.1f} | {seconds / n:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", type=Path, required=True)
+    parser.add_argument("--suite", default=None, help="count only this suite's jobs")
+    args = parser.parse_args()
+    only = suite_job_hashes(args.suite) if args.suite else None
+    per_dataset, per_evaluator, jobs = job_times(args.runs_dir, only)
+    if not jobs:
+        raise SystemExit(f"no trained job in {args.runs_dir}" + (f" of suite {args.suite}" if args.suite else ""))
+    print(markdown(per_dataset, per_evaluator))
+
+
+if __name__ == "__main__":
+    main()
