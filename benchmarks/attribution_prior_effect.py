@@ -126,7 +126,8 @@ def measure(runs_dir: Path, images: int, data_root: Path) -> list[Row]:
             regularizer=labels.variant, accuracy=accuracy,
             prior_gini=(float(gini(attribution)), low, high),
             image_gini=interval(per_image_gini(attribution)), prior_tv=interval(per_image_tv(attribution))))
-    return sorted(rows, key=lambda r: (r.dataset, r.backbone, r.regularizer))
+    # each dataset: the biased net before its X-DNN twin, erm before the priors
+    return sorted(rows, key=lambda r: (r.dataset, r.backbone != "biased", r.regularizer != "erm", r.regularizer))
 
 
 def _fmt(value: tuple[float, float, float], digits: int = 3) -> str:
