@@ -24,6 +24,8 @@ Choices (also stated on the pages):
   index page (never silently dropped).
 * The numbers are :func:`gibench.results.summarize` of the submissions' results (``by`` the submission), the function
   ``gibench report`` uses; what a table, row, column and cell are is :mod:`gibench.leaderboard.tables`.
+* A table whose backbone differs from another's only in ``bias: false`` (an X-DNN) links to that twin, from the
+  index and from its page, and its page shows the two side by side (:mod:`gibench.leaderboard.twins`).
 * Pictures: :mod:`gibench.leaderboard.pictures` (which artifacts, and the check that the gallery shows the same test
   images under every regularizer) and :mod:`gibench.leaderboard.figures` (matplotlib). Plugin pages, the sanity view
   and the verification badges: :mod:`gibench.leaderboard.pages`.
@@ -58,6 +60,7 @@ from gibench.leaderboard.pictures import make_pictures
 from gibench.leaderboard.tables import (
     Table, aggregate, combine, fmt, make_tables, metric_info, params_label,
 )
+from gibench.leaderboard.twins import XDNN_NOTE, twin_section
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,7 @@ def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out:
     for table in tables:
         pictures = make_pictures(table, valid, out / "tables" / table.anchor, f"{table.anchor}/")
         _page(env, "table.html.j2", out / "tables" / f"{table.anchor}.html", "../", t=table, pictures=pictures,
-              **common)
+              twin=twin_section(table, tables), xdnn_note=XDNN_NOTE, **common)
     for kind, pages in (("regularizers", regularizers), ("evaluators", evaluators)):
         for page in pages:
             _page(env, "plugin.html.j2", out / kind / page.file, "../", page=page, **common)

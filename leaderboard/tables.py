@@ -26,7 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "Agreement", "Cell", "Column", "HeldBack", "MetricInfo", "Omitted", "Problem", "Row", "Table", "aggregate",
-    "combine", "fmt", "make_tables", "metric_info", "params_label",
+    "combine", "fmt", "link_twins", "make_tables", "metric_info", "params_label",
 ]
 
 import json
@@ -191,6 +191,8 @@ class Table:
     problems: list[Problem] = field(default_factory=list)
     omitted: list[Omitted] = field(default_factory=list)
     held_back: list[HeldBack] = field(default_factory=list)
+    twin: str = ""  # the anchor of its twin table (same but for the backbone's ``bias`` option), or ""
+    xdnn: bool = False  # its backbone has ``bias: false`` (an X-DNN)
 
     @property
     def caveats(self) -> list[Column]:
@@ -286,7 +288,40 @@ def make_tables(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo
         tables.append(Table(anchor, str(dataset), label, str(backbone), str(backbone_params), columns, rows,
                             str(train_label), str(train_hash), _agreement(mine), _problems(part), omitted,
                             held_back))
+    link_twins(tables)
     return tables
+
+
+def _without_bias(table: Table) -> tuple[str, str, str, str, str] | None:
+    """The key a table shares with its twin: dataset, backbone name, its options less ``bias`` (as canonical JSON),
+    training config; None for options that are not a JSON object."""
+    try:
+        params = json.loads(table.backbone_params or "{}")
+    except ValueError:
+        return None
+    if not isinstance(params, dict):
+        return None
+    rest = {k: v for k, v in params.items() if k != "bias"}
+    return (table.dataset, table.backbone_name, json.dumps(rest, sort_keys=True), table.train_hash, table.train_label)
+
+
+def link_twins(tables: list[Table]) -> None:
+    """Record the X-DNN twin relation both ways: a table whose backbone has ``bias: false`` and one that differs from
+    it only in ``bias`` (absent, or ``true``), same dataset, backbone name and training config. Sets ``xdnn`` on
+    every table with ``bias: false`` and ``twin`` (the other's anchor) on both of a pair; with two biased candidates
+    (``bias`` absent and ``bias: true``) the one without the option is the twin."""
+    biased: dict[tuple[str, str, str, str, str], Table] = {}
+    for table in tables:
+        params = json.loads(table.backbone_params or "{}") if _without_bias(table) else {}
+        table.xdnn = params.get("bias", True) is False
+        if not table.xdnn and params.get("bias", True) is True:
+            key = _without_bias(table)
+            if key is not None and ("bias" not in params or key not in biased):
+                biased[key] = table
+    for table in tables:
+        twin = biased.get(_without_bias(table)) if table.xdnn else None
+        if twin is not None and not twin.twin:
+            table.twin, twin.twin = twin.anchor, table.anchor
 
 
 def _held_back_mask(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo]) -> pd.Series:
