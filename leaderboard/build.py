@@ -219,7 +219,7 @@ def _write_downloads(folder: Path, summary: pd.DataFrame, tables: list[Table]) -
         rows.to_csv(folder / f"{table.anchor}.csv", index=False, lineterminator="\n")
         records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
         payload = {"dataset": table.dataset, "backbone": table.backbone, "train_label": table.train_label,
-                   "train_hash": table.train_hash, "rows": records,
+                   "train_hash": table.train_hash, "xdnn": table.xdnn, "twin": table.twin, "rows": records,
                    "agreement": [dataclasses.asdict(a) for a in table.agreement],
                    "problems": [dataclasses.asdict(p) for p in table.problems],
                    "omitted": [dataclasses.asdict(o) for o in table.omitted],

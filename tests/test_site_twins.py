@@ -219,3 +219,45 @@ def test_a_table_page_shows_its_twin_section_and_leads_to_the_twin(site: Path, t
         assert page.locator("section#twin h2").inner_text() == "Beside its X-DNN twin"
         assert not watcher.problems()
         browser.close()
+
+
+def test_the_downloads_and_boards_name_the_twin(site: Path, tables: dict) -> None:
+    relu, xdnn, softplus = tables[RELU], tables[XDNN], tables[SOFTPLUS]
+    for table, twin, is_x in ((relu, xdnn.anchor, False), (xdnn, relu.anchor, True), (softplus, "", False)):
+        download = json.loads((site / "tables" / f"{table.anchor}.json").read_text(encoding="utf-8"))
+        assert (download["twin"], download["xdnn"]) == (twin, is_x)
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert f'data-table="{relu.anchor}" data-twin="{xdnn.anchor}" data-xdnn="false">' in index
+    assert f'data-table="{xdnn.anchor}" data-twin="{relu.anchor}" data-xdnn="true">' in index
+    assert f'data-table="{softplus.anchor}">' in index
+
+
+@pytest.mark.slow
+def test_the_standard_reference_shows_each_relu_table_beside_its_x_dnn_twin() -> None:
+    """The shipped standard reference (issue 13: ReLU gibench_cnn and its X-DNN under the same regularizers) pairs
+    the two tables of mnist_subset, blockmnist and gaussian_mixture, with every shared variant in the section."""
+    check_reference_twins(Path(__file__).parents[1] / "submissions")
+
+
+def check_reference_twins(submissions: Path) -> None:
+    from gibench.leaderboard.build import _families
+    from gibench.leaderboard.tables import combine
+
+    loaded = [load_submission(f) for f in sorted(submissions.iterdir()) if (f / "submission.json").is_file()]
+    standard = [s for s in loaded if {r.suite_name for r in s.submission.provenance.runs} == {"standard"}]
+    if not standard or not (standard[0].results["backbone_params"] == XDNN).any():
+        pytest.skip("the shipped standard reference predates the X-DNN backbones")
+    found = make_tables(aggregate(combine(standard)), metric_info(standard), _families())
+    for dataset in ("mnist_subset", "blockmnist", "gaussian_mixture"):
+        relu = next(t for t in found if t.dataset == dataset and t.backbone_params == RELU)
+        section = twin_section(relu, found)
+        assert section is not None and section.heading == "Beside its X-DNN twin"
+        x_table = next(t for t in found if t.anchor == relu.twin)
+        assert x_table.backbone_params == XDNN and x_table.twin == relu.anchor
+        shared = {r.variant for r in relu.rows} & {r.variant for r in x_table.rows}
+        assert {r.variant for r in section.rows} == shared and "erm" in shared
+        assert section.metrics[0].label == "accuracy"
+        for row in section.rows:
+            biased = next(r for r in relu.rows if r.variant == row.variant).cells[0].sort_value
+            xdnn = next(r for r in x_table.rows if r.variant == row.variant).cells[0].sort_value
+            assert row.cells[0].delta_value == pytest.approx(xdnn - biased, abs=1e-12)
