@@ -44,3 +44,20 @@ def test_the_site_builds_from_the_reference_submissions(tmp_path: Path):
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     for ref in REFERENCES:
         assert load_submission(ref).submission.metadata.name in index
+
+
+@pytest.mark.slow
+def test_the_standard_reference_holds_every_job_and_evaluation_of_the_shipped_suite():
+    """So that the site shows every column of ``standard`` (the metric families and the X-Gradient ones included)
+    and the X-DNN grid beside its biased twins."""
+    import json
+
+    suite = load_suite("standard")
+    (folder,) = [ref for ref in REFERENCES
+                 if {run.suite_name for run in load_submission(ref).submission.provenance.runs} == {"standard"}]
+    results = load_submission(folder).results
+    assert set(results["job_hash"]) == {job.hash for job in expand(suite)}
+    recorded = {(name, json.dumps(json.loads(params), sort_keys=True)) for name, params in
+                zip(results["evaluator"], results["evaluator_params"])}  # the options as the suite writes them
+    assert {(spec.name, json.dumps(spec.params, sort_keys=True)) for spec in suite.evaluators} <= recorded
+    assert (results["status"] == "ok").mean() > 0.9  # skips: blockmnist's leakage off BlockMNIST
