@@ -20,7 +20,7 @@ import yaml
 
 __all__ = [
     "BROWSER_ARGS", "BROWSER_SUITE", "LOCAL_SCHEMES", "PageWatcher", "chromium_path", "hostile_edit", "launch",
-    "local_target", "run_tiny_suite",
+    "local_target", "run_tiny_suite", "submit_rows",
 ]
 
 #: Chromium flags for a headless run as root in a container with no network: no sandbox (root), no GPU, and none
@@ -50,6 +50,22 @@ def chromium_path() -> str | None:
 def launch(playwright: Any):
     """A headless Chromium from the system package (never Playwright's bundled download)."""
     return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=BROWSER_ARGS)
+
+
+def submit_rows(runs_dir: Path, out: Path, metadata: dict, rows: list[dict], suite: dict) -> Path:
+    """A submission of hand-made results.csv ``rows`` (no training), as if ``suite`` had produced them: a one-run
+    manifest in ``runs_dir`` (created), then ``gibench submit`` into ``out``."""
+    from gibench.provenance import environment_info, suite_hash
+    from gibench.submission import build_submission
+
+    runs_dir.mkdir()
+    manifest = {"runs": [{
+        "suite_name": suite["name"], "suite_hash": suite_hash(suite), "suite": suite,
+        "jobs": sorted({r["job_hash"] for r in rows}), "started": "2025-01-01T00:00:00+00:00",
+        "finished": "2025-01-01T01:00:00+00:00", "environment": environment_info("cpu"),
+        "plugins": {"regularizers": {"erm": {"distribution": "gibench", "version": "0.1.0"}}}}]}
+    (runs_dir / "manifest.json").write_text(json.dumps(manifest))
+    return build_submission(runs_dir, out, metadata, results=pd.DataFrame(rows))
 
 
 def run_tiny_suite(folder: Path, suite: dict | None = None):

@@ -24,6 +24,7 @@ from gibench.leaderboard.pictures import _mean_curve, _same_inputs
 from gibench.leaderboard.tables import MetricInfo, aggregate, make_tables
 from gibench.provenance import environment_info, suite_hash
 from gibench.submission import build_submission
+from tests.site_helpers import submit_rows
 
 EVIL = "<script>alert(1)</script>"
 LINEAR = "mnist-subset--gibench-linear"
@@ -67,18 +68,10 @@ def long_table(spec: dict, backbone: str = "gibench_linear", backbone_params: st
 
 
 def submit(root: Path, name: str, rows: list, description: str = "") -> Path:
-    runs_dir = root / f"runs-{len(list(root.glob('runs-*')))}"
-    runs_dir.mkdir()
-    suite = {"name": "tiny", "seeds": [0, 1, 2]}
-    manifest = {"runs": [{
-        "suite_name": "tiny", "suite_hash": suite_hash(suite), "suite": suite,
-        "jobs": sorted({r["job_hash"] for r in rows}), "started": "2025-01-01T00:00:00+00:00",
-        "finished": "2025-01-01T01:00:00+00:00", "environment": environment_info("cpu"),
-        "plugins": {"regularizers": {"erm": {"distribution": "gibench", "version": "0.1.0"}}}}]}
-    (runs_dir / "manifest.json").write_text(json.dumps(manifest))
     metadata = {"name": name, "authors": [f"{name} author"], "description": description,
                 "links": ["https://example.org/code"]}
-    return build_submission(runs_dir, root / "submissions", metadata, results=pd.DataFrame(rows))
+    return submit_rows(root / f"runs-{len(list(root.glob('runs-*')))}", root / "submissions", metadata, rows,
+                       {"name": "tiny", "seeds": [0, 1, 2]})
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,9 @@ from gibench import registry
 from gibench.api import Metric
 from gibench.evaluators.sensitivity import CAVEAT, COMPANION, Sensitivity
 from gibench.leaderboard.tables import aggregate, make_tables, metric_info
-from gibench.provenance import environment_info, suite_hash
-from gibench.submission import build_submission, load_submission
+from gibench.submission import load_submission
 from gibench.submission_schema import MetricInfo as RecordedMetric
-from tests.site_helpers import PageWatcher, chromium_path, launch
+from tests.site_helpers import PageWatcher, chromium_path, launch, submit_rows
 
 INFIDELITY = ("infidelity", "relative_infidelity_gaussian")
 NARROW = 420  # px: too narrow for either: the fit hides max_sensitivity, then infidelity
@@ -64,17 +63,8 @@ def long_rows(values: dict = VALUES, drop: str = "", backbone: str = "gibench_li
 
 
 def submit(root: Path, name: str, rows: list[dict]) -> Path:
-    runs = root / f"runs-{name}"
-    runs.mkdir()
-    suite = {"name": "tiny", "seeds": [0, 1]}
-    manifest = {"runs": [{
-        "suite_name": "tiny", "suite_hash": suite_hash(suite), "suite": suite,
-        "jobs": sorted({r["job_hash"] for r in rows}), "started": "2025-01-01T00:00:00+00:00",
-        "finished": "2025-01-01T01:00:00+00:00", "environment": environment_info("cpu"),
-        "plugins": {"regularizers": {"erm": {"distribution": "gibench", "version": "0.1.0"}}}}]}
-    (runs / "manifest.json").write_text(json.dumps(manifest))
-    return build_submission(runs, root / "submissions", {"name": name, "authors": ["A. Person"]},
-                            results=pd.DataFrame(rows))
+    return submit_rows(root / f"runs-{name}", root / "submissions", {"name": name, "authors": ["A. Person"]}, rows,
+                       {"name": "tiny", "seeds": [0, 1]})
 
 
 def tables_of(*folders: Path):

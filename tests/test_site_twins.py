@@ -12,16 +12,14 @@ import json
 import statistics
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from scipy import stats
 
 from gibench import registry
 from gibench.leaderboard.tables import aggregate, make_tables, metric_info
 from gibench.leaderboard.twins import twin_section
-from gibench.provenance import environment_info, suite_hash
-from gibench.submission import build_submission, load_submission
-from tests.site_helpers import PageWatcher, chromium_path, launch
+from gibench.submission import load_submission
+from tests.site_helpers import PageWatcher, chromium_path, launch, submit_rows
 
 RELU, XDNN, SOFTPLUS = '{"act": "relu"}', '{"act": "relu", "bias": false}', '{"act": "softplus"}'
 ACCURACY = ("accuracy", "accuracy")
@@ -63,17 +61,8 @@ def result_rows() -> list[dict]:
 
 
 def submit(root: Path, rows: list[dict]) -> Path:
-    runs = root / "runs"
-    runs.mkdir()
-    suite = {"name": "twins", "seeds": [0, 1]}
-    manifest = {"runs": [{
-        "suite_name": "twins", "suite_hash": suite_hash(suite), "suite": suite,
-        "jobs": sorted({r["job_hash"] for r in rows}), "started": "2025-01-01T00:00:00+00:00",
-        "finished": "2025-01-01T01:00:00+00:00", "environment": environment_info("cpu"),
-        "plugins": {"regularizers": {"erm": {"distribution": "gibench", "version": "0.1.0"}}}}]}
-    (runs / "manifest.json").write_text(json.dumps(manifest))
-    return build_submission(runs, root / "submissions", {"name": "Twins", "authors": ["A. Person"]},
-                            results=pd.DataFrame(rows))
+    return submit_rows(root / "runs", root / "submissions", {"name": "Twins", "authors": ["A. Person"]}, rows,
+                       {"name": "twins", "seeds": [0, 1]})
 
 
 @pytest.fixture(scope="module")
