@@ -29,7 +29,7 @@ that depend on them.
 from __future__ import annotations
 
 __all__ = [
-    "AUX_CODE_VERSION", "AuxModel", "AuxiliaryModels", "Quality", "classifier", "require_quality", "tensors_sha256",
+    "AUX_CODE_VERSION", "AuxModel", "AuxiliaryModels", "Quality", "aux_key", "classifier", "require_quality", "tensors_sha256",
     "test_accuracy",
 ]
 
@@ -48,7 +48,8 @@ from filelock import FileLock
 from torch import nn
 
 from gibench.errors import GibenchError
-from gibench.fsio import atomic_write_bytes, atomic_write_json, canonical_hash, quarantine, read_json
+from gibench.fsio import atomic_write_bytes, atomic_write_json, quarantine, read_json
+from gibench.identity import identity_hash
 from gibench.params import jsonable
 from gibench.store import state_dict_bytes
 
@@ -110,7 +111,7 @@ class AuxiliaryModels:
         if not kind.replace("_", "").isalnum():
             raise ValueError(f"auxiliary model kind must be a simple name, got {kind!r}")
         identity = jsonable(dict(identity))
-        key = canonical_hash({"kind": kind, "identity": identity, "aux_code_version": AUX_CODE_VERSION})
+        key = aux_key(kind, identity)
         if key not in self._memory:
             self._memory[key] = self._load_or_train(kind, key, identity, build, train)
         self._memory.move_to_end(key)
@@ -179,6 +180,15 @@ class AuxiliaryModels:
                                                        "checkpoint_bytes": len(data)})
         self.trained.append(key)
         return AuxModel(kind, key, model.to(self.device).eval(), quality, identity, folder)
+
+
+def aux_key(kind: str, identity: Mapping[str, Any], aux_code_version: str | None = None,
+            hash_fn: Callable[[Any], str] = identity_hash) -> str:
+    """The key of an auxiliary model: the identity hash (:mod:`gibench.identity`) of its kind, identity and
+    :data:`AUX_CODE_VERSION` (or the code version an older store recorded; ``hash_fn`` another rule, for
+    :mod:`gibench.rekey`)."""
+    return hash_fn({"kind": kind, "identity": jsonable(dict(identity)),
+                    "aux_code_version": aux_code_version or AUX_CODE_VERSION})
 
 
 def require_quality(aux: AuxModel, metric: str, floor: float, what: str) -> None:

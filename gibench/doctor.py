@@ -7,6 +7,8 @@ What counts as what, and what ``--fix`` does about it:
   Fix: moved into ``quarantine/`` (never deleted); the next run recomputes it.
 * **stale**: a result of an evaluator version other than the installed one, or computed from another checkpoint
   than the stored one. Fix: moved into ``quarantine/``; the next run recomputes it.
+* **stale**: a job, result or auxiliary model stored under a key of an older identity rule (its recorded identity
+  hashes to another key now, :mod:`gibench.identity`). Fix: re-keyed (:mod:`gibench.rekey`), nothing retrained.
 * **stale**: leftover temporaries of killed writers (``.tmp-*``), except those of a job a live worker holds and
   those younger than :data:`TEMPORARY_GRACE_S` (a write may be in progress). Fix: deleted (never committed data).
 * **stale**: a claim whose owner is dead (its lock is free, its owner file remains). Fix: owner file deleted; a run
@@ -37,6 +39,7 @@ from gibench import registry
 from gibench.errors import GibenchError
 from gibench.fsio import TMP_PREFIX, DamagedFileError, Owner, file_sha256, quarantine, read_json
 from gibench.records import JobRecord, Manifest, ResultRecord, RunEntry, TrainStatus, load
+from gibench.rekey import rekey_store, stale_keys
 
 KINDS = ("damaged", "stale", "orphaned", "info")
 #: temporaries younger than this may belong to a write in progress (manifest, site build) and are left alone
@@ -57,6 +60,7 @@ def doctor(runs_dir: Path, fix: bool = False) -> list[Problem]:
     if not runs_dir.is_dir():
         raise GibenchError(f"{runs_dir} is not a runs directory (no such folder). Pass the --runs-dir of a run.")
     scan = _Scan(runs_dir, fix)
+    scan.rekeying()
     scan.manifest()
     for job in sorted((runs_dir / "jobs").glob("*")) if (runs_dir / "jobs").is_dir() else []:
         if job.is_dir() and not job.name.startswith(TMP_PREFIX):
@@ -92,6 +96,27 @@ class _Scan:
         except DamagedFileError as exc:
             self.add("damaged", path, exc.problem, self._quarantine(path, exc.problem))
             return None
+
+    def rekeying(self) -> None:
+        """Jobs, results and auxiliary models stored under keys of an older identity rule (:mod:`gibench.rekey`).
+        Fix: re-keyed (renamed to their current keys; nothing is retrained). Runs first, so the scans after it see
+        the re-keyed store."""
+        found = rekey_store(self.runs_dir) if self.fix else stale_keys(self.runs_dir)
+        fixed = "re-keyed to {}" if self.fix else ""
+        what = "stored under a key of an older identity rule; its key is now {}"
+        for old, new in found.jobs.items():
+            self.problems.append(Problem("stale", self.runs_dir / "jobs" / old, "job " + what.format(new),
+                                         fixed.format(f"jobs/{new}")))
+        for old, new in found.results.items():
+            (job, key), (new_job, new_key) = old.split("/"), new.split("/")
+            self.problems.append(Problem("stale", self.runs_dir / "jobs" / job / "results" / f"{key}.json",
+                                         "result " + what.format(new_key),
+                                         fixed.format(f"jobs/{new_job}/results/{new_key}.json")))
+        for old, new in found.auxiliary.items():
+            self.problems.append(Problem("stale", self.runs_dir / "aux" / old, "auxiliary model " + what.format(new),
+                                         fixed.format(f"aux/{new}")))
+        for line in found.left:
+            self.problems.append(Problem("info", self.runs_dir, f"not re-keyed: {line}"))
 
     def manifest(self) -> None:
         manifest = self._validated(Manifest, self.runs_dir / "manifest.json")

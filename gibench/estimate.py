@@ -90,6 +90,7 @@ from gibench.api import ANALYTIC_SCORE, SIGNAL_MASK
 from gibench.config import PluginSpec, Suite, TrainConfig
 from gibench.errors import GibenchError
 from gibench.fsio import DamagedFileError, atomic_write_json, canonical_hash, canonical_json, read_json
+from gibench.identity import identity_hash
 
 WARMUP_STEPS = 3
 TIMED_STEPS = 5
@@ -734,7 +735,7 @@ def _add_job(job: Any, data: DataShape, folder: Any, row: Row, shared: dict[str,
         _add(row.train_work, step, training_steps(job.train, data.n_train))
     for spec in job.evaluators:
         evaluator = registry.evaluators.get(spec.name)
-        if folder.has_result(result_key(spec.name, evaluator.version, canonical_hash(spec.config))):
+        if folder.has_result(result_key(spec.name, evaluator.version, identity_hash(spec.config))):
             continue
         remaining = True
         work = evaluation_work(spec, job, data, eval_batch)

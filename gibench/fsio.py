@@ -5,8 +5,9 @@ detection, quarantine, locked read-modify-write and work claims.
   flushed, fsync'ed and renamed over the target (``os.replace`` is atomic on POSIX), so a reader never sees a
   half-written file; a killed writer leaves only a temporary that :mod:`gibench.doctor` reports and the store cleans.
 * **Canonical hashing.** :func:`canonical_json` (sorted keys, no whitespace, ASCII, other objects through ``str``) and
-  :func:`canonical_hash` (its SHA-256, first ``length`` hex digits) name jobs, evaluator configs, suites and
-  submissions; equal data gives equal text on every machine.
+  :func:`canonical_hash` (its SHA-256, first ``length`` hex digits): content hashes of suites and submissions, which
+  see every bit. Jobs, evaluator configs and auxiliary models are named by :func:`gibench.identity.identity_hash`,
+  which first rounds every float to ten significant digits so that every machine computes the same key.
 * **Damaged files.** :func:`read_json` raises :class:`DamagedFileError` (naming the file) for anything that is not
   valid UTF-8 JSON; :func:`quarantine` moves a damaged file or folder into ``runs_dir/quarantine/<time>/`` (never
   deletes it), next to a ``reason.json``.

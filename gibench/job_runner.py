@@ -41,7 +41,8 @@ from gibench.api import AuxCache, DatasetBundle, EvalContext, EvalResult, Evalua
 from gibench.auxiliary import AuxiliaryModels
 from gibench.config import PluginSpec
 from gibench.errors import GibenchError
-from gibench.fsio import DamagedFileError, canonical_hash
+from gibench.fsio import DamagedFileError
+from gibench.identity import identity_hash
 from gibench.jobs import Job, job_record, plugin_source
 from gibench.params import jsonable
 from gibench.records import ResultRecord
@@ -163,7 +164,7 @@ class JobRunner:
             evaluator = registry.evaluators.create(spec.name, **spec.params)
         except Exception as exc:  # preflight catches these; a plugin that breaks later still must not stop the job
             return EvaluationReport(spec.name, "failed", f"could not construct the evaluator: {exc}")
-        key = result_key(spec.name, evaluator.version, canonical_hash(spec.config))
+        key = result_key(spec.name, evaluator.version, identity_hash(spec.config))
         checkpoint = self._checkpoint_sha256()
         stored = self.folder.result(key)
         if stored is not None and stored.done:
@@ -254,7 +255,7 @@ def _free_device_memory() -> None:
 def _result_header(spec: PluginSpec, evaluator: Evaluator, checkpoint_sha256: str | None) -> dict[str, Any]:
     return {
         "evaluator": spec.name, "version": evaluator.version, "params": spec.params, "config": spec.config,
-        "config_hash": canonical_hash(spec.config), "metrics": [jsonable(m) for m in evaluator.metrics],
+        "config_hash": identity_hash(spec.config), "metrics": [jsonable(m) for m in evaluator.metrics],
         "plugin": plugin_source(registry.evaluators, spec.name), "finished": now(),
         "checkpoint_sha256": checkpoint_sha256,
     }

@@ -2,7 +2,8 @@
 
 A job is one (dataset, backbone, regularizer grid point, seed) with the suite's training config for that dataset
 (``train`` merged with its ``train_per_dataset`` entry). Its hash covers
-everything that determines the trained weights, and nothing else (DESIGN §2): the dataset and its resolved options,
+everything that determines the trained weights, and nothing else, hashed by :func:`gibench.identity.identity_hash`
+(floats rounded to ten significant digits, so every machine agrees): the dataset and its resolved options,
 the backbone and its options, the regularizer's name, version and resolved config, the seed, the (merged) training
 config (:meth:`TrainConfig.hash_dict`: fields added later count only when not at their default, so existing hashes
 are unchanged) and :data:`TRAINING_CODE_VERSION`. Evaluator settings and the suite's name are not in it, so adding an evaluator or
@@ -22,7 +23,7 @@ from typing import Any
 
 from gibench import registry
 from gibench.config import PluginSpec, Suite, TrainConfig
-from gibench.fsio import canonical_hash
+from gibench.identity import identity_hash
 from gibench.records import JobLabels, JobRecord, PluginSource
 
 #: Bump when a change to gibench/train.py or gibench/models.py changes the weights a job produces.
@@ -54,7 +55,7 @@ class Job:
 
     @cached_property
     def hash(self) -> str:
-        return canonical_hash(self.training_spec())
+        return identity_hash(self.training_spec())
 
     @property
     def label(self) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gibench.fsio import canonical_hash
+from gibench.identity import identity_hash
 from gibench.records import JobRecord, PluginSource, ResultRecord
 from gibench.stats import Interval, difference_interval, mean_interval, rank_ranges
 from gibench.store import RunStore
@@ -62,8 +62,9 @@ def collect_results(runs_dir: Path, job_hashes: set[str] | None = None,
     (metric ``trained``, not a headline, status ``failed``, its recorded ``reason``), so the report, the CSV, a
     submission and the site show it instead of letting it vanish.
 
-    ``evaluations`` keeps only results whose (evaluator, version, config hash) is listed: ``gibench run`` passes the
-    suite's own evaluations, so results of an older evaluator version stored for the same job stay out of its report
+    ``evaluations`` keeps only results whose (evaluator, version, config hash) is listed (the hash recomputed from the
+    result's recorded config, so a store not yet re-keyed by :mod:`gibench.rekey` reads the same): ``gibench run``
+    passes the suite's own evaluations, so results of an older evaluator version stored for the same job stay out of its report
     (:func:`evaluations_of` computes the set for a suite).
 
     Read-only: a damaged job.json or result file is skipped with a warning naming it (``warn``, default
@@ -77,7 +78,7 @@ def collect_results(runs_dir: Path, job_hashes: set[str] | None = None,
         if job is None:
             continue
         for result in folder.results():
-            if evaluations is None or (result.evaluator, result.version, result.config_hash) in evaluations:
+            if evaluations is None or (result.evaluator, result.version, identity_hash(result.config)) in evaluations:
                 rows.extend(_rows(job, result))
         status = folder.status()
         if status is not None and status.state == "failed":
@@ -102,9 +103,7 @@ def _training_failure(reason: str) -> ResultRecord:
 def evaluations_of(suite) -> set[tuple[str, str, str]]:
     """(evaluator, installed version, config hash) of every evaluation of a suite."""
     from gibench import registry
-    from gibench.fsio import canonical_hash
-
-    return {(spec.name, registry.evaluators.get(spec.name).version, canonical_hash(spec.config))
+    return {(spec.name, registry.evaluators.get(spec.name).version, identity_hash(spec.config))
             for spec in suite.evaluators}
 
 
@@ -147,7 +146,7 @@ def train_columns(train: dict) -> dict[str, str]:
         label += f" · lr {train['lr']:g}"
     if train.get("augment", "none") != "none":
         label += f" · {train['augment']}"
-    return {"train_hash": canonical_hash(train, length=8), "train_label": label}
+    return {"train_hash": identity_hash(train, length=8), "train_label": label}
 
 
 def _rows(job: JobRecord, result: ResultRecord) -> list[dict]:

@@ -63,6 +63,7 @@ from gibench.job_runner import EvaluationReport, JobReport, JobRunner, now  # no
 from gibench.jobs import Job, expand, plugin_source
 from gibench.params import jsonable
 from gibench.records import RunEntry
+from gibench.rekey import rekey_store, stale_keys
 from gibench.store import RunStore
 
 __all__ = [
@@ -260,9 +261,14 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     findings = _preflight(suite, jobs, runs_dir, options, observer, executor, dry_run)
     if dry_run:
         store = RunStore(runs_dir, repair=False, warn=observer.warning)  # a dry run reads only
+        pending = stale_keys(runs_dir)
+        if pending.moved:
+            observer.warning(f"{pending.counts()} are stored under keys of an older identity rule; "
+                             "`gibench run` (or `gibench doctor --fix`) re-keys them before anything trains.")
         return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
                           warnings=store.warnings, dry_run=True)
     store = RunStore(runs_dir, repair=True, warn=observer.warning)
+    _rekey(runs_dir, observer)
     # Under Ray each worker resolves the device it was given; the driver records what was asked for.
     device = resolve_device(options.device) if executor != "ray" else (options.device or "auto (per Ray worker)")
     entry = _manifest_entry(suite, jobs, device)
@@ -277,6 +283,15 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
                                          failed_jobs=[r.job.hash for r in reports if r.state == "failed"]))
     observer.suite_finished(summary)
     return summary
+
+
+def _rekey(runs_dir: Path, observer: RunObserver) -> None:
+    """Move what the store holds under an older identity rule to its current keys (:mod:`gibench.rekey`), and say so."""
+    rekeyed = rekey_store(runs_dir)
+    if rekeyed.moved:
+        observer.warning(f"{rekeyed.summary()}.")
+    for line in rekeyed.left:
+        observer.warning(f"not re-keyed: {line}")
 
 
 def _run_local(jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver) -> list[JobReport]:
