@@ -289,7 +289,7 @@ SMOKE_JOB_HASHES = [
     "44adb0a033ba9763", "971e167235c24a9b", "f1d673f28529d0eb", "f83fb2fbe8303b6c", "18675531bd16de7b",
     "e7ebb759ed2699ed",
 ]
-SMOKE_CONFIG_HASHES = {  # canonical_hash of each plugin spec's resolved config: the evaluator results' key
+SMOKE_CONFIG_HASHES = {  # identity_hash of each plugin spec's resolved config: the evaluator results' key
     "accuracy": "47c0a37e46311b51", "pixel_perturbation": "80aafb702d023403", "density_ratio": "72c24869a0f9eeaa",
     "blockmnist": "b981bcbe5cc0e2f7", "score_alignment": "30b94d6b73dfae4d", "gan_test": "9f2bbf6420456f63",
     "diffroar": "fa47dc3cb9eab9f8", "mnist_subset": "7991e12281e4696c", "blockmnist_dataset": "0f65557fb57f66a5",
