@@ -37,7 +37,7 @@ from typing import Any
 from filelock import FileLock
 
 from gibench.auxiliary import aux_key
-from gibench.fsio import TMP_PREFIX, Claim, DamagedFileError, atomic_write_json, locked_update, read_json
+from gibench.fsio import TMP_PREFIX, DamagedFileError, atomic_write_json, claimed, locked_update, read_json
 from gibench.identity import identity_hash
 from gibench.store import result_key
 
@@ -54,7 +54,7 @@ class Rekeyed:
     """What a re-key moved (old → new key) and what it left where it was, with why."""
 
     jobs: dict[str, str] = field(default_factory=dict)
-    results: dict[str, str] = field(default_factory=dict)  # "<job>/<old key>" → "<job>/<new key>"
+    results: dict[str, str] = field(default_factory=dict)  # "<old job>/<old key>" → "<new job>/<new key>"
     auxiliary: dict[str, str] = field(default_factory=dict)  # "<kind>-<old>" → "<kind>-<new>"
     left: list[str] = field(default_factory=list)
 
@@ -137,36 +137,39 @@ class _Rekey:
     # -- jobs and their results ----------------------------------------------------------------------------------------
 
     def _job(self, folder: Path, aux_names: dict[str, str]) -> None:
+        """Plan the job's own move and its results' moves; apply them under the job's claim, so no worker is
+        training or evaluating it meanwhile (a job a live worker holds is left for the next re-key)."""
         record = _read(folder / "job.json")
         if not (isinstance(record, dict) and isinstance(record.get("spec"), dict)):
             return
         new = self.hash(record["spec"])
+        if new != folder.name and (folder.parent / new).exists():
+            self.done.left.append(f"jobs/{folder.name}: its current key {new} is already taken by jobs/{new}")
+            return
+        changes = self._result_changes(folder, aux_names)
+        if new == folder.name and not changes:
+            return
+        if self.apply:
+            with claimed(self.runs_dir / "claims" / f"{folder.name}.lock", CLAIM_TIMEOUT_S,
+                         CLAIM_TIMEOUT_S / 4) as claim:
+                if claim is None:
+                    self.done.left.append(f"jobs/{folder.name}: a live worker holds it; the next re-key moves it")
+                    return
+                if new != folder.name:
+                    os.rename(folder, folder.parent / new)
+                    atomic_write_json(folder.parent / new / "job.json",
+                                      {**record, "hash": new, "rekeyed_from": folder.name})
+                for path, result, new_key, auxiliary in changes:
+                    self._move_result(folder.parent / new, path.name, result, new_key, auxiliary)
         if new != folder.name:
-            target = folder.parent / new
-            if target.exists():
-                self.done.left.append(f"jobs/{folder.name}: its current key {new} is already taken by jobs/{new}")
-                return
-            if self.apply and not self._move_job(folder, target, record, new):
-                return
             self.done.jobs[folder.name] = new
-            folder = target if self.apply else folder
-        self._results(folder, aux_names)
+        for path, _, new_key, _ in changes:
+            if new_key != path.stem:
+                self.done.results[f"{folder.name}/{path.stem}"] = f"{new}/{new_key}"
 
-    def _move_job(self, folder: Path, target: Path, record: dict, new: str) -> bool:
-        """Rename a job folder under its claim (a live worker's job is left for the next re-key)."""
-        claim = Claim(self.runs_dir / "claims" / f"{folder.name}.lock", timeout_s=CLAIM_TIMEOUT_S,
-                      heartbeat_s=CLAIM_TIMEOUT_S / 4)
-        if not claim.try_acquire():
-            self.done.left.append(f"jobs/{folder.name}: a live worker holds it; it is re-keyed by the next run")
-            return False
-        try:
-            os.rename(folder, target)
-            atomic_write_json(target / "job.json", {**record, "hash": new, "rekeyed_from": folder.name})
-        finally:
-            claim.release()
-        return True
-
-    def _results(self, folder: Path, aux_names: dict[str, str]) -> None:
+    def _result_changes(self, folder: Path, aux_names: dict[str, str]) -> list[tuple[Path, dict, str, list]]:
+        """(path, record, new key, new auxiliary entries) of each result whose key or auxiliary names move."""
+        changes = []
         for path in sorted((folder / "results").glob("*.json")) if (folder / "results").is_dir() else []:
             if path.name.startswith(TMP_PREFIX):
                 continue
@@ -178,18 +181,16 @@ class _Rekey:
             auxiliary = [_renamed_aux(entry, aux_names) for entry in record.get("auxiliary") or []]
             if new_key == path.stem and auxiliary == (record.get("auxiliary") or []):
                 continue
-            if new_key != path.stem:
-                if (folder / "results" / f"{new_key}.json").exists():
-                    self.done.left.append(f"jobs/{folder.name}/results/{path.name}: its current key {new_key} is "
-                                          "already taken")
-                    continue
-                self.done.results[f"{folder.name}/{path.stem}"] = f"{folder.name}/{new_key}"
-            if self.apply:
-                self._move_result(folder, path, record, new_key, auxiliary)
+            if new_key != path.stem and (folder / "results" / f"{new_key}.json").exists():
+                self.done.left.append(f"jobs/{folder.name}/results/{path.name}: its current key {new_key} is "
+                                      "already taken")
+                continue
+            changes.append((path, record, new_key, auxiliary))
+        return changes
 
     @staticmethod
-    def _move_result(folder: Path, path: Path, record: dict, new_key: str, auxiliary: list) -> None:
-        old_key = path.stem
+    def _move_result(folder: Path, file_name: str, record: dict, new_key: str, auxiliary: list) -> None:
+        old_key = file_name.removesuffix(".json")
         updated = {**record, "auxiliary": auxiliary}
         if new_key != old_key:
             prefix = f"artifacts/{old_key}/"
@@ -201,7 +202,7 @@ class _Rekey:
                 os.rename(artifacts, folder / "artifacts" / new_key)
         atomic_write_json(folder / "results" / f"{new_key}.json", updated)
         if new_key != old_key:
-            path.unlink()
+            (folder / "results" / file_name).unlink()
 
     # -- run entries ---------------------------------------------------------------------------------------------------
 
