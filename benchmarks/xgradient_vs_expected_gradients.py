@@ -2,8 +2,8 @@
 
 Hesse et al. (NeurIPS 2021, Sec. 4.3 and their ``sparsity/`` code) train a ReLU MLP with Erion et al.'s Gini prior
 and report that the X-Gradient prior on the bias-free MLP reaches the test ROC-AUC that expected gradients reaches
-with about 32 references (0.7673 against 0.7679; their EG sweep rises from 0.7486 at k = 1 to 0.7722 at k = 128, see
-``../shared/research/xdnn-attribution-priors.md``). This script asks the same question of gibench's own plugins on
+with about 32 references (0.7673 against 0.7679; their EG sweep rises from 0.7486 at k = 1 to 0.7722 at k = 128, as
+printed by ``sparsity/plot_results.ipynb`` of their public code, github.com/visinf/fast-axiomatic-attribution). This script asks the same question of gibench's own plugins on
 the bundled MNIST subset.
 
 Run (CPU, about 10 minutes at the defaults on one core)::

@@ -1,8 +1,8 @@
 """The explained quantity and how pixel scores are aggregated from it.
 
-DESIGN §4: the explained quantity is the input-gradient of the **label logit** f_y(x) (not log-softmax, not the
-loss), per sample: sum f_{y_b}(x_b) over the batch, then take one gradient (samples do not interact unless the
-model mixes them, e.g. BatchNorm in train mode; at explanation time models are in eval mode).
+The explained quantity (docs/architecture.md, "Saliency") is the input-gradient of the **label logit** f_y(x) (not
+log-softmax, not the loss), per sample: sum f_{y_b}(x_b) over the batch, then take one gradient (samples do not
+interact unless the model mixes them, e.g. BatchNorm in train mode; at explanation time models are in eval mode).
 
 Axiomatic attributions (Hesse, Schaub-Meyer & Roth, "Fast Axiomatic Attribution for Neural Networks", NeurIPS 2021)
 share one baseline, :func:`attribution_baseline`. gibench models are ``Sequential(normalize=Normalize(mean, std),
@@ -16,7 +16,7 @@ path because the ReLU/max-pool pattern does not change when the input is scaled 
 The saliency *method* is an evaluator option (``saliency:`` in every evaluator that reads a map, with ``ig_steps``),
 turned into ``ctx.saliency`` here and nowhere else (:func:`saliency_function`, :func:`saliency_for`):
 
-* ``input_gradient`` (default, DESIGN §4): ∇x f_y(x).
+* ``input_gradient`` (default; docs/architecture.md, "Saliency"): ∇x f_y(x).
 * ``x_gradient``: (x − baseline) ⊙ ∇x f_y(x), :func:`x_gradient`.
 * ``integrated_gradients``: captum's ``IntegratedGradients`` (Sundararajan et al. 2017) of the label logit from
   :func:`attribution_baseline`, ``multiply_by_inputs=True``, Gauss-Legendre quadrature (captum's default and the

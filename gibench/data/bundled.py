@@ -5,7 +5,8 @@ which ones): 500 digits per class, rows sorted by class, 784 raw pixel values in
 (about a second, so the decoded arrays are cached once per process). gibench turns them into float32 (N, 1, 28, 28)
 images in [0, 1] and int64 labels, and splits them with a fixed seeded stratified split
 (:func:`gibench.data.tensors.stratified_split`): by default 400 train / 100 test digits per class (4,000 / 1,000),
-each split in seeded random order. This is the embedded default dataset of the smoke suite (DESIGN §5).
+each split in seeded random order. This is the embedded default dataset of the smoke suite (docs/architecture.md,
+"Data").
 """
 
 from __future__ import annotations
