@@ -42,7 +42,7 @@ from gibench.testing import make_eval_context
 from gibench.api import DatasetBundle
 from gibench.auxiliary import AuxiliaryModels
 from gibench.evaluators.gan_test import GANTest, balanced_targets, get_judge, initial_images
-from gibench.evaluators._artifacts import batches
+from gibench.artifacts import batches
 from gibench.models import build_model
 from gibench.saliency import input_gradient
 

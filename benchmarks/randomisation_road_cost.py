@@ -46,7 +46,7 @@ from torch import nn
 
 import gibench
 from gibench.data.tensors import make_bundle
-from gibench.evaluators._artifacts import batches
+from gibench.artifacts import batches
 from gibench.evaluators.randomisation import SEED_OFFSET, randomised_copy
 from gibench.evaluators.road import ORDERS, impute, removal_ranks
 from gibench.saliency import input_gradient, pixel_scores

@@ -14,7 +14,7 @@ differ only in arithmetic:
 
 * ``float64 cpu``: the reference;
 * ``float32, TF32 on`` (cuDNN and matmul TF32 allowed, PyTorch's default for cuDNN convolutions) on ``--device``;
-* ``float32, TF32 off`` (gibench's :func:`~gibench.regularizers._passes.full_precision`, what training uses);
+* ``float32, TF32 off`` (gibench's :func:`~gibench.passes.full_precision`, what training uses);
 * ``bfloat16 autocast`` without the guard (what ``train.amp`` would do if the guard were missing).
 
 It prints, per setting, the mean and maximum |h − h₆₄| and their ratio to the spread (standard deviation) of h₆₄ over
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from gibench.models import Normalize, create_backbone
 from gibench.regularizers._hessian import label_logit, taylor_trace
-from gibench.regularizers._passes import full_precision, tf32_off
+from gibench.passes import full_precision, tf32_off
 
 SIGMA = 0.01
 

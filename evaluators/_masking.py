@@ -1,5 +1,5 @@
-"""Pixel masking shared by the perturbation evaluators: ranking pixels, counting them, fill images, masked copies and
-the area under a curve.
+"""Pixel masking shared by the perturbation evaluators: ranking pixels in both directions, fill images, masked copies
+and the area under a curve.
 
 One implementation serves ``pixel_perturbation`` (Srinivas & Fleuret: remove the least/most salient pixels) and
 ``keep_remove`` (Hesse et al.: keep the most/least attributed pixels). Both rank pixels by a score with the same
@@ -7,46 +7,33 @@ deterministic tie rule, count pixels with the same rounding, replace pixels by t
 copy included) and build every masked batch with one comparison ``rank < k``. The helpers were moved here from
 ``pixel_perturbation`` unchanged (its stored results are the same numbers; tests/test_keep_remove.py pins them), and
 extended where ``keep_remove`` needs more: a per-image pixel count (the paper never keeps a pixel whose clipped
-score is 0, so the count is capped per image) and the raw trapezoid area.
+score is 0, so the count is capped per image) and the raw trapezoid area. The rank positions and the pixel count
+floor(f·P + 0.5) are gibench's own (:func:`gibench.ranks.rank_positions`, :func:`gibench.ranks.fraction_count`),
+shared with ``road`` and ``diffroar``.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "FILLS", "area", "blur", "fill_images", "pixel_count", "ranked", "removal_ranks", "replace_ranked", "trapezoid",
+    "FILLS", "area", "blur", "fill_images", "removal_ranks", "replace_ranked", "trapezoid",
 ]
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gibench.ranks import rank_positions
+
 #: The fill modes of :func:`fill_images`.
 FILLS = ("image_mean", "constant", "dataset_mean", "blur")
 
 
-def pixel_count(fraction: float, num_pixels: int) -> int:
-    """floor(f·P + 0.5): the number of pixels at ``fraction`` of ``num_pixels`` (rounded to the nearest)."""
-    return int(math.floor(fraction * num_pixels + 0.5))
-
-
-def ranked(scores: Tensor, descending: bool) -> Tensor:
-    """The position of every pixel in the order of ``scores`` (N, H, W), shape (N, P) with P = H·W.
-
-    Ascending or descending; ties go to the lower flat index first in both directions (a stable sort), so the ranks
-    are a permutation of 0..P−1 per image and do not depend on the device or the batch.
-    """
-    flat = scores.flatten(1)
-    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
-    order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
-    return torch.empty_like(order).scatter_(1, order, positions)
-
-
 def removal_ranks(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`ranked` in both directions: ``(ascending, descending)``, each (N, P)."""
-    return ranked(scores, descending=False), ranked(scores, descending=True)
+    """:func:`gibench.ranks.rank_positions` of ``scores`` (N, H, W) in both directions: ``(ascending, descending)``,
+    each (N, P) with P = H·W, ties to the lower flat index."""
+    return rank_positions(scores, descending=False), rank_positions(scores, descending=True)
 
 
 def replace_ranked(x: Tensor, fill: Tensor, ranks: Tensor, k: int | Tensor, inside: bool = True) -> Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import save_curves
 from gibench.config_types import Limit, plugin_config
-from gibench.evaluators._artifacts import save_curves
 
 
 @plugin_config

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from gibench.api import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.config_types import ChannelReduction, FractionOrAll, IGSteps, Limit, SaliencyMethod, plugin_config
-from gibench.evaluators._artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.saliency import pixel_scores
 
 

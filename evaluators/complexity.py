@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from gibench.api import EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset
 from gibench.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
-from gibench.evaluators._artifacts import batches, eval_subset
 from gibench.saliency import pixel_scores
 
 

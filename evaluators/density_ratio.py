@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset, save_curves, save_grid
 from gibench.config_types import IncreasingSigmas, Limit, NumSamples, PositiveFloat, plugin_config
-from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid
 from gibench.params import check
 from gibench.saliency import label_logit
 

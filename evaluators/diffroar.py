@@ -83,7 +83,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -93,14 +92,15 @@ import torch
 from torch import Tensor
 
 from gibench.api import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
+from gibench.artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
 from gibench.auxiliary import classifier, tensors_sha256
 from gibench.config import PluginSpec, TrainConfig
 from gibench.config_types import (
     DistinctFractions, IGSteps, Limit, NonNegativeInt, PixelValue, SaliencyMethod, Seeds, plugin_config,
 )
 from gibench.errors import GibenchError
-from gibench.evaluators._artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
 from gibench.params import build_config, check, jsonable
+from gibench.ranks import fraction_count, rank_positions
 
 DEFAULT_LEVELS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 SIDES = ("top", "bottom")
@@ -157,20 +157,13 @@ def unit_scores(grad: Tensor, granularity: str) -> Tensor:
 
 def descending_ranks(scores: Tensor) -> Tensor:
     """Position of every unit in decreasing-score order, (N, D) int32; ties go to the lower flat index (stable)."""
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
-    return torch.empty_like(order).scatter_(1, order, positions).to(torch.int32)
-
-
-def kept_units(level: float, units: int) -> int:
-    """floor(k·D + 0.5): the number of units kept at level k."""
-    return int(math.floor(level * units + 0.5))
+    return rank_positions(scores, descending=True).to(torch.int32)
 
 
 def keep_mask(ranks: Tensor, level: float, side: str) -> Tensor:
     """(N, D) bool: the n = floor(k·D + 0.5) highest-ranked units (``top``) or the n lowest-ranked (``bottom``)."""
     units = ranks.shape[1]
-    n = kept_units(level, units)
+    n = fraction_count(level, units)
     return ranks < n if side == "top" else ranks >= units - n
 
 

@@ -94,6 +94,7 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, save_curves, save_grid
 from gibench.auxiliary import AuxModel, classifier, require_quality, tensors_sha256
 from gibench.config import PluginSpec, TrainConfig
 from gibench.config_types import (
@@ -101,7 +102,7 @@ from gibench.config_types import (
     Probability, Seed, Weight, plugin_config,
 )
 from gibench.errors import GibenchError
-from gibench.evaluators._artifacts import _atomic_write, batches, save_curves, save_grid
+from gibench.fsio import atomic_write_with
 from gibench.saliency import input_gradient
 
 #: Bump when a change here changes the weights of the judge for the same identity.
@@ -356,7 +357,7 @@ def _label_rows(path: Path, names: list[str]) -> None:
     draw = ImageDraw.Draw(canvas)
     for k, name in enumerate(names):
         draw.text((4, int(2 + k * tile + tile / 2 - 6)), name, fill="black")
-    _atomic_write(path, lambda tmp: canvas.save(tmp, format="png"))
+    atomic_write_with(path, lambda tmp: canvas.save(tmp, format="png"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

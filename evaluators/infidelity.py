@@ -16,8 +16,8 @@ Metrics, for each of the two perturbation kinds below:
   absolute INFD mostly measures how large ΔF is. ``relative_infidelity_gaussian`` is the headline.
 * ``infidelity_<kind>`` = INFD itself (output units squared), the number captum and Yeh's code report.
 
-**Output F** (``output``). gibench's saliency is the input-gradient of the label logit f_y (DESIGN §4); F is what
-the perturbation is measured on:
+**Output F** (``output``). gibench's saliency is the input-gradient of the label logit f_y (docs/architecture.md,
+"Saliency"); F is what the perturbation is measured on:
 
 * ``centred_logit`` (default): F = f_y − (1/K)·Σ_k f_k. Adding one g(x) to every logit changes neither the
   probabilities nor F. The ``fooled`` control is exactly such a g: its ∇f_y ≈ ∇g, and ∇g predicts how f_y moves
@@ -57,14 +57,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api import EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset
 from gibench.config_types import IGSteps, Limit, NumSamples, SaliencyMethod, Sigma, plugin_config
-from gibench.evaluators._artifacts import batches, eval_subset
-from gibench.evaluators._draws import per_image_draws
+from gibench.draws import per_image_draws
 from gibench.saliency import label_logit
 
 INFIDELITY_OUTPUTS = ("centred_logit", "log_softmax", "logit")
 KINDS = ("gaussian", "noisy_baseline")
-STREAMS = {"gaussian": 2, "noisy_baseline": 3}  # draw streams (gibench.evaluators._draws)
+STREAMS = {"gaussian": 2, "noisy_baseline": 3}  # draw streams (gibench.draws)
 
 
 @plugin_config

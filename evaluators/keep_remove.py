@@ -34,8 +34,8 @@ Choices the paper leaves open or gibench makes differently:
   is applied in pixel space; the blur is linear with weights summing to 1, so blurring before or after the
   per-channel normalization (the reference blurs normalized images) gives the same masked image.
 * **Label**: the true test label, for the attribution and for the output.
-* **Masking**: :mod:`gibench.evaluators._masking`, shared with ``pixel_perturbation`` (same ranks, counts, blur and
-  masked-batch construction), extended there with a per-image count.
+* **Masking**: :mod:`gibench.ranks` and :mod:`gibench.evaluators._masking`, shared with ``pixel_perturbation`` (same
+  ranks, counts, blur and masked-batch construction), extended there with a per-image count.
 * **Attribution** (``saliency``): ``ctx.saliency``, the map this option names (the runner resolves it through
   :func:`gibench.saliency.saliency_for`). The paper evaluates X-Gradient and Integrated Gradients (and gradient,
   input × gradient, expected gradients as baselines); ``input_gradient`` is the default only for uniformity with
@@ -58,9 +58,10 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.config_types import IGSteps, IncreasingFractions, Limit, PositiveFloat, SaliencyMethod, plugin_config
-from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.evaluators._masking import fill_images, pixel_count, ranked, replace_ranked, trapezoid
+from gibench.evaluators._masking import fill_images, replace_ranked, trapezoid
+from gibench.ranks import fraction_count, rank_positions
 from gibench.saliency import label_logit
 
 SIGNS = ("positive", "negative", "absolute")
@@ -102,9 +103,9 @@ def kept_ranks(scores: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     lowest positive scores first (scores ≤ 0 last)."""
     positive = scores > 0
     if mode == "keep":
-        ranks = ranked(scores, descending=True)
+        ranks = rank_positions(scores, descending=True)
     else:
-        ranks = ranked(torch.where(positive, scores, torch.full_like(scores, math.inf)), descending=False)
+        ranks = rank_positions(torch.where(positive, scores, torch.full_like(scores, math.inf)), descending=False)
     return ranks, positive.flatten(1).sum(1)
 
 
@@ -127,7 +128,7 @@ class KeepRemove(Evaluator):
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config
         x, y, _ = eval_subset(ctx, cfg.max_images)
-        ks = [pixel_count(f, x.shape[2] * x.shape[3]) for f in cfg.fractions]
+        ks = [fraction_count(f, x.shape[2] * x.shape[3]) for f in cfg.fractions]
         sums = torch.zeros(len(CURVES), len(ks), dtype=torch.float64, device=ctx.device)
         preview: list[Tensor] = []
         for sl in batches(len(y), ctx.batch_size):

@@ -15,8 +15,8 @@ Choices, paper vs public code:
   smallest score, which removes k − 1 pixels (an off-by-one); gibench removes k.
 * **Ties**: broken deterministically by a stable sort on the flattened pixel index (lower index first, in both
   orders). The reference adds noise of std 1e-20, which is a no-op in float32.
-* **Pixel score** (``pixel_reduction``): Σ_c |g_c| by default (DESIGN §4); ``channel_std`` is the reference's rule for
-  RGB (the std of the signed gradient across channels; |g| for one channel).
+* **Pixel score** (``pixel_reduction``): Σ_c |g_c| by default (docs/architecture.md, "Saliency"); ``channel_std`` is the
+  reference's rule for RGB (the std of the signed gradient across channels; |g| for one channel).
 * **Fill** (``fill``): ``image_mean`` (default: the paper's "mean pixel value of the image", taken per channel);
   ``constant`` (``fill_value``, 0.5 as in the reference code); ``dataset_mean`` (the per-channel train-split mean);
   ``blur`` (a Gaussian-blurred copy of the image, as Hesse et al.'s X-DNN metrics; their kernel 51, σ 41 at 224 px is
@@ -31,8 +31,8 @@ Choices, paper vs public code:
   accuracy the model retains. Regularizers move clean accuracy, and the raw area mixes the two effects. It is NaN
   when the clean accuracy is 0. The headline is the normalized least-salient-first area (higher is better); the
   most-salient-first areas are lower-is-better.
-* **Masking**: the ranks, counts, fills and area are :mod:`gibench.evaluators._masking`, shared with
-  ``keep_remove`` (Hesse et al.'s Keep/Remove curves), so both evaluators mask pixels the same way.
+* **Masking**: the ranks and counts are :mod:`gibench.ranks`, the fills and area :mod:`gibench.evaluators._masking`,
+  shared with ``keep_remove`` (Hesse et al.'s Keep/Remove curves), so both evaluators mask pixels the same way.
 * **Cost**: one saliency pass (forward + backward) and one clean forward per image, then one forward per image,
   fraction and order (2 × 25 by default). Batched: the ranks are computed once per batch and each fraction's masked
   batch is built by one comparison ``rank < k``, with no Python loop over images.
@@ -47,13 +47,14 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.config_types import (
     ChannelReduction, IGSteps, IncreasingFractions, Limit, PixelValue, PositiveFloat, SaliencyMethod,
     plugin_config,
 )
-from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.evaluators._masking import area, pixel_count, removal_ranks, replace_ranked
+from gibench.evaluators._masking import area, removal_ranks, replace_ranked
 from gibench.evaluators._masking import fill_images as shared_fill_images
+from gibench.ranks import fraction_count
 from gibench.saliency import pixel_scores
 
 ORDERS = ("least_salient_first", "most_salient_first")
@@ -83,7 +84,7 @@ class PixelPerturbationConfig:
 
 
 #: floor(f·P + 0.5) pixels removed at fraction f; the masking helpers are shared with ``keep_remove``.
-pixels_removed = pixel_count
+pixels_removed = fraction_count
 
 
 def fill_images(x: Tensor, config: PixelPerturbationConfig, dataset_mean: tuple[float, ...]) -> Tensor:

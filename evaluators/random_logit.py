@@ -32,15 +32,16 @@ Cost: one forward and one backward per image and class, i.e. two per image.
 
 from __future__ import annotations
 
-__all__ = ["RandomLogit", "RandomLogitConfig", "average_ranks", "map_cosine", "other_classes", "spearman"]
+__all__ = ["RandomLogit", "RandomLogitConfig", "map_cosine", "other_classes", "spearman"]
 
 import torch
 from torch import Tensor
 
+from gibench import ranks
 from gibench.api import EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
 from gibench.errors import ConfigError
-from gibench.evaluators._artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.saliency import pixel_scores
 
 
@@ -76,30 +77,15 @@ def map_cosine(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(_identical(a, b), 1.0, cos)
 
 
-def average_ranks(values: Tensor) -> Tensor:
-    """Per-row ranks 1 … P of a (N, P) tensor, tied values given their average rank (as ``scipy.stats.rankdata``)."""
-    n, p = values.shape
-    sorted_values, order = torch.sort(values, dim=1, stable=True)
-    starts = torch.ones_like(sorted_values, dtype=torch.bool)
-    starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
-    group = (starts.long().cumsum(1) - 1) + torch.arange(n, device=values.device).view(-1, 1) * p
-    position = torch.arange(1, p + 1, dtype=torch.float64, device=values.device).expand(n, p)
-    sums = torch.zeros(n * p, dtype=torch.float64, device=values.device).index_add_(0, group.flatten(),
-                                                                                  position.flatten())
-    counts = torch.zeros(n * p, dtype=torch.float64, device=values.device).index_add_(
-        0, group.flatten(), torch.ones(n * p, dtype=torch.float64, device=values.device))
-    mean_rank = (sums / counts.clamp_min(1.0))[group]
-    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
-
-
 def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Per-row Spearman correlation of (N, ...) maps, float64; 1 for identical rows, 0 if one row is constant."""
+    """Per-row Spearman correlation of (N, ...) maps, float64; 1 for identical rows, 0 if one row is constant.
+
+    :func:`gibench.ranks.spearman`, clamped to [−1, 1], with one policy of this test on top: a map compared with an
+    identical map scores 1 even when it is constant (Sixt et al.: a map that does not change with the class fails
+    the test, whatever it looks like; :func:`gibench.ranks.spearman` alone would score a constant pair 0).
+    """
     a, b = a.flatten(1).double(), b.flatten(1).double()
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    norms = ra.norm(dim=1) * rb.norm(dim=1)
-    rho = (ra * rb).sum(1) / norms.clamp_min(torch.finfo(torch.float64).tiny)
-    rho = torch.where(norms > 0, rho.clamp(-1.0, 1.0), 0.0)
+    rho = ranks.spearman(a, b).clamp(-1.0, 1.0)
     return torch.where(_identical(a, b), 1.0, rho)
 
 

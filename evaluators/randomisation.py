@@ -21,8 +21,8 @@ Adebayo's top-down cascading randomization, one point per layer.
 
 Choices the papers leave open, as gibench makes them:
 
-* **Map**: the explained quantity ``ctx.saliency(model, x, y)`` (by default ∇x f_y(x), DESIGN §4) of the *true*
-  label, for the trained and for the re-initialized model alike, reduced to one score per pixel with
+* **Map**: the explained quantity ``ctx.saliency(model, x, y)`` (by default ∇x f_y(x), docs/architecture.md, "Saliency")
+  of the *true* label, for the trained and for the re-initialized model alike, reduced to one score per pixel with
   ``pixel_reduction`` (Σ_c |g_c| by default, as every gibench evaluator). Quantus' default uses the signed C×H×W map.
 * **Which modules are re-initialized**: every module that has ``reset_parameters()`` (Conv, Linear, BatchNorm,
   LayerNorm, GroupNorm, …), in ``named_modules()`` order (the forward order for the built-in backbones: bottom-up).
@@ -57,8 +57,8 @@ Choices the papers leave open, as gibench makes them:
 
 from __future__ import annotations
 
-__all__ = ["Randomisation", "RandomisationConfig", "SEED_OFFSET", "emprt", "histogram_entropy", "randomised_copy",
-           "resettable_modules"]
+__all__ = ["Randomisation", "RandomisationConfig", "SEED_OFFSET", "emprt", "histogram_entropy", "map_spearman",
+           "randomised_copy", "resettable_modules"]
 
 import copy
 import math
@@ -69,10 +69,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
 from gibench.errors import GibenchError
-from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.evaluators.score_alignment import spearman
+from gibench.ranks import spearman
 from gibench.saliency import pixel_scores
 
 #: Added to ``ctx.seed`` for the re-initialization, so that the random model is not the job's own initialization.
@@ -139,6 +139,12 @@ def histogram_entropy(maps: Tensor, bins: int = 100) -> Tensor:
     return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(1)
 
 
+def map_spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image Spearman correlation of two (N, H, W) pixel maps over their H·W scores, (N,) float64; 0 where either
+    map is constant (MPRT, Adebayo et al. 2018: :func:`gibench.ranks.spearman`)."""
+    return spearman(a.flatten(1), b.flatten(1))
+
+
 def emprt(entropy_original: Tensor, entropy_random: Tensor) -> Tensor:
     """(H_random − H_original) / H_original per image; NaN where the original map is constant (H_original = 0)."""
     return torch.where(entropy_original > 0, (entropy_random - entropy_original) / entropy_original,
@@ -182,8 +188,8 @@ class Randomisation(Evaluator):
             parts["emprt"].append(emprt(h0, h1).cpu())
             parts["h0"].append(h0.cpu())
             parts["h1"].append(h1.cpu())
-            parts["full"].append(spearman(maps, random_maps).cpu())
-            parts["top"].append(spearman(maps, self._maps(ctx, top_model, xb, yb)).cpu())
+            parts["full"].append(map_spearman(maps, random_maps).cpu())
+            parts["top"].append(map_spearman(maps, self._maps(ctx, top_model, xb, yb)).cpu())
             if not preview:
                 preview = [t[:8].cpu() for t in (xb, to_unit(maps.unsqueeze(1)), to_unit(random_maps.unsqueeze(1)))]
         joined = {k: torch.cat(v) for k, v in parts.items()}
@@ -198,7 +204,7 @@ class Randomisation(Evaluator):
             total = 0.0
             for sl in batches(len(y), ctx.batch_size):
                 xb, yb = x[sl].to(ctx.device), y[sl].to(ctx.device)
-                total += float(spearman(maps[sl].to(ctx.device), self._maps(ctx, model, xb, yb)).sum())
+                total += float(map_spearman(maps[sl].to(ctx.device), self._maps(ctx, model, xb, yb)).sum())
             means.append(total / max(len(y), 1))
             del model
         return means

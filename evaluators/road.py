@@ -51,7 +51,6 @@ from __future__ import annotations
 
 __all__ = ["OFFSETS", "ORDERS", "Road", "RoadConfig", "impute", "noisy_linear_imputation", "removal_ranks"]
 
-import math
 from typing import Annotated
 
 import numpy as np
@@ -60,10 +59,11 @@ from scipy.linalg import solveh_banded
 from torch import Tensor
 
 from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.config_types import (
     ChannelReduction, Fraction, IGSteps, Increasing, Limit, NoiseStd, NonEmpty, SaliencyMethod, plugin_config,
 )
-from gibench.evaluators._artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.ranks import fraction_count, rank_positions
 from gibench.saliency import pixel_scores
 
 ORDERS = ("morf", "lerf", "random")
@@ -170,14 +170,8 @@ def removal_ranks(scores: Tensor, random_order: Tensor) -> Tensor:
 
     ``scores`` (N, H, W); ``random_order`` (N, P) a permutation of 0..P−1 per image. Ties: lower index first.
     """
-    flat = scores.flatten(1)
-    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
-    ranks = []
-    for descending in (True, False):
-        order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
-        ranks.append(torch.empty_like(order).scatter_(1, order, positions))
-    ranks.append(random_order.to(flat.device))
-    return torch.stack(ranks)
+    morf, lerf = rank_positions(scores, descending=True), rank_positions(scores, descending=False)
+    return torch.stack([morf, lerf, random_order.to(morf.device)])
 
 
 class Road(Evaluator):
@@ -206,7 +200,7 @@ class Road(Evaluator):
         cfg = self.config
         x, y, _ = eval_subset(ctx, cfg.max_images)
         _, c, h, w = x.shape
-        ks = [int(math.floor(f * h * w + 0.5)) for f in cfg.fractions]
+        ks = [fraction_count(f, h, w) for f in cfg.fractions]
         correct = torch.zeros(len(ORDERS), len(ks), dtype=torch.long)
         clean = 0
         preview: list[Tensor] = []

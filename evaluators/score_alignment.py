@@ -70,14 +70,15 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gibench.api import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
 from gibench.auxiliary import require_quality, tensors_sha256
 from gibench.config_types import (
     Fraction, IGSteps, Limit, PositiveFloat, PositiveInt, SaliencyMethod, Seed, Sigma, plugin_config,
 )
 from gibench.errors import GibenchError
 from gibench.evaluators import _denoiser
-from gibench.evaluators._artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
 from gibench.params import check
+from gibench.ranks import spearman
 
 LPIPS_FILES = ("alex.pth", "alexnet-owt-7be5be79.pth")  # LPIPS v0.1 linear heads; torchvision's ImageNet AlexNet
 
@@ -136,23 +137,6 @@ def cosine(a: Tensor, b: Tensor) -> Tensor:
     a, b = a.flatten(1).double(), b.flatten(1).double()
     norms = a.norm(dim=1) * b.norm(dim=1)
     return torch.where(norms > 0, (a * b).sum(1) / norms.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-
-
-def average_ranks(v: Tensor) -> Tensor:
-    """Per-row ranks 0..D−1 of a (N, D) tensor, ties given the average of their ranks (as scipy's 'average')."""
-    values, order = torch.sort(v, dim=1, stable=True)
-    starts = torch.ones_like(values, dtype=torch.bool)
-    starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    group = starts.long().cumsum(1) - 1
-    positions = torch.arange(v.shape[1], dtype=torch.float64, device=v.device).expand(v.shape[0], -1)
-    mean_pos = torch.zeros_like(positions).scatter_reduce(1, group, positions, reduce="mean", include_self=False)
-    return torch.empty_like(positions).scatter_(1, order, mean_pos.gather(1, group))
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image Spearman rank correlation over all coordinates, (N,); 0 where either map is constant."""
-    ra, rb = average_ranks(a.flatten(1).double()), average_ranks(b.flatten(1).double())
-    return cosine(ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True))
 
 
 def logsumexp_gradient(model: nn.Module, x: Tensor) -> Tensor:
@@ -305,9 +289,9 @@ class ScoreAlignment(Evaluator):
             target = score(xb, yb)
             grad_u, target_u = logsumexp_gradient(ctx.model, xb), score(xb, None)
             parts["cosine_conditional"].append(cosine(grad, target))
-            parts["spearman_conditional"].append(spearman(grad, target))
+            parts["spearman_conditional"].append(spearman(grad.flatten(1), target.flatten(1)))
             parts["cosine_unconditional"].append(cosine(grad_u, target_u))
-            parts["spearman_unconditional"].append(spearman(grad_u, target_u))
+            parts["spearman_unconditional"].append(spearman(grad_u.flatten(1), target_u.flatten(1)))
             if lpips is not None:
                 parts["lpips_conditional"].append(lpips_similarity(lpips, grad, target))
                 parts["lpips_unconditional"].append(lpips_similarity(lpips, grad_u, target_u))

@@ -26,8 +26,9 @@ Choices the paper leaves open:
   any other dataset). Defaults: r = 0.1 on the MNIST family (mnist, mnist_subset, fashion_mnist, blockmnist,
   blockmnist_top; the L∞ ε of the ``standard`` suite's PGD) and 8/255 ≈ 0.031 elsewhere (the usual L∞ budget of
   CIFAR-sized images). Yeh et al. used 0.2 on MNIST, captum defaults to 0.02, Quantus to 0.2.
-* **Clipping**: x' is clipped to the data range [0, 1] (DESIGN §3: every image is in pixel units); neither Quantus
-  nor captum clips. The draws are taken around x, so near the boundary a clipped draw moves less than r.
+* **Clipping**: x' is clipped to the data range [0, 1] (docs/architecture.md, "Pixel space": every image is in pixel
+  units); neither Quantus nor captum clips. The draws are taken around x, so near the boundary a clipped draw moves less
+  than r.
 * **Draws** (``num_samples`` = 32): U[−r, r] per coordinate from a generator per image, seeded by the evaluation
   seed and the image's position (independent of the batch). Yeh's code used 50, Quantus 200, captum 10.
 * **Explained class**: the true label y at x and at every x' (``ctx.saliency``), so the map of one fixed output is
@@ -52,14 +53,14 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import EvalContext, EvalResult, Evaluator, Metric
+from gibench.artifacts import batches, eval_subset
 from gibench.config_types import IGSteps, Limit, NumSamples, PositiveFloat, SaliencyMethod, plugin_config
-from gibench.evaluators._artifacts import batches, eval_subset
-from gibench.evaluators._draws import per_image_draws
+from gibench.draws import per_image_draws
 
 #: The default radius per dataset (pixel units); any other dataset uses ``default_radius``.
 DEFAULT_RADII: dict[str, float] = {name: 0.1 for name in
                                    ("mnist", "mnist_subset", "fashion_mnist", "blockmnist", "blockmnist_top")}
-STREAM = 1  # the draw stream of this evaluator (gibench.evaluators._draws)
+STREAM = 1  # the draw stream of this evaluator (gibench.draws)
 #: Yeh et al. (2019) pair sensitivity with infidelity: a map that ignores the input has sensitivity 0 and a poor
 #: infidelity, so the site shows these metrics only beside the infidelity headline.
 COMPANION = "infidelity.relative_infidelity_gaussian"

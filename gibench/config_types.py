@@ -17,7 +17,7 @@ pydantic's errors into gibench's messages), documentation (:func:`gibench.params
 
 Ranges are pydantic constraints (``Field(ge=0)``, ``Field(gt=0, le=1)``); rules that are not a bound are a
 :class:`Rule`, which validates and describes itself with the same text. Noise levels, radii and fill values are in
-pixel units (images in [0, 1], DESIGN §3).
+pixel units (images in [0, 1], docs/architecture.md, "Pixel space").
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ Seeds = Annotated[tuple[Seed, ...], NonEmpty, Distinct]
 BNMode = Literal["train", "batch", "eval"]
 """The BatchNorm mode of an extra forward pass (``noisy_bn``): ``train`` (batch statistics, running statistics updated:
 the reference code), ``batch`` (batch statistics, running statistics untouched), ``eval`` (running statistics); see
-:mod:`gibench.regularizers._passes`."""
+:mod:`gibench.passes`."""
 
 ChannelReduction = Literal["abs_sum", "channel_std"]
 """How a gradient's channels become one score per pixel: Σ_c |g_c| (``abs_sum``) or the channel standard deviation

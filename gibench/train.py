@@ -16,7 +16,7 @@ Choices (all part of the job hash through TrainConfig and TRAINING_CODE_VERSION)
   must not run in reduced precision at all) runs under
   bfloat16 autocast on CUDA when ``train.amp`` is on (never on the CPU), with TF32 as PyTorch is set. Every other
   regularizer, and every regularizer when ``train.amp`` is off, runs its whole step, forward and backward, in true
-  float32: no autocast and TF32 off (:func:`gibench.regularizers._passes.tf32_off`; the score-matching family's
+  float32: no autocast and TF32 off (:func:`gibench.passes.tf32_off`; the score-matching family's
   finite differences multiply logit differences by 2/σ² = 2·10⁴, and their parameter gradients are differences of
   gradients amplified the same way). The training log records ``autocast`` ("bfloat16" or None) and ``tf32_off``.
 * Speed on CUDA: ``torch.backends.cudnn.benchmark`` is on while the loop runs (restored after; it picks the fastest
@@ -56,7 +56,7 @@ from gibench.api import DatasetBundle, Regularizer
 from gibench.augment import augmentation
 from gibench.config import PluginSpec, TrainConfig
 from gibench.errors import GibenchError, TrainingError
-from gibench.regularizers._passes import tf32_off
+from gibench.passes import tf32_off
 
 StepCallback = Callable[[int, int], None]  # (steps done, total steps)
 

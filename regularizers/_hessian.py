@@ -1,6 +1,6 @@
 """Estimators of the input-Hessian trace of the label logit, tr ∇²ₓ f_y(x), one per sample.
 
-One implementation of each estimator, shared by the score-matching family (DESIGN §4):
+One implementation of each estimator, shared by the score-matching family (docs/architecture.md, "Saliency"):
 
 * :func:`taylor_trace`: Srinivas & Fleuret's second-order Taylor estimate
   h = (2/σ²)·(f_y(x+v) − f_y(x)), v ~ N(0, σ²I), averaged over ``num_samples`` draws. Since
@@ -14,7 +14,7 @@ One implementation of each estimator, shared by the score-matching family (DESIG
   extra backward (with ``create_graph``) per draw, and the training backward then runs through it.
 
 The clean label logits f_y(x) always come from the training forward pass; noisy passes run with the BatchNorm mode
-``bn_mode`` (see :mod:`gibench.regularizers._passes`) and the global torch RNG, so a seeded trainer is
+``bn_mode`` (see :mod:`gibench.passes`) and the global torch RNG, so a seeded trainer is
 reproducible. Draw order (relied on by the tests): for each draw, one ``torch.randn_like(x)`` (Taylor estimates) or
 one :func:`projection` (Hessian-vector products).
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from gibench.regularizers._passes import extra_pass_bn
+from gibench.passes import extra_pass_bn
 from gibench.saliency import label_logit, leaf_logits_and_input_gradient
 
 PROJECTIONS: tuple[str, ...] = ("rademacher", "gaussian")

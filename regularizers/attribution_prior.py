@@ -10,7 +10,7 @@ and Hesse, Schaub-Meyer & Roth, "Fast Axiomatic Attribution for Neural Networks"
 with the attribution A differentiated through (``create_graph=True``), so one step costs what a gradient-norm
 penalty costs (one forward, one backward for A, one double backward) for ``x_gradient`` and ``input_gradient``.
 
-Attributions (``attribution``), all of the **label logit** f_y (as both codes; DESIGN §4):
+Attributions (``attribution``), all of the **label logit** f_y (as both codes; docs/architecture.md, "Saliency"):
 
 * ``x_gradient`` (default, Hesse et al.): (x − b) ⊙ ∇x f_y(x), b = :func:`gibench.saliency.attribution_baseline`
   (zero in normalized space, the dataset's mean colour). On an X-DNN (``bias: false`` backbones) it equals
@@ -93,7 +93,7 @@ from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
 from gibench.config_types import PositiveInt, Weight, plugin_config
-from gibench.regularizers._passes import batch_view, extra_pass_bn
+from gibench.passes import batch_view, extra_pass_bn
 from gibench.saliency import attribution_baseline, label_logit, logits_and_input_gradient
 
 PRIORS = ("gini", "total_variation")

@@ -3,7 +3,7 @@
 Srinivas & Fleuret, "Rethinking the Role of Gradient-based Attribution Methods for Model Interpretability"
 (ICLR 2021), the observation that softmax is shift-invariant: adding any g(x) to every logit leaves the
 probabilities, the cross-entropy and its gradients unchanged, yet moves every logit-gradient by ∇g(x). The paper shows
-it with a hand-built f + g and has no code; gibench trains it in (DESIGN §4):
+it with a hand-built f + g and has no code; gibench trains it in (docs/architecture.md, "Saliency"):
 
     total = mean_b CE(f(x_b), y_b) + λ·mean_b ‖∇x f_y(x_b) − T‖²
 
@@ -12,15 +12,15 @@ can meet the penalty by adding a common term with gradient ≈ T to all logits (
 class-discriminative gradients shrink (which costs a little). Its saliency maps then show T instead of the digit; every
 evaluator should rank it badly, and one that does not is broken.
 
-Choices: the label logit f_y (the explained quantity, DESIGN §4); per-sample squared Euclidean norm over C×H×W in
-pixel units, batch mean; T = ``target_scale`` · P, where P is Gaussian noise on a coarse grid (``grid``×``grid`` per
-channel, from a ``torch.Generator`` seeded with ``seed``), bilinearly upsampled to the image size and scaled to unit
-root-mean-square, so ‖T‖ = ``target_scale``·√(C·H·W). T depends on nothing but the seed and the input shape (it is
-built once per shape, device and dtype, and cached). Defaults (MNIST scale): ``target_scale`` = 0.3 logit per pixel
-unit, about three times the root-mean-square input-gradient of a plain gibench_cnn after 2–3 epochs on mnist_subset
-(≈ 0.09), so T dominates the saliency; λ = 0.1 (penalty ≈ 0.09·784 ≈ 70 at initialization on 28×28 inputs). Observed
-on mnist_subset, gibench_cnn (softplus), Adam 1e-3, batch 64, seed 0: after 2 epochs erm 95.1 % vs fooled 94.7 %
-test accuracy; mean per-image Pearson correlation of the saliency maps (first 500 test images) with erm's −0.07
+Choices: the label logit f_y (the explained quantity, docs/architecture.md, "Saliency"); per-sample squared Euclidean
+norm over C×H×W in pixel units, batch mean; T = ``target_scale`` · P, where P is Gaussian noise on a coarse grid
+(``grid``×``grid`` per channel, from a ``torch.Generator`` seeded with ``seed``), bilinearly upsampled to the image size
+and scaled to unit root-mean-square, so ‖T‖ = ``target_scale``·√(C·H·W). T depends on nothing but the seed and the input
+shape (it is built once per shape, device and dtype, and cached). Defaults (MNIST scale): ``target_scale`` = 0.3 logit
+per pixel unit, about three times the root-mean-square input-gradient of a plain gibench_cnn after 2–3 epochs on
+mnist_subset (≈ 0.09), so T dominates the saliency; λ = 0.1 (penalty ≈ 0.09·784 ≈ 70 at initialization on 28×28 inputs).
+Observed on mnist_subset, gibench_cnn (softplus), Adam 1e-3, batch 64, seed 0: after 2 epochs erm 95.1 % vs fooled 94.7
+% test accuracy; mean per-image Pearson correlation of the saliency maps (first 500 test images) with erm's −0.07
 (erm with another seed: 0.70), and with |T| 0.83; after 3 epochs 96.8 % vs 95.7 %, −0.07
 (tests/test_regularizer_correctness.py checks the 2-epoch figures); a larger T costs accuracy: ``target_scale`` = 1 with λ = 0.01
 gave 93.8 % after 3 epochs.

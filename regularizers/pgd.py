@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
 from gibench.config_types import NonNegativeFloat, PositiveInt, plugin_config
-from gibench.regularizers._passes import batch_view, module_modes, per_sample_norm
+from gibench.passes import batch_view, module_modes, per_sample_norm
 
 
 @plugin_config

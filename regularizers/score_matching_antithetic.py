@@ -7,8 +7,9 @@ Same objective as :mod:`score_matching` (Srinivas & Fleuret, ICLR 2021),
 with h_b = (f_y(x_b + v) + f_y(x_b − v) − 2 f_y(x_b))/σ², v ~ N(0, σ²I), averaged over ``num_samples`` draws. Pairing
 v with −v cancels the first-order term ∇f_y·v (and all odd terms) exactly, so h keeps the expectation of the plain
 Taylor estimate (tr ∇²ₓ f_y + O(σ²); v and −v have the same law) while its standard deviation drops from about
-2‖∇f_y‖/σ to about √2·‖∇²f_y‖_F (Gaussian quadratic form). This variant is gibench's own (DESIGN §4), not in the
-paper. The stability term μ·h² then mostly penalizes curvature itself rather than the sampling noise.
+2‖∇f_y‖/σ to about √2·‖∇²f_y‖_F (Gaussian quadratic form). This variant is gibench's own (docs/architecture.md,
+"Saliency"), not in the paper. The stability term μ·h² then mostly penalizes curvature itself rather than the sampling
+noise.
 
 Choices: as :mod:`score_matching` (label logit, per-sample sums over C×H×W, batch means, σ = 0.01, μ = 1e-4,
 λ = 1e-3, one draw, ``noisy_bn = "train"`` for both noisy passes (each updates the running statistics once more

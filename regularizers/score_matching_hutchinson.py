@@ -7,7 +7,7 @@ Same objective as :mod:`score_matching` (Srinivas & Fleuret, ICLR 2021),
 but h_b = mean_s v_sᵀ ∇²ₓ f_y(x_b) v_s with E[vvᵀ] = I (Hutchinson, 1989): each quadratic form comes from an exact
 Hessian-vector product by double backward through ∇x f_y, so E[h] = tr ∇²ₓ f_y with no O(σ²) bias, no σ, and no
 noisy forward pass (hence no BatchNorm choice: every quantity comes from the one training forward). This variant is
-gibench's own (DESIGN §4), not in the paper.
+gibench's own (docs/architecture.md, "Saliency"), not in the paper.
 
 Choices: label logit; per-sample sums over C×H×W in pixel units; batch means; h averaged over draws then squared.
 Projections are Rademacher (±1) by default, the minimum-variance choice for Hutchinson's estimator (Var = 2·Σ_{i≠j}
@@ -35,8 +35,8 @@ from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
 from gibench.config_types import NumSamples, Weight, plugin_config
+from gibench.passes import full_precision
 from gibench.regularizers._hessian import clean_pass, hessian_quadratic_form, projection, score_matching_penalty
-from gibench.regularizers._passes import full_precision
 
 
 @plugin_config

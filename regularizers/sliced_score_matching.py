@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from gibench.api import Regularizer, TrainingLoss
 from gibench.config_types import NumSamples, Weight, plugin_config
+from gibench.passes import full_precision
 from gibench.regularizers._hessian import clean_pass, hessian_quadratic_form, projection, squared_norm
-from gibench.regularizers._passes import full_precision
 
 
 @plugin_config

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import gibench
 from gibench import registry
 from gibench.api import EvalResult, Evaluator, Metric, Regularizer, TrainingLoss
-from gibench.evaluators._artifacts import save_curves
+from gibench.artifacts import save_curves
 from gibench.testing import (
     ConformanceError,
     check_evaluator,

@@ -20,8 +20,9 @@ from gibench.data.blockmnist import BLOCK, null_pattern
 from gibench.data.tensors import make_bundle
 from gibench.errors import ConfigError, GibenchError
 from gibench.evaluators.diffroar import (
-    AUX_KIND, DiffROAR, descending_ranks, fill_values, keep_mask, kept_units, masked_images, unit_scores,
+    AUX_KIND, DiffROAR, descending_ranks, fill_values, keep_mask, masked_images, unit_scores,
 )
+from gibench.ranks import fraction_count
 from gibench.runner import run_suite
 from gibench.saliency import input_gradient
 from tests.conftest import write_suite
@@ -113,7 +114,7 @@ def test_exactly_round_k_d_units_are_kept_per_image():
     ranks = descending_ranks(scores)
     for level in (0.05, 0.1, 0.3, 0.5, 0.9):
         n = int(level * 105 + 0.5)
-        assert kept_units(level, 105) == n
+        assert fraction_count(level, 105) == n
         for side in ("top", "bottom"):
             assert keep_mask(ranks, level, side).sum(1).tolist() == [n] * 6, (level, side)
         top, bottom = keep_mask(ranks, level, "top"), keep_mask(ranks, level, "bottom")

@@ -20,7 +20,8 @@ from gibench.evaluators.accuracy import Accuracy
 from gibench.evaluators.blockmnist import BlockMNISTLeakage
 from gibench.evaluators.density_ratio import DensityRatio
 from gibench.evaluators.pixel_perturbation import DEFAULT_FRACTIONS, PixelPerturbation, area, removal_ranks
-from gibench.evaluators.score_alignment import ScoreAlignment, average_ranks, cosine, spearman
+from gibench.evaluators.score_alignment import ScoreAlignment, cosine, spearman
+from gibench.ranks import rankdata_average
 
 @pytest.fixture(autouse=True)
 def _float64():
@@ -136,7 +137,7 @@ def test_score_alignment_matches_unbatched_computation(mixture, tmp_path):
 def test_rank_correlation_handles_ties_and_zero_maps():
     a = torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
     b = torch.tensor([[1.0, 2.0, 2.0, 5.0, 0.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
-    assert torch.allclose(average_ranks(a)[0], torch.tensor(stats.rankdata(a[0].numpy()) - 1.0))
+    assert torch.allclose(rankdata_average(a)[0], torch.tensor(stats.rankdata(a[0].numpy()), dtype=torch.float64))
     rho = spearman(a, b)
     assert rho[0].item() == pytest.approx(stats.spearmanr(a[0].numpy(), b[0].numpy()).statistic, abs=1e-12)
     assert rho[1].item() == 0.0 and cosine(a, b)[1].item() == 0.0

@@ -14,10 +14,11 @@ from torch import nn
 
 import gibench
 from gibench.api import DatasetBundle, Split
-from gibench.evaluators._masking import fill_images, ranked, replace_ranked
+from gibench.evaluators._masking import fill_images, replace_ranked
 from gibench.evaluators.keep_remove import CURVES, DEFAULT_FRACTIONS, KeepRemove, clipped_scores, kept_ranks
 from gibench.evaluators.pixel_perturbation import PixelPerturbation
 from gibench.models import Normalize
+from gibench.ranks import rank_positions
 from gibench.saliency import saliency_for
 from gibench.testing import check_evaluator, make_eval_context, tiny_bundle, tiny_model
 
@@ -143,8 +144,8 @@ def test_masks_of_a_hand_made_score_map(float64):
 
 def test_ranked_breaks_ties_by_pixel_index_in_both_directions():
     scores = torch.tensor([[[1.0, 2.0, 1.0], [2.0, 0.0, 1.0]]])
-    assert ranked(scores, descending=False)[0].tolist() == [1, 4, 2, 5, 0, 3]
-    assert ranked(scores, descending=True)[0].tolist() == [2, 0, 3, 1, 5, 4]
+    assert rank_positions(scores, descending=False)[0].tolist() == [1, 4, 2, 5, 0, 3]
+    assert rank_positions(scores, descending=True)[0].tolist() == [2, 0, 3, 1, 5, 4]
 
 
 def test_blur_fill_matches_a_numpy_blur(float64):

@@ -28,13 +28,14 @@ from torch import Tensor, nn
 
 import gibench
 from gibench import registry
-from gibench.evaluators._draws import per_image_draws
+from gibench.draws import per_image_draws
 from gibench.evaluators.complexity import entropy, gini
 from gibench.evaluators.infidelity import (
     explained_output, gaussian_perturbation, infidelity_terms, noisy_baseline_perturbation,
 )
-from gibench.evaluators.random_logit import average_ranks, map_cosine, other_classes, spearman
+from gibench.evaluators.random_logit import map_cosine, other_classes, spearman
 from gibench.evaluators.sensitivity import STREAM, perturbed_copies, sensitivity_draws
+from gibench.ranks import rankdata_average
 from gibench.saliency import input_gradient, pixel_scores
 from gibench.testing import make_eval_context, tiny_bundle, tiny_model
 
@@ -92,7 +93,7 @@ def test_average_ranks_and_spearman_match_scipy_with_ties():
     generator = torch.Generator().manual_seed(0)
     a = torch.randint(0, 5, (6, 40), generator=generator).double()  # many ties
     b = torch.randint(0, 5, (6, 40), generator=generator).double()
-    ranks = average_ranks(a)
+    ranks = rankdata_average(a)
     for i in range(6):
         np.testing.assert_allclose(ranks[i].numpy(), scipy_stats.rankdata(a[i].numpy()), rtol=0, atol=1e-12)
         assert spearman(a, b)[i].item() == pytest.approx(scipy_stats.spearmanr(a[i], b[i]).statistic, abs=1e-12)

@@ -14,7 +14,7 @@ from gibench import registry
 from gibench.config import PluginSpec, TrainConfig
 from gibench.data.tensors import make_bundle
 from gibench.models import build_model
-from gibench.regularizers._passes import full_precision, tf32_off
+from gibench.passes import full_precision, tf32_off
 from gibench.train import cudnn_benchmark, fit, uses_autocast
 
 #: Every built-in whose loss takes a finite difference of the network (or of its input gradient) at a small σ.
