@@ -13,9 +13,13 @@ Saliency (:mod:`gibench.saliency`)
     ``input_gradient``, ``logits_and_input_gradient``, ``leaf_logits_and_input_gradient``, ``label_logit``,
     ``pixel_scores``; ``x_gradient`` and its ``attribution_baseline`` (Hesse et al.'s X-Gradient),
     ``integrated_gradients``, and ``saliency_function`` (a saliency method's name → ``ctx.saliency``).
-Evaluator helpers: batching and artifacts (:mod:`gibench.evaluators._artifacts`)
+Evaluator helpers: batching and artifacts (:mod:`gibench.artifacts`)
     ``eval_subset``, ``batches``, ``save_grid``, ``save_saliency_grid``, ``save_curves``, ``to_unit``,
     ``GRID_IMAGES``.
+Evaluator helpers: ranks (:mod:`gibench.ranks`)
+    ``rankdata_average`` (tie-averaged ranks, as ``scipy.stats.rankdata``) and ``spearman`` (Spearman's rank
+    correlation, 0 for a constant map); the module also holds the rank positions and pixel counts of the removal
+    evaluators. Per-image random draws: :mod:`gibench.draws`; extra forward passes and precision: :mod:`gibench.passes`.
 Dataset helper (:mod:`gibench.data.tensors`)
     ``make_bundle``.
 Plugin configs (:mod:`gibench.config_types`, :mod:`gibench.params`)
@@ -60,6 +64,15 @@ from gibench.api import (
     Split,
     TrainingLoss,
 )
+from gibench.artifacts import (
+    GRID_IMAGES,
+    batches,
+    eval_subset,
+    save_curves,
+    save_grid,
+    save_saliency_grid,
+    to_unit,
+)
 from gibench.config_types import (
     BNMode,
     ChannelReduction,
@@ -100,16 +113,9 @@ from gibench.errors import (
     TrainingError,
     UnknownPluginError,
 )
-from gibench.evaluators._artifacts import (
-    GRID_IMAGES,
-    batches,
-    eval_subset,
-    save_curves,
-    save_grid,
-    save_saliency_grid,
-    to_unit,
-)
 from gibench.params import check, did_you_mean
+from gibench.ranks import rankdata_average, spearman
+from gibench import auxiliary as _auxiliary  # noqa: F401  (registers EvalContext's in-memory auxiliary store)
 from gibench.saliency import (
     attribution_baseline,
     input_gradient,
@@ -121,6 +127,7 @@ from gibench.saliency import (
     saliency_function,
     x_gradient,
 )
+from gibench.version import __version__
 
 if TYPE_CHECKING:
     import pandas
@@ -129,8 +136,6 @@ if TYPE_CHECKING:
     from gibench.config import Suite
     from gibench.preflight import PreflightError
     from gibench.runner import RunObserver, RunSummary
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ANALYTIC_SCORE", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError", "Dataset",
@@ -143,9 +148,9 @@ __all__ = [
     "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
     "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
     "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
-    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "saliency_function",
-    "save_curves",
-    "save_grid", "save_saliency_grid", "to_unit", "x_gradient",
+    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average", "run_suite",
+    "saliency_function", "save_curves",
+    "save_grid", "save_saliency_grid", "spearman", "to_unit", "x_gradient",
 ]
 
 #: Public names whose modules are heavy (timm, the runner): imported on first access.
@@ -302,7 +307,7 @@ def run_suite(
     eval_batch_size: int = 256,
     preflight: bool = True,
     claim_timeout_s: float = 120.0,
-    heartbeat_s: float = 10.0,
+    heartbeat_s: float | None = None,
     claim_poll_s: float = 2.0,
     executor: Literal["local", "ray"] = "local",
     executor_options: Mapping[str, Any] | None = None,
@@ -324,7 +329,8 @@ def run_suite(
         eval_batch_size: images per evaluation batch (reduced step by step when an evaluation runs out of memory).
         preflight: check data, backbones, plugins, device and runs directory before anything trains.
         claim_timeout_s: a job claimed by a worker on another host without a heartbeat for this long is taken over.
-        heartbeat_s: how often a worker refreshes its claim (must be shorter than ``claim_timeout_s``).
+        heartbeat_s: how often a worker refreshes its claim (must be shorter than ``claim_timeout_s``; default
+            ``min(10, claim_timeout_s / 4)``).
         claim_poll_s: how often the local executor looks again at jobs that other workers hold.
         executor: ``"local"`` (this process, in the suite's order) or ``"ray"`` (one task per job).
         executor_options: options of the Ray executor (``address``, ``gpus_per_job``); local takes none.

@@ -15,18 +15,15 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from gibench.auxiliary import AuxiliaryModels
-    from gibench.jobs import Job
-
 __all__ = [
-    "ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "AuxCache", "Curve", "Dataset", "DatasetBundle", "EmptyConfig",
-    "EvalContext", "EvalResult", "Evaluator", "Metric", "Plugin", "Regularizer", "Split", "TrainingLoss",
+    "ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "AuxCache", "AuxiliaryModel", "AuxiliaryStore", "Curve",
+    "Dataset", "DatasetBundle", "EmptyConfig", "EvalContext", "EvalResult", "EvaluatedJob", "Evaluator", "Metric",
+    "Plugin", "Regularizer", "Split", "TrainingLoss", "set_default_aux_store",
 ]
 
 # Dataset capabilities an evaluator may require (DatasetBundle.capabilities).
@@ -299,6 +296,79 @@ class AuxCache:
         return self._items[key]
 
 
+@runtime_checkable
+class AuxiliaryModel(Protocol):
+    """A trained auxiliary model as the store hands it out (:class:`gibench.auxiliary.AuxModel`): what it is, the
+    model (eval mode, on the store's device) and its quality figures."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+    @property
+    def model(self) -> nn.Module: ...
+    @property
+    def quality(self) -> Mapping[str, float]: ...
+
+
+@runtime_checkable
+class AuxiliaryStore(Protocol):
+    """What an evaluator may ask of ``EvalContext.aux`` (:class:`gibench.auxiliary.AuxiliaryModels` implements it).
+
+    A protocol rather than the class, because the contracts import nothing of gibench above them: the store trains
+    its classifiers with gibench's training loop, which itself builds on these contracts.
+    """
+
+    #: The device the store's models live on (and are trained on).
+    device: torch.device
+    #: The hashes of the models this store trained (rather than loaded), in order.
+    trained: list[str]
+
+    def get_or_train(self, kind: str, identity: Mapping[str, Any], build: Callable[[], nn.Module],
+                     train: Callable[[], tuple[nn.Module, Mapping[str, float]]]) -> AuxiliaryModel:
+        """The model of ``kind`` named by ``identity``: loaded when stored, else ``train()``-ed and stored."""
+        ...
+
+
+@runtime_checkable
+class EvaluatedJob(Protocol):
+    """What an evaluator may read of ``EvalContext.job`` (:class:`gibench.jobs.Job` implements it; a protocol for the
+    same reason as :class:`AuxiliaryStore`). ``dataset``, ``backbone`` and ``regularizer`` are
+    :class:`gibench.config.PluginSpec`; ``train`` is a :class:`gibench.config.TrainConfig`."""
+
+    @property
+    def hash(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def dataset(self) -> Any: ...
+    @property
+    def backbone(self) -> Any: ...
+    @property
+    def regularizer(self) -> Any: ...
+    @property
+    def train(self) -> Any: ...
+    @property
+    def label(self) -> str: ...
+
+    def training_spec(self) -> dict[str, Any]:
+        """Everything that determines the job's trained weights, as plain JSON (what its hash covers)."""
+        ...
+
+
+_default_aux_store: Callable[[torch.device], AuxiliaryStore] | None = None
+
+
+def set_default_aux_store(factory: Callable[[torch.device], AuxiliaryStore]) -> None:
+    """Set how an :class:`EvalContext` built without ``aux`` gets its in-memory store (``factory(device)``).
+
+    :mod:`gibench.auxiliary` registers ``AuxiliaryModels(None, device)`` when it is imported. A hook instead of an
+    import, because the contracts must not import the store: it sits above them (see :class:`AuxiliaryStore`).
+    """
+    global _default_aux_store
+    _default_aux_store = factory
+
+
 @dataclass
 class EvalContext:
     """Everything an evaluator may use.
@@ -339,14 +409,17 @@ class EvalContext:
     fit: Callable[[DatasetBundle], nn.Module] | None = None
     cache: AuxCache = field(default_factory=AuxCache)
     batch_size: int = 256
-    aux: AuxiliaryModels = None  # type: ignore[assignment]  # filled in __post_init__ when not given
-    job: Job | None = None
+    aux: AuxiliaryStore = None  # type: ignore[assignment]  # filled in __post_init__ when not given
+    job: EvaluatedJob | None = None
 
     def __post_init__(self) -> None:
-        if self.aux is None:  # an in-memory store: auxiliary models live as long as this context
-            from gibench.auxiliary import AuxiliaryModels
-
-            self.aux = AuxiliaryModels(None, self.device)
+        """Without ``aux``, an in-memory store whose models live as long as this context, made by the factory
+        :mod:`gibench.auxiliary` registers (:func:`set_default_aux_store`) so that this module need not import it."""
+        if self.aux is None:
+            if _default_aux_store is None:
+                raise TypeError("EvalContext was built without aux= before gibench.auxiliary was imported; import it "
+                                "(it registers the in-memory default) or pass aux=AuxiliaryModels(None, device).")
+            self.aux = _default_aux_store(self.device)
 
 
 class Evaluator(Plugin):

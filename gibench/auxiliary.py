@@ -1,7 +1,7 @@
 """Auxiliary models: the judges, denoisers and retrained models that some evaluators train for themselves.
 
-An auxiliary model is stored like a job (DESIGN §2): one folder per content hash of everything that determines its
-weights, under ``runs_dir/aux/``::
+An auxiliary model is stored like a job (docs/architecture.md, "Identity hashes"): one folder per content hash of
+everything that determines its weights, under ``runs_dir/aux/``::
 
     aux/<kind>-<hash>/identity.json    kind + identity (what the hash covers) + code version
     aux/<kind>-<hash>/checkpoint.pt    state_dict (loads with weights_only=True)
@@ -47,6 +47,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from gibench.api import set_default_aux_store
 from gibench.errors import GibenchError
 from gibench.fsio import atomic_write_bytes, atomic_write_json, quarantine, read_json
 from gibench.identity import identity_hash
@@ -182,6 +183,14 @@ class AuxiliaryModels:
         return AuxModel(kind, key, model.to(self.device).eval(), quality, identity, folder)
 
 
+def _in_memory(device: torch.device) -> AuxiliaryModels:
+    """The store of an EvalContext built without one: in memory, on the context's device."""
+    return AuxiliaryModels(None, device)
+
+
+set_default_aux_store(_in_memory)  # EvalContext's default: a hook, since gibench.api must not import this module
+
+
 def aux_key(kind: str, identity: Mapping[str, Any], aux_code_version: str | None = None,
             hash_fn: Callable[[Any], str] = identity_hash) -> str:
     """The key of an auxiliary model: the identity hash (:mod:`gibench.identity`) of its kind, identity and
@@ -241,18 +250,12 @@ def classifier(
 
     from gibench import registry
     from gibench.config import PluginSpec
-    from gibench.jobs import TRAINING_CODE_VERSION
+    from gibench.jobs import training_identity
     from gibench.models import build_model
     from gibench.train import fit
 
     regularizer = regularizer or PluginSpec.of("erm", {}, {})
-    identity = {
-        "data": dict(data_identity),
-        "backbone": {"name": backbone.name, "options": backbone.config},
-        "regularizer": {"name": regularizer.name, "version": registry.regularizers.get(regularizer.name).version,
-                        "config": regularizer.config},
-        "train": train.hash_dict(), "seed": seed, "training_code_version": TRAINING_CODE_VERSION,
-    }
+    identity = training_identity("data", data_identity, backbone, regularizer, train, seed)
 
     def build() -> nn.Module:
         return build_model(backbone.name, backbone.config, bundle)

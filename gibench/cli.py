@@ -330,7 +330,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(data_root=args.data_root, download=args.download, device=args.device,
                          retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
-                         claim_timeout_s=args.claim_timeout, heartbeat_s=min(10.0, args.claim_timeout / 4))
+                         claim_timeout_s=args.claim_timeout)
     executor_options = _executor_options(args)
     suite = load_suite(args.suite)
     with RichProgress(stderr) as display:

@@ -1,12 +1,12 @@
 """Suite files: YAML → validated, frozen objects.
 
 A suite file has the top-level keys ``name``, ``description``, ``datasets``, ``backbones``, ``regularizers``,
-``evaluators``, ``seeds``, ``train`` (DESIGN §3) and ``train_per_dataset`` (``{<dataset name or label>: {<train
-keys>}}``, merged over ``train`` for the jobs of that dataset, e.g. ``augment: crop_flip`` for CIFAR only). Each of
-the four plugin lists holds names, or one-key mappings of a name to its options; a list of values for an option is a
-grid (unless the option itself is a list, such as a tuple of fractions: then a list of lists is the grid). Grids are
-expanded here, and every grid point is validated against its plugin's ``Config``, so a suite that loads is a suite
-whose every job can be built.
+``evaluators``, ``seeds``, ``train`` (docs/architecture.md, "Suite file") and ``train_per_dataset`` (``{<dataset name or
+label>: {<train keys>}}``, merged over ``train`` for the jobs of that dataset, e.g. ``augment: crop_flip`` for CIFAR
+only). Each of the four plugin lists holds names, or one-key mappings of a name to its options; a list of values for an
+option is a grid (unless the option itself is a list, such as a tuple of fractions: then a list of lists is the grid).
+Grids are expanded here, and every grid point is validated against its plugin's ``Config``, so a suite that loads is a
+suite whose every job can be built.
 
 ``extra_grids`` (optional) is a list of further cross products in the same suite, each a mapping with any of
 ``datasets``, ``backbones``, ``regularizers`` and ``evaluators`` (a key left out is the top-level list) and

@@ -143,7 +143,7 @@ def data_shape(spec: PluginSpec, data_root: Path | None = None) -> DataShape:
         digits = tuple(dataset.config.classes) or tuple(range(10))
         return DataShape((1, 56, 28), len(digits), sum(MNIST_DIGITS["train"][d] for d in digits),
                          sum(MNIST_DIGITS["test"][d] for d in digits), frozenset({SIGNAL_MASK}))
-    from gibench.runner import RunOptions, load_bundle
+    from gibench.run_options import RunOptions, load_bundle
 
     try:
         bundle = load_bundle(spec, RunOptions(data_root=data_root, download=False))
@@ -232,12 +232,12 @@ def code_identity(*objects: Any) -> list[str]:
 
 def device_identity(device: torch.device) -> dict[str, Any]:
     """What about the machine changes a step's cost (part of every cache key)."""
-    import gibench
     from gibench.provenance import device_name
+    from gibench.version import __version__
 
     return {"device": device.type, "name": device_name(str(device)), "torch": torch.__version__,
             "cuda": torch.version.cuda, "threads": torch.get_num_threads() if device.type == "cpu" else None,
-            "gibench": gibench.__version__}
+            "gibench": __version__}
 
 
 def unit_key(unit: Unit, device: torch.device) -> dict[str, Any]:
@@ -710,7 +710,7 @@ def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, d
                    timed: int = TIMED_STEPS) -> SuiteEstimate:
     """The device time ``suite`` still needs in ``runs_dir`` (read only; nothing is written there)."""
     from gibench.provenance import device_name
-    from gibench.runner import resolve_device
+    from gibench.run_options import resolve_device
 
     torch_device = resolve_device(device)
     rows, shared, not_estimated = plan_suite(suite, runs_dir, data_root=data_root, eval_batch_size=eval_batch_size)

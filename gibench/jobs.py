@@ -13,10 +13,11 @@ reusing a job in another suite never retrains.
 from __future__ import annotations
 
 __all__ = [
-    "Job", "TRAINING_CODE_VERSION", "expand", "job_record", "plugin_source",
+    "Job", "TRAINING_CODE_VERSION", "expand", "job_record", "plugin_source", "training_identity",
 ]
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -40,18 +41,10 @@ class Job:
     evaluators: tuple[PluginSpec, ...] = ()
 
     def training_spec(self) -> dict[str, Any]:
-        """Everything that determines the trained weights, as plain JSON."""
-        return {
-            "dataset": {"name": self.dataset.name, "version": registry.datasets.get(self.dataset.name).version,
-                        "config": self.dataset.config},
-            "backbone": {"name": self.backbone.name, "options": self.backbone.config},
-            "regularizer": {"name": self.regularizer.name,
-                            "version": registry.regularizers.get(self.regularizer.name).version,
-                            "config": self.regularizer.config},
-            "seed": self.seed,
-            "train": self.train.hash_dict(),
-            "training_code_version": TRAINING_CODE_VERSION,
-        }
+        """Everything that determines the trained weights, as plain JSON (:func:`training_identity`)."""
+        dataset = {"name": self.dataset.name, "version": registry.datasets.get(self.dataset.name).version,
+                   "config": self.dataset.config}
+        return training_identity("dataset", dataset, self.backbone, self.regularizer, self.train, self.seed)
 
     @cached_property
     def hash(self) -> str:
@@ -60,6 +53,26 @@ class Job:
     @property
     def label(self) -> str:
         return f"{self.dataset.label} / {self.backbone.label} / {self.regularizer.label} / seed {self.seed}"
+
+
+def training_identity(data_key: str, data: Mapping[str, Any], backbone: PluginSpec, regularizer: PluginSpec,
+                      train: TrainConfig, seed: int) -> dict[str, Any]:
+    """Everything that determines the weights gibench's training loop gives a classifier, as plain JSON.
+
+    The one rule behind a job's hash (:meth:`Job.training_spec`) and an auxiliary classifier's identity
+    (:func:`gibench.auxiliary.classifier`), so that the two cannot drift apart. ``data_key`` names the data's entry:
+    ``"dataset"`` for a job (name, version, config), ``"data"`` for an auxiliary classifier (whose data may be
+    derived); each keeps its name because the stored hashes cover it.
+    """
+    return {
+        data_key: dict(data),
+        "backbone": {"name": backbone.name, "options": backbone.config},
+        "regularizer": {"name": regularizer.name, "version": registry.regularizers.get(regularizer.name).version,
+                        "config": regularizer.config},
+        "seed": seed,
+        "train": train.hash_dict(),
+        "training_code_version": TRAINING_CODE_VERSION,
+    }
 
 
 def expand(suite: Suite) -> list[Job]:

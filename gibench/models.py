@@ -1,8 +1,8 @@
 """Backbones and the input-normalizing model wrapper.
 
-Every backbone is built by ``timm.create_model`` (DESIGN §1): any timm architecture name works, and gibench's small
-CPU-friendly nets are registered with timm too (importing this module registers them), so a suite names both kinds
-alike:
+Every backbone is built by ``timm.create_model`` (docs/architecture.md, "Layers"): any timm architecture name works, and
+gibench's small CPU-friendly nets are registered with timm too (importing this module registers them), so a suite names
+both kinds alike:
 
 * ``gibench_cnn``: conv(C→w,3)+act, conv(w→w,3)+act, maxpool 2, conv(w→2w,3)+act, maxpool 2, adaptive average pool
   to 5×5, flatten, linear(50w→hidden)+act, linear(hidden→classes); w = ``width`` = 32 and hidden = 128 by default
@@ -46,7 +46,8 @@ Pretrained weights are out of scope: gibench never downloads weights, so ``pretr
 so are ``hf-hub:``/``local-dir:`` model sources.
 
 Inputs stay in pixel space [0, 1]: :func:`build_model` puts :class:`Normalize` (train-split channel statistics) as
-the model's first layer, so noise levels, attack radii and saliency maps are in pixel units (DESIGN §3).
+the model's first layer, so noise levels, attack radii and saliency maps are in pixel units (docs/architecture.md,
+"Pixel space").
 """
 
 from __future__ import annotations

@@ -38,10 +38,10 @@ import torch
 from gibench import registry
 from gibench.config import PluginSpec, Suite
 from gibench.errors import ConfigError, DataError, GibenchError
+from gibench.run_options import RunOptions, check_device, load_bundle, resolve_device
 
 if TYPE_CHECKING:
     from gibench.jobs import Job
-    from gibench.runner import RunOptions
 
 
 class PreflightError(ConfigError):
@@ -124,8 +124,6 @@ def _runs_dir_problems(runs_dir: Path, writes: bool) -> list[str]:
 
 
 def _device_problems(device: str | None, executor: str) -> list[str]:
-    from gibench.runner import check_device, resolve_device
-
     problems = []
     try:
         if executor == "ray":  # the device is decided on each worker (a CPU-only head may drive GPU workers)
@@ -149,8 +147,6 @@ def _jobs_with(jobs: list[Job], **specs) -> tuple[str, ...]:
 def _check_datasets(suite: Suite, jobs: list[Job], options: RunOptions, add) -> tuple[dict, list[PluginSpec]]:
     """Load every dataset: the bundles, and the datasets whose files are missing (reported together, by
     :func:`_missing_datasets_finding`); other failures are findings of their own."""
-    from gibench.runner import load_bundle
-
     bundles, missing = {}, []
     for spec in suite.datasets:
         try:
@@ -202,9 +198,7 @@ def _missing_datasets_finding(suite: Suite, jobs: list[Job], specs: list[PluginS
 
 def rerun_command(suite: Suite, runs_dir: Path, options: RunOptions, executor: str, *extra: str) -> str:
     """``gibench run`` with this run's suite and options (those that differ from the defaults) and ``extra``."""
-    from gibench.runner import RunOptions as Options
-
-    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
     parts = ["gibench", "run", "--suite", _suite_argument(suite), "--runs-dir", str(runs_dir)]
     flags = {"data_root": "--data-root", "device": "--device", "eval_batch_size": "--eval-batch-size",
              "claim_timeout_s": "--claim-timeout"}

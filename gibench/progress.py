@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gibench.runner import EvaluationReport, JobReport, RunObserver
+from gibench.job_runner import EvaluationReport, JobReport
+from gibench.run_options import RunObserver
 
 
 class RichProgress(RunObserver):

@@ -28,8 +28,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import gibench
 from gibench import fsio
+from gibench.version import __version__
 
 _PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas")
 _GIT_TIMEOUT_S = 5.0
@@ -48,13 +48,13 @@ def environment_info(device: str) -> dict[str, Any]:
 
     Example:
         >>> info = environment_info("cpu")
-        >>> info["device"], info["gibench_version"] == gibench.__version__
+        >>> info["device"], info["gibench_version"] == __version__
         ('cpu', True)
     """
-    commit, dirty = git_state(Path(gibench.__file__).resolve().parent)
+    commit, dirty = git_state(Path(__file__).resolve().parent)  # the gibench package folder
     cuda, cuda_available = _cuda_info()
     info: dict[str, Any] = {
-        "gibench_version": gibench.__version__,
+        "gibench_version": __version__,
         "git_commit": commit,
         "git_dirty": dirty,
         "python": platform.python_version(),

@@ -67,8 +67,10 @@ from pathlib import Path
 from typing import Any
 
 from gibench.errors import ConfigError, GibenchError
+from gibench.job_runner import JobReport
 from gibench.jobs import Job
-from gibench.runner import JobReport, RunObserver, RunOptions, run_job
+from gibench.run_job import run_job
+from gibench.run_options import RunObserver, RunOptions
 
 INSTALL_HINT = "pip install 'gibench[ray]'"
 MARKER_PREFIX = ".ray-visible-"

@@ -1,7 +1,7 @@
 """Plugin registries over entry-point groups.
 
 One :class:`Registry` per group (``gibench.regularizers``, ``gibench.evaluators``, ``gibench.datasets``). Rules
-(DESIGN §3):
+(docs/architecture.md, "Registries and plugins"):
 
 * discovery reads entry-point metadata only; a plugin's module is imported the first time it is used;
 * the built-ins register through the same entry points as third-party plugins (distribution ``gibench``);

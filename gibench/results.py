@@ -92,11 +92,11 @@ TRAINING = "training"
 
 
 def _training_failure(reason: str) -> ResultRecord:
-    import gibench
+    from gibench.version import __version__
 
     return ResultRecord(evaluator=TRAINING, version="-", params={}, config={}, config_hash="",
                         metrics=[{"name": "trained", "higher_is_better": True, "headline": False}],
-                        plugin=PluginSource(distribution="gibench", version=gibench.__version__), status="failed",
+                        plugin=PluginSource(distribution="gibench", version=__version__), status="failed",
                         reason=f"training failed: {reason}")
 
 

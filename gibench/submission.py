@@ -62,7 +62,6 @@ from typing import Any
 
 import pandas as pd
 
-import gibench
 from gibench.errors import GibenchError, SubmissionError
 from gibench.fsio import atomic_folder, canonical_hash
 from gibench.store import RunStore
@@ -79,6 +78,7 @@ from gibench.submission_validate import (
     JOB_COLUMNS, RESULT_COLUMNS, check_plausible, installed_metric, load_submission, load_submissions,
     parse_results, scan_submissions, validate_submission,
 )
+from gibench.version import __version__
 
 
 def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
@@ -138,7 +138,7 @@ def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping
     digest = hashlib.sha256(data).hexdigest()
     submission = Submission(
         id=f"{slugify(meta.name)}-{_content_hash(meta, provenance, digest, plan.record)}",
-        created=datetime.now(timezone.utc).replace(microsecond=0), gibench_version=gibench.__version__,
+        created=datetime.now(timezone.utc).replace(microsecond=0), gibench_version=__version__,
         metadata=meta, provenance=provenance, results=ResultsFile(rows=len(table), sha256=digest),
         metric_descriptions=_metric_descriptions(table), metrics=metrics, artifacts=plan.record)
     return LoadedSubmission(None, submission, table, data, dict(plan.sources))

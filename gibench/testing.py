@@ -59,6 +59,7 @@ from gibench.api import (
     Plugin,
     Regularizer,
 )
+from gibench.auxiliary import AuxiliaryModels
 from gibench.data.gaussian_mixture import GaussianMixtureDensity
 from gibench.errors import GibenchError
 from gibench.data.tensors import make_bundle
@@ -259,6 +260,7 @@ def make_eval_context(
         saliency = saliency_function(saliency)
     artifact_dir = Path(artifact_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
+    fields.setdefault("aux", AuxiliaryModels(None, device))  # explicit, not EvalContext's registered default
     return EvalContext(model=model.to(device).eval(), data=bundle, saliency=saliency, device=device, seed=seed,
                        artifact_dir=artifact_dir, batch_size=batch_size, **fields)
 

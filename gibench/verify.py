@@ -63,10 +63,10 @@ from typing import Any
 
 import pandas as pd
 
-import gibench
 from gibench.errors import ConfigError, DataError, GibenchError, SubmissionError
 from gibench.fsio import atomic_write_json
 from gibench.submission_schema import LoadedSubmission
+from gibench.version import __version__
 
 VERIFICATION_FILE = "verification.json"
 SCRATCH_MARKER = ".gibench-verify"
@@ -122,7 +122,7 @@ class Verification:
     environment: dict[str, Any]
     torch_threads: int
     environment_changes: dict[str, list[Any]] = field(default_factory=dict)
-    gibench_version: str = gibench.__version__
+    gibench_version: str = __version__
     schema_version: int = 1
 
     def to_json(self) -> dict[str, Any]:
@@ -308,7 +308,8 @@ def _rebuild(submission: LoadedSubmission, sampled: list[str]) -> dict[str, Any]
 def _rerun(rebuilt: dict[str, Any], sampled: list[str], scratch: Path, device: str, data_root: Path | None,
            observer: Any, warn: Callable[[str], None] | None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     from gibench.results import collect_results
-    from gibench.runner import RunOptions, run_job
+    from gibench.run_job import run_job
+    from gibench.run_options import RunOptions
 
     options = RunOptions(device=device, data_root=data_root)
     reports = []

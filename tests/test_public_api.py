@@ -31,9 +31,9 @@ EXPORTED = [
     "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
     "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
     "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
-    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "run_suite", "saliency_function",
-    "save_curves",
-    "save_grid", "save_saliency_grid", "to_unit", "x_gradient",
+    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average", "run_suite",
+    "saliency_function", "save_curves",
+    "save_grid", "save_saliency_grid", "spearman", "to_unit", "x_gradient",
 ]
 
 #: the command line is not an import API; __main__ only calls it
