@@ -19,7 +19,7 @@ test images of the job's dataset, with each image's label:
   TV prior's own statistic, ``total_variation``; lower is smoother), with its t-interval over images.
 * **Accuracy** on the same images.
 
-The X-Gradient is (x − mean colour) ⊙ ∇x f_y (``gibench.saliency.x_gradient``), the attribution both priors of the
+The X-Gradient is (x − mean colour) ⊙ ∇x f_y (``gibench.api.saliency.x_gradient``), the attribution both priors of the
 grid are trained on. The intervals are over test images of one trained model: they say how precisely this model's
 statistic is known, not how much another training seed would move it (the ``standard`` suite has one seed).
 """
@@ -35,13 +35,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gibench import registry
+from gibench.api import registry
+from gibench.api.saliency import x_gradient
 from gibench.data import default_data_root
-from gibench.models import build_model
 from gibench.regularizers.attribution_prior import gini, total_variation
-from gibench.saliency import x_gradient
-from gibench.stats import mean_interval
-from gibench.store import RunStore
+from gibench.results.stats import mean_interval
+from gibench.store.runs import RunStore
+from gibench.training.models import build_model
 
 BOOTSTRAP_RESAMPLES = 200
 BATCH = 250

@@ -29,11 +29,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gibench.config import PluginSpec, TrainConfig
 from gibench.data.tensors import make_bundle
-from gibench.models import build_model
 from gibench.regularizers.erm import ERM
-from gibench.train import cudnn_benchmark, fit
+from gibench.suites.suite import PluginSpec, TrainConfig
+from gibench.training.models import build_model
+from gibench.training.train import cudnn_benchmark, fit
 
 SHAPES = {"gibench_cnn": (1, 28), "gibench_linear": (1, 28), "cifar_resnet18": (3, 32), "cifar_vgg11_bn": (3, 32)}
 SEED = 0

@@ -35,12 +35,12 @@ from pathlib import Path
 import torch
 
 import gibench
-from gibench.testing import make_eval_context
-from gibench.api import EvalContext
-from gibench.auxiliary import AuxiliaryModels
+from gibench.api.plugin import EvalContext
+from gibench.api.saliency import input_gradient
 from gibench.evaluators.score_alignment import ScoreAlignment, logsumexp_gradient
-from gibench.models import build_model
-from gibench.saliency import input_gradient
+from gibench.store.auxiliary import AuxiliaryModels
+from gibench.testing import make_eval_context
+from gibench.training.models import build_model
 
 
 def context(model, bundle, aux: AuxiliaryModels, artifacts: Path) -> EvalContext:

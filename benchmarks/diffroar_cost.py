@@ -11,13 +11,13 @@ Protocol:
 * A job like a suite's: ``--dataset`` × ``--backbone`` (``act``) × each of ``--regularizers`` × seed 0, trained for
   ``--job-epochs`` (Adam, lr 1e-3, batch 64). Training the job is not charged to DiffROAR.
 * **Floor**: DiffROAR cannot do less than 2 × levels × seeds retrainings. The unit is one plain training (``erm``,
-  ``gibench.train.fit``) of the same backbone with the retraining config (``--epochs``, on the same
+  ``gibench.training.train.fit``) of the same backbone with the retraining config (``--epochs``, on the same
   ``--max-train-images`` train images), unmasked, timed in the same process right before the evaluation. Floor =
   2 × levels × seeds × that time.
 * **Cold evaluation**: ``DiffROAR.evaluate`` on a fresh auxiliary-model store (``runs_dir/aux`` in a temporary
   folder): both saliency passes, masking, every retraining, and the masked-test forwards. Its ratio to the floor is
   the overhead. The table also splits it into the retrainings' own ``train_seconds`` (recorded by
-  ``gibench.auxiliary.classifier``) and the rest.
+  ``gibench.store.auxiliary.classifier``) and the rest.
 * **Sharing**: ``--evaluations`` − 1 further evaluations of the same job with the same config, each through a new
   ``AuxiliaryModels`` on the same store (as a rerun or another suite sees it); they train nothing, and cost the two
   saliency passes plus loading and testing the stored models. The cumulative time shows how cost grows with the
@@ -41,14 +41,14 @@ from pathlib import Path
 import torch
 
 import gibench
-from gibench import registry
-from gibench.api import EvalContext
-from gibench.auxiliary import AuxiliaryModels
-from gibench.config import parse_suite
+from gibench.api import registry
+from gibench.api.plugin import EvalContext
+from gibench.api.saliency import input_gradient
 from gibench.evaluators.diffroar import DiffROAR, retraining, train_subset
-from gibench.jobs import expand
-from gibench.saliency import input_gradient
-from gibench.train import fit
+from gibench.store.auxiliary import AuxiliaryModels
+from gibench.suites.jobs import expand
+from gibench.suites.suite import parse_suite
+from gibench.training.train import fit
 
 
 def parse_args() -> argparse.Namespace:

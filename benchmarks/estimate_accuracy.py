@@ -20,8 +20,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from gibench.config import load_suite
-from gibench.estimate import estimate_suite
+from gibench.running.estimate import estimate_suite
+from gibench.suites.suite import load_suite
 
 
 def measured(runs_dir: Path) -> dict[tuple[str, str, str], tuple[float, float]]:

@@ -45,12 +45,12 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.api import DatasetBundle, EvalContext
+from gibench.api.plugin import DatasetBundle, EvalContext
+from gibench.api.saliency import input_gradient, pixel_scores
 from gibench.evaluators.blockmnist import BlockMNISTLeakage
 from gibench.evaluators.density_ratio import DensityRatio
 from gibench.evaluators.pixel_perturbation import PixelPerturbation
 from gibench.evaluators.score_alignment import ScoreAlignment, logsumexp_gradient
-from gibench.saliency import input_gradient, pixel_scores
 from gibench.testing import make_eval_context, trained_model
 
 

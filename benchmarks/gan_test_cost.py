@@ -38,13 +38,13 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.testing import make_eval_context
-from gibench.api import DatasetBundle
-from gibench.auxiliary import AuxiliaryModels
+from gibench.api.artifacts import batches
+from gibench.api.plugin import DatasetBundle
+from gibench.api.saliency import input_gradient
 from gibench.evaluators.gan_test import GANTest, balanced_targets, get_judge, initial_images
-from gibench.artifacts import batches
-from gibench.models import build_model
-from gibench.saliency import input_gradient
+from gibench.store.auxiliary import AuxiliaryModels
+from gibench.testing import make_eval_context
+from gibench.training.models import build_model
 
 
 def floor(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int) -> None:

@@ -25,8 +25,9 @@ Protocol:
   alone), and ``MaxSensitivity`` at ``nr_samples = S_s`` and radius r = 0.1 (``lower_bound``) with a plain-gradient
   ``explain_func`` against gibench's ``sensitivity`` per input-gradient pass (per image and draw). At its default
   (``return_nan_when_prediction_changes=False``) Quantus makes no prediction check, so gibench's time also pays for
-  the 1 + S_s forwards of its flip share, and for the clean saliency that Quantus gets precomputed. Quantus' ``RandomLogit`` (1-D SSIM) and ``Infidelity`` (cumulative
-  patch removal, no β) are different definitions and are not timed.
+  the 1 + S_s forwards of its flip share, and for the clean saliency that Quantus gets precomputed. Quantus'
+  ``RandomLogit`` (1-D SSIM) and ``Infidelity`` (cumulative patch removal, no β) are different definitions and are not
+  timed.
 * Every measurement is repeated ``--repeats`` times, floors and evaluators interleaved, and the minimum is reported
   (the machine may be shared; the minimum is the least disturbed run). Imports and the first call are paid before
   timing.
@@ -47,10 +48,10 @@ import torch
 from torch import Tensor, nn
 
 import gibench
-from gibench.api import DatasetBundle
+from gibench.api.plugin import DatasetBundle
+from gibench.api.saliency import input_gradient, pixel_scores
 from gibench.data.tensors import make_bundle
 from gibench.evaluators.complexity import entropy, gini
-from gibench.saliency import input_gradient, pixel_scores
 from gibench.testing import make_eval_context, trained_model
 
 BATCH = 256

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gibench.results import collect_results, summarize
+from gibench.results.tables import collect_results, summarize
 
 #: issue 14's headlines (and accuracy beside them)
 DEFAULT_METRICS = ["accuracy.accuracy", "random_logit.cosine", "complexity.gini", "sensitivity.max_sensitivity",

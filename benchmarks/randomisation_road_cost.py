@@ -45,11 +45,11 @@ import torch
 from torch import nn
 
 import gibench
+from gibench.api.artifacts import batches
+from gibench.api.saliency import input_gradient, pixel_scores
 from gibench.data.tensors import make_bundle
-from gibench.artifacts import batches
 from gibench.evaluators.randomisation import SEED_OFFSET, randomised_copy
 from gibench.evaluators.road import ORDERS, impute, removal_ranks
-from gibench.saliency import input_gradient, pixel_scores
 from gibench.testing import make_eval_context, trained_model
 
 BATCH = 256

@@ -6,7 +6,7 @@ against the same jobs' training time alone; and a projection of jobs per hour pe
 The jobs: ``gibench_linear`` with ``erm`` on the bundled MNIST subset, one seed each, one epoch, evaluator
 ``accuracy`` only, so that training is as short as a real job gets and every other cost shows. Measured:
 
-* *training alone*: ``gibench.train.fit`` of every job in one process, the dataset loaded once beforehand;
+* *training alone*: ``gibench.training.train.fit`` of every job in one process, the dataset loaded once beforehand;
 * *local executor*: ``run_suite(executor="local")`` into a fresh runs directory (preflight, claims, store writes,
   evaluation, dataset loaded once per process);
 * *Ray, CPU tasks*: ``run_suite(executor="ray", gpus_per_job=0)`` on a fresh local cluster of ``--cpus`` CPUs;
@@ -47,9 +47,10 @@ def suite_file(folder: Path, jobs: int, epochs: int) -> Path:
 
 def training_alone(suite) -> tuple[float, int]:
     """Seconds of fit() summed over the jobs (dataset loaded before the clock starts), and steps per job."""
-    from gibench import load_dataset, registry
-    from gibench.jobs import expand
-    from gibench.train import fit
+    from gibench import load_dataset
+    from gibench.api import registry
+    from gibench.suites.jobs import expand
+    from gibench.training.train import fit
 
     jobs = expand(suite)
     bundle = load_dataset("mnist_subset")
@@ -68,7 +69,7 @@ TIMELINE: dict[str, dict[str, float]] = {}
 
 def timed_suite(suite, runs_dir: Path, executor: str, name: str, **executor_options) -> float:
     """Wall seconds of run_suite; TIMELINE[name] gets when (from the call) the first job started and the last ended."""
-    from gibench.runner import RunObserver, RunOptions, run_suite
+    from gibench.running.runner import RunObserver, RunOptions, run_suite
 
     start = time.perf_counter()
     marks: dict[str, float] = {}
@@ -92,14 +93,15 @@ def timed_suite(suite, runs_dir: Path, executor: str, name: str, **executor_opti
 
 
 def _fresh_worker_costs(dataset) -> tuple[float, float, float]:
-    """Inside a fresh Ray worker: (seconds since the process started, import gibench.runner, load the dataset)."""
+    """Inside a fresh Ray worker: (seconds since the process started, import gibench.running.runner, load the
+    dataset)."""
     import psutil  # a Ray dependency
 
     since_start = time.time() - psutil.Process().create_time()
     start = time.perf_counter()
-    import gibench.runner  # noqa: F401  (torch, timm, the registries)
+    import gibench.running.runner  # noqa: F401  (torch, timm, the registries)
     imported = time.perf_counter()
-    from gibench.runner import RunOptions, load_bundle
+    from gibench.running.runner import RunOptions, load_bundle
 
     load_bundle(dataset, RunOptions())
     return since_start, imported - start, time.perf_counter() - imported
@@ -108,7 +110,7 @@ def _fresh_worker_costs(dataset) -> tuple[float, float, float]:
 def ray_runs(suite, folder: Path, cpus: int, probes: int) -> dict[str, float]:
     import ray
 
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
 
     dataset = expand(suite)[0].dataset
     figures = {}
@@ -163,7 +165,7 @@ def main() -> None:
     parser.add_argument("--cores-per-gpu", type=int, default=8, help="assumed: CPU cores per GPU on the node")
     args = parser.parse_args()
 
-    from gibench.config import load_suite
+    from gibench.suites.suite import load_suite
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

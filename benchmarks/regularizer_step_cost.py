@@ -17,13 +17,14 @@ regularizer on its own copy of the same initial weights and a fixed random batch
 
 * Precision: each step runs under the trainer's policy for a default ``train`` section (``amp`` on): on CUDA bfloat16
   autocast for the ``amp_safe`` regularizers (erm, gaussian_noise, gradient_norm) and true float32 with TF32 off for
-  the others, and ``cudnn.benchmark`` on, as :func:`gibench.train.fit` does; on the CPU plain float32.
+  the others, and ``cudnn.benchmark`` on, as :func:`gibench.training.train.fit` does; on the CPU plain float32.
 
 Run: ``python benchmarks/regularizer_step_cost.py [--device cpu|cuda] [--steps 20]
 [--backbones gibench_cnn,resnet18,cifar_resnet18]`` (``--backbone cifar_resnet18`` for one).
 It prints a Markdown table (and ``--json PATH`` writes the raw figures with the device and the command, the format
-of ``leaderboard/data/regularizer_cost.json`` that the leaderboard's regularizer pages show) and checks the targets of the papers' public
-reference code on resnet18-softplus: gradient_norm ≤ 2.7×, score_matching ≤ 3.8×, anti_score_matching ≤ 2.0×.
+of ``leaderboard/data/regularizer_cost.json`` that the leaderboard's regularizer pages show) and checks the targets of
+the papers' public reference code on resnet18-softplus: gradient_norm ≤ 2.7×, score_matching ≤ 3.8×, anti_score_matching
+≤ 2.0×.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gibench import registry
-from gibench.config import TrainConfig
-from gibench.models import Normalize, create_backbone
-from gibench.train import cudnn_benchmark, step_contexts
+from gibench.api import registry
+from gibench.suites.suite import TrainConfig
+from gibench.training.models import Normalize, create_backbone
+from gibench.training.train import cudnn_benchmark, step_contexts
 
 BACKBONES = {  # name -> (channels, image size)
     "gibench_cnn": (1, 28),
@@ -64,7 +65,7 @@ VARIANTS = {
     "attribution_prior(expected_gradients)": ("attribution_prior", {"attribution": "expected_gradients"}),
 }
 #: The precision policy of a default suite's training (train.amp on): bf16 autocast on CUDA for amp_safe
-#: regularizers, true float32 (TF32 off) for the others; see gibench.train.
+#: regularizers, true float32 (TF32 off) for the others; see gibench.training.train.
 TRAIN = TrainConfig()
 
 
@@ -189,13 +190,15 @@ def bench_backbone(backbone: str, names: list[str], device: torch.device, batch:
         rows.append({
             "backbone": backbone, "input": f"{channels}x{size}x{size}", "regularizer": name,
             "median_step_ms": 1e3 * median, "time_vs_erm": median / base_t,
-            "peak_step_mb": memory[name] / 2**20, "memory_vs_erm": memory[name] / base_m if base_m > 0 else float("nan"),
+            "peak_step_mb": memory[name] / 2**20,
+            "memory_vs_erm": memory[name] / base_m if base_m > 0 else float("nan"),
         })
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| backbone | input | regularizer | median step (ms) | time × erm | peak step memory (MiB) | memory × erm |",
+    lines = ["| backbone | input | regularizer | median step (ms) | time × erm | peak step memory (MiB) "
+             "| memory × erm |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['backbone']} | {r['input']} | {r['regularizer']} | {r['median_step_ms']:.1f} | "

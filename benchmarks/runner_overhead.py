@@ -6,7 +6,7 @@ A suite of ``--jobs`` tiny jobs (the in-tree linear model on the bundled MNIST s
 epoch of batches of 128, the ``accuracy`` evaluator) is timed three ways, all in this process with the data loaded
 once:
 
-* **training alone**: ``gibench.train.fit`` for each job, back to back (the work a job cannot avoid);
+* **training alone**: ``gibench.training.train.fit`` for each job, back to back (the work a job cannot avoid);
 * **cold run**: ``run_suite`` into a fresh runs directory (preflight, manifest, claims, training, evaluation,
   checkpoint/log/status/result writes, events);
 * **cached rerun**: ``run_suite`` again on the finished directory (claims, reading and validating every status and
@@ -28,12 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from gibench import registry
-from gibench.config import parse_suite
-from gibench.jobs import expand
-from gibench.preflight import preflight
-from gibench.runner import RunOptions, load_bundle, run_suite
-from gibench.train import fit
+from gibench.api import registry
+from gibench.running.preflight import preflight
+from gibench.running.runner import RunOptions, load_bundle, run_suite
+from gibench.suites.jobs import expand
+from gibench.suites.suite import parse_suite
+from gibench.training.train import fit
 
 
 def suite(jobs: int, epochs: int):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 def suite_job_hashes(suite: str) -> set[str]:
     import gibench
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
 
     return {job.hash for job in expand(gibench.load_suite(suite))}
 

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     rows = []
-    for repeat in range(args.repeats):
+    for _repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             runs = Path(tmp) / "runs"
             cold, _ = timed_run(args.suite, runs, args.device)

@@ -14,7 +14,7 @@ differ only in arithmetic:
 
 * ``float64 cpu``: the reference;
 * ``float32, TF32 on`` (cuDNN and matmul TF32 allowed, PyTorch's default for cuDNN convolutions) on ``--device``;
-* ``float32, TF32 off`` (gibench's :func:`~gibench.passes.full_precision`, what training uses);
+* ``float32, TF32 off`` (gibench's :func:`~gibench.api.passes.full_precision`, what training uses);
 * ``bfloat16 autocast`` without the guard (what ``train.amp`` would do if the guard were missing).
 
 It prints, per setting, the mean and maximum |h − h₆₄| and their ratio to the spread (standard deviation) of h₆₄ over
@@ -22,8 +22,9 @@ the batch. On the CPU TF32 does not exist: the script says so and reports the fl
 
 ``--autocast-table`` prints instead the evidence behind ``Regularizer.amp_safe``: for every registered regularizer,
 the relative error of the loss and of the parameter gradient (‖g_bf16 − g_32‖ / ‖g_32‖) under bfloat16 autocast
-against true float32 (TF32 off), on the protocol of tests/test_precision.py (softplus ``gibench_cnn`` of width 8 after 60 Adam steps
-on the bundled digits, logits of order 10, a batch of 32, the same noise draws in both runs), on ``--device``.
+against true float32 (TF32 off), on the protocol of tests/test_precision.py (softplus ``gibench_cnn`` of width 8 after
+60 Adam steps on the bundled digits, logits of order 10, a batch of 32, the same noise draws in both runs), on
+``--device``.
 
 Run: ``python benchmarks/tf32_precision.py --device cuda [--batch-size 64] [--logit-scale 10] [--autocast-table]``.
 """
@@ -39,9 +40,9 @@ from unittest import mock
 import torch
 from torch import Tensor, nn
 
-from gibench.models import Normalize, create_backbone
+from gibench.api.passes import full_precision, tf32_off
 from gibench.regularizers._hessian import label_logit, taylor_trace
-from gibench.passes import full_precision, tf32_off
+from gibench.training.models import Normalize, create_backbone
 
 SIGMA = 0.01
 
@@ -100,9 +101,10 @@ def autocast_table(device: torch.device) -> None:
     """Loss and gradient errors of bfloat16 autocast against float32, per registered regularizer."""
     import torch.nn.functional as F
 
-    from gibench import load_dataset, registry
+    from gibench import load_dataset
+    from gibench.api import registry
     from gibench.data.tensors import make_bundle
-    from gibench.models import build_model
+    from gibench.training.models import build_model
 
     full = load_dataset("mnist_subset")
     bundle = make_bundle("digits", full.train.x[:512], full.train.y[:512], full.test.x[:8], full.test.y[:8], 10)

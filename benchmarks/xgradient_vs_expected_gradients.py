@@ -3,8 +3,8 @@
 Hesse et al. (NeurIPS 2021, Sec. 4.3 and their ``sparsity/`` code) train a ReLU MLP with Erion et al.'s Gini prior
 and report that the X-Gradient prior on the bias-free MLP reaches the test ROC-AUC that expected gradients reaches
 with about 32 references (0.7673 against 0.7679; their EG sweep rises from 0.7486 at k = 1 to 0.7722 at k = 128, as
-printed by ``sparsity/plot_results.ipynb`` of their public code, github.com/visinf/fast-axiomatic-attribution). This script asks the same question of gibench's own plugins on
-the bundled MNIST subset.
+printed by ``sparsity/plot_results.ipynb`` of their public code, github.com/visinf/fast-axiomatic-attribution). This
+script asks the same question of gibench's own plugins on the bundled MNIST subset.
 
 Run (CPU, about 10 minutes at the defaults on one core)::
 
@@ -18,7 +18,7 @@ Protocol (every choice the paper leaves open is stated):
 * Models: ``gibench_mlp`` (784 → 256 → 256 → 10, ReLU), as the paper's experiment is an MLP; the biased net for
   ``erm`` and expected gradients (Erion et al. train EG on the regular network), ``bias: false`` for the X-Gradient
   and for its ``erm`` twin.
-* Training: gibench's own loop (``gibench.train.fit``), Adam lr 1e-3, batch 64, ``--epochs`` epochs, constant
+* Training: gibench's own loop (``gibench.training.train.fit``), Adam lr 1e-3, batch 64, ``--epochs`` epochs, constant
   schedule; the regularizer is ``attribution_prior`` with ``prior: gini`` at its default λ = 1 (the paper's chosen
   λ for both X-Gradient and EG) and ``attribution: x_gradient`` or ``expected_gradients`` with k references drawn
   from the training batch (the plugin's rule: the batch rolled by 1, 2, …).
@@ -26,7 +26,7 @@ Protocol (every choice the paper leaves open is stated):
   attribution over the test images (the prior's own statistic, higher is sparser), with the attribution the run was
   trained on (X-Gradient; EG evaluated with 32 references drawn from the test batch whatever k it was trained
   with, so that every EG row is measured alike); the training time (one core unless ``--threads``).
-* Each row: mean over ``--seeds`` with a 95 % Student-t interval (``gibench.stats.mean_interval``).
+* Each row: mean over ``--seeds`` with a 95 % Student-t interval (``gibench.results.stats.mean_interval``).
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ import torch
 from torch import Tensor, nn
 
 import gibench
-from gibench import registry
-from gibench.config import PluginSpec, TrainConfig
+from gibench.api import registry
+from gibench.api.saliency import x_gradient
 from gibench.data.tensors import make_bundle
 from gibench.regularizers.attribution_prior import expected_gradients, gini
-from gibench.saliency import x_gradient
-from gibench.stats import mean_interval
-from gibench.train import fit
+from gibench.results.stats import mean_interval
+from gibench.suites.suite import PluginSpec, TrainConfig
+from gibench.training.train import fit
 
 EVAL_REFERENCES = 32
 EVAL_BATCH = 250

@@ -5,7 +5,7 @@ et al., "Elucidating the Design Space of Diffusion-Based Generative Models", Neu
 at one noise level σ: s(x) = (D(x; σ) − x) / σ². By Tweedie's formula (Vincent 2011, denoising score matching) the
 minimiser of E‖D(x + σε) − x‖² satisfies exactly that s = ∇x log p_σ(x), the score of the data density smoothed by
 N(0, σ²I). gibench cannot download EDM weights, so it trains its own denoiser, once per dataset and σ, as an
-auxiliary model (:mod:`gibench.auxiliary`).
+auxiliary model (:mod:`gibench.store.auxiliary`).
 
 Choices (each one is in the auxiliary model's identity, so changing it trains a new denoiser):
 
@@ -19,8 +19,9 @@ Choices (each one is in the auxiliary model's identity, so changing it trains a 
 * Class templates: one learned image per class and one for the null class (zero at initialisation), added to the
   U-Net's output F. The convolutions are translation-equivariant, so a position-dependent target (a class's mean
   digit; the Gaussian mixture's per-pixel means, which have no spatial structure) would otherwise cost them capacity.
-  Measured on the 8×8 mixture of the tests (σ = 0.1, w = 8, 8 epochs of 1,000 images, batch 32, lr 3e-3): cosine to the exact smoothed score 0.923 without
-  templates at a constant learning rate, 0.929 with templates, 0.960 with templates and the cosine schedule below.
+  Measured on the 8×8 mixture of the tests (σ = 0.1, w = 8, 8 epochs of 1,000 images, batch 32, lr 3e-3): cosine to the
+  exact smoothed score 0.923 without templates at a constant learning rate, 0.929 with templates, 0.960 with templates
+  and the cosine schedule below.
 * Image sizes: the U-Net halves the resolution twice, so height and width are padded (replicate) up to multiples of
   4 and the output cropped back. MNIST (28×28), BlockMNIST (56×28) and the 16×16 Gaussian mixture need no padding.
 * One noise level: the U-Net's timestep input is the constant EDM noise embedding c_noise = ln(σ')/4.
@@ -53,8 +54,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from gibench.api import DatasetBundle
-from gibench.config_types import Fraction, Limit, PositiveFloat, PositiveInt, Seed, Sigma, plugin_config
+from gibench.api.plugin import DatasetBundle
+from gibench.core.config_types import Fraction, Limit, PositiveFloat, PositiveInt, Seed, Sigma, plugin_config
 
 #: Bump when a change here changes the weights or the quality figures of a denoiser for the same identity.
 DENOISER_CODE_VERSION = "1"
@@ -155,14 +156,14 @@ def architecture(bundle: DatasetBundle, cfg: DenoiserTraining) -> dict:
 
 
 def identity(data_identity: dict, bundle: DatasetBundle, cfg: DenoiserTraining) -> dict:
-    """Everything that determines a denoiser's weights (hashed by :mod:`gibench.auxiliary`)."""
+    """Everything that determines a denoiser's weights (hashed by :mod:`gibench.store.auxiliary`)."""
     return {"data": data_identity, "architecture": architecture(bundle, cfg), "training": asdict(cfg),
             "code_version": DENOISER_CODE_VERSION}
 
 
 def train(bundle: DatasetBundle, cfg: DenoiserTraining, device: torch.device) -> tuple[Denoiser, dict[str, float]]:
     """Train a denoiser by denoising score matching on the train split; return it (eval mode) and its quality."""
-    from gibench.errors import GibenchError
+    from gibench.core.errors import GibenchError
 
     torch.manual_seed(cfg.seed)
     model = build(bundle, cfg).to(device).train()

@@ -8,7 +8,7 @@ copy included) and build every masked batch with one comparison ``rank < k``. Th
 ``pixel_perturbation`` unchanged (its stored results are the same numbers; tests/test_keep_remove.py pins them), and
 extended where ``keep_remove`` needs more: a per-image pixel count (the paper never keeps a pixel whose clipped
 score is 0, so the count is capped per image) and the raw trapezoid area. The rank positions and the pixel count
-floor(f·P + 0.5) are gibench's own (:func:`gibench.ranks.rank_positions`, :func:`gibench.ranks.fraction_count`),
+floor(f·P + 0.5) are gibench's own (:func:`gibench.api.ranks.rank_positions`, :func:`gibench.api.ranks.fraction_count`),
 shared with ``road`` and ``diffroar``.
 """
 
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.ranks import rank_positions
+from gibench.api.ranks import rank_positions
 
 #: The fill modes of :func:`fill_images`.
 FILLS = ("image_mean", "constant", "dataset_mean", "blur")
 
 
 def removal_ranks(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`gibench.ranks.rank_positions` of ``scores`` (N, H, W) in both directions: ``(ascending, descending)``,
+    """:func:`gibench.api.ranks.rank_positions` of ``scores`` (N, H, W) in both directions: ``(ascending, descending)``,
     each (N, P) with P = H·W, ties to the lower flat index."""
     return rank_positions(scores, descending=False), rank_positions(scores, descending=True)
 

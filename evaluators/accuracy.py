@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import save_curves
-from gibench.config_types import Limit, plugin_config
+from gibench.api.artifacts import save_curves
+from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.core.config_types import Limit, plugin_config
 
 
 @plugin_config

@@ -26,11 +26,10 @@ import math
 import torch
 from torch import Tensor
 
-from gibench.api import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset, save_grid, to_unit
-from gibench.config_types import ChannelReduction, FractionOrAll, IGSteps, Limit, SaliencyMethod, plugin_config
-from gibench.saliency import pixel_scores
-
+from gibench.api.artifacts import batches, eval_subset, save_grid, to_unit
+from gibench.api.plugin import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.saliency import pixel_scores
+from gibench.core.config_types import ChannelReduction, FractionOrAll, IGSteps, Limit, SaliencyMethod, plugin_config
 
 
 @plugin_config
@@ -42,7 +41,7 @@ class BlockMNISTLeakageConfig:
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 

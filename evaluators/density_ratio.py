@@ -38,11 +38,11 @@ import math
 import torch
 from torch import Tensor
 
-from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset, save_curves, save_grid
-from gibench.config_types import IncreasingSigmas, Limit, NumSamples, PositiveFloat, plugin_config
-from gibench.params import check
-from gibench.saliency import label_logit
+from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid
+from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.saliency import label_logit
+from gibench.core.config_types import IncreasingSigmas, Limit, NumSamples, PositiveFloat, plugin_config
+from gibench.core.params import check
 
 
 @plugin_config

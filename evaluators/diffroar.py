@@ -58,7 +58,7 @@ gibench's choices:
   seeds of each arm, their difference (= the mean over all top × bottom seed pairs, as the code), and spreads: the
   population std (ddof 0) of each arm over seeds and the std of the difference over all seed pairs,
   sqrt(var_top + var_bottom).
-* **Caching**: each retrained model is an auxiliary model (``gibench.auxiliary.classifier``, kind
+* **Caching**: each retrained model is an auxiliary model (``gibench.store.auxiliary.classifier``, kind
   ``diffroar_retrain``), trained once per runs directory and reused by every later evaluation, rerun or suite that
   asks for the same masked data, backbone, train config, regularizer and seed (for example a config that adds levels
   or seeds reuses the ones already trained). The masked data's identity covers the ranked model (the job hash; outside
@@ -91,16 +91,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.api import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
-from gibench.artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
-from gibench.auxiliary import classifier, tensors_sha256
-from gibench.config import PluginSpec, TrainConfig
-from gibench.config_types import (
-    DistinctFractions, IGSteps, Limit, NonNegativeInt, PixelValue, SaliencyMethod, Seeds, plugin_config,
+from gibench.api.artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
+from gibench.api.plugin import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
+from gibench.api.ranks import fraction_count, rank_positions
+from gibench.core.config_types import (
+    DistinctFractions,
+    IGSteps,
+    Limit,
+    NonNegativeInt,
+    PixelValue,
+    SaliencyMethod,
+    Seeds,
+    plugin_config,
 )
-from gibench.errors import GibenchError
-from gibench.params import build_config, check, jsonable
-from gibench.ranks import fraction_count, rank_positions
+from gibench.core.errors import GibenchError
+from gibench.core.params import build_config, check, jsonable
+from gibench.store.auxiliary import classifier, tensors_sha256
+from gibench.suites.suite import PluginSpec, TrainConfig
 
 DEFAULT_LEVELS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 SIDES = ("top", "bottom")
@@ -134,7 +141,7 @@ class DiffROARConfig:
     max_train_images: Limit = 0
     """Rank, mask and retrain on the first N train images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 

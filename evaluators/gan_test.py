@@ -31,8 +31,8 @@ so they do not depend on the device or the batch size (``ctx.batch_size`` sample
 noise comes from a generator on the evaluation device seeded with ``ctx.seed + 1``, drawn batch by batch, so with
 noise on, the numbers depend on the batch size and the device too. The global random state is not touched.
 
-**Judge**: a classifier trained by gibench (``gibench.auxiliary.classifier``, gibench's own training loop with plain
-cross-entropy) on the dataset's train split, cached per dataset as an auxiliary model of kind ``gan_test_judge``.
+**Judge**: a classifier trained by gibench (``gibench.store.auxiliary.classifier``, gibench's own training loop with
+plain cross-entropy) on the dataset's train split, cached per dataset as an auxiliary model of kind ``gan_test_judge``.
 The reference loads a separately trained VGG-11 while it samples from ResNet-18s (``--proxy-model-arch``); its
 training recipe is the one of its models. gibench's default judge is ``gibench_mlp`` (two hidden layers of 256 ReLU
 units; a different architecture family from the convolutional backbones of the shipped suites), Adam lr 1e-3, batch
@@ -74,8 +74,8 @@ far above chance (0.1 for ten classes) and still rejects a weak judge (one epoch
   well-trained model means too few steps.
 
 Artifacts: ``gan_test_samples.png`` (one row per class, labelled with the class name at the left: a real test image
-of the class, then ``grid_samples`` samples, or as many as the smallest class has) and ``gan_test_per_class.json`` (the per-class judge accuracy and
-spread ratio as curves).
+of the class, then ``grid_samples`` samples, or as many as the smallest class has) and ``gan_test_per_class.json`` (the
+per-class judge accuracy and spread ratio as curves).
 
 Cost: ``steps`` forward + backward passes per sample (the floor; ``benchmarks/gan_test_cost.py`` measures the
 evaluator against it), one forward of the model and one of the judge per sample afterwards, one judge forward per
@@ -93,17 +93,27 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, save_curves, save_grid
-from gibench.auxiliary import AuxModel, classifier, require_quality, tensors_sha256
-from gibench.config import PluginSpec, TrainConfig
-from gibench.config_types import (
-    NonEmptyStr, NonNegativeFloat, NonNegativeInt, NoiseStd, NumSamples, PixelValue, PositiveFloat, PositiveInt,
-    Probability, Seed, Weight, plugin_config,
+from gibench.api.artifacts import batches, save_curves, save_grid
+from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.saliency import input_gradient
+from gibench.core.config_types import (
+    NoiseStd,
+    NonEmptyStr,
+    NonNegativeFloat,
+    NonNegativeInt,
+    NumSamples,
+    PixelValue,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Seed,
+    Weight,
+    plugin_config,
 )
-from gibench.errors import GibenchError
-from gibench.fsio import atomic_write_with
-from gibench.saliency import input_gradient
+from gibench.core.errors import GibenchError
+from gibench.core.fsio import atomic_write_with
+from gibench.store.auxiliary import AuxModel, classifier, require_quality, tensors_sha256
+from gibench.suites.suite import PluginSpec, TrainConfig
 
 #: Bump when a change here changes the weights of the judge for the same identity.
 JUDGE_CODE_VERSION = "1"
@@ -312,7 +322,7 @@ def check_independent(judge: nn.Module, model: nn.Module, config: GANTestConfig)
 
 def get_judge(ctx: EvalContext, config: GANTestConfig) -> AuxModel:
     """The dataset's judge (trained once per runs directory), after the independence and quality checks."""
-    from gibench.models import build_model
+    from gibench.training.models import build_model
 
     backbone, train = judge_spec(config)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights; leave the global RNG as it was

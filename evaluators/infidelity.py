@@ -56,15 +56,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset
-from gibench.config_types import IGSteps, Limit, NumSamples, SaliencyMethod, Sigma, plugin_config
-from gibench.draws import per_image_draws
-from gibench.saliency import label_logit
+from gibench.api.artifacts import batches, eval_subset
+from gibench.api.draws import per_image_draws
+from gibench.api.plugin import EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.saliency import label_logit
+from gibench.core.config_types import IGSteps, Limit, NumSamples, SaliencyMethod, Sigma, plugin_config
 
 INFIDELITY_OUTPUTS = ("centred_logit", "log_softmax", "logit")
 KINDS = ("gaussian", "noisy_baseline")
-STREAMS = {"gaussian": 2, "noisy_baseline": 3}  # draw streams (gibench.draws)
+STREAMS = {"gaussian": 2, "noisy_baseline": 3}  # draw streams (gibench.api.draws)
 
 
 @plugin_config
@@ -82,7 +82,7 @@ class InfidelityConfig:
     max_images: Limit = 500
     """The first N test images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 

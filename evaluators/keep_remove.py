@@ -34,10 +34,10 @@ Choices the paper leaves open or gibench makes differently:
   is applied in pixel space; the blur is linear with weights summing to 1, so blurring before or after the
   per-channel normalization (the reference blurs normalized images) gives the same masked image.
 * **Label**: the true test label, for the attribution and for the output.
-* **Masking**: :mod:`gibench.ranks` and :mod:`gibench.evaluators._masking`, shared with ``pixel_perturbation`` (same
+* **Masking**: :mod:`gibench.api.ranks` and :mod:`gibench.evaluators._masking`, shared with ``pixel_perturbation`` (same
   ranks, counts, blur and masked-batch construction), extended there with a per-image count.
 * **Attribution** (``saliency``): ``ctx.saliency``, the map this option names (the runner resolves it through
-  :func:`gibench.saliency.saliency_for`). The paper evaluates X-Gradient and Integrated Gradients (and gradient,
+  :func:`gibench.api.saliency.saliency_for`). The paper evaluates X-Gradient and Integrated Gradients (and gradient,
   input × gradient, expected gradients as baselines); ``input_gradient`` is the default only for uniformity with
   every other gibench evaluator (the same default everywhere, so a suite reads alike), not because the paper uses
   it: set ``saliency: x_gradient`` (or ``integrated_gradients``) for the paper's setting. The signed gradient is
@@ -57,12 +57,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.config_types import IGSteps, IncreasingFractions, Limit, PositiveFloat, SaliencyMethod, plugin_config
+from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.ranks import fraction_count, rank_positions
+from gibench.api.saliency import label_logit
+from gibench.core.config_types import IGSteps, IncreasingFractions, Limit, PositiveFloat, SaliencyMethod, plugin_config
 from gibench.evaluators._masking import fill_images, replace_ranked, trapezoid
-from gibench.ranks import fraction_count, rank_positions
-from gibench.saliency import label_logit
 
 SIGNS = ("positive", "negative", "absolute")
 MODES = ("keep", "remove")

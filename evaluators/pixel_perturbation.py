@@ -31,7 +31,7 @@ Choices, paper vs public code:
   accuracy the model retains. Regularizers move clean accuracy, and the raw area mixes the two effects. It is NaN
   when the clean accuracy is 0. The headline is the normalized least-salient-first area (higher is better); the
   most-salient-first areas are lower-is-better.
-* **Masking**: the ranks and counts are :mod:`gibench.ranks`, the fills and area :mod:`gibench.evaluators._masking`,
+* **Masking**: the ranks and counts are :mod:`gibench.api.ranks`, the fills and area :mod:`gibench.evaluators._masking`,
   shared with ``keep_remove`` (Hesse et al.'s Keep/Remove curves), so both evaluators mask pixels the same way.
 * **Cost**: one saliency pass (forward + backward) and one clean forward per image, then one forward per image,
   fraction and order (2 × 25 by default). Batched: the ranks are computed once per batch and each fraction's masked
@@ -46,16 +46,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.config_types import (
-    ChannelReduction, IGSteps, IncreasingFractions, Limit, PixelValue, PositiveFloat, SaliencyMethod,
+from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.ranks import fraction_count
+from gibench.api.saliency import pixel_scores
+from gibench.core.config_types import (
+    ChannelReduction,
+    IGSteps,
+    IncreasingFractions,
+    Limit,
+    PixelValue,
+    PositiveFloat,
+    SaliencyMethod,
     plugin_config,
 )
 from gibench.evaluators._masking import area, removal_ranks, replace_ranked
 from gibench.evaluators._masking import fill_images as shared_fill_images
-from gibench.ranks import fraction_count
-from gibench.saliency import pixel_scores
 
 ORDERS = ("least_salient_first", "most_salient_first")
 DEFAULT_FRACTIONS = tuple(float(f) for f in np.logspace(-2, 0, 25))
@@ -78,7 +84,7 @@ class PixelPerturbationConfig:
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 

@@ -37,12 +37,12 @@ __all__ = ["RandomLogit", "RandomLogitConfig", "map_cosine", "other_classes", "s
 import torch
 from torch import Tensor
 
-from gibench import ranks
-from gibench.api import EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset, save_grid, to_unit
-from gibench.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
-from gibench.errors import ConfigError
-from gibench.saliency import pixel_scores
+from gibench.api import ranks
+from gibench.api.artifacts import batches, eval_subset, save_grid, to_unit
+from gibench.api.plugin import EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.saliency import pixel_scores
+from gibench.core.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
+from gibench.core.errors import ConfigError
 
 
 @plugin_config
@@ -52,7 +52,7 @@ class RandomLogitConfig:
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
@@ -80,9 +80,9 @@ def map_cosine(a: Tensor, b: Tensor) -> Tensor:
 def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Per-row Spearman correlation of (N, ...) maps, float64; 1 for identical rows, 0 if one row is constant.
 
-    :func:`gibench.ranks.spearman`, clamped to [−1, 1], with one policy of this test on top: a map compared with an
+    :func:`gibench.api.ranks.spearman`, clamped to [−1, 1], with one policy of this test on top: a map compared with an
     identical map scores 1 even when it is constant (Sixt et al.: a map that does not change with the class fails
-    the test, whatever it looks like; :func:`gibench.ranks.spearman` alone would score a constant pair 0).
+    the test, whatever it looks like; :func:`gibench.api.ranks.spearman` alone would score a constant pair 0).
     """
     a, b = a.flatten(1).double(), b.flatten(1).double()
     rho = ranks.spearman(a, b).clamp(-1.0, 1.0)

@@ -68,12 +68,12 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
-from gibench.errors import GibenchError
-from gibench.ranks import spearman
-from gibench.saliency import pixel_scores
+from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.ranks import spearman
+from gibench.api.saliency import pixel_scores
+from gibench.core.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
+from gibench.core.errors import GibenchError
 
 #: Added to ``ctx.seed`` for the re-initialization, so that the random model is not the job's own initialization.
 SEED_OFFSET = 7919
@@ -90,7 +90,7 @@ class RandomisationConfig:
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
@@ -141,7 +141,7 @@ def histogram_entropy(maps: Tensor, bins: int = 100) -> Tensor:
 
 def map_spearman(a: Tensor, b: Tensor) -> Tensor:
     """Per-image Spearman correlation of two (N, H, W) pixel maps over their H·W scores, (N,) float64; 0 where either
-    map is constant (MPRT, Adebayo et al. 2018: :func:`gibench.ranks.spearman`)."""
+    map is constant (MPRT, Adebayo et al. 2018: :func:`gibench.api.ranks.spearman`)."""
     return spearman(a.flatten(1), b.flatten(1))
 
 

@@ -58,13 +58,21 @@ import torch
 from scipy.linalg import solveh_banded
 from torch import Tensor
 
-from gibench.api import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
-from gibench.config_types import (
-    ChannelReduction, Fraction, IGSteps, Increasing, Limit, NoiseStd, NonEmpty, SaliencyMethod, plugin_config,
+from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.ranks import fraction_count, rank_positions
+from gibench.api.saliency import pixel_scores
+from gibench.core.config_types import (
+    ChannelReduction,
+    Fraction,
+    IGSteps,
+    Increasing,
+    Limit,
+    NoiseStd,
+    NonEmpty,
+    SaliencyMethod,
+    plugin_config,
 )
-from gibench.ranks import fraction_count, rank_positions
-from gibench.saliency import pixel_scores
 
 ORDERS = ("morf", "lerf", "random")
 #: (dy, dx, weight) of the 8 neighbours: 1/6 for edge neighbours, 1/12 for diagonal ones (the reference's weights).
@@ -86,7 +94,7 @@ class RoadConfig:
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 

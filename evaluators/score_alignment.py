@@ -69,16 +69,24 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from gibench.api import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
-from gibench.auxiliary import require_quality, tensors_sha256
-from gibench.config_types import (
-    Fraction, IGSteps, Limit, PositiveFloat, PositiveInt, SaliencyMethod, Seed, Sigma, plugin_config,
+from gibench.api.artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
+from gibench.api.plugin import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.ranks import spearman
+from gibench.core.config_types import (
+    Fraction,
+    IGSteps,
+    Limit,
+    PositiveFloat,
+    PositiveInt,
+    SaliencyMethod,
+    Seed,
+    Sigma,
+    plugin_config,
 )
-from gibench.errors import GibenchError
+from gibench.core.errors import GibenchError
+from gibench.core.params import check
 from gibench.evaluators import _denoiser
-from gibench.params import check
-from gibench.ranks import spearman
+from gibench.store.auxiliary import require_quality, tensors_sha256
 
 LPIPS_FILES = ("alex.pth", "alexnet-owt-7be5be79.pth")  # LPIPS v0.1 linear heads; torchvision's ImageNet AlexNet
 
@@ -112,7 +120,7 @@ class ScoreAlignmentConfig:
     lpips_weights: str = ""
     """A local folder holding LPIPS_FILES; empty: no LPIPS metrics."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
@@ -173,7 +181,8 @@ class LPIPSAlex(nn.Module):
         folder = Path(folder).expanduser()
         features = alexnet(weights=None).features
         trunk = torch.load(folder / LPIPS_FILES[1], map_location="cpu", weights_only=True)
-        features.load_state_dict({k.removeprefix("features."): v for k, v in trunk.items() if k.startswith("features.")})
+        features.load_state_dict({k.removeprefix("features."): v for k, v in trunk.items()
+                                  if k.startswith("features.")})
         self.slices = nn.ModuleList(nn.Sequential(*features[a:b]) for a, b in self.SLICES)
         heads = torch.load(folder / LPIPS_FILES[0], map_location="cpu", weights_only=True)
         self.heads = nn.ParameterList(nn.Parameter(heads[f"lin{i}.model.1.weight"], requires_grad=False)
@@ -218,7 +227,8 @@ def data_identity(ctx: EvalContext) -> dict:
 CORE_METRICS = (
     Metric("cosine_conditional", True, "cosine similarity of ∇x f_y(x) and the score ∇x log p(x|y)", headline=True,
            bounds=(-1.0, 1.0)),
-    Metric("spearman_conditional", True, "Spearman rank correlation of ∇x f_y(x) and ∇x log p(x|y)", bounds=(-1.0, 1.0)),
+    Metric("spearman_conditional", True, "Spearman rank correlation of ∇x f_y(x) and ∇x log p(x|y)",
+           bounds=(-1.0, 1.0)),
     Metric("cosine_unconditional", True, "cosine similarity of ∇x logsumexp f(x) and the score ∇x log p(x)",
            bounds=(-1.0, 1.0)),
     Metric("spearman_unconditional", True, "Spearman rank correlation of ∇x logsumexp f(x) and ∇x log p(x)",

@@ -52,15 +52,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from gibench.api import EvalContext, EvalResult, Evaluator, Metric
-from gibench.artifacts import batches, eval_subset
-from gibench.config_types import IGSteps, Limit, NumSamples, PositiveFloat, SaliencyMethod, plugin_config
-from gibench.draws import per_image_draws
+from gibench.api.artifacts import batches, eval_subset
+from gibench.api.draws import per_image_draws
+from gibench.api.plugin import EvalContext, EvalResult, Evaluator, Metric
+from gibench.core.config_types import IGSteps, Limit, NumSamples, PositiveFloat, SaliencyMethod, plugin_config
 
 #: The default radius per dataset (pixel units); any other dataset uses ``default_radius``.
 DEFAULT_RADII: dict[str, float] = {name: 0.1 for name in
                                    ("mnist", "mnist_subset", "fashion_mnist", "blockmnist", "blockmnist_top")}
-STREAM = 1  # the draw stream of this evaluator (gibench.draws)
+STREAM = 1  # the draw stream of this evaluator (gibench.api.draws)
 #: Yeh et al. (2019) pair sensitivity with infidelity: a map that ignores the input has sensitivity 0 and a poor
 #: infidelity, so the site shows these metrics only beside the infidelity headline.
 COMPANION = "infidelity.relative_infidelity_gaussian"
@@ -78,7 +78,7 @@ class SensitivityConfig:
     max_images: Limit = 500
     """The first N test images; 0 = all."""
     saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.saliency)."""
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
     ig_steps: IGSteps = 32
     """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 

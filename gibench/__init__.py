@@ -1,34 +1,36 @@
 """gibench: a benchmark suite and leaderboard for gradient-interpretability regularizers.
 
 ``gibench.__all__`` is the public Python API: these names are stable, and everything a plugin needs is among them.
-Modules not named here are implementation; those that are public (:mod:`gibench.testing`, :mod:`gibench.params`,
-:mod:`gibench.config_types`, :mod:`gibench.api`) declare their own ``__all__``. Heavy modules (the runner, timm) are
-imported on first use, so ``import gibench`` stays cheap.
+Modules not named here are implementation; those that are public (:mod:`gibench.testing`, :mod:`gibench.core.params`,
+:mod:`gibench.core.config_types`, :mod:`gibench.api`) declare their own ``__all__``. Heavy modules (the runner, timm)
+are imported on first use, so ``import gibench`` stays cheap.
 
 Contracts (:mod:`gibench.api`)
     ``Regularizer``, ``TrainingLoss``; ``Evaluator``, ``Metric``, ``EvalContext``, ``EvalResult``, ``Curve``;
     ``Dataset``, ``DatasetBundle``, ``Split``; the dataset capabilities ``SIGNAL_MASK``, ``ANALYTIC_SCORE`` and the set
     of all of them, ``CAPABILITIES``.
-Saliency (:mod:`gibench.saliency`)
+Saliency (:mod:`gibench.api.saliency`)
     ``input_gradient``, ``logits_and_input_gradient``, ``leaf_logits_and_input_gradient``, ``label_logit``,
     ``pixel_scores``; ``x_gradient`` and its ``attribution_baseline`` (Hesse et al.'s X-Gradient),
     ``integrated_gradients``, and ``saliency_function`` (a saliency method's name → ``ctx.saliency``).
-Evaluator helpers: batching and artifacts (:mod:`gibench.artifacts`)
+Evaluator helpers: batching and artifacts (:mod:`gibench.api.artifacts`)
     ``eval_subset``, ``batches``, ``save_grid``, ``save_saliency_grid``, ``save_curves``, ``to_unit``,
     ``GRID_IMAGES``.
-Evaluator helpers: ranks (:mod:`gibench.ranks`)
+Evaluator helpers: ranks (:mod:`gibench.api.ranks`)
     ``rankdata_average`` (tie-averaged ranks, as ``scipy.stats.rankdata``) and ``spearman`` (Spearman's rank
     correlation, 0 for a constant map); the module also holds the rank positions and pixel counts of the removal
-    evaluators. Per-image random draws: :mod:`gibench.draws`; extra forward passes and precision: :mod:`gibench.passes`.
+    evaluators. Per-image random draws: :mod:`gibench.api.draws`; extra forward passes and precision:
+    :mod:`gibench.api.passes`.
 Dataset helper (:mod:`gibench.data.tensors`)
     ``make_bundle``.
-Plugin configs (:mod:`gibench.config_types`, :mod:`gibench.params`)
+Plugin configs (:mod:`gibench.core.config_types`, :mod:`gibench.core.params`)
     ``plugin_config``; the shared field types ``Weight``, ``Sigma``, ``NoiseStd``, ``NumSamples``, ``BNMode``,
     ``ChannelReduction``, ``Fraction``, ``FractionOrAll``, ``IncreasingFractions``, ``IncreasingSigmas``,
     ``DistinctFractions``, ``Probability``, ``PixelValue``, ``PositiveInt``, ``NonNegativeInt``, ``PositiveFloat``,
-    ``NonNegativeFloat``, ``Limit``, ``Seed``, ``Seeds``, ``NonEmptyStr``, ``SaliencyMethod``, ``IGSteps``; the constraints ``Rule``, ``Increasing``,
-    ``Distinct``, ``NonEmpty``; ``check`` and ``did_you_mean`` for ``__post_init__`` rules and messages.
-Errors (:mod:`gibench.errors`)
+    ``NonNegativeFloat``, ``Limit``, ``Seed``, ``Seeds``, ``NonEmptyStr``, ``SaliencyMethod``, ``IGSteps``; the
+    constraints ``Rule``, ``Increasing``, ``Distinct``, ``NonEmpty``; ``check`` and ``did_you_mean`` for
+    ``__post_init__`` rules and messages.
+Errors (:mod:`gibench.core.errors`)
     ``GibenchError`` and its subclasses ``ConfigError``, ``UnknownPluginError``, ``PluginLoadError``, ``DataError``,
     ``SubmissionError``, ``TrainingError``, ``PreflightError``.
 Plugins by name
@@ -49,6 +51,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from gibench import _moved
 from gibench.api import (
     ANALYTIC_SCORE,
     CAPABILITIES,
@@ -64,7 +67,7 @@ from gibench.api import (
     Split,
     TrainingLoss,
 )
-from gibench.artifacts import (
+from gibench.api.artifacts import (
     GRID_IMAGES,
     batches,
     eval_subset,
@@ -73,16 +76,28 @@ from gibench.artifacts import (
     save_saliency_grid,
     to_unit,
 )
-from gibench.config_types import (
+from gibench.api.ranks import rankdata_average, spearman
+from gibench.api.saliency import (
+    attribution_baseline,
+    input_gradient,
+    integrated_gradients,
+    label_logit,
+    leaf_logits_and_input_gradient,
+    logits_and_input_gradient,
+    pixel_scores,
+    saliency_function,
+    x_gradient,
+)
+from gibench.core.config_types import (
     BNMode,
     ChannelReduction,
     Distinct,
     DistinctFractions,
     Fraction,
     FractionOrAll,
+    IGSteps,
     Increasing,
     IncreasingFractions,
-    IGSteps,
     IncreasingSigmas,
     Limit,
     NoiseStd,
@@ -103,8 +118,7 @@ from gibench.config_types import (
     Weight,
     plugin_config,
 )
-from gibench.data.tensors import make_bundle
-from gibench.errors import (
+from gibench.core.errors import (
     ConfigError,
     DataError,
     GibenchError,
@@ -113,29 +127,20 @@ from gibench.errors import (
     TrainingError,
     UnknownPluginError,
 )
-from gibench.params import check, did_you_mean
-from gibench.ranks import rankdata_average, spearman
-from gibench import auxiliary as _auxiliary  # noqa: F401  (registers EvalContext's in-memory auxiliary store)
-from gibench.saliency import (
-    attribution_baseline,
-    input_gradient,
-    integrated_gradients,
-    label_logit,
-    leaf_logits_and_input_gradient,
-    logits_and_input_gradient,
-    pixel_scores,
-    saliency_function,
-    x_gradient,
-)
+from gibench.core.params import check, did_you_mean
+from gibench.data.tensors import make_bundle
+from gibench.store import auxiliary as _auxiliary  # noqa: F401  (registers EvalContext's in-memory auxiliary store)
 from gibench.version import __version__
+
+_moved.install()  # old module names (gibench.runner, ...) keep importing for one release
 
 if TYPE_CHECKING:
     import pandas
     from torch import nn
 
-    from gibench.config import Suite
-    from gibench.preflight import PreflightError
-    from gibench.runner import RunObserver, RunSummary
+    from gibench.running.preflight import PreflightError
+    from gibench.running.runner import RunObserver, RunSummary
+    from gibench.suites.suite import Suite
 
 __all__ = [
     "ANALYTIC_SCORE", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError", "Dataset",
@@ -143,22 +148,22 @@ __all__ = [
     "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas",
     "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
     "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
-    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
-    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
-    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
-    "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
-    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average", "run_suite",
-    "saliency_function", "save_curves",
+    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma",
+    "Split", "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
+    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator",
+    "create_regularizer", "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
+    "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
+    "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average",
+    "run_suite", "saliency_function", "save_curves",
     "save_grid", "save_saliency_grid", "spearman", "to_unit", "x_gradient",
 ]
 
 #: Public names whose modules are heavy (timm, the runner): imported on first access.
 _LAZY = {
-    "PreflightError": "gibench.preflight",
-    "RunObserver": "gibench.runner",
-    "RunSummary": "gibench.runner",
-    "Suite": "gibench.config",
+    "PreflightError": "gibench.running.preflight",
+    "RunObserver": "gibench.running.runner",
+    "RunSummary": "gibench.running.runner",
+    "Suite": "gibench.suites.suite",
 }
 
 
@@ -181,7 +186,7 @@ def list_regularizers() -> list[str]:
         >>> "erm" in list_regularizers()
         True
     """
-    from gibench import registry
+    from gibench.api import registry
     return registry.regularizers.names()
 
 
@@ -203,7 +208,7 @@ def create_regularizer(name: str, **params: Any) -> Regularizer:
         >>> create_regularizer("gradient_norm", weight="1e-2").config.weight
         0.01
     """
-    from gibench import registry
+    from gibench.api import registry
     return registry.regularizers.create(name, **params)
 
 
@@ -214,7 +219,7 @@ def list_evaluators() -> list[str]:
         >>> "accuracy" in list_evaluators()
         True
     """
-    from gibench import registry
+    from gibench.api import registry
     return registry.evaluators.names()
 
 
@@ -225,7 +230,7 @@ def create_evaluator(name: str, **params: Any) -> Evaluator:
         >>> create_evaluator("accuracy", max_images=100).config.max_images
         100
     """
-    from gibench import registry
+    from gibench.api import registry
     return registry.evaluators.create(name, **params)
 
 
@@ -236,11 +241,12 @@ def list_datasets() -> list[str]:
         >>> "mnist_subset" in list_datasets()
         True
     """
-    from gibench import registry
+    from gibench.api import registry
     return registry.datasets.names()
 
 
-def load_dataset(name: str, data_root: str | Path | None = None, download: bool = False, **options: Any) -> DatasetBundle:
+def load_dataset(name: str, data_root: str | Path | None = None, download: bool = False,
+                 **options: Any) -> DatasetBundle:
     """Load dataset ``name`` with its options.
 
     Args:
@@ -256,7 +262,7 @@ def load_dataset(name: str, data_root: str | Path | None = None, download: bool 
         >>> load_dataset("mnist_subset").num_classes
         10
     """
-    from gibench import registry
+    from gibench.api import registry
     from gibench.data import default_data_root
     dataset = registry.datasets.create(name, **options)
     return dataset.load(Path(data_root) if data_root else default_data_root(), download=download)
@@ -271,14 +277,14 @@ def create_backbone(name: str, num_classes: int, in_chans: int, **options: Any) 
         **options: timm / backbone options (``act: softplus``, ``drop_rate``, ...).
 
     Returns:
-        The ``torch.nn.Module``; it takes images in [0, 1] (see :func:`gibench.models.build_model` for the
+        The ``torch.nn.Module``; it takes images in [0, 1] (see :func:`gibench.training.models.build_model` for the
         normalization layer the runner adds).
 
     Example:
         >>> create_backbone("gibench_linear", num_classes=10, in_chans=1).__class__.__name__
         'GibenchLinear'
     """
-    from gibench.models import create_backbone as _create
+    from gibench.training.models import create_backbone as _create
     return _create(name, num_classes=num_classes, in_chans=in_chans, **options)
 
 
@@ -292,7 +298,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         >>> load_suite("smoke").name
         'smoke'
     """
-    from gibench.config import load_suite as _load
+    from gibench.suites.suite import load_suite as _load
     return _load(name_or_path)
 
 
@@ -338,7 +344,7 @@ def run_suite(
         dry_run: run the preflight and report each job's state (planned, cached, failed, invalid) writing nothing.
 
     Returns:
-        The :class:`RunSummary`: one ``gibench.runner.JobReport`` per job (state, reason, evaluations), the
+        The :class:`RunSummary`: one ``gibench.running.runner.JobReport`` per job (state, reason, evaluations), the
         warnings, and ``ok`` / ``failures()``.
 
     Raises:
@@ -349,8 +355,8 @@ def run_suite(
         >>> summary.ok, summary.count("trained")  # doctest: +SKIP
         (True, 3)
     """
-    from gibench.runner import RunOptions
-    from gibench.runner import run_suite as _run
+    from gibench.running.runner import RunOptions
+    from gibench.running.runner import run_suite as _run
 
     if not hasattr(suite, "datasets"):
         suite = load_suite(suite)
@@ -368,5 +374,5 @@ def collect_results(runs_dir: str | Path) -> pandas.DataFrame:
     Example:
         >>> collect_results("runs").groupby(["regularizer", "metric"])["value"].mean()  # doctest: +SKIP
     """
-    from gibench.results import collect_results as _collect
+    from gibench.results.tables import collect_results as _collect
     return _collect(Path(runs_dir))

@@ -13,7 +13,7 @@
     gibench leaderboard build [--submissions DIR] [--out DIR] [--skip-invalid]
     gibench leaderboard serve [--out DIR] [--port N]
 
-User errors (gibench.errors.GibenchError) print one message without a traceback and exit with status 2.
+User errors (gibench.core.errors.GibenchError) print one message without a traceback and exit with status 2.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gibench.errors import GibenchError
+from gibench.core.errors import GibenchError
 
 if TYPE_CHECKING:
-    from gibench.params import ParamInfo
-    from gibench.registry import PluginInfo, Registry
+    from gibench.api.registry import PluginInfo, Registry
+    from gibench.core.params import ParamInfo
 
 DEFAULT_RUNS_DIR = Path("runs")
 _USER_FS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EEXIST}
@@ -185,7 +185,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return _list_suites()
     if args.kind == "backbones":
         return _list_backbones(args.pattern)
-    from gibench import registry
+    from gibench.api import registry
 
     reg = getattr(registry, args.kind)
     infos = reg.infos()
@@ -207,7 +207,7 @@ def _print_plugin(reg: Registry, info: PluginInfo, verbose: bool) -> None:
     cls = reg.get(info.name)
     if verbose and (summary := plugin_summary(cls)):
         _print_wrapped(summary, indent=2, hanging=2)
-    from gibench.params import describe_config
+    from gibench.core.params import describe_config
 
     try:
         params = describe_config(cls.Config)
@@ -268,10 +268,10 @@ def plugin_summary(cls: type) -> str:
 
 
 def _list_suites() -> int:
-    from gibench.config import load_suite, shipped_suites
+    from gibench.suites.suite import load_suite, shipped_suites
 
     table = Table("name", "jobs", "description", title="shipped suites")
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
 
     for name in shipped_suites():
         suite = load_suite(name)
@@ -283,7 +283,7 @@ def _list_suites() -> int:
 def _list_backbones(pattern: str | None) -> int:
     import timm
 
-    from gibench.models import in_tree_backbones
+    from gibench.training.models import in_tree_backbones
 
     stdout.print("gibench's own, registered with timm (small CPU nets and the seed papers' CIFAR ResNet-18 / VGG-11): "
                  + ", ".join(in_tree_backbones()))
@@ -296,7 +296,7 @@ def _list_backbones(pattern: str | None) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from gibench.doctor import doctor
+    from gibench.store.doctor import doctor
 
     problems = doctor(args.runs_dir, fix=args.fix)
     if not problems:
@@ -323,10 +323,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_doctor(args)
     if args.estimate:
         return _print_estimate(args)
-    from gibench.config import load_suite
-    from gibench.progress import RichProgress
-    from gibench.results import collect_results, evaluations_of
-    from gibench.runner import RunOptions, run_suite
+    from gibench.results.tables import collect_results, evaluations_of
+    from gibench.running.progress import RichProgress
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
 
     options = RunOptions(data_root=args.data_root, download=args.download, device=args.device,
                          retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
@@ -370,8 +370,8 @@ def _executor_options(args: argparse.Namespace) -> dict:
 
 
 def _print_estimate(args: argparse.Namespace) -> int:
-    from gibench.config import load_suite
-    from gibench.estimate import estimate_suite
+    from gibench.running.estimate import estimate_suite
+    from gibench.suites.suite import load_suite
 
     suite = load_suite(args.suite)
     with stderr.status(f"calibrating {suite.name} on {args.device or 'the default device'} (cached after the first "
@@ -426,7 +426,7 @@ def _print_dry_run(summary) -> int:
 def _build_local_site(runs_dir: Path, suite_name: str, frame) -> Path:
     """A leaderboard page of this run's results alone, at ``runs_dir/site/index.html`` (built aside, then renamed)."""
     from gibench.leaderboard.build import build_results_site
-    from gibench.submission import SubmissionMetadata, package_results
+    from gibench.submissions.build import SubmissionMetadata, package_results
 
     metadata = SubmissionMetadata(name=f"local run of {runs_dir}", authors=["you"],
                                   description=f"Results under {runs_dir}, not submitted.", links=[])
@@ -436,7 +436,7 @@ def _build_local_site(runs_dir: Path, suite_name: str, frame) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gibench.results import collect_results, summarize
+    from gibench.results.tables import collect_results, summarize
 
     if args.sanity:
         return _print_sanity(args.runs_dir)
@@ -455,7 +455,7 @@ def _warn(message: str) -> None:
 
 def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool):
     """Print the report of ``runs_dir`` (its results, then the jobs whose training failed); returns the frame."""
-    from gibench.results import TRAINING, collect_results, failed_jobs, mixed_versions
+    from gibench.results.tables import TRAINING, collect_results, failed_jobs, mixed_versions
 
     frame = collect_results(runs_dir, job_hashes, warn=_warn)
     failed = failed_jobs(runs_dir, job_hashes, warn=lambda message: None)  # collect_results warned already
@@ -486,7 +486,7 @@ def _print_frame(frame, all_metrics: bool) -> None:
     """One terminal table per dataset × backbone × training config: a row per variant and metric (headlines unless
     ``all_metrics``), the mean ± its 95 % interval, the seeds, Δ vs erm ± its interval. Fits 80 columns (cells wrap,
     never truncate)."""
-    from gibench.results import TRAINING, summarize
+    from gibench.results.tables import TRAINING, summarize
 
     stats = summarize(frame)
     stats = stats[(stats["headline"] | all_metrics) & (stats["evaluator"] != TRAINING)]  # failed trainings: own lines
@@ -515,7 +515,7 @@ def _report_table(table) -> Table:
     they are listed once, with the reason, below the tables)."""
     from rich import box
 
-    from gibench.results import metric_label
+    from gibench.results.tables import metric_label
 
     view = Table(title=_table_title(next(table.itertuples())), title_justify="left", box=box.SIMPLE_HEAD,
                  pad_edge=False)
@@ -557,7 +557,7 @@ def _delta_text(r) -> str:
 def _print_ranks(stats) -> None:
     """Per table: each variant's rank on each headline (1 = best) with the range its intervals allow; then the
     evaluator agreement (Spearman's ρ between headline metrics across the variants)."""
-    from gibench.results import agreement_table, metric_label
+    from gibench.results.tables import agreement_table, metric_label
 
     heads = stats[stats["headline"] & (stats["n_ok"] > 0)]
     agreement = agreement_table(stats)
@@ -592,7 +592,7 @@ def _print_ranks(stats) -> None:
 
 def _print_auxiliary(frame) -> None:
     """The auxiliary models (judges, denoisers, retrained models) behind the numbers above, with their quality."""
-    from gibench.results import auxiliary_table
+    from gibench.results.tables import auxiliary_table
 
     aux = auxiliary_table(frame)
     if aux.empty:
@@ -610,7 +610,7 @@ def _print_auxiliary(frame) -> None:
 def _print_not_ok(frame) -> None:
     """One line per (status, evaluator) with the datasets and the recorded reasons: skipped evaluations are expected
     (a dataset lacks a capability), failed ones are not; both are listed so that no result silently disappears."""
-    from gibench.results import TRAINING
+    from gibench.results.tables import TRAINING
 
     problems = frame[(frame["status"] != "ok") & (frame["evaluator"] != TRAINING)]  # failed trainings: own lines
     problems = problems.drop_duplicates(["job_hash", "evaluator"])
@@ -627,7 +627,7 @@ def _print_not_ok(frame) -> None:
 
 def _print_sanity(runs_dir: Path) -> int:
     from gibench.leaderboard.build import params_label
-    from gibench.results import collect_results, metric_label, sanity_table
+    from gibench.results.tables import collect_results, metric_label, sanity_table
 
     table = sanity_table(collect_results(runs_dir))
     if table.empty:
@@ -652,7 +652,7 @@ def _print_sanity(runs_dir: Path) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gibench.submission import build_submission, load_submission
+    from gibench.submissions.build import build_submission, load_submission
 
     # a mapping, so that a blank --name or a javascript: --link is a SubmissionError naming the option's field
     metadata = {"name": args.name, "authors": args.authors, "description": args.description, "links": args.links}
@@ -669,8 +669,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from gibench.submission import load_submission
-    from gibench.verify import verification_status
+    from gibench.submissions.build import load_submission
+    from gibench.submissions.verify import verification_status
 
     loaded = load_submission(args.path)
     submission, record = loaded.submission, loaded.submission.artifacts
@@ -686,8 +686,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gibench.submission import load_submission
-    from gibench.verify import VERIFICATION_FILE, verify_submission
+    from gibench.submissions.build import load_submission
+    from gibench.submissions.verify import VERIFICATION_FILE, verify_submission
 
     loaded = load_submission(args.path)
     result = verify_submission(loaded, jobs=args.jobs, seed=args.seed, tolerance=args.tolerance,

@@ -47,7 +47,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gibench import registry
 from gibench.api import (
     ANALYTIC_SCORE,
     SIGNAL_MASK,
@@ -58,13 +57,14 @@ from gibench.api import (
     Evaluator,
     Plugin,
     Regularizer,
+    registry,
 )
-from gibench.auxiliary import AuxiliaryModels
+from gibench.api.saliency import SaliencyFunction, input_gradient, saliency_for, saliency_function
+from gibench.core.errors import GibenchError
+from gibench.core.params import build_config
 from gibench.data.gaussian_mixture import GaussianMixtureDensity
-from gibench.errors import GibenchError
 from gibench.data.tensors import make_bundle
-from gibench.params import build_config
-from gibench.saliency import SaliencyFunction, input_gradient, saliency_for, saliency_function
+from gibench.store.auxiliary import AuxiliaryModels
 
 __all__ = [
     "ConformanceError", "check_evaluator", "check_regularizer", "make_eval_context", "registered", "tiny_bundle",
@@ -125,9 +125,10 @@ def trained_model(
     bundle: DatasetBundle, backbone: str = "gibench_cnn", options: Mapping[str, Any] | None = None, *,
     epochs: int = 1, max_images: int | None = None, seed: int = 0, device: torch.device | str = "cpu",
 ) -> nn.Module:
-    """A model of ``backbone`` trained with plain cross-entropy by gibench's own loop (:func:`gibench.train.fit`):
-    Adam, lr 1e-3, batch 64, constant schedule, as the shipped suites train; for tests and benchmarks that need a
-    model that has learned something (the conformance checks use an untrained :func:`tiny_model`).
+    """A model of ``backbone`` trained with plain cross-entropy by gibench's own loop
+    (:func:`gibench.training.train.fit`): Adam, lr 1e-3, batch 64, constant schedule, as the shipped suites train; for
+    tests and benchmarks that need a model that has learned something (the conformance checks use an untrained
+    :func:`tiny_model`).
 
     Args:
         bundle: the dataset to train on (for example ``gibench.load_dataset("mnist_subset")``).
@@ -146,9 +147,9 @@ def trained_model(
         >>> model.training
         False
     """
-    from gibench.config import PluginSpec, TrainConfig
     from gibench.regularizers.erm import ERM
-    from gibench.train import fit
+    from gibench.suites.suite import PluginSpec, TrainConfig
+    from gibench.training.train import fit
 
     if max_images is not None:
         bundle = make_bundle(bundle.name, bundle.train.x[:max_images], bundle.train.y[:max_images], bundle.test.x,
@@ -243,7 +244,7 @@ def make_eval_context(
         seed: the evaluation seed.
         saliency: the explained quantity: a function ``(model, x, y) -> map``, or a saliency method's name
             (``"input_gradient"``, the default; ``"x_gradient"``; ``"integrated_gradients"`` with 32 steps), resolved
-            by :func:`gibench.saliency.saliency_function` as the runner resolves an evaluator's ``saliency`` option.
+            by :func:`gibench.api.saliency.saliency_function` as the runner resolves an evaluator's ``saliency`` option.
         device: the device of the model and of the evaluation.
         **fields: further :class:`gibench.EvalContext` fields (``job``, ``fit``, ``aux``, ``cache``).
 

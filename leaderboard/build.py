@@ -50,17 +50,27 @@ import markupsafe
 import pandas as pd
 
 import gibench
-from gibench.errors import SubmissionError
-from gibench.fsio import atomic_folder
-from gibench.submission import (
-    RESULTS_FILE, SUBMISSION_FILE, LoadedSubmission, scan_submissions, submission_json_schema,
-)
+from gibench.core.errors import SubmissionError
+from gibench.core.fsio import atomic_folder
 from gibench.leaderboard.pages import evaluator_pages, regularizer_pages, sanity_rows, verification
 from gibench.leaderboard.pictures import make_pictures
 from gibench.leaderboard.tables import (
-    Table, aggregate, combine, fmt, make_tables, metric_info, params_label,
+    Table,
+    aggregate,
+    combine,
+    fmt,
+    make_tables,
+    metric_info,
+    params_label,
 )
 from gibench.leaderboard.twins import XDNN_NOTE, twin_section
+from gibench.submissions.build import (
+    RESULTS_FILE,
+    SUBMISSION_FILE,
+    LoadedSubmission,
+    scan_submissions,
+    submission_json_schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +111,9 @@ def build_site(submissions_dir: str | Path, out_dir: str | Path, *, skip_invalid
 
 
 def build_results_site(submissions: list[LoadedSubmission], out_dir: str | Path) -> Path:
-    """Render already-loaded submissions (e.g. ``gibench.submission.package_results`` of one runs directory, built
-    in memory from one ``collect_results`` frame) into ``out_dir``, which is replaced as a whole: the site is built
-    in a temporary folder next to it and renamed into place, so concurrent builds never collide and a reader never
+    """Render already-loaded submissions (e.g. ``gibench.submissions.build.package_results`` of one runs directory,
+    built in memory from one ``collect_results`` frame) into ``out_dir``, which is replaced as a whole: the site is
+    built in a temporary folder next to it and renamed into place, so concurrent builds never collide and a reader never
     sees a half-built site. Returns the path of ``index.html``.
     """
     out = Path(out_dir)
@@ -148,7 +158,7 @@ def _page(env: jinja2.Environment, template: str, path: Path, root: str, **conte
 
 
 def _families() -> dict[str, str]:
-    from gibench import registry
+    from gibench.api import registry
 
     found = {}
     for name in registry.regularizers.names():
@@ -181,8 +191,8 @@ def _check_layout(submissions: Path, out: Path) -> bool:
     """True when ``submissions`` is ``out/submissions``; raises SubmissionError for layouts the build would damage."""
     subs, site = submissions.resolve(), out.resolve()
     if site == subs or subs in site.parents:
-        raise SubmissionError(f"The site folder {out} is inside the submissions folder {submissions}, where it would be "
-                              "read as a submission. Build the site somewhere else (e.g. --out site).")
+        raise SubmissionError(f"The site folder {out} is inside the submissions folder {submissions}, where it would "
+                              "be read as a submission. Build the site somewhere else (e.g. --out site).")
     if subs == site / "submissions":
         return True
     for name in MANAGED:

@@ -2,7 +2,7 @@
 
 * A page per regularizer: its family, the paper and method (the plugin module's docstring, which cites the paper and
   states every choice it leaves open), the objective (the class docstring), the parameters with defaults and ranges
-  (:func:`gibench.params.describe_config`), and its cost per training step relative to ``erm`` from
+  (:func:`gibench.core.params.describe_config`), and its cost per training step relative to ``erm`` from
   :data:`COST_FILE` (written by ``benchmarks/regularizer_step_cost.py --json``, which names the device).
 * A page per evaluator: the definition (module docstring), each metric's direction, bounds, headline and diagnostic
   flags and description (as the submissions recorded them, else as installed), the installed version and the
@@ -12,7 +12,7 @@
 * Plugins named in a submission but not installed where the site is built still get a page, built from what the
   submissions recorded.
 * The sanity view: :func:`gibench.results.sanity_table` of each submission (``fooled`` against ``erm``).
-* Verification: :func:`verification`, the badge of :func:`gibench.verify.verification_status`.
+* Verification: :func:`verification`, the badge of :func:`gibench.submissions.verify.verification_status`.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from typing import Any
 
 import pandas as pd
 
-from gibench.errors import GibenchError
-from gibench.params import ParamInfo, describe_config
-from gibench.results import BASELINE, TRAINING, sanity_table
-from gibench.submission import LoadedSubmission, slugify
+from gibench.core.errors import GibenchError
+from gibench.core.params import ParamInfo, describe_config
 from gibench.leaderboard.tables import MetricInfo, Table, fmt, params_label
+from gibench.results.tables import BASELINE, TRAINING, sanity_table
+from gibench.submissions.build import LoadedSubmission, slugify
 
 COST_FILE = Path(__file__).parent / "data" / "regularizer_cost.json"
 CONTROL = "fooled"  # the sanity control (gibench.results.sanity_table)
@@ -120,7 +120,7 @@ class Verification:
 
 
 def _registry():
-    from gibench import registry
+    from gibench.api import registry
 
     return registry
 
@@ -141,7 +141,7 @@ def _docs(cls: Any) -> tuple[str, str]:
 
 
 def _plain_doc(text: str) -> str:
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)  # :mod:`gibench.saliency` → gibench.saliency
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)  # :mod:`gibench.api.saliency` → gibench.api.saliency
     return text.replace("``", "")
 
 
@@ -239,7 +239,8 @@ def evaluator_pages(tables: list[Table], submissions: list[LoadedSubmission],
             page.metrics = [MetricRow(m, heads.get(m, (True, False))[0], heads.get(m, (True, False))[1], i.diagnostic,
                                       _bounds(i.bounds), i.description, i.read_beside, i.caveat)
                             for m, i in sorted(recorded.items())]
-        page.versions = [(v, n, bool(page.version) and v != page.version) for v, n in sorted(seen.get(name, {}).items())]
+        page.versions = [(v, n, bool(page.version) and v != page.version)
+                         for v, n in sorted(seen.get(name, {}).items())]
         page.history = history_rows(cls, page.version, seen.get(name, {}))
         page.tables = _appearances(tables, lambda t, r, name=name: name in r.evaluators)
         pages.append(page)
@@ -301,12 +302,12 @@ def sanity_rows(submissions: list[LoadedSubmission], tables: list[Table]) -> lis
 
 
 def verification(loaded: LoadedSubmission) -> Verification:
-    """The badge of one submission, from :func:`gibench.verify.verification_status` (its ``verification.json``,
-    written by ``gibench verify``): ``verified`` with the date, tolerance and number of re-run jobs; ``disagrees``
-    (some re-computed metric differed beyond the tolerance); ``stale`` (an evaluator's installed version differs from
-    the one it was verified with: the check no longer covers the installed code); ``unverified`` (no record, or one
-    made for other results)."""
-    from gibench.verify import verification_status
+    """The badge of one submission, from :func:`gibench.submissions.verify.verification_status` (its
+    ``verification.json``, written by ``gibench verify``): ``verified`` with the date, tolerance and number of re-run
+    jobs; ``disagrees`` (some re-computed metric differed beyond the tolerance); ``stale`` (an evaluator's installed
+    version differs from the one it was verified with: the check no longer covers the installed code); ``unverified``
+    (no record, or one made for other results)."""
+    from gibench.submissions.verify import verification_status
 
     status = verification_status(loaded)
     date = (status.date or "")[:10]

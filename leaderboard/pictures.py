@@ -10,8 +10,8 @@
   (what the built-in evaluators write); a submitted SVG, which could carry script, is never copied into the site.
 * Curves: for every evaluation with a ``curves`` artifact, one figure per curve (:data:`CURVES` for the built-ins:
   pixel perturbation in both orders, the density ratio over noise levels, DiffROAR over k; every curve of other
-  evaluators; ``*_std`` companions left out), one line per row: the mean over the row's seeds of y at each x (seeds whose x differ from the first seed's are left
-  out of the mean).
+  evaluators; ``*_std`` companions left out), one line per row: the mean over the row's seeds of y at each x (seeds
+  whose x differ from the first seed's are left out of the mean).
 * Scatter: accuracy against every non-diagnostic headline with the Pareto front (:func:`figures.scatter_figure`).
 
 Files go to ``tables/<anchor>/``; page links are relative to the table page.
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from gibench.results import complete
-from gibench.submission import LoadedSubmission, slugify
 from gibench.leaderboard.figures import CurveSeries, ScatterPoint, curve_figure, scatter_figure
 from gibench.leaderboard.tables import ACCURACY_EVALUATOR, Row, Table
+from gibench.results.tables import complete
+from gibench.submissions.build import LoadedSubmission, slugify
 
 GALLERY_EVALUATORS = ("pixel_perturbation", "score_alignment", "blockmnist")  # preferred source of the grid
 SAMPLES = ("gan_test", "samples")

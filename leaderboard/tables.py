@@ -37,10 +37,16 @@ from typing import Any
 
 import pandas as pd
 
-from gibench.results import (
-    BASELINE, METRIC_KEYS, REASON_SEPARATOR, TABLE_KEYS, TRAINING, agreement_table, summarize,
+from gibench.results.tables import (
+    BASELINE,
+    METRIC_KEYS,
+    REASON_SEPARATOR,
+    TABLE_KEYS,
+    TRAINING,
+    agreement_table,
+    summarize,
 )
-from gibench.submission import LoadedSubmission, slugify
+from gibench.submissions.build import LoadedSubmission, slugify
 
 ACCURACY_EVALUATOR = "accuracy"
 SUBMISSION_KEYS = ["submission_id", "submission"]

@@ -14,7 +14,7 @@ One implementation of each estimator, shared by the score-matching family (docs/
   extra backward (with ``create_graph``) per draw, and the training backward then runs through it.
 
 The clean label logits f_y(x) always come from the training forward pass; noisy passes run with the BatchNorm mode
-``bn_mode`` (see :mod:`gibench.passes`) and the global torch RNG, so a seeded trainer is
+``bn_mode`` (see :mod:`gibench.api.passes`) and the global torch RNG, so a seeded trainer is
 reproducible. Draw order (relied on by the tests): for each draw, one ``torch.randn_like(x)`` (Taylor estimates) or
 one :func:`projection` (Hessian-vector products).
 
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from gibench.passes import extra_pass_bn
-from gibench.saliency import label_logit, leaf_logits_and_input_gradient
+from gibench.api.passes import extra_pass_bn
+from gibench.api.saliency import label_logit, leaf_logits_and_input_gradient
 
 PROJECTIONS: tuple[str, ...] = ("rademacher", "gaussian")
 
@@ -117,7 +117,7 @@ def higher_order_batch_norm(enabled: bool = True) -> Iterator[None]:
 def clean_pass(model: nn.Module, x: Tensor, y: Tensor, higher_order: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """The training forward with a differentiable input gradient: ``(x_leaf, logits, ∇x f_y)``.
 
-    :func:`gibench.saliency.leaf_logits_and_input_gradient` with ``create_graph=True``; ``higher_order`` runs the
+    :func:`gibench.api.saliency.leaf_logits_and_input_gradient` with ``create_graph=True``; ``higher_order`` runs the
     forward under :func:`higher_order_batch_norm`, for losses that back-propagate through a Hessian-vector product.
     """
     with higher_order_batch_norm(higher_order):

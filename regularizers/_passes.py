@@ -1,13 +1,13 @@
-"""Deprecated: the forward-pass helpers moved to :mod:`gibench.passes`.
+"""Deprecated: the forward-pass helpers moved to :mod:`gibench.api.passes`.
 
-This module re-imports them for one release and warns on import; import ``from gibench.passes import ...`` instead.
+This module re-imports them for one release and warns on import; import ``from gibench.api.passes import ...`` instead.
 """
 
 from __future__ import annotations
 
 import warnings
 
-from gibench.passes import (  # noqa: F401  (re-exported for old imports)
+from gibench.api.passes import (  # noqa: F401  (re-exported for old imports)
     BN_MODES,
     batch_view,
     extra_pass_bn,
@@ -19,5 +19,5 @@ from gibench.passes import (  # noqa: F401  (re-exported for old imports)
 
 __all__ = ["BN_MODES", "batch_view", "extra_pass_bn", "full_precision", "module_modes", "per_sample_norm", "tf32_off"]
 
-warnings.warn("gibench.regularizers._passes is deprecated; import from gibench.passes instead",
+warnings.warn("gibench.regularizers._passes is deprecated; import from gibench.api.passes instead",
               DeprecationWarning, stacklevel=2)

@@ -15,7 +15,7 @@ Choices the paper leaves open, and defaults: the raw label logit f_y; per-sample
 batch mean; σ = 0.001 (paper and code); τ = 1000 (paper; the code uses 1e4); one draw; λ = 1e-4 (paper; the scripts
 use 1e-5). The clean f_y(x) comes from the training forward (no duplicated forward); the noisy pass runs with
 ``noisy_bn`` ("train" by default, as the reference: batch statistics of x + v, running statistics updated a second
-time; see :mod:`gibench.passes`). Autocast is disabled: at σ = 0.001, 2/σ² = 2·10⁶, so even float32 rounding of
+time; see :mod:`gibench.api.passes`). Autocast is disabled: at σ = 0.001, 2/σ² = 2·10⁶, so even float32 rounding of
 f_y (≈1e-7·|f_y|) reaches ≈0.2·|f_y| in h, as in the reference. Needs a smooth activation.
 
 Cost per step: 1 + ``num_samples`` forwards and one backward through all of them (no double backward): about twice
@@ -29,11 +29,11 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import BNMode, NumSamples, PositiveFloat, Sigma, Weight, plugin_config
-from gibench.passes import full_precision
+from gibench.api.passes import full_precision
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.saliency import label_logit
+from gibench.core.config_types import BNMode, NumSamples, PositiveFloat, Sigma, Weight, plugin_config
 from gibench.regularizers._hessian import taylor_trace
-from gibench.saliency import label_logit
 
 
 @plugin_config

@@ -12,7 +12,7 @@ penalty costs (one forward, one backward for A, one double backward) for ``x_gra
 
 Attributions (``attribution``), all of the **label logit** f_y (as both codes; docs/architecture.md, "Saliency"):
 
-* ``x_gradient`` (default, Hesse et al.): (x − b) ⊙ ∇x f_y(x), b = :func:`gibench.saliency.attribution_baseline`
+* ``x_gradient`` (default, Hesse et al.): (x − b) ⊙ ∇x f_y(x), b = :func:`gibench.api.saliency.attribution_baseline`
   (zero in normalized space, the dataset's mean colour). On an X-DNN (``bias: false`` backbones) it equals
   Integrated Gradients from b, so the prior acts on an axiomatic attribution at the cost of one backward pass; on
   a network with biases it is the plain input × gradient about b. The default because it is the paper's method.
@@ -91,10 +91,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import PositiveInt, Weight, plugin_config
-from gibench.passes import batch_view, extra_pass_bn
-from gibench.saliency import attribution_baseline, label_logit, logits_and_input_gradient
+from gibench.api.passes import batch_view, extra_pass_bn
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.saliency import attribution_baseline, label_logit, logits_and_input_gradient
+from gibench.core.config_types import PositiveInt, Weight, plugin_config
 
 PRIORS = ("gini", "total_variation")
 ATTRIBUTIONS = ("x_gradient", "input_gradient", "expected_gradients")

@@ -18,8 +18,8 @@ Choices: the cross-entropy is on the clean batch; the energy is the label logit 
 over C×H×W in pixel units; means over draws and over the batch; σ = 0.01 (the score_matching σ, so that the smoothed
 density is close to the data density; larger σ lowers the variance of the s·ε/σ term); λ = 1e-3 as score matching.
 The noisy forward runs with ``noisy_bn`` ("train" by default, like the reference's noisy passes; see
-:mod:`gibench.passes`). Autocast is disabled. Unlike the other score-matching variants this one does not need a smooth
-activation: the objective involves only first derivatives of f_y, and stays informative for a piecewise-linear
+:mod:`gibench.api.passes`). Autocast is disabled. Unlike the other score-matching variants this one does not need a
+smooth activation: the objective involves only first derivatives of f_y, and stays informative for a piecewise-linear
 network (it pulls s(x̃) toward the denoising direction (x − x̃)/σ²).
 
 Cost per step: 1 + ``num_samples`` forwards, one backward with ``create_graph`` per draw for ∇f_y(x̃), and the
@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
-from gibench.passes import extra_pass_bn, full_precision
+from gibench.api.passes import extra_pass_bn, full_precision
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.saliency import logits_and_input_gradient
+from gibench.core.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
 from gibench.regularizers._hessian import squared_norm
-from gibench.saliency import logits_and_input_gradient
 
 
 @plugin_config

@@ -22,8 +22,8 @@ mnist_subset (≈ 0.09), so T dominates the saliency; λ = 0.1 (penalty ≈ 0.09
 Observed on mnist_subset, gibench_cnn (softplus), Adam 1e-3, batch 64, seed 0: after 2 epochs erm 95.1 % vs fooled 94.7
 % test accuracy; mean per-image Pearson correlation of the saliency maps (first 500 test images) with erm's −0.07
 (erm with another seed: 0.70), and with |T| 0.83; after 3 epochs 96.8 % vs 95.7 %, −0.07
-(tests/test_regularizer_correctness.py checks the 2-epoch figures); a larger T costs accuracy: ``target_scale`` = 1 with λ = 0.01
-gave 93.8 % after 3 epochs.
+(tests/test_regularizer_correctness.py checks the 2-epoch figures); a larger T costs accuracy: ``target_scale`` = 1 with
+λ = 0.01 gave 93.8 % after 3 epochs.
 
 Cost per step: one forward, one backward with ``create_graph`` for ∇x f_y, and a training backward through the
 double-backward graph: the same as :mod:`gradient_norm`.
@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import NonNegativeFloat, PositiveInt, Seed, Weight, plugin_config
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.saliency import logits_and_input_gradient
+from gibench.core.config_types import NonNegativeFloat, PositiveInt, Seed, Weight, plugin_config
 from gibench.regularizers._hessian import squared_norm
-from gibench.saliency import logits_and_input_gradient
 
 
 @plugin_config

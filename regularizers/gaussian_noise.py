@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import NoiseStd, NumSamples, plugin_config
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.core.config_types import NoiseStd, NumSamples, plugin_config
 
 
 @plugin_config

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import Weight, plugin_config
-from gibench.saliency import logits_and_input_gradient
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.saliency import logits_and_input_gradient
+from gibench.core.config_types import Weight, plugin_config
 
 
 @plugin_config

@@ -12,7 +12,7 @@ detaches neither); the cross-entropy uses the clean logits of the same forward p
 Defaults: σ = 0.1 (the value of the PAGs sweep; the code's default is 0.01) and λ = 1 (PAGs sweeps
 c ∈ logspace(−4, 4)). The noisy pass runs with ``noisy_bn`` ("train" by default: PAGs runs everything in train mode,
 so the noisy batch uses its own statistics and the running statistics are updated a second time; see
-:mod:`gibench.passes`).
+:mod:`gibench.api.passes`).
 
 Cost per step: 1 + ``num_samples`` forwards and one backward through all of them: about twice a plain step.
 """
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import BNMode, NoiseStd, NumSamples, Weight, plugin_config
-from gibench.passes import extra_pass_bn
+from gibench.api.passes import extra_pass_bn
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.core.config_types import BNMode, NoiseStd, NumSamples, Weight, plugin_config
 from gibench.regularizers._hessian import squared_norm
 
 

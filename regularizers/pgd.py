@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import NonNegativeFloat, PositiveInt, plugin_config
-from gibench.passes import batch_view, module_modes, per_sample_norm
+from gibench.api.passes import batch_view, module_modes, per_sample_norm
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.core.config_types import NonNegativeFloat, PositiveInt, plugin_config
 
 
 @plugin_config

@@ -23,7 +23,7 @@ Choices the paper leaves open, and defaults:
   per step with the statistics of x + v. At σ = 0.01 that second update shifts per-channel means by O(σ/√(N·H·W))
   and variances by O(σ²), so we keep the reference behaviour by default; ``"batch"`` gives the same loss without the
   second running-stat update, ``"eval"`` uses the running statistics (only sensible with frozen BatchNorm: the
-  clean pass uses batch statistics and the mismatch is amplified by 2/σ²). See :mod:`gibench.passes`.
+  clean pass uses batch statistics and the mismatch is amplified by 2/σ²). See :mod:`gibench.api.passes`.
 * Precision: autocast is disabled inside the loss (a finite difference amplified by 2/σ² = 2·10⁴ is meaningless in
   half precision). Even in float32 the rounding of f_y (≈1e-7·|f_y|) is amplified to ≈2e-3·|f_y| in h.
 * Needs a smooth activation (the paper uses softplus with β = 10): the input Hessian of a piecewise-linear network is
@@ -40,11 +40,11 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
-from gibench.passes import full_precision
+from gibench.api.passes import full_precision
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.saliency import label_logit, logits_and_input_gradient
+from gibench.core.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
 from gibench.regularizers._hessian import score_matching_penalty, taylor_trace
-from gibench.saliency import label_logit, logits_and_input_gradient
 
 
 @plugin_config

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gibench.config_types import plugin_config
+from gibench.core.config_types import plugin_config
 from gibench.regularizers._hessian import antithetic_trace
 from gibench.regularizers.score_matching import ScoreMatching, ScoreMatchingConfig
 

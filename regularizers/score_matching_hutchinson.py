@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config_types import NumSamples, Weight, plugin_config
-from gibench.passes import full_precision
+from gibench.api.passes import full_precision
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.core.config_types import NumSamples, Weight, plugin_config
 from gibench.regularizers._hessian import clean_pass, hessian_quadratic_form, projection, score_matching_penalty
 
 

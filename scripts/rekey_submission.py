@@ -1,4 +1,4 @@
-"""Rewrite submission folders made before the identity rule of ``gibench.identity`` under the current result keys.
+"""Rewrite submission folders made before the identity rule of ``gibench.core.identity`` under the current result keys.
 
 Usage::
 
@@ -7,7 +7,7 @@ Usage::
 Each folder is validated, its packed artifacts are moved to ``artifacts/<job>/<current result key>/``, its id is
 recomputed and the folder is written under the new id (``verification.json`` follows); the old folder is removed only
 once the new one validates. A folder whose keys are already current is left as it is. See
-``gibench.submission_rekey`` for what moves and what is kept.
+``gibench.submissions.rekey`` for what moves and what is kept.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gibench.errors import GibenchError
-from gibench.submission_rekey import rekey_submission
+from gibench.core.errors import GibenchError
+from gibench.submissions.rekey import rekey_submission
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submissions", type=Path, default=Path("submissions"), help="the submissions folder")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="where the PNGs are written")
     args = parser.parse_args(argv)
-    from gibench.errors import GibenchError
+    from gibench.core.errors import GibenchError
     from gibench.leaderboard.build import build_site
 
     with tempfile.TemporaryDirectory(prefix="gibench-site-") as tmp:

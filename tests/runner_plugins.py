@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from gibench.api import Regularizer, TrainingLoss
+from gibench.api.plugin import Regularizer, TrainingLoss
 
 
 class Gate(Regularizer):
@@ -30,7 +30,7 @@ class Gate(Regularizer):
 
 
 def main() -> int:
-    from gibench import registry
+    from gibench.api import registry
     from gibench.cli import main as cli
 
     registry.regularizers.register("gate", Gate)

@@ -55,8 +55,8 @@ def launch(playwright: Any):
 def submit_rows(runs_dir: Path, out: Path, metadata: dict, rows: list[dict], suite: dict) -> Path:
     """A submission of hand-made results.csv ``rows`` (no training), as if ``suite`` had produced them: a one-run
     manifest in ``runs_dir`` (created), then ``gibench submit`` into ``out``."""
-    from gibench.provenance import environment_info, suite_hash
-    from gibench.submission import build_submission
+    from gibench.store.provenance import environment_info, suite_hash
+    from gibench.submissions.build import build_submission
 
     runs_dir.mkdir()
     manifest = {"runs": [{
@@ -73,8 +73,8 @@ def run_tiny_suite(folder: Path, suite: dict | None = None):
     intra-op thread; return the runs folder and the ``RunSummary``."""
     import torch
 
-    from gibench.config import load_suite
-    from gibench.runner import RunOptions, run_suite
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
 
     suite_file = folder / "browser.yaml"
     suite_file.write_text(yaml.safe_dump(suite or BROWSER_SUITE, sort_keys=False))
@@ -99,8 +99,8 @@ def hostile_edit(folder: Path, metadata: Callable[[dict], None] | None = None,
     metadata, provenance, the results' sha256 and the artifacts record when it lists any), and the folder is renamed
     to the new id. Returns the new folder.
     """
-    from gibench.fsio import canonical_hash
-    from gibench.submission import slugify
+    from gibench.core.fsio import canonical_hash
+    from gibench.submissions.build import slugify
 
     doc = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
     if metadata is not None:
@@ -127,7 +127,7 @@ def hostile_edit(folder: Path, metadata: Callable[[dict], None] | None = None,
 
 
 def _rehash_suites(provenance: dict) -> None:
-    from gibench.provenance import suite_hash
+    from gibench.store.provenance import suite_hash
 
     renamed = {}
     for record in provenance["suites"]:

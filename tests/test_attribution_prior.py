@@ -17,10 +17,10 @@ from torch import nn
 from torch.func import functional_call, grad
 
 import gibench
-from gibench.errors import ConfigError
-from gibench.models import Normalize
+from gibench.core.errors import ConfigError
 from gibench.regularizers.attribution_prior import AttributionPrior, gini, reference_shifts, total_variation
 from gibench.testing import check_regularizer, tiny_bundle, tiny_model
+from gibench.training.models import Normalize
 
 DT = torch.float64
 PRIORS = ("gini", "total_variation")
@@ -214,8 +214,8 @@ def test_the_gini_prior_raises_the_gini_of_the_attributions_in_a_few_steps():
 
 
 def test_standard_trains_both_priors_on_the_x_cnn_and_scores_them_with_keep_remove_on_the_x_gradient():
-    from gibench.config import load_suite
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
+    from gibench.suites.suite import load_suite
 
     suite = load_suite("standard")
     jobs = [j for j in expand(suite) if j.regularizer.name == "attribution_prior"]

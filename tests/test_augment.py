@@ -6,14 +6,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.augment import AUGMENTATIONS, CROP_PADDING, apply_crop_flip, augmentation, crop_flip, draw_crop_flip
-from gibench.config import PluginSpec, TrainConfig, parse_suite
-from gibench.errors import ConfigError
-from gibench.identity import identity_hash
-from gibench.jobs import expand
-from gibench.params import build_config
-from gibench.train import AUGMENT_SEED_OFFSET, fit
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.core.errors import ConfigError
+from gibench.core.identity import identity_hash
+from gibench.core.params import build_config
+from gibench.suites.jobs import expand
+from gibench.suites.suite import PluginSpec, TrainConfig, parse_suite
+from gibench.training.augment import (
+    AUGMENTATIONS,
+    CROP_PADDING,
+    apply_crop_flip,
+    augmentation,
+    crop_flip,
+    draw_crop_flip,
+)
+from gibench.training.train import AUGMENT_SEED_OFFSET, fit
 
 LINEAR = PluginSpec("gibench_linear")
 
@@ -129,8 +136,8 @@ def test_an_identity_augmentation_leaves_training_bit_identical(small_bundle, mo
 
 def test_augment_none_trains_exactly_as_a_plain_loop(small_bundle) -> None:
     """Independent loop: seed, build, Adam, the seeded batch order, cross-entropy; bit-equal weights."""
-    from gibench.models import build_model
     from gibench.regularizers.erm import ERM
+    from gibench.training.models import build_model
 
     train = TrainConfig(epochs=2, batch_size=128, lr=1e-2)
     got = fit(small_bundle, LINEAR, ERM(), train, seed=7).model

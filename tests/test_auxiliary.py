@@ -1,4 +1,4 @@
-"""Auxiliary models (gibench.auxiliary): trained once per runs directory, atomic, lock-protected, SIGKILL-safe."""
+"""Auxiliary models (gibench.store.auxiliary): trained once per runs directory, atomic, lock-protected, SIGKILL-safe."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from gibench.auxiliary import AuxiliaryModels, classifier, require_quality
-from gibench.config import PluginSpec, TrainConfig
-from gibench.errors import GibenchError
+from gibench.core.errors import GibenchError
+from gibench.store.auxiliary import AuxiliaryModels, classifier, require_quality
+from gibench.suites.suite import PluginSpec, TrainConfig
 
 
 def _linear() -> nn.Module:
@@ -103,7 +103,7 @@ _WORKER = textwrap.dedent("""
     from pathlib import Path
     import torch
     from torch import nn
-    from gibench.auxiliary import AuxiliaryModels
+    from gibench.store.auxiliary import AuxiliaryModels
     root, marker, block = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "block"
 
     def train():
@@ -159,7 +159,7 @@ def test_only_the_most_recent_models_stay_in_memory_and_evicted_ones_load_again(
 
 def _probe_class():
     """An evaluator that trains (or reuses) one classifier per dataset, as GAN-test's judge does."""
-    from gibench.api import EvalResult, Evaluator, Metric
+    from gibench.api.plugin import EvalResult, Evaluator, Metric
 
     class JudgeProbe(Evaluator):
         metrics = (Metric("judge_accuracy", True, "the judge's clean accuracy", headline=True),)
@@ -174,11 +174,11 @@ def _probe_class():
 
 
 def test_a_suite_trains_one_judge_per_dataset_and_reports_its_quality(tmp_path: Path, register_plugin, capsys) -> None:
-    from gibench import registry
+    from gibench.api import registry
     from gibench.cli import main
-    from gibench.config import load_suite
-    from gibench.results import auxiliary_table, collect_results
-    from gibench.runner import RunOptions, run_suite
+    from gibench.results.tables import auxiliary_table, collect_results
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
     from tests.conftest import write_suite
 
     register_plugin(registry.evaluators, "judge_probe", _probe_class())
@@ -200,14 +200,15 @@ def test_a_suite_trains_one_judge_per_dataset_and_reports_its_quality(tmp_path: 
     stamp = (folders[0] / "checkpoint.pt").stat().st_mtime_ns
     run_suite(load_suite(write_suite(tmp_path, evaluators=["judge_probe"], seeds=[0, 1])), runs,
               RunOptions(device="cpu"))  # more jobs on the same dataset: still one judge, never retrained
-    assert list((runs / "aux").glob("judge-*")) == folders and (folders[0] / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert (list((runs / "aux").glob("judge-*")) == folders
+            and (folders[0] / "checkpoint.pt").stat().st_mtime_ns == stamp)
     assert main(["report", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "auxiliary models the numbers above depend on" in out and "judge" in out
 
 
 def test_doctor_reports_a_damaged_auxiliary_model_and_fix_moves_it_aside(tmp_path: Path) -> None:
-    from gibench.doctor import doctor
+    from gibench.store.doctor import doctor
 
     runs = tmp_path / "runs"
     good = AuxiliaryModels(runs / "aux").get_or_train("judge", {"k": 1}, _linear, _trainer([]))
@@ -232,7 +233,7 @@ def test_tensors_sha256_hashes_zero_dim_tensors_like_their_one_element_view():
     differs from another scalar but its bytes are those of the same value as a 1-element tensor (shape recorded)."""
     import torch
 
-    from gibench.auxiliary import tensors_sha256
+    from gibench.store.auxiliary import tensors_sha256
 
     assert tensors_sha256([torch.tensor(3)]) != tensors_sha256([torch.tensor(4)])
     assert tensors_sha256([torch.tensor(3)]) != tensors_sha256([torch.tensor([3])])  # the shape is part of it

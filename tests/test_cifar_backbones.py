@@ -7,9 +7,9 @@ import timm
 import torch
 from torch import nn
 
-from gibench.cifar_backbones import VGG11_LAYERS, CifarResNet18, CifarVGG11BN
-from gibench.errors import ConfigError
-from gibench.models import Softplus10, build_model, create_backbone, in_tree_backbones, is_piecewise_linear
+from gibench.core.errors import ConfigError
+from gibench.training.cifar_backbones import VGG11_LAYERS, CifarResNet18, CifarVGG11BN
+from gibench.training.models import Softplus10, build_model, create_backbone, in_tree_backbones, is_piecewise_linear
 
 CIFAR = ("cifar_resnet18", "cifar_vgg11_bn")
 
@@ -49,7 +49,8 @@ def test_parameter_counts_match_the_architecture_and_kuangliu() -> None:
     vgg = create_backbone("cifar_vgg11_bn", num_classes=10, in_chans=3)
     assert _count(resnet) == _expected_resnet18_parameters(3, 10) == 11_173_962  # kuangliu/pytorch-cifar ResNet18
     assert _count(vgg) == _expected_vgg11_parameters(3, 10) == 9_231_114
-    assert _count(create_backbone("cifar_resnet18", num_classes=100, in_chans=1)) == _expected_resnet18_parameters(1, 100)
+    assert (_count(create_backbone("cifar_resnet18", num_classes=100, in_chans=1))
+            == _expected_resnet18_parameters(1, 100))
     assert _count(create_backbone("cifar_vgg11_bn", num_classes=100, in_chans=1)) == _expected_vgg11_parameters(1, 100)
 
 

@@ -12,11 +12,12 @@ import types
 import pytest
 from rich.console import Console
 
-from gibench import cli, registry
-from gibench.api import Regularizer
-from gibench.config_types import Sigma, plugin_config
-from gibench.params import ParamInfo, describe_config
-from gibench.registry import PluginSource, Registry
+from gibench import cli
+from gibench.api import registry
+from gibench.api.plugin import Regularizer
+from gibench.api.registry import PluginSource, Registry
+from gibench.core.config_types import Sigma, plugin_config
+from gibench.core.params import ParamInfo, describe_config
 from gibench.regularizers.score_matching import ScoreMatching
 
 WIDTH = 100
@@ -110,7 +111,7 @@ class DeclaredPlugin(Regularizer):
 
 @dataclasses.dataclass(frozen=True)
 class UnresolvableConfig:
-    level: "UndefinedType" = None  # type: ignore[name-defined]  # noqa: F821
+    level: UndefinedType = None  # type: ignore[name-defined]  # noqa: F821
 
 
 class UnresolvablePlugin(Regularizer):

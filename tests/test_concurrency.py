@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gibench.fsio import Claim, Owner, atomic_write_json
-from gibench.store import RunStore
+from gibench.core.fsio import Claim, Owner, atomic_write_json
+from gibench.store.runs import RunStore
 from tests.conftest import write_suite
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_a_claim_is_exclusive_and_released(tmp_path):
 
 
 def test_the_claim_of_a_killed_owner_is_taken_over_at_once(tmp_path):
-    code = ("import sys, time; from gibench.fsio import Claim; "
+    code = ("import sys, time; from gibench.core.fsio import Claim; "
             "c = Claim(sys.argv[1], 300, 30); assert c.try_acquire(); time.sleep(600)")
     owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "job.lock")], env=ENV)
     try:
@@ -83,7 +83,7 @@ def test_the_heartbeat_refreshes_the_owner_file(tmp_path):
 
 
 def test_manifest_updates_from_many_processes_lose_nothing(tmp_path):
-    code = ("import sys; from gibench.records import RunEntry; from gibench.store import RunStore\n"
+    code = ("import sys; from gibench.store.records import RunEntry; from gibench.store import RunStore\n"
             "store = RunStore(sys.argv[1], repair=True)\n"
             "for i in range(25):\n"
             "    store.record_run(RunEntry(suite_name=sys.argv[2], suite_hash='0'*16, suite={}, jobs=[], "
@@ -121,11 +121,11 @@ def test_two_runs_started_together_train_each_job_once(tmp_path):
 
 
 def test_doctor_reports_the_claim_of_a_dead_worker(tmp_path):
-    from gibench.doctor import doctor
+    from gibench.store.doctor import doctor
 
     runs = tmp_path / "runs"
     lock = runs / "claims" / "abc.lock"
-    code = ("import sys, time; from gibench.fsio import Claim; "
+    code = ("import sys, time; from gibench.core.fsio import Claim; "
             "c = Claim(sys.argv[1], 300, 30); assert c.try_acquire(); time.sleep(600)")
     owner = subprocess.Popen([sys.executable, "-c", code, str(lock)], env=ENV)
     try:

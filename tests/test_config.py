@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gibench.config import load_suite
-from gibench.errors import ConfigError, UnknownPluginError
+from gibench.core.errors import ConfigError, UnknownPluginError
+from gibench.suites.suite import load_suite
 from tests.conftest import write_suite
 
 
@@ -41,7 +41,8 @@ def test_unknown_top_level_key_names_file_key_and_valid_keys(tmp_path):
 
 def test_unknown_train_key_gets_did_you_mean(tmp_path):
     path = write_suite(tmp_path, train={"epochs": 1, "learning_rate": 0.1})
-    with pytest.raises(ConfigError, match=r"train: unknown parameter 'learning_rate'.*Valid parameters: amp, augment, batch_size"):
+    with pytest.raises(ConfigError, match=r"train: unknown parameter 'learning_rate'.*"
+                                          r"Valid parameters: amp, augment, batch_size"):
         load_suite(path)
 
 

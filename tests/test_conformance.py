@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import gibench
-from gibench import registry
-from gibench.api import EvalResult, Evaluator, Metric, Regularizer, TrainingLoss
-from gibench.artifacts import save_curves
+from gibench.api import registry
+from gibench.api.artifacts import save_curves
+from gibench.api.plugin import EvalResult, Evaluator, Metric, Regularizer, TrainingLoss
 from gibench.testing import (
     ConformanceError,
     check_evaluator,
@@ -238,7 +238,7 @@ class MissingArtifact(_Counts):
 
 class WritesOutside(_Counts):
     def evaluate(self, ctx):
-        from gibench.api import Curve
+        from gibench.api.plugin import Curve
 
         save_curves(ctx, "curve.json", {"c": Curve((0.0,), (1.0,))})
         return EvalResult(self.scalars(ctx), artifacts={"curve": "../curve.json"})

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import gibench
-from gibench.api import ANALYTIC_SCORE, SIGNAL_MASK
+from gibench.api.plugin import ANALYTIC_SCORE, SIGNAL_MASK
+from gibench.core.errors import ConfigError, DataError
 from gibench.data.bundled import MNISTSubset
 from gibench.data.tensors import make_bundle, seeded_permutation, stratified_split
 from gibench.data.torchvision_sets import CIFAR10, MNIST, SVHN, to_float_images
-from gibench.errors import ConfigError, DataError
 
 
 def _images(n: int, c: int = 1, size: int = 4, seed: int = 0) -> torch.Tensor:

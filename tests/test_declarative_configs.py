@@ -1,4 +1,4 @@
-"""Declarative plugin configs: frozen pydantic dataclasses with shared annotated types (gibench.config_types), the
+"""Declarative plugin configs: frozen pydantic dataclasses with shared annotated types (gibench.core.config_types), the
 error messages build_config makes of pydantic's errors, describe_config, plain-dataclass plugins, and the identities
 (job hashes, evaluator config hashes) that must not move when a Config changes how it is declared."""
 
@@ -12,13 +12,14 @@ import pytest
 from pydantic import Field
 from pydantic.dataclasses import is_pydantic_dataclass
 
-from gibench import registry
-from gibench.config import load_suite
-from gibench.config_types import Rule, Weight, plugin_config
+from gibench.api import registry
+from gibench.core.config_types import Rule, Weight, plugin_config
+from gibench.core.errors import ConfigError
+from gibench.core.identity import identity_hash
+from gibench.core.params import ParamInfo, build_config, check, describe_config
 from gibench.data.blockmnist import BlockMNISTConfig
 from gibench.data.bundled import MNISTSubsetConfig
 from gibench.data.gaussian_mixture import GaussianMixtureConfig
-from gibench.errors import ConfigError
 from gibench.evaluators._denoiser import DenoiserTraining
 from gibench.evaluators.blockmnist import BlockMNISTLeakageConfig
 from gibench.evaluators.density_ratio import DensityRatioConfig
@@ -26,14 +27,13 @@ from gibench.evaluators.diffroar import DiffROARConfig
 from gibench.evaluators.gan_test import GANTestConfig
 from gibench.evaluators.pixel_perturbation import PixelPerturbationConfig
 from gibench.evaluators.score_alignment import ScoreAlignmentConfig
-from gibench.identity import identity_hash
-from gibench.jobs import expand
-from gibench.params import ParamInfo, build_config, check, describe_config
 from gibench.regularizers.gaussian_noise import GaussianNoiseConfig
 from gibench.regularizers.gradient_norm import GradientNormConfig
 from gibench.regularizers.pgd import PGDConfig
 from gibench.regularizers.score_matching import ScoreMatchingConfig
 from gibench.regularizers.score_matching_antithetic import AntitheticScoreMatchingConfig
+from gibench.suites.jobs import expand
+from gibench.suites.suite import load_suite
 
 WHERE = "suite.yaml: regularizers[1].x"
 
@@ -96,7 +96,8 @@ def test_every_builtin_parameter_has_a_description_and_defaults_are_valid():
         (PixelPerturbationConfig, {"fractions": [0.5, 1.5]},
          "fractions[1] must be in (0, 1], got 1.5"),  # IncreasingFractions: an element
         (DensityRatioConfig, {"sigmas": [0.1, 0.1]}, "sigmas must be strictly increasing, got [0.1, 0.1]"),
-        (DiffROARConfig, {"levels": [0.5, 0.5]}, "levels must be distinct (no value repeated), got [0.5, 0.5]"),  # DistinctFractions
+        (DiffROARConfig, {"levels": [0.5, 0.5]},
+         "levels must be distinct (no value repeated), got [0.5, 0.5]"),  # DistinctFractions
         (DiffROARConfig, {"retrain_seeds": []}, "retrain_seeds must hold at least 1 value, got []"),  # Seeds
         (MNISTSubsetConfig, {"split_seed": -1}, "split_seed must be >= 0, got -1"),  # Seed
         (PixelPerturbationConfig, {"max_images": -1}, "max_images must be >= 0, got -1"),  # Limit
@@ -222,7 +223,8 @@ def test_describe_config_of_sequences_unions_and_rules():
 
 @dataclasses.dataclass(frozen=True)
 class LegacyConfig:
-    """A third-party Config as plugins wrote them before gibench.config_types (the example plugin's, up to 0.1.0)."""
+    """A third-party Config as plugins wrote them before gibench.core.config_types (the example plugin's, up to
+    0.1.0)."""
 
     weight: float = 1e-3
 

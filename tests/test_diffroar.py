@@ -12,19 +12,25 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.testing import make_eval_context
-from gibench.api import Evaluator
-from gibench.auxiliary import AuxiliaryModels
-from gibench.config import load_suite
+from gibench.api.plugin import Evaluator
+from gibench.api.ranks import fraction_count
+from gibench.api.saliency import input_gradient
+from gibench.core.errors import ConfigError, GibenchError
 from gibench.data.blockmnist import BLOCK, null_pattern
 from gibench.data.tensors import make_bundle
-from gibench.errors import ConfigError, GibenchError
 from gibench.evaluators.diffroar import (
-    AUX_KIND, DiffROAR, descending_ranks, fill_values, keep_mask, masked_images, unit_scores,
+    AUX_KIND,
+    DiffROAR,
+    descending_ranks,
+    fill_values,
+    keep_mask,
+    masked_images,
+    unit_scores,
 )
-from gibench.ranks import fraction_count
-from gibench.runner import run_suite
-from gibench.saliency import input_gradient
+from gibench.running.runner import run_suite
+from gibench.store.auxiliary import AuxiliaryModels
+from gibench.suites.suite import load_suite
+from gibench.testing import make_eval_context
 from tests.conftest import write_suite
 
 NULL = null_pattern()
@@ -64,7 +70,8 @@ def ranked_model(bundle) -> nn.Module:
 
 
 def ctx_for(bundle, saliency, artifact_dir: Path, aux: AuxiliaryModels | None = None, batch_size: int = 256):
-    return make_eval_context(ranked_model(bundle), bundle, artifact_dir, saliency=saliency, batch_size=batch_size, aux=aux)
+    return make_eval_context(ranked_model(bundle), bundle, artifact_dir, saliency=saliency, batch_size=batch_size,
+                             aux=aux)
 
 
 def test_declarations():

@@ -38,8 +38,8 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys):
 def test_dry_run_prints_job_hashes(tiny_suite_file, tmp_path, capsys):
     assert main(["run", "--suite", str(tiny_suite_file), "--runs-dir", str(tmp_path / "r"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    from gibench.config import load_suite
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
+    from gibench.suites.suite import load_suite
 
     for job in expand(load_suite(tiny_suite_file)):
         assert job.hash in out

@@ -10,16 +10,23 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gibench import registry
+from gibench.api import registry
+from gibench.api.saliency import saliency_for
 from gibench.cli import main
-from gibench.config import PluginSpec, load_suite
-from gibench.estimate import (KNOWN_SPLITS, DataShape, ModelPass, TrainStep, data_shape, estimate_suite,
-                              evaluation_work)
-from gibench.jobs import expand
-from gibench.models import build_model
-from gibench.runner import RunOptions, run_suite
-from gibench.saliency import saliency_for
+from gibench.running.estimate import (
+    KNOWN_SPLITS,
+    DataShape,
+    ModelPass,
+    TrainStep,
+    data_shape,
+    estimate_suite,
+    evaluation_work,
+)
+from gibench.running.runner import RunOptions, run_suite
+from gibench.suites.jobs import expand
+from gibench.suites.suite import PluginSpec, load_suite
 from gibench.testing import make_eval_context, tiny_bundle
+from gibench.training.models import build_model
 from tests.conftest import write_suite
 
 FAST = {"warmup": 1, "timed": 2}

@@ -13,15 +13,16 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from gibench.testing import make_eval_context
-from gibench.api import SIGNAL_MASK, DatasetBundle, EvalContext, Split
+from gibench.api.plugin import SIGNAL_MASK, DatasetBundle, EvalContext, Split
+from gibench.api.ranks import rankdata_average
 from gibench.data.gaussian_mixture import BayesClassifier, GaussianMixture, GaussianMixtureConfig
 from gibench.evaluators.accuracy import Accuracy
 from gibench.evaluators.blockmnist import BlockMNISTLeakage
 from gibench.evaluators.density_ratio import DensityRatio
 from gibench.evaluators.pixel_perturbation import DEFAULT_FRACTIONS, PixelPerturbation, area, removal_ranks
 from gibench.evaluators.score_alignment import ScoreAlignment, cosine, spearman
-from gibench.ranks import rankdata_average
+from gibench.testing import make_eval_context
+
 
 @pytest.fixture(autouse=True)
 def _float64():

@@ -16,9 +16,9 @@ from PIL import Image
 from torch import nn
 
 import gibench
-from gibench import registry
-from gibench.api import SIGNAL_MASK, EvalContext
-from gibench.errors import ConfigError
+from gibench.api import registry
+from gibench.api.plugin import SIGNAL_MASK, EvalContext
+from gibench.core.errors import ConfigError
 from gibench.evaluators.density_ratio import DensityRatio
 from gibench.evaluators.pixel_perturbation import DEFAULT_FRACTIONS, PixelPerturbation
 from gibench.testing import check_evaluator, make_eval_context

@@ -7,12 +7,12 @@ import math
 import pytest
 import yaml
 
-from gibench import registry
+from gibench.api import registry
 from gibench.cli import main
-from gibench.config import load_suite, resolve_suite_path
-from gibench.jobs import expand
-from gibench.preflight import PreflightError
-from gibench.runner import RunOptions, run_suite
+from gibench.running.preflight import PreflightError
+from gibench.running.runner import RunOptions, run_suite
+from gibench.suites.jobs import expand
+from gibench.suites.suite import load_suite, resolve_suite_path
 
 FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 
@@ -122,7 +122,7 @@ def test_missing_datasets_of_full_are_one_error_with_the_download_command(tmp_pa
 
 
 def test_the_work_of_full_is_planned_without_its_datasets(tmp_path):
-    from gibench.estimate import TrainStep, plan_suite
+    from gibench.running.estimate import TrainStep, plan_suite
 
     data = tmp_path / "empty"
     data.mkdir()

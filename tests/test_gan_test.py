@@ -12,18 +12,26 @@ import torch
 from PIL import Image
 
 import gibench
-from gibench.testing import make_eval_context
-from gibench.api import Evaluator
-from gibench.auxiliary import AuxiliaryModels
-from gibench.config import PluginSpec, TrainConfig, parse_suite
-from gibench.errors import ConfigError, GibenchError
+from gibench.api.plugin import Evaluator
+from gibench.core.errors import ConfigError, GibenchError
 from gibench.evaluators.gan_test import (
-    JUDGE_KIND, GANTest, ascend, balanced_targets, draw_samples, get_judge, initial_images, judge_accuracy,
-    judge_outputs, spread_ratio,
+    JUDGE_KIND,
+    GANTest,
+    ascend,
+    balanced_targets,
+    draw_samples,
+    get_judge,
+    initial_images,
+    judge_accuracy,
+    judge_outputs,
+    spread_ratio,
 )
-from gibench.jobs import expand
-from gibench.models import build_model
-from gibench.train import fit
+from gibench.store.auxiliary import AuxiliaryModels
+from gibench.suites.jobs import expand
+from gibench.suites.suite import PluginSpec, TrainConfig, parse_suite
+from gibench.testing import make_eval_context
+from gibench.training.models import build_model
+from gibench.training.train import fit
 
 #: a quick judge (2 epochs of the default MLP, 0.93+ on mnist_subset) and a floor it clears
 FAST_JUDGE = {"judge_epochs": 2, "judge_min_accuracy": 0.85}
@@ -54,7 +62,7 @@ def config(**changes):
     return GANTest.Config(**{**FAST_JUDGE, **changes})
 
 
-# -- declarations (mirrors tests/test_evaluators.py::test_declarations) --------------------------------------------------
+# -- declarations (mirrors tests/test_evaluators.py::test_declarations) ------------------------------------------------
 
 
 def test_declarations():
@@ -80,7 +88,7 @@ def test_bad_configs_are_config_errors(params, message):
         gibench.create_evaluator("gan_test", **params)
 
 
-# -- the sampler ---------------------------------------------------------------------------------------------------------
+# -- the sampler -------------------------------------------------------------------------------------------------------
 
 
 def test_balanced_targets_in_a_fixed_order():
@@ -150,7 +158,7 @@ def test_sampling_leaves_the_model_mode_and_global_rng_alone(mnist):
     assert torch.equal(torch.rand(3), before) and model.training
 
 
-# -- the judge -----------------------------------------------------------------------------------------------------------
+# -- the judge ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +233,7 @@ def test_outside_a_suite_the_judge_is_named_by_the_data_content(small_bundle, mn
     assert a == b and a != c and a["dataset"]["name"] == "mnist_subset"
 
 
-# -- diversity -----------------------------------------------------------------------------------------------------------
+# -- diversity ---------------------------------------------------------------------------------------------------------
 
 
 def test_diversity_of_collapsed_samples_is_zero_and_of_real_images_one(mnist, judge, tmp_path):
@@ -249,7 +257,7 @@ def test_diversity_of_collapsed_samples_is_zero_and_of_real_images_one(mnist, ju
     assert pixels.scalars["diversity"] == pytest.approx(1.0, abs=0.15)
 
 
-# -- end to end ----------------------------------------------------------------------------------------------------------
+# -- end to end --------------------------------------------------------------------------------------------------------
 
 
 def test_evaluate_returns_declared_metrics_and_a_row_per_class_grid(mnist, aux_root, tmp_path):
@@ -294,8 +302,8 @@ def test_the_default_floor_rejects_a_weak_judge(mnist, tmp_path):
 
 
 def test_a_suite_run_records_the_judge_and_a_rerun_reuses_it(tmp_path):
-    from gibench.config import load_suite
-    from gibench.runner import RunOptions, run_suite
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
     from tests.conftest import write_suite
 
     gan_test = {"gan_test": {"num_samples": 20, "steps": 3, **FAST_JUDGE}}

@@ -1,4 +1,4 @@
-"""Identity hashes that every machine agrees on (gibench.identity): the canonical-value rule, every key of every
+"""Identity hashes that every machine agrees on (gibench.core.identity): the canonical-value rule, every key of every
 shipped suite unchanged when any float in its resolved configs moves by one ulp, auxiliary-model keys unchanged when
 any float in their identities does, and the pinned keys the same with NumPy's AVX-512 paths on and off.
 
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gibench import registry
-from gibench.auxiliary import aux_key
-from gibench.config import PluginSpec, Suite, TrainConfig, load_suite, shipped_suites
-from gibench.identity import SIGNIFICANT_DIGITS, canonical_float, canonical_values, identity_hash
-from gibench.jobs import expand
-from gibench.store import result_key
+from gibench.api import registry
+from gibench.core.identity import SIGNIFICANT_DIGITS, canonical_float, canonical_values, identity_hash
+from gibench.store.auxiliary import aux_key
+from gibench.store.runs import result_key
+from gibench.suites.jobs import expand
+from gibench.suites.suite import PluginSpec, Suite, TrainConfig, load_suite, shipped_suites
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ class RecordingAux:
         self.requests: list[tuple[str, dict]] = []
 
     def get_or_train(self, kind, identity, build, train):
-        from gibench.params import jsonable
+        from gibench.core.params import jsonable
 
         self.requests.append((kind, jsonable(dict(identity))))
         raise _Captured
@@ -171,11 +171,11 @@ class RecordingAux:
 def _auxiliary_requests(suite_name: str, tmp_path: Path) -> list[tuple[str, str, dict]]:
     """(evaluator label, kind, identity) of the first auxiliary model each auxiliary-model evaluator of the suite asks
     for, on one job per dataset (an untrained model: keys never depend on weights)."""
-    from gibench.api import ANALYTIC_SCORE
-    from gibench.models import build_model
-    from gibench.runner import RunOptions, load_bundle
-    from gibench.saliency import saliency_for
+    from gibench.api.plugin import ANALYTIC_SCORE
+    from gibench.api.saliency import saliency_for
+    from gibench.running.runner import RunOptions, load_bundle
     from gibench.testing import make_eval_context
+    from gibench.training.models import build_model
 
     suite, found, seen = load_suite(suite_name), [], set()
     for job in expand(suite):
@@ -229,7 +229,7 @@ def _avx512_targets() -> list[str]:
 
 _SUBPROCESS = """
 import json, numpy as np
-from gibench.config import load_suite
+from gibench.suites.suite import load_suite
 from tests.test_identity import digest, suite_keys
 print(json.dumps({"tenth_fraction": float(np.logspace(-2, 0, 25)[9]),
                   "keys": {name: digest(suite_keys(load_suite(name))) for name in ("smoke", "standard", "full")}}))
@@ -259,8 +259,8 @@ PINNED_DATA = {"mnist_subset": "e9bbc71ea1dc0966", "blockmnist": "1557d79fee83ce
 
 _DATA_SUBPROCESS = """
 import json
-from gibench import registry
-from gibench.auxiliary import tensors_sha256
+from gibench.api import registry
+from gibench.store.auxiliary import tensors_sha256
 found = {}
 for name in ("mnist_subset", "blockmnist", "gaussian_mixture"):
     b = registry.datasets.create(name).load(None)

@@ -10,7 +10,7 @@ Which edges count:
   gibench.a import name`` names ``gibench.a``. Implicit imports of parent packages are not edges (Python runs a
   package's ``__init__`` before any of its submodules anyway, so they cannot form a circle of their own making).
 * The facade ``gibench/__init__.py`` re-exports the public API and imports nearly every module (lazily), so an edge
-  into it is resolved to what it names: ``from gibench import registry`` is an import of ``gibench.registry``;
+  into it is resolved to what it names: ``from gibench import registry`` is an import of ``gibench.api.registry``;
   ``from gibench import Regularizer`` (and ``gibench.Regularizer`` after ``import gibench``) of the module the
   facade re-exports ``Regularizer`` from. Only names defined in the facade's own body (its wrapper functions,
   ``__version__``) are edges into the facade itself.
@@ -183,7 +183,7 @@ def test_graph_reads_lazy_relative_and_facade_imports(tmp_path):
 
 def test_gibench_has_no_import_cycle():
     graph = import_graph()
-    assert {"gibench", "gibench.runner", "gibench.api", "gibench.evaluators.accuracy"} <= set(graph)
+    assert {"gibench", "gibench.running.runner", "gibench.api", "gibench.evaluators.accuracy"} <= set(graph)
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -201,19 +201,19 @@ def test_the_version_module_and_the_facade_agree():
 def test_eval_context_without_aux_gets_an_in_memory_store(tmp_path):
     import torch
 
-    import gibench.auxiliary  # registers the default, as importing any evaluator that trains one does
-    from gibench.api import AuxiliaryStore, EvalContext, EvaluatedJob
+    import gibench.store.auxiliary  # registers the default, as importing any evaluator that trains one does
+    from gibench.api.plugin import AuxiliaryStore, EvalContext, EvaluatedJob
     from gibench.testing import tiny_bundle, tiny_model
 
     bundle = tiny_bundle()
     ctx = EvalContext(tiny_model(bundle), bundle, lambda m, x, y: x, torch.device("cpu"), 0, tmp_path)
-    assert isinstance(ctx.aux, gibench.auxiliary.AuxiliaryModels) and ctx.aux.root is None
+    assert isinstance(ctx.aux, gibench.store.auxiliary.AuxiliaryModels) and ctx.aux.root is None
     assert isinstance(ctx.aux, AuxiliaryStore) and not isinstance(object(), EvaluatedJob)
 
 
 def test_a_job_is_what_evaluators_may_read(tiny_suite_file):
-    from gibench.api import EvaluatedJob
-    from gibench.config import load_suite
-    from gibench.jobs import expand
+    from gibench.api.plugin import EvaluatedJob
+    from gibench.suites.jobs import expand
+    from gibench.suites.suite import load_suite
 
     assert all(isinstance(job, EvaluatedJob) for job in expand(load_suite(tiny_suite_file)))

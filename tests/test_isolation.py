@@ -7,12 +7,12 @@ import json
 import torch
 from timm.utils import decay_batch_step
 
-from gibench import registry
-from gibench.api import Evaluator, Metric, Regularizer, TrainingLoss
+from gibench.api import registry
+from gibench.api.plugin import Evaluator, Metric, Regularizer, TrainingLoss
 from gibench.cli import main
-from gibench.config import load_suite
-from gibench.runner import RunOptions, run_suite
-from gibench.store import RunStore
+from gibench.running.runner import RunOptions, run_suite
+from gibench.store.runs import RunStore
+from gibench.suites.suite import load_suite
 from tests.conftest import write_suite
 
 CPU = RunOptions(device="cpu")
@@ -47,7 +47,7 @@ class NeedsSmallBatches(Evaluator):
 
     @staticmethod
     def result(n):
-        from gibench.api import EvalResult
+        from gibench.api.plugin import EvalResult
 
         return EvalResult({"images": float(n)})
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gibench.config import load_suite
-from gibench.jobs import expand
+from gibench.suites.jobs import expand
+from gibench.suites.suite import load_suite
 from tests.conftest import write_suite
 
 

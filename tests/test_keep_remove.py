@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.api import DatasetBundle, Split
+from gibench.api.plugin import DatasetBundle, Split
+from gibench.api.ranks import rank_positions
+from gibench.api.saliency import saliency_for
 from gibench.evaluators._masking import fill_images, replace_ranked
 from gibench.evaluators.keep_remove import CURVES, DEFAULT_FRACTIONS, KeepRemove, clipped_scores, kept_ranks
 from gibench.evaluators.pixel_perturbation import PixelPerturbation
-from gibench.models import Normalize
-from gibench.ranks import rank_positions
-from gibench.saliency import saliency_for
 from gibench.testing import check_evaluator, make_eval_context, tiny_bundle, tiny_model
+from gibench.training.models import Normalize
 
 
 @pytest.fixture()
@@ -229,8 +229,8 @@ def test_pixel_perturbation_results_unchanged_by_the_shared_masking(fill, tmp_pa
 
 @pytest.mark.parametrize("suite_name", ["standard", "full"])
 def test_the_standard_and_full_suites_run_keep_remove_with_both_maps(suite_name):
-    from gibench.config import load_suite
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
+    from gibench.suites.suite import load_suite
 
     suite = load_suite(suite_name)
     specs = [e for e in suite.evaluators if e.name == "keep_remove"]

@@ -16,14 +16,14 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from gibench.errors import SubmissionError
+from gibench.core.errors import SubmissionError
 from gibench.leaderboard.build import build_site, fmt
 from gibench.leaderboard.figures import CurveSeries, curve_figure, log_axis, pareto_front, symlog_threshold
 from gibench.leaderboard.pages import COST_FILE, load_costs
 from gibench.leaderboard.pictures import _mean_curve, _same_inputs
 from gibench.leaderboard.tables import MetricInfo, aggregate, make_tables
-from gibench.provenance import environment_info, suite_hash
-from gibench.submission import build_submission
+from gibench.store.provenance import environment_info, suite_hash
+from gibench.submissions.build import build_submission
 from tests.site_helpers import submit_rows
 
 EVIL = "<script>alert(1)</script>"
@@ -426,13 +426,15 @@ def _history_table(page: str) -> list[tuple[str, ...]]:
     """(version, what changed, rows, status) of each row of an evaluator page's version table, tags stripped."""
     table = re.search(r'<table class="plain history">(.*?)</table>', page, re.S).group(1)
     rows = re.findall(r'<tr data-version="[^"]*">(.*?)</tr>', table, re.S)
-    return [tuple(unescape(" ".join(re.sub(r"<[^>]+>", "", c).split())) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S))
+    return [tuple(unescape(" ".join(re.sub(r"<[^>]+>", "", c).split()))
+                  for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S))
             for r in rows]
 
 
 def test_evaluator_pages_show_the_declared_history_with_installed_and_stale_versions(site: dict,
                                                                                      tmp_path: Path) -> None:
-    from gibench import Evaluator, registry
+    from gibench import Evaluator
+    from gibench.api import registry
     from gibench.leaderboard.pages import HistoryRow, history_rows
 
     installed = registry.evaluators.get("pixel_perturbation")
@@ -480,8 +482,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import torch
     import yaml
 
-    from gibench.config import load_suite
-    from gibench.runner import RunOptions, run_suite
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
 
     root = tmp_path_factory.mktemp("real")
     (root / "suite.yaml").write_text(yaml.safe_dump(REAL_SUITE, sort_keys=False))
@@ -531,10 +533,11 @@ def test_real_table_has_a_row_per_variant_and_its_pictures(real: dict) -> None:
 @pytest.mark.slow
 def test_real_site_links_and_images_resolve(real: dict, tmp_path: Path) -> None:
     out = real["index"].parent
-    from gibench.submission import load_submission
+    from gibench.submissions.build import load_submission
 
     copy = load_submission(out / "submissions" / real["sub"].name)  # the site's copy is a valid submission
-    assert len(copy.artifact_files) == len(json.loads((real["sub"] / "submission.json").read_text())["artifacts"]["files"])
+    assert (len(copy.artifact_files)
+            == len(json.loads((real["sub"] / "submission.json").read_text())["artifacts"]["files"]))
     shutil.copytree(out, tmp_path / "site")
     assert build_site(tmp_path / "site" / "submissions", tmp_path / "site").read_text() == real["index"].read_text()
     for page in out.rglob("*.html"):
@@ -563,8 +566,8 @@ def test_real_sanity_view_and_plugin_pages(real: dict) -> None:
         higher = bool(values["higher_is_better"].iloc[0])
         assert (passes == "true") == ((means["erm"] - means["fooled"]) * (1 if higher else -1) > 0)
     fooled = (out / "regularizers" / "fooled.html").read_text()
-    from gibench import registry
-    from gibench.params import describe_config
+    from gibench.api import registry
+    from gibench.core.params import describe_config
 
     for param in describe_config(registry.regularizers.get("fooled").Config):
         assert f"<code>{param.name}</code>" in fooled and f"<code>{param.default}</code>" in fooled

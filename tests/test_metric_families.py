@@ -27,17 +27,20 @@ import torch
 from torch import Tensor, nn
 
 import gibench
-from gibench import registry
-from gibench.draws import per_image_draws
+from gibench.api import registry
+from gibench.api.draws import per_image_draws
+from gibench.api.ranks import rankdata_average
+from gibench.api.saliency import input_gradient, pixel_scores
 from gibench.evaluators.complexity import entropy, gini
 from gibench.evaluators.infidelity import (
-    explained_output, gaussian_perturbation, infidelity_terms, noisy_baseline_perturbation,
+    explained_output,
+    gaussian_perturbation,
+    infidelity_terms,
+    noisy_baseline_perturbation,
 )
 from gibench.evaluators.random_logit import map_cosine, other_classes, spearman
 from gibench.evaluators.sensitivity import STREAM, perturbed_copies, sensitivity_draws
-from gibench.ranks import rankdata_average
-from gibench.saliency import input_gradient, pixel_scores
-from gibench.testing import make_eval_context, tiny_bundle, tiny_model
+from gibench.testing import make_eval_context, tiny_bundle
 
 NEW = ("random_logit", "complexity", "sensitivity", "infidelity")
 
@@ -254,7 +257,7 @@ def test_sensitivity_radius_is_set_per_dataset():
     assert config.radius_for("cifar10") == pytest.approx(8 / 255)
     custom = gibench.create_evaluator("sensitivity", radius={"cifar10": 0.01}, default_radius=0.05).config
     assert custom.radius_for("cifar10") == 0.01 and custom.radius_for("mnist") == 0.05
-    with pytest.raises(gibench.errors.ConfigError):
+    with pytest.raises(gibench.core.errors.ConfigError):
         gibench.create_evaluator("sensitivity", radius={"mnist": -1.0})
 
 
@@ -285,7 +288,7 @@ def test_infidelity_matches_captum_normalized_on_the_same_perturbations(output):
         ours = infidelity_terms(model, x, y, a, perturbation, output)
         flat = perturbation.flatten(0, 1)
 
-        def perturb(inputs):
+        def perturb(inputs, flat=flat):
             return flat, inputs - flat
 
         theirs = captum_metrics.infidelity(OutputOf(model, output), perturb, x, a, target=y, n_perturb_samples=7,
@@ -333,7 +336,7 @@ def test_each_evaluator_declares_one_ranked_headline_with_bounds(name):
 
 
 def _train(bundle, name: str, epochs: int = 2) -> nn.Module:
-    from gibench.models import build_model
+    from gibench.training.models import build_model
 
     torch.manual_seed(0)
     model = build_model("gibench_cnn", {"act": "softplus"}, bundle)
@@ -361,7 +364,7 @@ SMALL = {"random_logit": {"max_images": 60}, "complexity": {"max_images": 60},
 @pytest.mark.slow
 def test_trained_fooled_scores_worse_than_erm_on_every_new_headline_and_the_sanity_view_says_so(one_thread, tmp_path):
     from gibench.data.tensors import make_bundle
-    from gibench.results import sanity_table
+    from gibench.results.tables import sanity_table
 
     full = gibench.load_dataset("mnist_subset")
     bundle = make_bundle("mnist_subset", full.train.x[:1024], full.train.y[:1024], full.test.x[:100],

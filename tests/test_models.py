@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 import gibench
+from gibench.api.saliency import input_gradient
+from gibench.core.errors import ConfigError, UnknownPluginError
 from gibench.data.tensors import make_bundle
-from gibench.errors import ConfigError, UnknownPluginError
-from gibench.models import (
+from gibench.testing import trained_model
+from gibench.training.models import (
     GibenchCNN,
     Normalize,
     Softplus10,
@@ -19,8 +21,6 @@ from gibench.models import (
     in_tree_backbones,
     is_piecewise_linear,
 )
-from gibench.saliency import input_gradient
-from gibench.testing import trained_model
 
 
 def _toy_bundle(c: int = 3, size: int = 16, n: int = 6):
@@ -163,7 +163,8 @@ def test_linear_saliency_equals_weight_row() -> None:
 
 
 def test_gibench_cnn_learns_mnist_subset_in_one_epoch(one_thread: None) -> None:
-    """Cheap check: one epoch (92-94% over seeds 0-2 when measured); the 3-epoch figure is in gibench.models."""
+    """Cheap check: one epoch (92-94% over seeds 0-2 when measured); the 3-epoch figure is in
+    gibench.training.models."""
     bundle = gibench.load_dataset("mnist_subset")
     model = trained_model(bundle, "gibench_cnn", epochs=1)
     with torch.no_grad():

@@ -48,7 +48,8 @@ def test_example_plugin_installs_lists_and_runs(tmp_path):
     frame = pd.read_csv(results)
     row = frame[frame["metric"] == "accuracy"].iloc[0]
     assert row["regularizer"] == "gradient_l1"
-    assert row["regularizer_distribution"] == "gibench-example-plugin" and str(row["regularizer_plugin_version"]) == "0.1.0"
+    assert (row["regularizer_distribution"] == "gibench-example-plugin"
+            and str(row["regularizer_plugin_version"]) == "0.1.0")
     assert row["value"] > 0.7
     share = frame[frame["metric"] == "top_pixel_share"].iloc[0]
     assert share["evaluator_distribution"] == "gibench-example-plugin" and 0.1 <= share["value"] <= 1.0

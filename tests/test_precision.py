@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gibench import registry
-from gibench.config import PluginSpec, TrainConfig
+from gibench.api import registry
+from gibench.api.passes import full_precision, tf32_off
 from gibench.data.tensors import make_bundle
-from gibench.models import build_model
-from gibench.passes import full_precision, tf32_off
-from gibench.train import cudnn_benchmark, fit, uses_autocast
+from gibench.suites.suite import PluginSpec, TrainConfig
+from gibench.training.models import build_model
+from gibench.training.train import cudnn_benchmark, fit, uses_autocast
 
 #: Every built-in whose loss takes a finite difference of the network (or of its input gradient) at a small σ.
 FINITE_DIFFERENCE = ("score_matching", "score_matching_antithetic", "score_matching_hutchinson",
@@ -130,7 +130,7 @@ def test_per_backend_settings_come_back_exactly(tf32_on) -> None:
 
 def _fit_with_recorder(monkeypatch, regularizer: str, amp: bool) -> tuple[FlagRecorder, dict]:
     recorder = FlagRecorder()
-    monkeypatch.setattr("gibench.models.build_model", lambda *args: tiny_smooth_model(recorder))
+    monkeypatch.setattr("gibench.training.models.build_model", lambda *args: tiny_smooth_model(recorder))
     x = torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     bundle = make_bundle("tiny", x, torch.arange(12) % 3, x[:3], torch.arange(3), num_classes=3)
     outcome = fit(bundle, PluginSpec("tiny"), registry.regularizers.create(regularizer),
@@ -190,7 +190,8 @@ def trained_state(small_bundle):
         optimizer.step()
     with torch.no_grad():
         assert model(small_bundle.train.x[:32]).abs().max() > 10
-    return model, {k: v.clone() for k, v in model.state_dict().items()}, small_bundle.train.x[:32], small_bundle.train.y[:32]
+    return (model, {k: v.clone() for k, v in model.state_dict().items()}, small_bundle.train.x[:32],
+            small_bundle.train.y[:32])
 
 
 def _loss_and_gradient(name, trained_state, bf16: bool):

@@ -10,11 +10,11 @@ import tempfile
 import pytest
 
 from gibench.cli import main
-from gibench.config import load_suite
-from gibench.errors import ConfigError
-from gibench.jobs import expand
-from gibench.preflight import PreflightError
-from gibench.runner import RunOptions, run_suite
+from gibench.core.errors import ConfigError
+from gibench.running.preflight import PreflightError
+from gibench.running.runner import RunOptions, run_suite
+from gibench.suites.jobs import expand
+from gibench.suites.suite import load_suite
 from tests.conftest import write_suite
 
 BAD_BACKBONES = [{"resnet18": {"drop_rate": -3}}, "gibench_linear", "vit_tiny_patch16_224"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import gibench
-from gibench.runner import RunOptions, RunSummary
+from gibench.running.runner import RunOptions, RunSummary
 
 EXPORTED = [
     "ANALYTIC_SCORE", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError", "Dataset",
@@ -26,13 +26,13 @@ EXPORTED = [
     "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas",
     "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
     "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
-    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
-    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
-    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
-    "list_datasets", "list_evaluators", "list_regularizers", "load_dataset", "load_suite",
-    "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average", "run_suite",
-    "saliency_function", "save_curves",
+    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma",
+    "Split", "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
+    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator",
+    "create_regularizer", "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
+    "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
+    "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average",
+    "run_suite", "saliency_function", "save_curves",
     "save_grid", "save_saliency_grid", "spearman", "to_unit", "x_gradient",
 ]
 
@@ -84,7 +84,7 @@ def test_contract_methods_document_arguments_returns_and_an_example(method):
             assert parameter in documented, f"{method.__qualname__}: argument {parameter!r} is not documented"
 
 
-@pytest.mark.parametrize("module", ["gibench", "gibench.api", "gibench.testing"])
+@pytest.mark.parametrize("module", ["gibench", "gibench.api.plugin", "gibench.testing"])
 def test_the_docstring_examples_run(module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
@@ -131,7 +131,7 @@ def test_run_suite_takes_a_path_and_its_options(tiny_suite_file, tmp_path):
 
 
 def test_importing_gibench_imports_neither_timm_nor_the_runner():
-    code = "import sys, gibench; print('timm' in sys.modules, 'gibench.runner' in sys.modules)"
+    code = "import sys, gibench; print('timm' in sys.modules, 'gibench.running.runner' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -15,13 +15,18 @@ import scipy.stats
 import torch
 from torch import nn
 
-from gibench import registry
-from gibench.api import EvalResult, Evaluator, Metric
+from gibench.api import registry
+from gibench.api.plugin import EvalResult, Evaluator, Metric
+from gibench.api.saliency import input_gradient, pixel_scores
 from gibench.evaluators.randomisation import (
-    SEED_OFFSET, Randomisation, emprt, histogram_entropy, randomised_copy, resettable_modules,
+    SEED_OFFSET,
+    Randomisation,
+    emprt,
+    histogram_entropy,
+    randomised_copy,
+    resettable_modules,
 )
-from gibench.results import sanity_table
-from gibench.saliency import input_gradient, pixel_scores
+from gibench.results.tables import sanity_table
 from gibench.testing import make_eval_context, tiny_bundle, tiny_model
 
 
@@ -92,7 +97,7 @@ def test_randomised_copy_reinitializes_every_layer_from_one_seeded_stream_and_le
 
 
 def test_a_model_without_resettable_layers_and_one_bin_are_user_errors():
-    from gibench.errors import ConfigError, GibenchError
+    from gibench.core.errors import ConfigError, GibenchError
 
     class Scale(nn.Module):
         def __init__(self):
@@ -230,7 +235,7 @@ def test_sanity_report_gates_emprt_and_road_and_mprt_calls_fooled_better(tmp_pat
     from rich.console import Console
 
     from gibench import cli, load_suite, run_suite
-    from gibench.results import collect_results
+    from gibench.results.tables import collect_results
 
     suite = {"name": "randomisation_road_sanity", "description": "erm vs fooled", "datasets": ["mnist_subset"],
              "backbones": [{"gibench_cnn": {"act": "softplus"}}], "regularizers": ["erm", "fooled"],

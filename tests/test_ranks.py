@@ -1,5 +1,5 @@
-"""gibench.ranks, the one implementation of ranks the evaluators share: tie-averaged ranks and Spearman's correlation
-against scipy, rank positions and the floor(f·P + 0.5) count on small hand-computed examples."""
+"""gibench.api.ranks, the one implementation of ranks the evaluators share: tie-averaged ranks and Spearman's
+correlation against scipy, rank positions and the floor(f·P + 0.5) count on small hand-computed examples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gibench
-from gibench.ranks import fraction_count, rank_positions, rankdata_average, spearman
+from gibench.api.ranks import fraction_count, rank_positions, rankdata_average, spearman
 
 stats = pytest.importorskip("scipy.stats")
 

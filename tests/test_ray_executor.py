@@ -21,15 +21,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gibench import registry
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config import load_suite
-from gibench.errors import ConfigError
-from gibench.jobs import expand
-from gibench.results import collect_results
-from gibench.runner import RunObserver, RunOptions, run_suite
+from gibench.api import registry
+from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.core.errors import ConfigError
+from gibench.results.tables import collect_results
+from gibench.running.runner import RunObserver, RunOptions, run_suite
+from gibench.suites.jobs import expand
+from gibench.suites.suite import load_suite
 from tests.conftest import write_suite
-
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A safety net against a hung test; nothing waits on a timing. Starting a Ray driver and its workers on two loaded
@@ -99,13 +98,14 @@ def wait_for(condition, what: str) -> None:
 
 @pytest.mark.slow
 def test_importing_gibench_never_imports_ray():
-    code = "import sys, gibench, gibench.runner, gibench.cli, gibench.ray_executor; print('ray' in sys.modules)"
+    code = ("import sys, gibench, gibench.running.runner, gibench.cli, gibench.running.ray_executor; "
+            "print('ray' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
 
 def test_missing_ray_names_the_extra(monkeypatch):
-    from gibench.ray_executor import import_ray
+    from gibench.running.ray_executor import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like to `import ray`
     with pytest.raises(ConfigError, match=r"pip install 'gibench\[ray\]'"):
@@ -120,7 +120,7 @@ def test_missing_ray_names_the_extra(monkeypatch):
     (2, [4.0], None, 2.0),
 ])
 def test_gpus_per_job(requested, nodes, device, expected):
-    from gibench.ray_executor import resolve_gpus_per_job
+    from gibench.running.ray_executor import resolve_gpus_per_job
 
     assert resolve_gpus_per_job(requested, nodes, device) == expected
 
@@ -135,7 +135,7 @@ def test_gpus_per_job(requested, nodes, device, expected):
     (None, [0.0], "cuda:1", "the Ray cluster has no GPUs"),
 ])
 def test_gpus_per_job_that_ray_could_never_schedule(requested, nodes, device, message):
-    from gibench.ray_executor import resolve_gpus_per_job
+    from gibench.running.ray_executor import resolve_gpus_per_job
 
     with pytest.raises(ConfigError, match=message):
         resolve_gpus_per_job(requested, nodes, device)
@@ -151,13 +151,13 @@ def test_gpus_per_job_that_ray_could_never_schedule(requested, nodes, device, me
     ("cpu", ["0"], True, "0", "cpu"),
 ])
 def test_task_device(requested, gpu_ids, cuda, visible, expected):
-    from gibench.ray_executor import task_device
+    from gibench.running.ray_executor import task_device
 
     assert task_device(requested, gpu_ids, cuda, visible) == expected
 
 
 def test_a_worker_that_cannot_see_the_runs_directory_says_so(tmp_path):
-    from gibench.ray_executor import Marker, check_marker, visibility_marker
+    from gibench.running.ray_executor import Marker, check_marker, visibility_marker
 
     with visibility_marker(tmp_path / "runs") as marker:
         check_marker(marker)  # the driver's own view passes
@@ -173,7 +173,7 @@ def test_an_unreachable_address_is_a_clear_error():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray session is open in this process")
-    from gibench.ray_executor import ray_session
+    from gibench.running.ray_executor import ray_session
 
     with pytest.raises(ConfigError, match=r"Ray cluster at '127.0.0.1:1': nothing answers there.*ray start --head"):
         with ray_session(ray, "127.0.0.1:1"):
@@ -295,8 +295,8 @@ def test_killed_worker_costs_only_its_job_and_results_equal_the_local_executor(r
 @pytest.mark.timeout(1500)
 @pytest.mark.slow
 def test_a_job_another_process_holds_is_resubmitted_until_it_is_free(ray_cluster, tmp_path):
-    from gibench.fsio import Claim
-    from gibench.store import RunStore
+    from gibench.core.fsio import Claim
+    from gibench.store.runs import RunStore
 
     suite = load_suite(counted_suite(tmp_path, ["held"]))
     (job,) = expand(suite)
@@ -325,8 +325,8 @@ DRIVER = """
 import sys, ray
 sys.path.insert(0, {repo!r})
 from tests.test_ray_executor import register_test_plugins, runtime_env
-from gibench.config import load_suite
-from gibench.runner import RunOptions, run_suite
+from gibench.suites.suite import load_suite
+from gibench.running.runner import RunOptions, run_suite
 register_test_plugins()
 ray.init(address={address!r}, runtime_env=runtime_env())
 run_suite(load_suite({suite!r}), {runs!r}, options=RunOptions(), executor="ray",

@@ -8,12 +8,12 @@ import shutil
 import pytest
 
 from gibench.cli import main
-from gibench.config import load_suite
-from gibench.doctor import doctor
-from gibench.fsio import file_sha256
-from gibench.results import collect_results
-from gibench.runner import RunObserver, RunOptions, run_suite
-from gibench.store import RunStore
+from gibench.core.fsio import file_sha256
+from gibench.results.tables import collect_results
+from gibench.running.runner import RunObserver, RunOptions, run_suite
+from gibench.store.doctor import doctor
+from gibench.store.runs import RunStore
+from gibench.suites.suite import load_suite
 
 CPU = RunOptions(device="cpu")
 
@@ -191,7 +191,7 @@ def test_truncated_job_record_is_skipped_by_report_and_rewritten_by_run(damaged,
 
 
 def test_results_of_an_old_evaluator_version_are_stale(damaged, monkeypatch, capsys):
-    from gibench import registry
+    from gibench.api import registry
 
     suite, suite_file, runs, _, before = damaged
     monkeypatch.setattr(registry.evaluators.get("accuracy"), "version", "99")  # as after a bump of the evaluator

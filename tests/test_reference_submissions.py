@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gibench.config import load_suite
-from gibench.jobs import expand
-from gibench.submission import load_submission
+from gibench.submissions.build import load_submission
+from gibench.suites.jobs import expand
+from gibench.suites.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCES = sorted(p for p in (REPO / "submissions").glob("*") if p.is_dir() and not p.name.startswith((".", "_")))

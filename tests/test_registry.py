@@ -12,14 +12,14 @@ import pydantic
 import pytest
 import torch.nn.functional as F
 
-from gibench import registry
-from gibench.api import Evaluator, Metric, Regularizer, TrainingLoss
+from gibench.api import registry
+from gibench.api.plugin import Evaluator, Metric, Regularizer, TrainingLoss
+from gibench.api.registry import PluginSource, Registry
 from gibench.cli import main
-from gibench.config import load_suite
-from gibench.errors import ConfigError, PluginLoadError, UnknownPluginError
-from gibench.preflight import PreflightError
-from gibench.registry import PluginSource, Registry
-from gibench.runner import RunOptions, run_suite
+from gibench.core.errors import ConfigError, PluginLoadError, UnknownPluginError
+from gibench.running.preflight import PreflightError
+from gibench.running.runner import RunOptions, run_suite
+from gibench.suites.suite import load_suite
 from gibench.testing import registered
 from tests.conftest import write_suite
 

@@ -20,13 +20,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, hessian, jvp, vmap
 
-from gibench import registry
+from gibench.api import registry
+from gibench.api.saliency import label_logit
 from gibench.regularizers._hessian import (
-    _batch_norm, antithetic_trace, clean_pass, hessian_quadratic_form, projection, taylor_trace,
+    _batch_norm,
+    antithetic_trace,
+    clean_pass,
+    hessian_quadratic_form,
+    projection,
+    taylor_trace,
 )
 from gibench.regularizers.fooled import target_map
 from gibench.regularizers.pgd import PGDConfig, pgd_attack
-from gibench.saliency import label_logit
 
 DT = torch.float64
 
@@ -119,7 +124,8 @@ def test_hutchinson_is_exact_per_probe_and_unbiased(estimator_setup) -> None:
     v = projection(x, "rademacher")
     leaf, _, g = clean_pass(model, x, y, higher_order=False)
     q = hessian_quadratic_form(leaf, g, v, create_graph=False).detach()
-    torch.testing.assert_close(q, torch.einsum("bi,bij,bj->b", v.flatten(1), hess, v.flatten(1)), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(q, torch.einsum("bi,bij,bj->b", v.flatten(1), hess, v.flatten(1)), rtol=1e-10,
+                               atol=1e-12)
 
     n = 20_000
     leaf, _, g = clean_pass(model, x.repeat(n, 1, 1, 1), y.repeat(n), higher_order=False)
@@ -324,8 +330,8 @@ def test_hutchinson_on_train_mode_batchnorm_backpropagates_through_the_hvp() -> 
 
 
 def test_needs_smooth_activation_flags_and_trainer_warning() -> None:
-    from gibench.models import create_backbone
-    from gibench.train import smooth_activation_warning
+    from gibench.training.models import create_backbone
+    from gibench.training.train import smooth_activation_warning
 
     hessian_based = {"score_matching", "score_matching_antithetic", "score_matching_hutchinson",
                      "sliced_score_matching", "anti_score_matching"}
@@ -423,7 +429,8 @@ def test_fooled_target_is_fixed_smooth_and_independent_of_the_input() -> None:
     a = reg.target(torch.rand(2, 1, 28, 28))
     b = reg.target(torch.zeros(5, 1, 28, 28))
     assert a is b  # built once per shape, cached
-    assert torch.equal(a, registry.regularizers.create("fooled", target_scale=0.3, seed=4).target(torch.rand(1, 1, 28, 28)))
+    assert torch.equal(a, registry.regularizers.create("fooled", target_scale=0.3, seed=4)
+                       .target(torch.rand(1, 1, 28, 28)))
     assert not torch.allclose(a, registry.regularizers.create("fooled", seed=5).target(torch.rand(1, 1, 28, 28)))
     torch.testing.assert_close(a.pow(2).mean().sqrt(), torch.tensor(0.3))  # RMS = target_scale
     step = (a[:, 1:] - a[:, :-1]).abs().mean()
@@ -442,10 +449,10 @@ def test_fooled_keeps_accuracy_while_its_saliency_decorrelates_from_erm() -> Non
     Observed: erm 95.1 % vs fooled 94.7 % test accuracy; mean per-image Pearson correlation of the saliency maps
     (|∇x f_y| summed over channels, first 500 test images) with erm's: −0.07 for fooled, 0.70 for erm with seed 1.
     """
-    from gibench.config import PluginSpec, TrainConfig
+    from gibench.api.saliency import input_gradient, pixel_scores
     from gibench.data.bundled import MNISTSubset
-    from gibench.saliency import input_gradient, pixel_scores
-    from gibench.train import fit
+    from gibench.suites.suite import PluginSpec, TrainConfig
+    from gibench.training.train import fit
 
     bundle = MNISTSubset().load()
     backbone = PluginSpec.of("gibench_cnn", {"act": "softplus"}, {"act": "softplus"})

@@ -12,8 +12,8 @@ import dataclasses
 
 import pytest
 
-from gibench import registry
-from gibench.errors import ConfigError
+from gibench.api import registry
+from gibench.core.errors import ConfigError
 
 NAMES = registry.regularizers.names()
 

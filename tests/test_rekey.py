@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from gibench import registry
-from gibench.api import EvalResult, Evaluator, Metric
-from gibench.auxiliary import classifier
-from gibench.config import PluginSpec, TrainConfig, load_suite
-from gibench.doctor import doctor
-from gibench.fsio import canonical_hash
-from gibench.identity import identity_hash
-from gibench.jobs import expand
-from gibench.rekey import rekey_store, stale_keys
-from gibench.results import collect_results
-from gibench.runner import RunObserver, RunOptions, run_suite
-from gibench.store import result_key
+from gibench.api import registry
+from gibench.api.plugin import EvalResult, Evaluator, Metric
+from gibench.core.fsio import canonical_hash
+from gibench.core.identity import identity_hash
+from gibench.results.tables import collect_results
+from gibench.running.runner import RunObserver, RunOptions, run_suite
+from gibench.store.auxiliary import classifier
+from gibench.store.doctor import doctor
+from gibench.store.rekey import rekey_store, stale_keys
+from gibench.store.runs import result_key
+from gibench.suites.jobs import expand
+from gibench.suites.suite import PluginSpec, TrainConfig, load_suite
 from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_a_rerun_of_an_old_store_re_keys_it_and_trains_and_evaluates_nothing(old
 
 
 def test_report_reads_an_old_store_before_it_is_re_keyed(old_store) -> None:
-    from gibench.results import evaluations_of
+    from gibench.results.tables import evaluations_of
 
     suite, runs, _ = old_store
     table = collect_results(runs, evaluations=evaluations_of(suite))
@@ -150,8 +150,8 @@ def test_a_job_whose_new_key_is_taken_is_left_in_place_and_reported(old_store) -
 
 
 def test_the_reference_submissions_re_key_validate_and_stay_verified(tmp_path: Path) -> None:
-    from gibench.submission_validate import load_submission
-    from gibench.verify import verification_status
+    from gibench.submissions.validate import load_submission
+    from gibench.submissions.verify import verification_status
     from scripts.rekey_submission import main
 
     smoke = next((ROOT / "submissions").glob("gibench-reference-smoke-*"))
@@ -170,10 +170,10 @@ def test_the_reference_submissions_re_key_validate_and_stay_verified(tmp_path: P
 
 
 def test_rekey_submission_moves_artifacts_renames_the_folder_and_keeps_the_verification(tmp_path: Path) -> None:
-    from gibench.submission import _content_hash
-    from gibench.submission_rekey import rekey_submission
-    from gibench.submission_validate import load_submission
-    from gibench.verify import verification_status
+    from gibench.submissions.build import _content_hash
+    from gibench.submissions.rekey import rekey_submission
+    from gibench.submissions.validate import load_submission
+    from gibench.submissions.verify import verification_status
 
     smoke = next((ROOT / "submissions").glob("gibench-reference-smoke-*"))
     old = _aged_submission(smoke, tmp_path)
@@ -191,8 +191,8 @@ def test_rekey_submission_moves_artifacts_renames_the_folder_and_keeps_the_verif
 
 def _aged_submission(folder: Path, tmp_path: Path) -> Path:
     """A copy of a current submission with its pixel_perturbation artifacts under a made-up older key."""
-    from gibench.submission import _content_hash
-    from gibench.submission_schema import Submission
+    from gibench.submissions.build import _content_hash
+    from gibench.submissions.schema import Submission
 
     copy = tmp_path / "aged"
     shutil.copytree(folder, copy)

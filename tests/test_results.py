@@ -19,12 +19,13 @@ import yaml
 from rich.console import Console
 from scipy import stats as sps
 
-from gibench import cli, registry
-from gibench.api import Regularizer
-from gibench.config import load_suite
-from gibench.results import agreement_table, collect_results, summarize
-from gibench.runner import run_suite
-from gibench.stats import difference_interval, mean_interval, rank_ranges, t_quantile
+from gibench import cli
+from gibench.api import registry
+from gibench.api.plugin import Regularizer
+from gibench.results.stats import difference_interval, mean_interval, rank_ranges, t_quantile
+from gibench.results.tables import agreement_table, collect_results, summarize
+from gibench.running.runner import run_suite
+from gibench.suites.suite import load_suite
 from tests.conftest import TINY_SUITE
 
 GN = "gradient_norm(weight=0.001)"
@@ -188,7 +189,7 @@ def test_report_shows_intervals_ranks_and_skips_in_80_columns(two_budgets: Path,
 
 def test_site_numbers_equal_the_report(two_budgets: Path, tmp_path: Path) -> None:
     from gibench.leaderboard.build import build_site
-    from gibench.submission import build_submission
+    from gibench.submissions.build import build_submission
 
     build_submission(two_budgets, tmp_path / "subs", {"name": "budgets", "authors": ["A"], "description": "",
                                                       "links": []})
@@ -216,7 +217,7 @@ class RaisesInTraining(Regularizer):
 
 def test_failed_training_appears_in_report_csv_and_site(tmp_path: Path, register_plugin, narrow: io.StringIO) -> None:
     from gibench.leaderboard.build import build_site
-    from gibench.submission import build_submission
+    from gibench.submissions.build import build_submission
 
     register_plugin(registry.regularizers, "raises", RaisesInTraining)
     runs = tmp_path / "runs"
@@ -247,12 +248,12 @@ def test_report_when_every_training_failed_says_so(tmp_path: Path, register_plug
 
 
 def test_sanity_view_fits_80_columns_and_says_when_the_gap_is_within_seed_noise(monkeypatch, narrow) -> None:
-    import gibench.results
+    import gibench.results.tables
 
     frame = long_frame({"erm": {"pixel_perturbation": [0.90, 0.91, 0.92]},
                         "fooled(weight=1.0)": {"pixel_perturbation": [0.89, 0.95, 0.80]}},
                        {"pixel_perturbation": True})
-    monkeypatch.setattr(gibench.results, "collect_results", lambda runs_dir: frame)
+    monkeypatch.setattr(gibench.results.tables, "collect_results", lambda runs_dir: frame)
     assert cli.main(["report", "--runs-dir", "unused", "--sanity"]) == 0
     text = narrow.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text

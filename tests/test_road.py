@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gibench import registry
+from gibench.api import registry
+from gibench.api.saliency import input_gradient, pixel_scores
 from gibench.evaluators.road import ORDERS, impute, noisy_linear_imputation, removal_ranks
-from gibench.saliency import input_gradient, pixel_scores
 from gibench.testing import make_eval_context, tiny_bundle, tiny_model
 
 
@@ -129,7 +129,7 @@ def test_curves_match_an_independent_per_image_computation(tmp_path):
 
 
 def test_fractions_must_be_proper_and_increasing():
-    from gibench.errors import ConfigError
+    from gibench.core.errors import ConfigError
 
     for bad in ([0.5, 1.0], [0.5, 0.3], []):
         with pytest.raises(ConfigError):
@@ -142,9 +142,9 @@ def test_road_ranks_fooled_below_erm_on_a_trained_pair(tmp_path, one_thread):
     200 test images at 10/30/50/70/90 %. Observed: gap_lerf_morf erm 0.69 vs fooled −0.02 (MoRF accuracy 0.25 vs
     0.65, random order 0.88 vs 0.77)."""
     from gibench import load_dataset
-    from gibench.config import PluginSpec, TrainConfig
     from gibench.data.tensors import make_bundle
-    from gibench.train import fit
+    from gibench.suites.suite import PluginSpec, TrainConfig
+    from gibench.training.train import fit
 
     full = load_dataset("mnist_subset")
     bundle = make_bundle("mnist_2000", full.train.x[:2000], full.train.y[:2000], full.test.x[:200],

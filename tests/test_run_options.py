@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 import gibench
-from gibench.config import load_suite
-from gibench.errors import ConfigError
-from gibench.runner import RunOptions, run_suite
+from gibench.core.errors import ConfigError
+from gibench.running.runner import RunOptions, run_suite
+from gibench.suites.suite import load_suite
 
 
 def test_the_heartbeat_follows_the_claim_timeout_unless_given():

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from gibench import registry
-from gibench.api import Evaluator, Metric, Regularizer, TrainingLoss
-from gibench.config import load_suite
-from gibench.results import collect_results
-from gibench.errors import ConfigError
-from gibench.runner import RunObserver, RunOptions, run_suite
-from gibench.store import RunStore
+from gibench.api import registry
+from gibench.api.plugin import Evaluator, Metric, Regularizer, TrainingLoss
+from gibench.core.errors import ConfigError
+from gibench.results.tables import collect_results
+from gibench.running.runner import RunObserver, RunOptions, run_suite
+from gibench.store.runs import RunStore
+from gibench.suites.suite import load_suite
 from tests.conftest import write_suite
 
 
@@ -110,7 +110,7 @@ def test_results_table_shape(tiny_suite_file, tmp_path):
     assert row["seed"] == 0 and row["evaluator_version"] == registry.evaluators.get("accuracy").version
     # the stored checkpoint reproduces the stored accuracy
     from gibench import load_dataset
-    from gibench.models import build_model
+    from gibench.training.models import build_model
     bundle = load_dataset("mnist_subset")
     folder = RunStore(tmp_path / "runs").job(row["job_hash"])
     model = folder.load_weights(build_model("gibench_linear", {}, bundle)).eval()
@@ -122,7 +122,7 @@ def test_results_table_shape(tiny_suite_file, tmp_path):
 def test_sanity_table_flags_an_evaluator_that_misses_the_fooling():
     import pandas as pd
 
-    from gibench.results import sanity_table
+    from gibench.results.tables import sanity_table
 
     def rows(variant, seed, pp, dr, acc):
         base = {"dataset": "d", "backbone": "b", "variant": variant, "seed": seed, "status": "ok", "headline": True}
@@ -144,10 +144,11 @@ def test_sanity_table_leaves_out_an_evaluator_skipped_on_every_seed():
     must neither pass nor fail the sanity check (it was listed as "FAILS" with NaN means)."""
     import pandas as pd
 
-    from gibench.results import sanity_table
+    from gibench.results.tables import sanity_table
 
     def rows(variant, pp):
-        base = {"dataset": "d", "backbone": "b", "variant": variant, "seed": 0, "headline": True, "higher_is_better": True}
+        base = {"dataset": "d", "backbone": "b", "variant": variant, "seed": 0, "headline": True,
+                "higher_is_better": True}
         return [{**base, "evaluator": "pixel_perturbation", "metric": "area", "value": pp, "status": "ok"},
                 {**base, "evaluator": "blockmnist", "metric": "signal_mass_share", "value": float("nan"),
                  "status": "skipped", "reason": "dataset has no signal_mask"}]
@@ -211,9 +212,9 @@ def test_run_options_are_picklable_and_validated():
 
 
 def test_run_job_leaves_a_job_that_another_worker_holds(tiny_suite_file, tmp_path):
-    from gibench.fsio import Claim
-    from gibench.jobs import expand
-    from gibench.runner import run_job
+    from gibench.core.fsio import Claim
+    from gibench.running.runner import run_job
+    from gibench.suites.jobs import expand
 
     job = expand(load_suite(tiny_suite_file))[0]
     runs = tmp_path / "runs"

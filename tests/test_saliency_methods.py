@@ -1,4 +1,5 @@
-"""The saliency methods of gibench.saliency: X-Gradient, its baseline, Integrated Gradients and the method option."""
+"""The saliency methods of gibench.api.saliency: X-Gradient, its baseline, Integrated Gradients and the method
+option."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from gibench.api import EvalResult, Evaluator, Metric
-from gibench.config_types import IGSteps, SaliencyMethod, plugin_config
-from gibench.models import Normalize
-from gibench.saliency import attribution_baseline, input_gradient, integrated_gradients, saliency_for, x_gradient
+from gibench.api.plugin import EvalResult, Evaluator, Metric
+from gibench.api.saliency import attribution_baseline, input_gradient, integrated_gradients, saliency_for, x_gradient
+from gibench.core.config_types import IGSteps, SaliencyMethod, plugin_config
+from gibench.training.models import Normalize
 
 
 def _normalized_mlp(bias: bool) -> nn.Sequential:
@@ -70,7 +71,7 @@ def _digit_model(bias: bool) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A float64 gibench_cnn (width 4) on 16×16 three-channel images with Normalize first; weights redrawn at a scale
     where the logits are O(1)."""
     from gibench.data.tensors import make_bundle
-    from gibench.models import build_model
+    from gibench.training.models import build_model
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 3, 16, 16, generator=g)
@@ -126,8 +127,8 @@ def test_integrated_gradients_matches_a_hand_gauss_legendre_sum() -> None:
 def test_saliency_function_resolves_each_method() -> None:
     import functools
 
-    from gibench.errors import ConfigError
-    from gibench.saliency import SALIENCY_METHODS, saliency_function
+    from gibench.api.saliency import SALIENCY_METHODS, saliency_function
+    from gibench.core.errors import ConfigError
 
     assert saliency_function() is input_gradient and saliency_function("input_gradient") is input_gradient
     assert saliency_function("x_gradient") is x_gradient
@@ -173,7 +174,7 @@ SALIENCY_EVALUATORS = ("blockmnist", "complexity", "diffroar", "infidelity", "ke
 
 
 def _evaluator_specs(*entries):
-    from gibench.config import parse_suite
+    from gibench.suites.suite import parse_suite
 
     suite = parse_suite({"name": "t", "datasets": ["mnist_subset"], "backbones": ["gibench_linear"],
                          "regularizers": ["erm"], "evaluators": list(entries)})
@@ -183,7 +184,7 @@ def _evaluator_specs(*entries):
 def test_default_saliency_keeps_the_stored_result_hash() -> None:
     """blockmnist's default config hash before the saliency option existed (the key of the results in a stored
     standard run, e.g. jobs/<hash>/results/blockmnist__v1__b981bcbe5cc0e2f7.json)."""
-    from gibench.identity import identity_hash
+    from gibench.core.identity import identity_hash
 
     default, explicit, xgrad, ig = _evaluator_specs(
         "blockmnist", {"blockmnist": {"saliency": "input_gradient", "ig_steps": 32}},
@@ -196,8 +197,8 @@ def test_default_saliency_keeps_the_stored_result_hash() -> None:
 
 
 def test_every_saliency_evaluator_offers_the_option() -> None:
-    from gibench import registry
-    from gibench.params import config_fields
+    from gibench.api import registry
+    from gibench.core.params import config_fields
 
     for name in SALIENCY_EVALUATORS:
         fields = config_fields(registry.evaluators.get(name).Config)
@@ -229,10 +230,10 @@ class SaliencyProbe(Evaluator):
 
 def test_the_runner_explains_with_the_evaluators_saliency_option(tmp_path, register_plugin) -> None:
     """One evaluator listed twice (default and x_gradient): two results, each computed with its own map."""
-    from gibench import registry
-    from gibench.config import load_suite
-    from gibench.results import collect_results
-    from gibench.runner import RunOptions, run_suite
+    from gibench.api import registry
+    from gibench.results.tables import collect_results
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
     from tests.conftest import write_suite
 
     register_plugin(registry.evaluators, "saliency_probe", SaliencyProbe)

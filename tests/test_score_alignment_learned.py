@@ -13,19 +13,24 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.testing import make_eval_context
-from gibench.api import ANALYTIC_SCORE, EvalContext
-from gibench.auxiliary import AuxiliaryModels
-from gibench.config import load_suite
+from gibench.api.plugin import ANALYTIC_SCORE, EvalContext
+from gibench.core.errors import ConfigError, GibenchError
 from gibench.data.gaussian_mixture import BayesClassifier, GaussianMixture, GaussianMixtureConfig
-from gibench.errors import ConfigError, GibenchError
 from gibench.evaluators import _denoiser
 from gibench.evaluators.accuracy import Accuracy
 from gibench.evaluators.score_alignment import (
-    LPIPS_FILES, LPIPSAlex, ScoreAlignment, cosine, data_identity, lpips_similarity,
+    LPIPS_FILES,
+    LPIPSAlex,
+    ScoreAlignment,
+    cosine,
+    data_identity,
+    lpips_similarity,
 )
-from gibench.jobs import expand
-from gibench.runner import run_suite
+from gibench.running.runner import run_suite
+from gibench.store.auxiliary import AuxiliaryModels
+from gibench.suites.jobs import expand
+from gibench.suites.suite import load_suite
+from gibench.testing import make_eval_context
 from tests.conftest import write_suite
 
 MIXTURE = {"num_classes": 3, "height": 8, "width": 8, "train_size": 1000, "test_size": 200}

@@ -21,11 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gibench.api import Regularizer
-from gibench.errors import SubmissionError
-from gibench.submission import build_submission, load_submission, validate_submission
+from gibench.api.plugin import Regularizer
+from gibench.core.errors import SubmissionError
+from gibench.submissions.build import build_submission, load_submission, validate_submission
 from tests.site_helpers import (
-    BROWSER_SUITE, PageWatcher, chromium_path, hostile_edit, launch, local_target, run_tiny_suite,
+    BROWSER_SUITE,
+    PageWatcher,
+    chromium_path,
+    hostile_edit,
+    launch,
+    local_target,
+    run_tiny_suite,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,  # one tiny real run, then a few seconds per page
@@ -66,7 +72,7 @@ class Crashes(Regularizer):
 @pytest.fixture(scope="module")
 def crashes():
     """The ``crashes`` regularizer, registered in this process for the whole module (the site builder looks it up)."""
-    from gibench import registry
+    from gibench.api import registry
     from gibench.testing import registered
 
     with registered(registry.regularizers.kind, "crashes", Crashes):
@@ -132,7 +138,7 @@ def browser():
 @pytest.fixture(scope="module")
 def expected(built: dict) -> dict:
     """Per table row (submission id, variant): regularizer, family, submission name, headline means, evaluators."""
-    from gibench import registry
+    from gibench.api import registry
 
     rows = {}
     for folder in (built["honest"], built["hostile"]):

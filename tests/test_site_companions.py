@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gibench import registry
-from gibench.api import Metric
+from gibench.api import registry
+from gibench.api.plugin import Metric
 from gibench.evaluators.sensitivity import CAVEAT, COMPANION, Sensitivity
 from gibench.leaderboard.tables import aggregate, make_tables, metric_info
-from gibench.submission import load_submission
-from gibench.submission_schema import MetricInfo as RecordedMetric
+from gibench.submissions.build import load_submission
+from gibench.submissions.schema import MetricInfo as RecordedMetric
 from tests.site_helpers import PageWatcher, chromium_path, launch, submit_rows
 
 INFIDELITY = ("infidelity", "relative_infidelity_gaussian")
@@ -162,8 +162,8 @@ def test_validate_refuses_a_companion_that_differs_from_the_installed_evaluator(
     """A hand-edited submission that drops sensitivity's companion would have the site show it alone."""
     import shutil
 
-    from gibench.errors import SubmissionError
-    from gibench.submission import validate_submission
+    from gibench.core.errors import SubmissionError
+    from gibench.submissions.build import validate_submission
 
     folder = Path(shutil.copytree(subs["both"], tmp_path / subs["both"].name))
     assert validate_submission(folder).id == folder.name

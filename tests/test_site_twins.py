@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from gibench import registry
+from gibench.api import registry
 from gibench.leaderboard.tables import aggregate, make_tables, metric_info
 from gibench.leaderboard.twins import twin_section
-from gibench.submission import load_submission
+from gibench.submissions.build import load_submission
 from tests.site_helpers import PageWatcher, chromium_path, launch, submit_rows
 
 RELU, XDNN, SOFTPLUS = '{"act": "relu"}', '{"act": "relu", "bias": false}', '{"act": "softplus"}'

@@ -8,9 +8,8 @@ import os
 import pytest
 import torch
 
-from gibench.records import JobLabels, JobRecord, PluginSource, ResultRecord, RunEntry
-from gibench.store import JobFolder, RunStore, atomic_write_json, read_json
-
+from gibench.store.records import JobLabels, JobRecord, PluginSource, ResultRecord, RunEntry
+from gibench.store.runs import JobFolder, RunStore, atomic_write_json, read_json
 
 SPEC = JobRecord("abc", {}, JobLabels("d", "b", {}, "erm", {}, "erm", 0), {})
 

@@ -15,14 +15,21 @@ import pandas as pd
 import pytest
 
 import gibench
-from gibench.errors import SubmissionError
-from gibench.fsio import atomic_write_json
-from gibench.provenance import environment_info, git_state, suite_hash
-from gibench.records import PluginSource, ResultRecord
-from gibench.store import result_key
-from gibench.submission import (
-    RESULT_COLUMNS, build_submission, load_submission, load_submissions, package_results, scan_submissions, slugify,
-    submission_json_schema, validate_submission,
+from gibench.core.errors import SubmissionError
+from gibench.core.fsio import atomic_write_json
+from gibench.store.provenance import environment_info, git_state, suite_hash
+from gibench.store.records import PluginSource, ResultRecord
+from gibench.store.runs import result_key
+from gibench.submissions.build import (
+    RESULT_COLUMNS,
+    build_submission,
+    load_submission,
+    load_submissions,
+    package_results,
+    scan_submissions,
+    slugify,
+    submission_json_schema,
+    validate_submission,
 )
 
 SUITES = {
@@ -306,7 +313,7 @@ def add_artifacts(runs_dir: Path, table: pd.DataFrame) -> dict[str, bytes]:
             files |= {"saliency_grid": "grid.png", "notes": "notes.txt"}
         folder = runs_dir / "jobs" / job / "artifacts" / key
         folder.mkdir(parents=True)
-        for name, file in files.items():
+        for _name, file in files.items():
             size = PNG_BYTES if file.endswith(".png") else JSON_BYTES
             content = f"{job}/{key}/{file}".encode().ljust(size, b"#")
             (folder / file).write_bytes(content)
@@ -452,7 +459,7 @@ def test_bounds_allow_float_rounding_only(submitted: Path) -> None:
 
 
 def test_metric_declarations_are_recorded_and_must_match_the_installed_evaluator(submitted: Path) -> None:
-    from gibench import registry
+    from gibench.api import registry
 
     data = json.loads((submitted / "submission.json").read_text())
     infos = {(m["evaluator"], m["metric"]): m for m in data["metrics"]}

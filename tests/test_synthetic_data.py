@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import gibench
-from gibench.api import ANALYTIC_SCORE, SIGNAL_MASK
+from gibench.api.plugin import ANALYTIC_SCORE, SIGNAL_MASK
+from gibench.core.errors import ConfigError, DataError
 from gibench.data.blockmnist import BlockMNIST, BlockMNISTConfig, BlockMNISTTop, compose, null_pattern, placements
 from gibench.data.bundled import MNISTSubset
 from gibench.data.gaussian_mixture import BayesClassifier, GaussianMixture, GaussianMixtureConfig
-from gibench.errors import ConfigError, DataError
 
 # ----------------------------------------------------------------------------------------------------------------------
 # gaussian_mixture

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from gibench.api import Regularizer, TrainingLoss
-from gibench.config import PluginSpec, TrainConfig
+from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.regularizers.erm import ERM
-from gibench.train import fit
+from gibench.suites.suite import PluginSpec, TrainConfig
+from gibench.training.train import fit
 
 LINEAR = PluginSpec("gibench_linear")
 TRAIN = TrainConfig(epochs=1, batch_size=64, lr=1e-2, log_every=3)
@@ -86,7 +86,7 @@ def test_schedules_follow_the_config(small_bundle):
 
 def test_paper_multistep_schedule_steps_the_rate_at_half_and_three_quarters(small_bundle):
     """The seed papers' recipe from a suite: SGD 0.1, momentum 0.9, wd 5e-4, batch 128, multistep at 50 % / 75 %."""
-    from gibench.config import parse_suite
+    from gibench.suites.suite import parse_suite
 
     paper = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4, "batch_size": 128,
              "epochs": 4, "schedule": "multistep", "milestones": [0.5, 0.75], "log_every": 1}
@@ -104,7 +104,7 @@ def test_paper_multistep_schedule_steps_the_rate_at_half_and_three_quarters(smal
 
 def test_no_host_synchronization_inside_a_training_step(small_bundle, monkeypatch):
     """Only the log flush (every log_every steps) may read device values; the steps themselves never do."""
-    import gibench.train as train_module
+    import gibench.training.train as train_module
     from gibench.regularizers.score_matching import ScoreMatching
 
     reading = {"allowed": False}

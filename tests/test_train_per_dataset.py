@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from gibench.config import TrainConfig, parse_suite
-from gibench.errors import ConfigError
-from gibench.jobs import expand
+from gibench.core.errors import ConfigError
+from gibench.suites.jobs import expand
+from gibench.suites.suite import TrainConfig, parse_suite
 
 SUITE = {
     "name": "per-dataset",
@@ -33,7 +33,8 @@ def test_entries_merge_over_train_by_name_and_by_label() -> None:
     trains = _by_dataset(suite)
     assert trains["mnist_subset"] == base == suite.train  # not named: the suite's train section
     assert trains["blockmnist(placement_seed=0)"] == dataclasses.replace(base, augment="crop_flip", lr=0.05)
-    assert trains["blockmnist(placement_seed=1)"] == dataclasses.replace(base, augment="crop_flip", lr=0.01)  # label wins
+    assert trains["blockmnist(placement_seed=1)"] == dataclasses.replace(base, augment="crop_flip",
+                                                                         lr=0.01)  # label wins
 
 
 def test_the_job_hash_uses_the_merged_config() -> None:

@@ -13,13 +13,16 @@ import pytest
 import torch
 
 from gibench.cli import main
-from gibench.config import parse_suite
-from gibench.errors import ConfigError
-from gibench.runner import run_suite
-from gibench.submission import build_submission, load_submission, validate_submission
-from gibench.verify import (
-    DEFAULT_TOLERANCE, VERIFICATION_FILE, verification_status, verify_submission,
+from gibench.core.errors import ConfigError
+from gibench.running.runner import run_suite
+from gibench.submissions.build import build_submission, load_submission, validate_submission
+from gibench.submissions.verify import (
+    DEFAULT_TOLERANCE,
+    VERIFICATION_FILE,
+    verification_status,
+    verify_submission,
 )
+from gibench.suites.suite import parse_suite
 
 SUITE = {
     "name": "verify_tiny", "datasets": ["mnist_subset"], "backbones": ["gibench_linear"], "regularizers": ["erm"],
@@ -136,7 +139,8 @@ def test_status_is_stale_when_an_evaluator_version_changed_since(real, tmp_path:
                             "CPU, or --tolerance 0.02 across devices."),
 ])
 def test_bad_options_are_one_line_errors(tmp_path: Path, capsys, option, expected) -> None:
-    from tests.test_submission import META as SUB_META, make_runs
+    from tests.test_submission import META as SUB_META
+    from tests.test_submission import make_runs
 
     runs_dir, table = make_runs(tmp_path)
     folder = build_submission(runs_dir, tmp_path / "s", SUB_META, "tiny", results=table)
@@ -146,9 +150,9 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, capsys, option, expecte
 
 @pytest.mark.slow
 def test_a_job_the_installed_code_cannot_rebuild_is_stale(real, monkeypatch, tmp_path: Path) -> None:
-    import gibench.jobs
+    import gibench.suites.jobs
 
-    monkeypatch.setattr(gibench.jobs, "TRAINING_CODE_VERSION", "changed")  # every job hash changes
+    monkeypatch.setattr(gibench.suites.jobs, "TRAINING_CODE_VERSION", "changed")  # every job hash changes
     result = verify_submission(load_submission(real["folder"]), runs_dir=tmp_path / "scratch", write=False)
     assert result.status == "stale" and len(result.rows) == 6 and {r.outcome for r in result.rows} == {"stale"}
     (job,) = result.jobs
@@ -163,7 +167,7 @@ def _rows(**changes) -> pd.DataFrame:
 
 
 def test_compare_row_by_row_with_the_stated_tolerance() -> None:
-    from gibench.verify import compare, metric_outcomes
+    from gibench.submissions.verify import compare, metric_outcomes
 
     submitted = _rows(same={}, edge={"metric": "m2", "value": 0.5 + 1e-6}, over={"metric": "m3", "value": 0.5 + 3e-6},
                       skipped={"metric": "m4", "status": "skipped", "value": float("nan")},
@@ -183,9 +187,9 @@ def test_compare_row_by_row_with_the_stated_tolerance() -> None:
 
 
 def test_a_missing_dataset_stops_verify_with_what_to_pass(tmp_path: Path) -> None:
-    from gibench.errors import DataError
-    from gibench.jobs import expand
-    from gibench.provenance import environment_info, suite_hash
+    from gibench.core.errors import DataError
+    from gibench.store.provenance import environment_info, suite_hash
+    from gibench.suites.jobs import expand
     from tests.test_submission import row
 
     suite = {**SUITE, "name": "needs_cifar", "datasets": ["mnist"]}
@@ -210,7 +214,7 @@ def test_a_missing_dataset_stops_verify_with_what_to_pass(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_environment_changes_name_what_differs_from_the_recorded_runs(real) -> None:
-    from gibench.verify import environment_changes
+    from gibench.submissions.verify import environment_changes
 
     loaded = load_submission(real["folder"])
     (job,) = set(loaded.results["job_hash"])

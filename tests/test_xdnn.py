@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 import gibench
-from gibench.cifar_backbones import VGG11_LAYERS, CifarVGG11BN, CifarXResNet18, XBasicBlock
-from gibench.errors import ConfigError
-from gibench.homogeneity import check_homogeneous, non_homogeneous_layers
-from gibench.models import build_model, create_backbone, in_tree_backbones
-from gibench.saliency import attribution_baseline
+from gibench.api.saliency import attribution_baseline
+from gibench.core.errors import ConfigError
 from gibench.testing import trained_model
+from gibench.training.cifar_backbones import VGG11_LAYERS, CifarVGG11BN, CifarXResNet18, XBasicBlock
+from gibench.training.homogeneity import check_homogeneous, non_homogeneous_layers
+from gibench.training.models import build_model, create_backbone, in_tree_backbones
 
 CONV_NETS = ("gibench_cnn", "cifar_resnet18", "cifar_vgg11_bn")
 
@@ -91,7 +91,7 @@ def test_x_vgg11_has_no_batchnorm_and_the_counted_parameters() -> None:
 
 def test_homogeneity_holds_around_the_mean_colour_in_pixel_space() -> None:
     """The whole model Normalize → X backbone scales about the baseline: f(b + α(x − b)) = α·f(x) (the decision in
-    gibench.saliency: the zero baseline is zero in normalized space, the dataset's mean colour in pixels)."""
+    gibench.api.saliency: the zero baseline is zero in normalized space, the dataset's mean colour in pixels)."""
     bundle = gibench.testing.tiny_bundle()
     model = build_model("gibench_mlp", {"bias": False, "hidden": 8}, bundle).double().eval()
     x = bundle.test.x[:4].double()
@@ -170,7 +170,7 @@ def test_x_gibench_cnn_learns_mnist_subset(one_thread: None) -> None:
 
 
 def _suite(**changes):
-    from gibench.config import parse_suite
+    from gibench.suites.suite import parse_suite
 
     raw = {"name": "t", "datasets": ["mnist_subset"], "backbones": [{"gibench_cnn": {"act": "softplus"}}],
            "regularizers": ["erm", "score_matching"], "evaluators": ["accuracy", "blockmnist"], "seeds": [0, 1]}
@@ -190,7 +190,7 @@ def test_x_backbone_with_score_matching_is_a_clear_error() -> None:
 
 
 def test_extra_grids_expand_after_the_main_grid_with_their_own_lists() -> None:
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
 
     suite = _suite(extra_grids=[{
         "backbones": [{"gibench_cnn": {"act": "relu"}}, {"gibench_cnn": {"act": "relu", "bias": False}}],
@@ -221,7 +221,7 @@ def test_extra_grids_expand_after_the_main_grid_with_their_own_lists() -> None:
 
 
 def test_a_job_in_two_grids_is_one_job_scored_by_both() -> None:
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
 
     suite = _suite(regularizers=["erm"], seeds=[0],
                    extra_grids=[{"evaluators": [{"blockmnist": {"saliency": "x_gradient"}}, "accuracy"]}])
@@ -241,8 +241,8 @@ def test_extra_grids_are_validated() -> None:
 
 
 def test_shipped_suites_have_the_x_variants_side_by_side() -> None:
-    from gibench.config import load_suite
-    from gibench.jobs import expand
+    from gibench.suites.jobs import expand
+    from gibench.suites.suite import load_suite
 
     for name, backbone, twin in (("standard", "gibench_cnn(act=relu, bias=False)", "gibench_cnn(act=relu)"),
                                  ("full", "cifar_resnet18(act=relu, bias=False)", "cifar_resnet18(act=relu)")):
@@ -260,16 +260,16 @@ def test_shipped_suites_have_the_x_variants_side_by_side() -> None:
 
 
 def registry_needs_smooth(name: str) -> bool:
-    from gibench import registry
+    from gibench.api import registry
 
     return registry.regularizers.get(name).needs_smooth_activation
 
 
 @pytest.mark.slow
 def test_a_suite_with_an_x_grid_runs_and_reports_both_variants(tmp_path) -> None:
-    from gibench.config import load_suite
-    from gibench.results import collect_results
-    from gibench.runner import RunOptions, run_suite
+    from gibench.results.tables import collect_results
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
     from tests.conftest import write_suite
 
     suite = load_suite(write_suite(
@@ -288,10 +288,10 @@ def test_a_suite_with_an_x_grid_runs_and_reports_both_variants(tmp_path) -> None
 
 
 def test_preflight_checks_only_the_pairs_and_evaluations_a_grid_has(tmp_path) -> None:
-    from gibench.config import parse_suite
-    from gibench.jobs import expand
-    from gibench.preflight import preflight
-    from gibench.runner import RunOptions
+    from gibench.running.preflight import preflight
+    from gibench.running.runner import RunOptions
+    from gibench.suites.jobs import expand
+    from gibench.suites.suite import parse_suite
 
     suite = parse_suite({
         "name": "t", "datasets": ["gaussian_mixture"], "backbones": ["gibench_linear"], "regularizers": ["erm"],

@@ -30,10 +30,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from gibench.api import SIGNAL_MASK, Dataset, DatasetBundle
-from gibench.config_types import Distinct, Rule, Seed, plugin_config
+from gibench.api.plugin import SIGNAL_MASK, Dataset, DatasetBundle
+from gibench.core.config_types import Distinct, Rule, Seed, plugin_config
+from gibench.core.errors import DataError
 from gibench.data.tensors import make_bundle
-from gibench.errors import DataError
 
 BLOCK = 28
 Digit = Annotated[int, Field(ge=0, le=9)]

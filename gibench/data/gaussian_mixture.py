@@ -37,10 +37,10 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from gibench.api import ANALYTIC_SCORE, Dataset, DatasetBundle
-from gibench.config_types import PositiveInt, Seed, Sigma, plugin_config
+from gibench.api.plugin import ANALYTIC_SCORE, Dataset, DatasetBundle
+from gibench.core.config_types import PositiveInt, Seed, Sigma, plugin_config
+from gibench.core.params import check
 from gibench.data.tensors import make_bundle
-from gibench.params import check
 
 
 @plugin_config

@@ -5,7 +5,7 @@ API (stable; other dataset modules build on it):
 
 * :func:`make_bundle` turns in-memory train/test arrays into a ``DatasetBundle``. It validates everything that
   crosses the pixel-space contract (shapes, dtypes, the [0, 1] range, label range, extras' lengths, declared
-  capabilities) and raises :class:`gibench.errors.DataError` naming the dataset, the split and the problem. It
+  capabilities) and raises :class:`gibench.core.errors.DataError` naming the dataset, the split and the problem. It
   computes the per-channel mean/std on the **train** split (population std, i.e. ``unbiased=False``, accumulated in
   float64; returned as Python floats).
 * :func:`seeded_permutation` is a permutation of ``range(n)`` that depends only on ``(n, seed)``: identical across
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.api import ANALYTIC_SCORE, SIGNAL_MASK, DatasetBundle, Split
-from gibench.errors import DataError
+from gibench.api.plugin import ANALYTIC_SCORE, SIGNAL_MASK, DatasetBundle, Split
+from gibench.core.errors import DataError
 
 ArrayLike = Any  # torch.Tensor or numpy.ndarray
 

@@ -2,7 +2,7 @@
 
 Files live in ``<data_root>/<name>`` (for example ``~/.cache/gibench/data/cifar10``), in torchvision's own layout
 inside that folder. Nothing is downloaded unless the user passes ``--download`` (``download=True``); a missing
-dataset is a :class:`~gibench.errors.DataError` that names the folder and both ways to fix it.
+dataset is a :class:`~gibench.core.errors.DataError` that names the folder and both ways to fix it.
 
 Images become float32 (N, C, H, W) in [0, 1] (uint8 / 255, no other transform, no augmentation); labels int64.
 SVHN's digit "0" is label 0 (torchvision already maps the files' label 10 to 0). ``train_limit`` / ``test_limit``
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.api import Dataset, DatasetBundle
-from gibench.config_types import Limit, plugin_config
+from gibench.api.plugin import Dataset, DatasetBundle
+from gibench.core.config_types import Limit, plugin_config
+from gibench.core.errors import DataError
 from gibench.data.tensors import make_bundle, seeded_permutation
-from gibench.errors import DataError
 
 _LIMIT_SEEDS = {"train": 0, "test": 1}
 

@@ -4,10 +4,10 @@ Run them in CI with ``pip install gibench . pytest && pytest tests/`` (no GPU, n
 """
 
 import torch
+from gibench_example_plugin import GradientL1, TopPixelShare
 
 from gibench import create_evaluator
 from gibench.testing import check_evaluator, check_regularizer, make_eval_context, tiny_bundle, tiny_model
-from gibench_example_plugin import GradientL1, TopPixelShare
 
 
 def test_gradient_l1_conforms():

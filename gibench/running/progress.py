@@ -1,0 +1,84 @@
+"""The terminal display of a run: a :class:`gibench.running.runner.RunObserver` that draws rich progress bars.
+
+One bar for the suite, one for the job in flight (its steps while training, its phase in the description), and one
+printed line per finished job: ``[3/8] mnist_subset / gibench_cnn / erm / seed 0: trained in 4.2s; accuracy done``.
+Warnings (damaged files moved aside, preflight warnings) print as they come.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RichProgress", "job_line",
+]
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from gibench.running.job_runner import EvaluationReport, JobReport
+from gibench.running.options import RunObserver
+
+
+class RichProgress(RunObserver):
+    """Use as a context manager around ``run_suite(..., observer=display)``."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn())
+        self.progress = Progress(*columns, console=console, transient=True)
+        self._overall = None
+        self._tasks: dict[str, tuple[int, str]] = {}  # job hash -> (task id, "[n/N] label")
+        self._numbers: dict[str, tuple[int, int]] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def suite_started(self, suite, jobs) -> None:
+        self._overall = self.progress.add_task(escape(f"suite {suite.name}"), total=len(jobs))
+
+    def job_started(self, job, number, total) -> None:
+        prefix = f"[{number}/{total}] {job.label}"
+        self._numbers[job.hash] = (number, total)
+        self._tasks[job.hash] = (self.progress.add_task(escape(prefix), total=None), prefix)
+
+    def job_step(self, job, done, total) -> None:
+        if job.hash in self._tasks:
+            self.progress.update(self._tasks[job.hash][0], completed=done, total=total)
+
+    def job_phase(self, job, phase) -> None:
+        if job.hash in self._tasks:
+            task, prefix = self._tasks[job.hash]
+            self.progress.update(task, description=escape(f"{prefix}: {phase}"))
+
+    def job_finished(self, report: JobReport) -> None:
+        task = self._tasks.pop(report.job.hash, None)
+        if task is not None:
+            self.progress.remove_task(task[0])
+        number, total = self._numbers.get(report.job.hash, (0, 0))
+        if self._overall is not None and report.state != "busy":
+            self.progress.advance(self._overall)
+        self.console.print(job_line(number, total, report))
+
+    def warning(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def job_line(number: int, total: int, report: JobReport) -> str:
+    training = {"cached": "[cyan]cached[/]", "trained": f"[green]trained[/] in {report.seconds:.1f}s",
+                "failed": f"[red]failed[/]: {escape(report.reason or '')}",
+                "busy": f"[yellow]busy[/]: {escape(report.reason or '')}; looked at again later"}[report.state]
+    evals = ", ".join(f"{e.evaluator} {_eval_word(e)}" for e in report.evaluations)
+    return escape(f"[{number}/{total}] {report.job.label}") + f": {training}" + (f"; {evals}" if evals else "")
+
+
+def _eval_word(e: EvaluationReport) -> str:
+    word = {"cached": "[cyan]cached[/]", "ok": "[green]done[/]", "skipped": "[yellow]skipped[/]",
+            "failed": "[red]FAILED[/]"}[e.state]
+    if e.oom_steps:
+        word += f" (out of memory at batch size {', '.join(map(str, e.oom_steps))}; ran at {e.eval_batch_size})"
+    return word

@@ -1,0 +1,230 @@
+"""Run a suite: preflight, then for every job claim it, reuse or train the model, and run every evaluation not stored.
+
+Public interface (executors, the CLI and tests build on exactly this):
+
+``RunOptions``
+    Frozen, validated (``ConfigError`` naming the option), picklable dataclass of every option of a run:
+    ``data_root``, ``download``, ``device`` (None/"auto", "cpu", "cuda", "cuda:N"), ``retry_failed``,
+    ``eval_batch_size``, ``claim_timeout_s`` (a claim whose owner file has no heartbeat for this long, from another
+    host, is taken over; on one host a dead owner's claim is taken over at once), ``heartbeat_s`` (left at its default:
+    ``min(10, claim_timeout_s / 4)``), ``claim_poll_s``
+    (how often the local executor looks again at jobs other workers hold), ``preflight``. The lock alone cannot
+    tell a dead owner on another host from a filesystem whose locks other hosts do not see, so after a worker on
+    another host dies its job waits up to ``claim_timeout_s`` (default 120 s) before another host takes it over.
+
+``RunObserver``
+    Base class whose methods are all no-ops: ``suite_started(suite, jobs)``, ``job_started(job, number, total)``,
+    ``job_step(job, done, total)``, ``job_phase(job, phase)``, ``job_finished(report)``, ``suite_finished(summary)``,
+    ``warning(message)`` (damaged files moved aside, preflight warnings). The rich display is one observer
+    (:mod:`gibench.running.progress`, used by the CLI); a Ray driver is another.
+
+``run_job(job, runs_dir, options, observer=None, *, number=1, total=1) -> JobReport``
+    Top-level, picklable arguments, safe to call from any process on any host that sees ``runs_dir``. It claims the
+    job (:class:`gibench.core.fsio.Claim` at ``runs_dir/claims/<hash>.lock``), cache-or-trains it, runs its evaluations,
+    releases the claim and returns the report; the observer gets ``job_started``, steps, phases and
+    ``job_finished``. When another live worker holds the claim it does nothing and returns
+    ``JobReport(state="busy", reason="claimed by pid P on HOST ...")``: call it again later (the local executor
+    polls every ``claim_poll_s``); once the other worker is done, the call finds the job cached and runs only the
+    evaluations still missing. It never raises for anything that happens inside the job (states: trained, cached,
+    failed, busy); only errors of the call itself (bad options, an unusable runs directory) raise. Datasets come from
+    a per-process cache keyed by (data root, download, dataset, options); auxiliary models from a per-process
+    :class:`gibench.store.auxiliary.AuxiliaryModels` per (runs dir, device).
+
+``run_suite(suite, runs_dir, options=None, *, observer=None, executor="local", executor_options=None,
+dry_run=False, **option_fields) -> RunSummary``
+    Preflight (:mod:`gibench.running.preflight`; errors raise one :class:`gibench.running.preflight.PreflightError`
+    listing them all, before anything trains), a manifest entry (locked read-modify-write), then the jobs.
+    ``executor="local"`` runs them in this process in the suite's order; ``executor="ray"`` imports
+    :mod:`gibench.running.ray_executor` lazily and calls
+    ``run_jobs(jobs, runs_dir, options, observer, **executor_options) -> list[JobReport]`` (in job order; CLI:
+    ``--address`` and ``--gpus-per-job`` become ``address`` and ``gpus_per_job``). ``dry_run`` runs the preflight and
+    returns one report per job (planned / cached / failed / invalid, with its ``findings``) without writing anything.
+    ``option_fields`` are RunOptions fields given directly (``device="cpu"``), instead of ``options``.
+
+Where they live: ``RunOptions``, ``RunObserver``, ``RunSummary``, ``check_device``, ``resolve_device`` and
+``load_bundle`` in :mod:`gibench.running.options`, ``run_job`` in :mod:`gibench.running.run_job`, the reports in
+:mod:`gibench.running.job_runner`; this module re-exports them all. They sit below the runner so that the preflight and
+the Ray executor, which the runner imports, can use them without importing the runner back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gibench.api import registry
+from gibench.core.errors import ConfigError
+from gibench.core.params import jsonable
+from gibench.running.job_runner import EvaluationReport, JobReport, now  # noqa: F401  (EvaluationReport re-exported)
+from gibench.running.options import (  # noqa: F401  (re-exported: the runner's interface, documented above)
+    RunObserver,
+    RunOptions,
+    RunSummary,
+    check_device,
+    load_bundle,
+    resolve_device,
+)
+from gibench.running.preflight import is_error, preflight
+from gibench.running.run_job import run_job
+from gibench.store.provenance import environment_info
+from gibench.store.records import RunEntry, plugin_source
+from gibench.store.rekey import rekey_store, stale_keys
+from gibench.store.runs import RunStore
+from gibench.suites.jobs import Job, expand
+from gibench.suites.suite import Suite
+
+__all__ = [
+    "EXECUTORS", "EvaluationReport", "JobReport", "RunObserver", "RunOptions", "RunSummary", "check_device",
+    "load_bundle", "resolve_device", "run_job", "run_suite",
+]
+
+EXECUTORS = ("local", "ray")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A suite
+
+
+def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *, observer: RunObserver | None = None,
+              executor: str = "local", executor_options: Mapping[str, Any] | None = None, dry_run: bool = False,
+              **option_fields: Any) -> RunSummary:
+    """Preflight, then train and evaluate every job of ``suite`` into ``runs_dir``; see the module docstring."""
+    if options is not None and option_fields:
+        raise TypeError("give either options=RunOptions(...) or option fields, not both")
+    options = options or RunOptions(**option_fields)
+    observer = observer or RunObserver()
+    runs_dir = Path(runs_dir)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
+    if executor == "local" and executor_options:
+        raise ConfigError(f"executor options {sorted(executor_options)} apply to --executor ray only.")
+    jobs = expand(suite)
+    findings = _preflight(suite, jobs, runs_dir, options, observer, executor, dry_run)
+    if dry_run:
+        store = RunStore(runs_dir, repair=False, warn=observer.warning)  # a dry run reads only
+        pending = stale_keys(runs_dir)
+        if pending.moved:
+            observer.warning(f"{pending.counts()} are stored under keys of an older identity rule; "
+                             "`gibench run` (or `gibench doctor --fix`) re-keys them before anything trains.")
+        return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
+                          warnings=store.warnings, dry_run=True)
+    store = RunStore(runs_dir, repair=True, warn=observer.warning)
+    _rekey(runs_dir, observer)
+    # Under Ray each worker resolves the device it was given; the driver records what was asked for.
+    device = resolve_device(options.device) if executor != "ray" else (options.device or "auto (per Ray worker)")
+    entry = _manifest_entry(suite, jobs, device)
+    store.record_run(entry)
+    observer.suite_started(suite, jobs)
+    if executor == "ray":
+        reports = _ray_executor().run_jobs(jobs, runs_dir, options, observer, **dict(executor_options or {}))
+    else:
+        reports = _run_local(jobs, runs_dir, options, observer)
+    summary = RunSummary(runs_dir, suite, list(reports), warnings=list(store.warnings))
+    store.record_run(dataclasses.replace(entry, finished=now(),
+                                         failed_jobs=[r.job.hash for r in reports if r.state == "failed"]))
+    observer.suite_finished(summary)
+    return summary
+
+
+def _rekey(runs_dir: Path, observer: RunObserver) -> None:
+    """Move what the store holds under an older identity rule to its current keys (:mod:`gibench.store.rekey`), and say
+    so."""
+    rekeyed = rekey_store(runs_dir)
+    if rekeyed.moved:
+        observer.warning(f"{rekeyed.summary()}.")
+    for line in rekeyed.left:
+        observer.warning(f"not re-keyed: {line}")
+
+
+def _run_local(jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver) -> list[JobReport]:
+    """Jobs in order; those another worker holds are looked at again once the others are done."""
+    reports: dict[int, JobReport] = {}
+    waiting = []
+    for number, job in enumerate(jobs, 1):
+        report = run_job(job, runs_dir, options, observer, number=number, total=len(jobs))
+        (waiting.append(number) if report.state == "busy" else reports.__setitem__(number, report))
+    while waiting:
+        time.sleep(options.claim_poll_s)
+        still = []
+        for number in waiting:
+            report = run_job(jobs[number - 1], runs_dir, options, _QuietWhileBusy(observer), number=number,
+                             total=len(jobs))
+            (still.append(number) if report.state == "busy" else reports.__setitem__(number, report))
+        waiting = still
+    return [reports[number] for number in range(1, len(jobs) + 1)]
+
+
+class _QuietWhileBusy(RunObserver):
+    """Forwards the events of a second look at a job, except when it is still busy (already reported once)."""
+
+    def __init__(self, inner: RunObserver) -> None:
+        self.inner, self._pending = inner, None
+
+    def _open(self) -> None:
+        if self._pending is not None:
+            self.inner.job_started(*self._pending)
+            self._pending = None
+
+    def job_started(self, job, number, total): self._pending = (job, number, total)
+    def job_step(self, job, done, total): self._open(); self.inner.job_step(job, done, total)  # noqa: E702
+    def job_phase(self, job, phase): self._open(); self.inner.job_phase(job, phase)  # noqa: E702
+    def warning(self, message): self.inner.warning(message)
+
+    def job_finished(self, report):
+        if report.state != "busy":
+            self._open()
+            self.inner.job_finished(report)
+
+
+def _ray_executor():
+    try:
+        import ray  # noqa: F401
+
+        from gibench.running import ray_executor
+    except ImportError as exc:
+        raise ConfigError(f"--executor ray needs Ray and gibench's Ray executor ({exc}). Install them with "
+                          "`pip install 'gibench[ray]'`, or run with --executor local.") from None
+    return ray_executor
+
+
+def _preflight(suite: Suite, jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver,
+               executor: str, dry_run: bool) -> dict[str, list[str]]:
+    """Run the preflight (unless disabled); returns per-job findings for a dry run, raises on errors otherwise."""
+    if not options.preflight:
+        return {}
+    report = preflight(suite, jobs, runs_dir, options, executor=executor, writes=not dry_run)
+    for message in report.warnings:
+        observer.warning(message)
+    if not dry_run:
+        report.raise_errors()
+    return report.per_job()
+
+
+def _dry_report(job: Job, store: RunStore, findings: dict[str, list[str]]) -> JobReport:
+    folder = store.job(job.hash)
+    problems = findings.get(job.hash, [])
+    status = folder.status()
+    if any(is_error(p) for p in problems):
+        state = "invalid"
+    elif folder.is_trained():
+        state = "cached"
+    else:
+        state = "failed" if status and status.state == "failed" else "planned"
+    return JobReport(job, state, status.reason if state == "failed" and status else None, findings=problems)
+
+
+def _manifest_entry(suite: Suite, jobs: list[Job], device: torch.device | str) -> RunEntry:
+    names = {"regularizers": {s.name for s in suite.regularizers}, "evaluators": {s.name for s in suite.evaluators},
+             "datasets": {s.name for s in suite.datasets}}
+    plugins = {kind: {n: plugin_source(getattr(registry, kind), n) for n in sorted(group)}
+               for kind, group in names.items()}
+    return RunEntry(suite_name=suite.name, suite_hash=suite.hash, suite=jsonable(suite.raw), suite_source=suite.source,
+                    jobs=[job.hash for job in jobs], started=now(), environment=environment_info(str(device)),
+                    plugins=plugins, run_id=f"{now().replace(':', '')}-{os.getpid()}-{uuid.uuid4().hex[:8]}")

@@ -1,0 +1,297 @@
+"""Submissions: a results table packaged with its metadata, provenance and artifacts, checked against one schema.
+
+A submission is a folder ``submissions/<id>/`` holding:
+
+``submission.json``
+    :class:`Submission`: ``schema_version``, ``id``, ``created``, the :class:`SubmissionMetadata` (name, authors,
+    description, links), the :class:`Provenance` (every suite with its hash, and every ``gibench run`` that produced
+    the rows: its environment from :func:`gibench.store.provenance.environment_info`, its plugins' distributions and
+    versions, and its job hashes), the results file's row count and SHA-256, the metrics' declarations
+    (``metrics``: direction, headline, bounds, diagnostic; ``metric_descriptions``) and the packed artifacts.
+``results.csv``
+    The long results table of :func:`gibench.results.collect_results`, one row per job × evaluator × metric, with the
+    columns of :data:`RESULT_COLUMNS` (extra columns are kept). Rows are sorted, and floats are written with full
+    precision, so the same runs give the same bytes.
+``artifacts/<job_hash>/<result key>/<file>``
+    The images and curves the site shows, at most 20 MB in all by default (``--max-artifact-mb``); over the limit
+    they are packed in a stated priority order and the rest is recorded as left out
+    (:mod:`gibench.submissions.artifacts`).
+``verification.json`` (optional, written later by ``gibench verify``; not part of the hashed content)
+
+The module is split by responsibility: the schema (:mod:`gibench.submissions.schema`), validation
+(:mod:`gibench.submissions.validate`), artifacts (:mod:`gibench.submissions.artifacts`) and, here, packaging; every
+public name is importable from here.
+
+Choices:
+
+* ``id`` is ``<slug of the name>-<12 hex digits>``: the SHA-256 of the canonical JSON of metadata, provenance, the
+  results file's digest and the artifacts record (not of ``created``). Submitting the same runs twice is a no-op
+  returning the existing folder; a different folder under the same id is refused.
+* Folders are written to a hidden temporary folder and renamed into place, so a half-written submission never
+  appears. Folders whose name starts with ``.`` or ``_`` are not submissions.
+* Local paths are removed from the failure reasons (column ``reason``): the runs folder becomes ``<runs>`` and the
+  home folder ``~``. A submission is published, and those paths name the submitter's account and disk layout (the
+  recorded environment leaves out the host name for the same reason) while meaning nothing to anyone else. Line
+  breaks and other control characters in a reason (an exception message may hold colour codes) become spaces,
+  since ``validate`` rejects them in every cell.
+* Plausibility is checked at submit as at validate (:mod:`gibench.submissions.validate`): a value outside its
+  metric's declared bounds is refused before anything is written.
+* Metric declarations come from the installed evaluator when its version is the one that produced the rows;
+  otherwise the metric is recorded without bounds (unbounded) and without a description.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactFile", "ArtifactsRecord", "DEFAULT_MAX_ARTIFACT_MB", "Environment", "ID_PATTERN", "LeftOutArtifact",
+    "LoadedSubmission", "MANIFEST_FILE", "MetricInfo", "PluginRecord", "Provenance", "RESULTS_FILE",
+    "RESULT_COLUMNS", "ResultsFile", "RunRecord", "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "Submission",
+    "SubmissionMetadata", "SubmissionScan", "SuiteRecord", "build_submission", "load_submission",
+    "load_submissions", "package_results", "scan_submissions", "slugify", "submission_json_schema",
+    "validate_submission", "write_json_schema",
+]
+
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gibench.core.errors import GibenchError, SubmissionError
+from gibench.core.fsio import atomic_folder, canonical_hash
+from gibench.store.runs import RunStore
+from gibench.submissions.artifacts import (
+    DEFAULT_MAX_ARTIFACT_MB, ArtifactPlan, limit_bytes, pack_artifacts, plan_artifacts,
+)
+from gibench.submissions.schema import (
+    ID_PATTERN, MANIFEST_FILE, RESULTS_FILE, SCHEMA_VERSION, STATUSES, SUBMISSION_FILE, ArtifactFile,
+    ArtifactsRecord, Environment, LeftOutArtifact, LoadedSubmission, MetricInfo, PluginRecord, Provenance,
+    ResultsFile, RunRecord, Submission, SubmissionMetadata, SubmissionScan, SuiteRecord, bounds_to_json,
+    parse_model, submission_json_schema, write_json_schema,
+)
+from gibench.submissions.validate import (
+    JOB_COLUMNS, RESULT_COLUMNS, check_plausible, installed_metric, load_submission, load_submissions,
+    parse_results, scan_submissions, validate_submission,
+)
+from gibench.version import __version__
+
+
+def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
+                     suite_name: str | None = None, *, results: pd.DataFrame | None = None,
+                     warn: Callable[[str], None] | None = None,
+                     max_artifact_mb: float = DEFAULT_MAX_ARTIFACT_MB) -> Path:
+    """Package the results in ``runs_dir`` as ``out_dir/<id>/`` and return that folder.
+
+    Args:
+        runs_dir: a run store written by ``gibench run`` (it must hold ``manifest.json`` and results).
+        out_dir: the submissions root, e.g. ``submissions/``.
+        metadata: name, authors, description, links (a :class:`SubmissionMetadata` or a mapping).
+        suite_name: keep only the runs of this suite, and the results of their jobs; None keeps every run.
+        results: the long results table; defaults to ``gibench.results.collect_results(runs_dir)``.
+        warn: called with a message for each damaged file that is skipped (default: ``warnings.warn``).
+        max_artifact_mb: the size limit of the packed artifacts in MB (10^6 bytes; default 20).
+
+    Raises:
+        SubmissionError: no manifest or no results (run ``gibench run`` first), an unknown suite name, bad metadata,
+            malformed results, or a different submission already stored under the same id.
+
+    Example:
+        >>> build_submission("runs", "submissions", {"name": "My method", "authors": ["A. Person"]}, "smoke")
+        PosixPath('submissions/my-method-3f2a9c0b1d4e')
+    """
+    loaded = package_results(runs_dir, metadata, suite_name, results=results, warn=warn,
+                             max_artifact_mb=max_artifact_mb)
+    return _write(Path(out_dir), loaded)
+
+
+def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
+                    suite_name: str | None = None, *, results: pd.DataFrame | None = None,
+                    job_hashes: set[str] | None = None, warn: Callable[[str], None] | None = None,
+                    max_artifact_mb: float = DEFAULT_MAX_ARTIFACT_MB) -> LoadedSubmission:
+    """The submission of ``runs_dir``'s results, in memory (``path`` None): what :func:`build_submission` writes.
+
+    ``job_hashes`` restricts it to those jobs (and to the runs that list one of them). Its artifacts stay in the runs
+    store (``LoadedSubmission.sources``). Same errors as :func:`build_submission`; nothing is written.
+    """
+    runs_dir = Path(runs_dir)
+    meta = parse_model(SubmissionMetadata, metadata, "metadata")
+    limit = limit_bytes(max_artifact_mb)
+    suites, runs = _read_runs(runs_dir, suite_name, warn)
+    if job_hashes is not None:
+        runs = [run for run in runs if job_hashes & set(run.jobs)]
+        suites = [s for s in suites if any(run.suite_hash == s.hash for run in runs)]
+    if results is None:
+        from gibench.results.tables import collect_results
+        results = collect_results(runs_dir, job_hashes, warn=warn)
+    selected = _public_reasons(_select_rows(results, runs, suite_name, runs_dir), runs_dir)
+    data = _results_csv(selected)
+    table = parse_results(data, f"{runs_dir} (results)", {job for run in runs for job in run.jobs})
+    metrics = metric_infos(table)
+    check_plausible(table, metrics, f"{runs_dir} (results)")
+    plan = plan_artifacts(runs_dir, table, limit, warn)
+    provenance = Provenance(suites=suites, runs=runs)
+    digest = hashlib.sha256(data).hexdigest()
+    submission = Submission(
+        id=f"{slugify(meta.name)}-{_content_hash(meta, provenance, digest, plan.record)}",
+        created=datetime.now(timezone.utc).replace(microsecond=0), gibench_version=__version__,
+        metadata=meta, provenance=provenance, results=ResultsFile(rows=len(table), sha256=digest),
+        metric_descriptions=_metric_descriptions(table), metrics=metrics, artifacts=plan.record)
+    return LoadedSubmission(None, submission, table, data, dict(plan.sources))
+
+
+def slugify(text: str, max_length: int = 40) -> str:
+    """Lower-case ASCII words joined by ``-``: ``"<b>My Method</b>"`` → ``"b-my-method-b"`` (or ``"submission"``)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:max_length].strip("-")
+    return slug or "submission"
+
+
+def metric_infos(table: pd.DataFrame) -> list[MetricInfo]:
+    """The declaration of every (evaluator, version, metric) of ``table``: from the installed evaluator when its
+    version is the rows' version, else the rows' direction and headline with no bounds and no description."""
+    found = []
+    for (evaluator, version, metric), rows in table.groupby(["evaluator", "evaluator_version", "metric"], sort=True):
+        declared = installed_metric(str(evaluator), str(version), str(metric))
+        info = {"evaluator": str(evaluator), "version": str(version), "metric": str(metric),
+                "higher_is_better": bool(rows["higher_is_better"].iloc[0]), "headline": bool(rows["headline"].iloc[0])}
+        if declared is not None:
+            info |= {"description": declared.description, "bounds": bounds_to_json(declared.bounds),
+                     "diagnostic": declared.diagnostic, "read_beside": declared.read_beside, "caveat": declared.caveat}
+        found.append(MetricInfo(**info))
+    return found
+
+
+def _read_runs(runs_dir: Path, suite_name: str | None,
+               warn: Callable[[str], None] | None = None) -> tuple[list[SuiteRecord], list[RunRecord]]:
+    path = runs_dir / MANIFEST_FILE
+    store = RunStore(runs_dir, repair=False, warn=warn)
+    manifest = {"runs": [run.to_json() for run in store.manifest().runs]}  # a damaged one is rebuilt from runs/*.json
+    if not path.is_file() and not manifest["runs"]:
+        raise SubmissionError(f"{path} does not exist: {runs_dir} holds no gibench runs. Run `gibench run` with this "
+                              "runs folder first, then submit.")
+    entries = manifest.get("runs") if isinstance(manifest, dict) else None
+    if not entries or not isinstance(entries, list):
+        raise SubmissionError(f"{path} lists no runs. Run `gibench run` with this runs folder first, then submit.")
+    if suite_name is not None:
+        entries = [e for e in entries if isinstance(e, Mapping) and e.get("suite_name") == suite_name]
+        if not entries:
+            names = sorted({str(e.get("suite_name")) for e in manifest["runs"] if isinstance(e, Mapping)})
+            raise SubmissionError(f"{path}: no run of suite {suite_name!r}. Suites run here: {', '.join(names)}.")
+    suites: dict[str, SuiteRecord] = {}
+    runs = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: runs[{i}]"
+        if not isinstance(entry, Mapping):
+            raise SubmissionError(f"{where} is not an object; the run store is damaged. Re-run `gibench run`.")
+        record = parse_model(SuiteRecord, {"name": entry.get("suite_name"), "suite": entry.get("suite"),
+                                           "hash": entry.get("suite_hash")}, where)
+        suites.setdefault(record.hash, record)
+        # only the recorded fields: other manifest keys (e.g. the suite file's local path) stay private
+        runs.append(parse_model(RunRecord, {k: v for k, v in entry.items() if k in RunRecord.model_fields}, where))
+    return list(suites.values()), runs
+
+
+def _select_rows(table: pd.DataFrame, runs: list[RunRecord], suite_name: str | None, runs_dir: Path) -> pd.DataFrame:
+    if table is None or len(table) == 0:
+        raise SubmissionError(f"{runs_dir} holds no results. Run `gibench run` with this runs folder first.")
+    missing = [c for c in RESULT_COLUMNS if c not in table.columns]
+    if missing:
+        raise SubmissionError(f"The results table of {runs_dir} lacks the columns {', '.join(missing)}; it was "
+                              "written by an incompatible gibench version. Re-run `gibench run` with this version.")
+    jobs = {job for run in runs for job in run.jobs}
+    listed = table["job_hash"].isin(jobs)
+    if suite_name is None and not listed.all():
+        orphans = sorted(set(table.loc[~listed, "job_hash"]))
+        raise SubmissionError(f"{runs_dir}: results of {len(orphans)} job(s) (e.g. {orphans[0]}) belong to no run in "
+                              f"{MANIFEST_FILE}, so their provenance is unknown. Re-run their suite with `gibench run`"
+                              " (finished jobs are reused) or pass a suite name.")
+    selected = table.loc[listed]
+    if len(selected) == 0:
+        raise SubmissionError(f"{runs_dir}: suite {suite_name!r} has no results yet. Run `gibench run` first.")
+    return selected
+
+
+def _public_reasons(table: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
+    """``reason`` with the runs folder written ``<runs>``, the home folder ``~``, and line breaks, terminal colour
+    codes and other Cc/Cf characters as spaces (see the module docstring)."""
+    if "reason" not in table.columns:
+        return table
+    replacements = [(str(runs_dir.resolve()), "<runs>"), (os.path.abspath(runs_dir), "<runs>")]
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        replacements.append((home, "~"))
+
+    def strip(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        for local, public in replacements:
+            text = text.replace(local, public)
+        return "".join(" " if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
+
+    return table.assign(reason=table["reason"].map(strip))
+
+
+def _results_csv(table: pd.DataFrame) -> bytes:
+    columns = list(RESULT_COLUMNS) + sorted(c for c in table.columns if c not in RESULT_COLUMNS)
+    order = JOB_COLUMNS + ["evaluator", "evaluator_version", "evaluator_params", "metric", "job_hash"]
+    table = table[columns].sort_values(order, kind="mergesort")
+    return table.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def _content_hash(meta: SubmissionMetadata, provenance: Provenance, results_sha256: str,
+                  artifacts: ArtifactsRecord | None) -> str:
+    payload: dict[str, Any] = {"metadata": meta.model_dump(mode="json"),
+                               "provenance": provenance.model_dump(mode="json"), "results_sha256": results_sha256}
+    if artifacts is not None and (artifacts.files or artifacts.left_out):  # ids of submissions without any stay
+        payload["artifacts"] = artifacts.model_dump(mode="json")
+    return canonical_hash(payload, length=12)
+
+
+def _metric_descriptions(table: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Descriptions of the table's metrics from the installed evaluator plugins (unloadable ones are left out)."""
+    from gibench.api import registry
+
+    found: dict[str, dict[str, str]] = {}
+    for evaluator, metrics in table.groupby("evaluator")["metric"]:
+        try:
+            declared = {m.name: m.description for m in registry.evaluators.get(str(evaluator)).metrics}
+        except GibenchError:
+            continue
+        known = {str(m): declared[m] for m in sorted(set(metrics)) if m in declared}
+        if known:
+            found[str(evaluator)] = known
+    return found
+
+
+def _write(out_dir: Path, loaded: LoadedSubmission) -> Path:
+    submission = loaded.submission
+    final = out_dir / submission.id
+    if final.exists():
+        try:
+            existing = load_submission(final).submission
+        except SubmissionError as exc:
+            raise SubmissionError(f"{final} already exists and is not a valid submission ({exc}). Remove it and "
+                                  "submit again.") from None
+        if _same(existing, submission):
+            return final
+        raise SubmissionError(f"{final} already exists and holds a different submission. Remove it, or submit under "
+                              "another name.")
+    try:
+        with atomic_folder(final) as tmp:
+            (tmp / RESULTS_FILE).write_bytes(loaded.data)
+            if submission.artifacts is not None:
+                pack_artifacts(tmp, ArtifactPlan(submission.artifacts, loaded.sources))
+            (tmp / SUBMISSION_FILE).write_text(submission.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    except FileExistsError:  # another process wrote the same id meanwhile
+        return _write(out_dir, loaded)
+    return final
+
+
+def _same(a: Submission, b: Submission) -> bool:
+    return a.id == b.id and _content_hash(a.metadata, a.provenance, a.results.sha256, a.artifacts) == _content_hash(
+        b.metadata, b.provenance, b.results.sha256, b.artifacts)

@@ -1,0 +1,436 @@
+"""The schema of a submission folder: ``submission.json``'s pydantic models, its JSON Schema, and the loaded form.
+
+Every model forbids unknown keys (a misspelt field is an error, not silently ignored). Free-text fields (name, authors,
+description, links, suite names) must be plain visible text: a character of Unicode category Cc (control: NUL, ESC,
+...) or Cf (format: the right-to-left override U+202E, zero-width spaces, ...) is rejected, because such characters
+can hide or reorder what the site shows; only the description may contain line breaks and tabs. Links must be
+``http(s)://`` URLs (they become ``href`` attributes on the site).
+
+Metric bounds are JSON pairs ``[low, high]`` where ``null`` stands for an infinite end (JSON has no infinity).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALLOWED_ARTIFACT_SUFFIXES", "ArtifactFile", "ArtifactsRecord", "Environment", "ID_PATTERN", "LeftOutArtifact",
+    "LoadedSubmission", "MANIFEST_FILE", "MetricInfo", "PluginRecord", "Provenance", "RESULTS_FILE", "RunRecord",
+    "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "Submission", "SubmissionMetadata", "SubmissionScan",
+    "SuiteRecord", "bounds_from_json", "bounds_to_json", "control_character", "parse_model", "submission_json_schema",
+    "write_json_schema",
+]
+
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gibench.core.errors import SubmissionError
+from gibench.store.provenance import suite_hash
+
+SCHEMA_VERSION = 1
+SUBMISSION_FILE = "submission.json"
+RESULTS_FILE = "results.csv"
+MANIFEST_FILE = "manifest.json"
+ID_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{12}$"
+STATUSES = ("ok", "skipped", "failed")
+#: The only artifact files a submission carries: images and curves the site shows.
+ALLOWED_ARTIFACT_SUFFIXES = (".json", ".png", ".svg")
+_SAFE_PART = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$"  # one path component: no separator, no leading dot, no '..'
+_PLAIN_TEXT_FIX = "remove it; names, authors, descriptions, links and suite names must be plain visible text"
+
+
+def control_character(text: str, allow: str = "") -> tuple[int, str] | None:
+    """(position, ``U+XXXX (NAME)``) of the first Cc/Cf character of ``text`` not in ``allow``, or None."""
+    for position, char in enumerate(text):
+        if unicodedata.category(char) in ("Cc", "Cf") and char not in allow:
+            name = unicodedata.name(char, "control character")
+            return position, f"U+{ord(char):04X} ({name})"
+    return None
+
+
+def _plain(value: str, allow: str = "") -> str:
+    found = control_character(value, allow)
+    if found:
+        raise ValueError(f"contains the invisible character {found[1]} at position {found[0]}. Fix: {_PLAIN_TEXT_FIX}")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _author(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the author is blank. Fix: give each author's name, e.g. --author \"A. Person\"")
+    return _plain(value.strip())
+
+
+def _link(value: str) -> str:
+    _plain(value)
+    if not re.fullmatch(r"https?://[^\s/]+\S*", value):
+        raise ValueError("not an http:// or https:// URL; links become href attributes on the site, so no other "
+                         "scheme (javascript:, data:, file:) is accepted. Fix: give a web address such as "
+                         "--link https://arxiv.org/abs/1234.5678")
+    return value
+
+
+class SubmissionMetadata(_Strict):
+    """What the submitters say about their submission (all of it is shown, escaped, on the site)."""
+
+    name: str = Field(min_length=1, max_length=200, description="Display name of the submission")
+    authors: list[Annotated[str, AfterValidator(_author)]] = Field(min_length=1)
+    description: str = ""
+    links: list[Annotated[str, AfterValidator(_link)]] = Field(
+        default_factory=list, description="http(s) URLs: paper, code, checkpoints")
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the name is blank. Fix: give the name of your method, e.g. --name \"Gradient norm\"")
+        return _plain(value.strip())
+
+    @field_validator("description")
+    @classmethod
+    def _description_plain(cls, value: str) -> str:
+        return _plain(value, allow="\n\t")
+
+
+class PluginRecord(_Strict):
+    distribution: str
+    version: str
+
+
+class Environment(BaseModel):
+    """:func:`gibench.store.provenance.environment_info`; unknown keys are kept (newer gibench versions may add some)."""
+
+    model_config = ConfigDict(extra="allow")
+    gibench_version: str
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    python: str
+    platform: str | None = None
+    torch: str | None = None
+    torchvision: str | None = None
+    timm: str | None = None
+    numpy: str | None = None
+    pandas: str | None = None
+    cuda: str | None = None
+    cuda_available: bool | None = None
+    device: str
+    device_name: str | None = None
+
+
+class SuiteRecord(_Strict):
+    name: str
+    suite: dict[str, Any]
+    hash: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+    @field_validator("name")
+    @classmethod
+    def _name_plain(cls, value: str) -> str:
+        return _plain(value)
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_plain(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for path, text in _strings(value):  # its description may span lines; nothing else may hide in it
+            found = control_character(text, allow="\n\t")
+            if found:
+                raise ValueError(f"the suite's {path} contains the invisible character {found[1]} at position "
+                                 f"{found[0]}. Fix: {_PLAIN_TEXT_FIX} (edit the suite file and run it again)")
+        return value
+
+    @field_validator("hash")
+    @classmethod
+    def _hash_matches(cls, value: str, info: Any) -> str:
+        if "suite" in info.data and suite_hash(info.data["suite"]) != value:
+            raise ValueError(f"does not match the suite (its hash is {suite_hash(info.data['suite'])})")
+        return value
+
+
+def _strings(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """(dotted path, text) of every string (keys too) inside a JSON value."""
+    if isinstance(value, str):
+        return [(path or "value", value)]
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found += _strings(str(key), f"key {where!r}") + _strings(item, where)
+        return found
+    if isinstance(value, list):
+        return [hit for i, item in enumerate(value) for hit in _strings(item, f"{path}[{i}]")]
+    return []
+
+
+class RunRecord(_Strict):
+    """One ``gibench run`` invocation (an entry of ``runs_dir/manifest.json``)."""
+
+    suite_name: Annotated[str, AfterValidator(_plain)]
+    suite_hash: str
+    started: datetime
+    finished: datetime | None = None
+    environment: Environment
+    plugins: dict[str, dict[str, PluginRecord]] = Field(default_factory=dict)
+    jobs: list[str]
+
+
+class Provenance(_Strict):
+    suites: list[SuiteRecord] = Field(min_length=1)
+    runs: list[RunRecord] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _runs_name_known_suites(self) -> Provenance:
+        known = {s.hash for s in self.suites}
+        for i, run in enumerate(self.runs):
+            if run.suite_hash not in known:
+                raise ValueError(f"runs[{i}].suite_hash {run.suite_hash!r} is not the hash of any entry of 'suites'")
+        return self
+
+    def job_hashes(self) -> set[str]:
+        return {job for run in self.runs for job in run.jobs}
+
+
+class ResultsFile(_Strict):
+    file: Literal["results.csv"] = RESULTS_FILE
+    rows: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+Bound = float | None
+
+
+def bounds_to_json(bounds: tuple[float, float]) -> tuple[Bound, Bound]:
+    """``(-inf, 1.0)`` → ``(None, 1.0)``: infinite ends as None (null in JSON)."""
+    return tuple(None if math.isinf(b) else float(b) for b in bounds)  # type: ignore[return-value]
+
+
+def bounds_from_json(bounds: tuple[Bound, Bound]) -> tuple[float, float]:
+    """``(None, 1.0)`` → ``(-inf, 1.0)``."""
+    low, high = bounds
+    return (-math.inf if low is None else float(low), math.inf if high is None else float(high))
+
+
+class MetricInfo(_Strict):
+    """A metric's declaration as recorded at submit time (from the installed evaluator of the same version), so the
+    site and ``validate`` need not ask installed plugins: direction, headline, bounds (null = infinite), whether
+    it is a diagnostic (reported, never ranked), and the metric it must be read beside (``"evaluator.metric"``,
+    empty for none) with the caveat the site shows (see :class:`gibench.api.Metric`). Submissions made before the
+    last two were recorded load with both empty."""
+
+    evaluator: str
+    version: str
+    metric: str
+    description: str = ""
+    higher_is_better: bool
+    headline: bool
+    bounds: tuple[Bound, Bound] = (None, None)
+    diagnostic: bool = False
+    read_beside: str = Field(default="", pattern=r"^(|[^.\s]+\.[^.\s]+)$",
+                             description="the metric the site shows this one beside, as evaluator.metric")
+    caveat: Annotated[str, AfterValidator(_plain)] = Field(
+        default="", description="why it must be read beside that metric (shown by the site)")
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, value: tuple[Bound, Bound]) -> tuple[Bound, Bound]:
+        low, high = bounds_from_json(value)
+        if math.isnan(low) or math.isnan(high) or low > high:
+            raise ValueError(f"{list(value)} is not a range [low, high] with low <= high (null for an infinite end). "
+                             "Fix: re-create the submission with `gibench submit`")
+        return value
+
+
+def _safe_part(value: str, what: str) -> str:
+    if not re.fullmatch(_SAFE_PART, value):
+        raise ValueError(f"{what} {value!r} is not one plain file-name component (letters, digits, _ . + -)")
+    return value
+
+
+class ArtifactFile(_Strict):
+    """One packed artifact: ``path`` is ``artifacts/<job_hash>/<result_key>/<file name>`` inside the submission."""
+
+    job_hash: str
+    evaluator: str
+    evaluator_version: str
+    evaluator_params: str = Field(description="the evaluation's parameters as canonical JSON (sorted keys)")
+    result_key: str
+    name: str
+    path: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _path_inside(self) -> ArtifactFile:
+        _safe_part(self.job_hash, "job_hash")
+        _safe_part(self.result_key, "result_key")
+        parts = PurePosixPath(self.path).parts
+        if len(parts) != 4 or parts[:3] != ("artifacts", self.job_hash, self.result_key):
+            raise ValueError(f"path {self.path!r} is not artifacts/{self.job_hash}/{self.result_key}/<file name>")
+        _safe_part(parts[3], "the file name of path")
+        if PurePosixPath(parts[3]).suffix.lower() not in ALLOWED_ARTIFACT_SUFFIXES:
+            raise ValueError(f"path {self.path!r} is not one of the artifact kinds "
+                             f"{', '.join(ALLOWED_ARTIFACT_SUFFIXES)}")
+        return self
+
+
+class LeftOutArtifact(_Strict):
+    """An artifact of the runs store that ``gibench submit`` did not pack, and why."""
+
+    job_hash: str
+    evaluator: str
+    result_key: str
+    name: str
+    bytes: int = Field(ge=0)
+    reason: str
+
+
+class ArtifactsRecord(_Strict):
+    """The artifacts packed under ``artifacts/`` (``limit_bytes``: the size limit they were packed under)."""
+
+    limit_bytes: int = Field(ge=0)
+    total_bytes: int = Field(ge=0)
+    files: list[ArtifactFile] = Field(default_factory=list)
+    left_out: list[LeftOutArtifact] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ArtifactsRecord:
+        total = sum(f.bytes for f in self.files)
+        if total != self.total_bytes:
+            raise ValueError(f"total_bytes is {self.total_bytes} but the files add up to {total}")
+        paths = [f.path for f in self.files]
+        if len(set(paths)) != len(paths):
+            raise ValueError("two entries of 'files' have the same path")
+        return self
+
+
+class Submission(_Strict):
+    """The schema of ``submission.json`` (JSON Schema: :func:`submission_json_schema`)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str = Field(pattern=ID_PATTERN)
+    created: datetime
+    gibench_version: str
+    metadata: SubmissionMetadata
+    provenance: Provenance
+    results: ResultsFile
+    metric_descriptions: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="evaluator -> metric -> one-line description (from the installed plugins)")
+    metrics: list[MetricInfo] = Field(
+        default_factory=list, description="every (evaluator, version, metric) of results.csv with its declaration")
+    artifacts: ArtifactsRecord | None = Field(default=None, description="images and curves packed for the site")
+
+
+@dataclass(frozen=True)
+class LoadedSubmission:
+    """A validated submission folder and its typed results table.
+
+    ``sources`` maps an artifact's recorded path to the file it was packed from, for a submission packaged in memory
+    (:func:`gibench.submissions.build.package_results`, ``path`` None): its artifacts still lie in the runs store.
+    """
+
+    path: Path | None  # None for a submission packaged in memory (package_results), not written anywhere
+    submission: Submission
+    results: pd.DataFrame = field(repr=False)
+    data: bytes = field(default=b"", repr=False)  # the results.csv bytes
+    sources: dict[str, Path] = field(default_factory=dict, repr=False)
+
+    def artifact_path(self, artifact: ArtifactFile) -> Path | None:
+        """The absolute path of one packed artifact (None: a submission in memory that does not know it)."""
+        if artifact.path in self.sources:
+            return self.sources[artifact.path]
+        return (self.path / artifact.path).resolve() if self.path is not None else None
+
+    @property
+    def artifacts(self) -> dict[tuple[str, str], dict[str, Path]]:
+        """(job_hash, evaluator) → {artifact name: absolute path} of every packed artifact.
+
+        A job evaluated by one evaluator in two versions or with two sets of parameters keeps the names of the
+        evaluation listed last; :attr:`artifact_files` tells them apart (``evaluator_version``,
+        ``evaluator_params``).
+        """
+        found: dict[tuple[str, str], dict[str, Path]] = {}
+        for artifact in self.artifact_files:
+            path = self.artifact_path(artifact)
+            if path is not None:
+                found.setdefault((artifact.job_hash, artifact.evaluator), {})[artifact.name] = path
+        return found
+
+    @property
+    def artifact_files(self) -> list[ArtifactFile]:
+        record = self.submission.artifacts
+        return list(record.files) if record is not None else []
+
+
+@dataclass(frozen=True)
+class SubmissionScan:
+    """Every folder under a submissions root: the valid ones, and (folder, error message) for the others."""
+
+    valid: list[LoadedSubmission]
+    invalid: list[tuple[Path, str]]
+
+
+def submission_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``submission.json``, generated from :class:`Submission`."""
+    schema = Submission.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "gibench submission"}
+
+
+def write_json_schema(path: str | Path) -> Path:
+    """Write :func:`submission_json_schema` to ``path`` (e.g. ``submission.schema.json``) and return the path."""
+    path = Path(path)
+    path.write_text(json.dumps(submission_json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Parsing with errors that name the file and the field
+
+
+def parse_model(model: type[BaseModel], value: Any, where: str) -> Any:
+    """``model.model_validate(value)``; a SubmissionError naming ``where``, each bad field and how to fix it."""
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise SubmissionError(_describe_errors(where, exc)) from None
+
+
+def _describe_errors(where: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    lines = []
+    for err in errors[:8]:
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if "Fix:" in message:  # our validators say how to fix it themselves
+            text, fix = message.split(" Fix: ", 1) if " Fix: " in message else (message, "")
+            lines.append(f"{where}: field '{loc}': {text.rstrip('.')}{got}. Fix: {fix.rstrip('.')}.")
+        else:
+            lines.append(f"{where}: field '{loc}': {message}{got}. Fix: {_fix(err)}")
+    if len(errors) > 8:
+        lines.append(f"{where}: ... and {len(errors) - 8} more problem(s)")
+    return "\n".join(lines)
+
+
+def _fix(err: Any) -> str:
+    name = str(err["loc"][-1]) if err["loc"] else "the value"
+    if err["type"] == "missing":
+        return f"add '{name}' (the format is described by gibench.submissions.build.submission_json_schema())."
+    if err["type"] == "extra_forbidden":
+        return f"remove '{name}'; the schema has no such field (check its spelling)."
+    return f"set '{name}' to a valid value (see submission_json_schema()), or re-create it with `gibench submit`."
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
