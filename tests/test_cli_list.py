@@ -26,7 +26,7 @@ WIDTH = 100
 def run_list(monkeypatch, *argv: str) -> tuple[int, list[str]]:
     """``gibench list ...`` on a 100-column console; the exit status and the output lines."""
     out = io.StringIO()
-    monkeypatch.setattr(cli, "stdout", Console(file=out, width=WIDTH, color_system=None))
+    monkeypatch.setattr(cli._shared, "stdout", Console(file=out, width=WIDTH, color_system=None))
     status = cli.main(["list", *argv])
     return status, out.getvalue().splitlines()
 

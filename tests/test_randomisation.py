@@ -256,7 +256,7 @@ def test_sanity_report_gates_emprt_and_road_and_mprt_calls_fooled_better(tmp_pat
     table = sanity_table(frame)
     assert sorted(table["metric"]) == ["emprt", "gap_lerf_morf"] and table["passes"].all(), table
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "stdout", Console(file=buffer, width=200, color_system=None))
+    monkeypatch.setattr(cli._shared, "stdout", Console(file=buffer, width=200, color_system=None))
     assert cli.main(["report", "--runs-dir", str(runs), "--sanity"]) == 0
     out = buffer.getvalue()
     assert "randomisation: emprt" in out and "road: gap_lerf_morf" in out and "mprt_spearman" not in out

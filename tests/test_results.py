@@ -163,7 +163,7 @@ def test_agreement_with_a_constant_metric_is_undefined_without_a_warning() -> No
 def narrow(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """The CLI's stdout as an 80-column terminal."""
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "stdout", Console(file=buffer, width=80, color_system=None))
+    monkeypatch.setattr(cli._shared, "stdout", Console(file=buffer, width=80, color_system=None))
     return buffer
 
 

@@ -1,0 +1,138 @@
+"""``gibench run --suite NAME|PATH ...``: train and evaluate every job of a suite (resumable), with the local or Ray
+executor; ``--dry-run`` prints the jobs and their preflight, ``--estimate`` the device-hours, ``--check`` runs
+``gibench doctor``; after a run, the report of its results and a local leaderboard page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from gibench.cli import _shared
+from gibench.cli.doctor import cmd_doctor
+from gibench.cli.report import print_frame
+from gibench.core.errors import GibenchError
+
+__all__ = ["cmd_run"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.check:
+        args.fix = False
+        return cmd_doctor(args)
+    if args.estimate:
+        return _print_estimate(args)
+    from gibench.results.tables import collect_results, evaluations_of
+    from gibench.running.progress import RichProgress
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
+
+    options = RunOptions(data_root=args.data_root, download=args.download, device=args.device,
+                         retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
+                         claim_timeout_s=args.claim_timeout)
+    executor_options = _executor_options(args)
+    suite = load_suite(args.suite)
+    with RichProgress(_shared.stderr) as display:
+        summary = run_suite(suite, args.runs_dir, options, observer=display, executor=args.executor,
+                            executor_options=executor_options, dry_run=args.dry_run)
+    if args.dry_run:
+        return _print_dry_run(summary)
+    frame = collect_results(args.runs_dir, {r.job.hash for r in summary.jobs}, warn=_shared.warn,
+                            evaluations=evaluations_of(suite))
+    if not frame.empty:
+        print_frame(frame, all_metrics=False)
+        site = _build_local_site(args.runs_dir, suite.name, frame)
+        _shared.stdout.print(f"leaderboard page: {site}", soft_wrap=True)
+    failures = summary.failures()
+    if failures:
+        _shared.stderr.print(f"[red]{len(failures)} failure(s)[/] ({summary.count('failed')} of {len(summary.jobs)} "
+                             "job(s) failed to train; the others finished):")
+    for line in failures:
+        _shared.stderr.print(f"[red]failed:[/] {escape(line)}")
+    return 1 if failures else 0
+
+
+def _executor_options(args: argparse.Namespace) -> dict:
+    if args.executor == "local":
+        if args.address is not None or args.gpus_per_job is not None:
+            raise GibenchError("--address and --gpus-per-job apply to --executor ray only.")
+        return {}
+    options = {}
+    if args.address is not None:
+        options["address"] = args.address
+    if args.gpus_per_job is not None:
+        if not args.gpus_per_job >= 0:
+            raise GibenchError(f"--gpus-per-job must be 0 (CPU tasks) or a positive number (e.g. 0.25 or 1), "
+                               f"got {args.gpus_per_job}.")
+        options["gpus_per_job"] = args.gpus_per_job
+    return options
+
+
+def _print_estimate(args: argparse.Namespace) -> int:
+    from gibench.running.estimate import estimate_suite
+    from gibench.suites.suite import load_suite
+
+    suite = load_suite(args.suite)
+    with _shared.stderr.status(f"calibrating {suite.name} on {args.device or 'the default device'} (cached after the "
+                               "first time)"):
+        est = estimate_suite(suite, args.runs_dir, device=args.device, data_root=args.data_root,
+                             eval_batch_size=args.eval_batch_size)
+    where = f"{est.device} ({est.device_name})" if est.device_name else est.device
+    table = Table("dataset", "backbone", "regularizer", "jobs left", "training h", "evaluation h", "total h",
+                  title=f"suite {suite.name}: estimated device-hours on {escape(where)}")
+    for r in [*est.rows, *est.auxiliary]:
+        jobs = f"{r.jobs_left}/{r.jobs}" if r.jobs else "once"
+        table.add_row(escape(r.dataset), escape(r.backbone), escape(r.regularizer), jobs, _hours(r.train_seconds),
+                      _hours(r.eval_seconds), _hours(r.seconds))
+    table.add_section()
+    table.add_row("total", "", "", f"{est.jobs_left}/{est.jobs}", _hours(est.train_seconds),
+                  _hours(est.seconds - est.train_seconds), _hours(est.seconds))
+    _shared.stdout.print(table)
+    cal = est.calibration
+    _shared.stdout.print(f"{est.jobs} job(s), {est.jobs_left} not yet complete in {args.runs_dir}: about "
+                         f"{est.seconds / 3600:.3g} device-hours ({est.seconds / 60:.3g} min). Calibration: "
+                         f"{cal.measured} unit(s) timed in {cal.measure_seconds:.0f} s, {cal.reused} from "
+                         f"{cal.cache.path}.", soft_wrap=True)
+    if cal.cache.problem:
+        _shared.warn(f"calibration cache: {cal.cache.problem}")
+    if est.not_estimated:
+        _shared.warn(f"not estimated (no cost rule for these plugin evaluators): {', '.join(est.not_estimated)}")
+    return 0
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.4g}"
+
+
+def _print_dry_run(summary) -> int:
+    suite = summary.suite
+    table = Table("#", "job hash", "dataset", "backbone", "regularizer", "seed", "state", "preflight",
+                  title=f"suite {suite.name}: {len(summary.jobs)} jobs")
+    for i, report in enumerate(summary.jobs, 1):
+        job = report.job
+        state = {"invalid": "[red]invalid[/]", "failed": "[red]failed[/]"}.get(report.state, report.state)
+        table.add_row(str(i), job.hash, escape(job.dataset.label), escape(job.backbone.label),
+                      escape(job.regularizer.label), str(job.seed), state,
+                      escape("\n".join(report.findings)) or "ok")
+    _shared.stdout.print(table)
+    _shared.stdout.print("evaluators: " + ", ".join(spec.label for spec in suite.evaluators))
+    invalid = summary.count("invalid")
+    if invalid:
+        _shared.stderr.print(f"[red]{invalid} job(s) would not run[/]; `gibench run` stops before training until they "
+                             "are fixed.")
+    return 1 if invalid else 0
+
+
+def _build_local_site(runs_dir: Path, suite_name: str, frame) -> Path:
+    """A leaderboard page of this run's results alone, at ``runs_dir/site/index.html`` (built aside, then renamed)."""
+    from gibench.leaderboard.build import build_results_site
+    from gibench.submissions.build import SubmissionMetadata, package_results
+
+    metadata = SubmissionMetadata(name=f"local run of {runs_dir}", authors=["you"],
+                                  description=f"Results under {runs_dir}, not submitted.", links=[])
+    loaded = package_results(runs_dir, metadata, suite_name, results=frame,
+                             job_hashes=set(frame["job_hash"]))
+    return build_results_site([loaded], runs_dir / "site").resolve()
+

@@ -1,0 +1,43 @@
+"""``gibench verify SUBMISSION_DIR [--jobs N] [--seed S] ...``: re-train and re-evaluate a random sample of a
+submission's jobs and compare each metric with the submitted one within a tolerance."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.markup import escape
+from rich.table import Table
+
+from gibench.cli import _shared
+
+__all__ = ["cmd_verify"]
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gibench.submissions.build import load_submission
+    from gibench.submissions.verify import VERIFICATION_FILE, verify_submission
+
+    loaded = load_submission(args.path)
+    result = verify_submission(loaded, jobs=args.jobs, seed=args.seed, tolerance=args.tolerance,
+                               runs_dir=args.runs_dir, device=args.device, data_root=args.data_root, warn=_shared.warn)
+    for job in result.jobs:
+        _shared.stdout.print(escape(f"job {job['job_hash']} {job['label']}: {job['state']}"
+                                    + (f" ({job['reason']})" if job.get("reason") else "")), soft_wrap=True)
+    view = Table(title=f"verify {loaded.submission.id}: tolerance {result.tolerance:g} (absolute)")
+    for column in ("evaluator", "metric", "rows", "max |Δ|", "outcome"):
+        view.add_column(column)
+    colours = {"agrees": "green", "disagrees": "red", "stale": "yellow"}
+    for m in result.metrics:
+        diff = "-" if m.max_abs_diff is None else f"{m.max_abs_diff:.3g}"
+        view.add_row(escape(f"{m.evaluator} v{m.evaluator_version}"), escape(m.metric), str(m.rows), diff,
+                     f"[{colours[m.outcome]}]{m.outcome}[/]")
+    _shared.stdout.print(view)
+    if result.environment_changes:
+        _shared.stdout.print(escape("environment differs from the submission's runs (expect small differences; raise "
+                                    "--tolerance): " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in
+                                                                sorted(result.environment_changes.items()))),
+                     soft_wrap=True)
+    _shared.stdout.print(f"{result.status}: {len(result.jobs)} job(s) re-run; record written to "
+                         f"{args.path / VERIFICATION_FILE}", soft_wrap=True)
+    return 0 if result.status == "verified" else 1
+
