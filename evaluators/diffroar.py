@@ -91,6 +91,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gibench import PluginSpec, TrainConfig, tensors_sha256
+from gibench import auxiliary_classifier as classifier
 from gibench.api.artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
 from gibench.api.plugin import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
 from gibench.api.ranks import fraction_count, rank_positions
@@ -106,8 +108,6 @@ from gibench.core.config_types import (
 )
 from gibench.core.errors import GibenchError
 from gibench.core.params import build_config, check, jsonable
-from gibench.store.auxiliary import classifier, tensors_sha256
-from gibench.suites.suite import PluginSpec, TrainConfig
 
 DEFAULT_LEVELS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 SIDES = ("top", "bottom")

@@ -93,6 +93,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from gibench import AuxModel, PluginSpec, TrainConfig, require_quality, tensors_sha256
+from gibench import auxiliary_classifier as classifier
 from gibench.api.artifacts import batches, save_curves, save_grid
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.saliency import input_gradient
@@ -112,8 +114,6 @@ from gibench.core.config_types import (
 )
 from gibench.core.errors import GibenchError
 from gibench.core.fsio import atomic_write_with
-from gibench.store.auxiliary import AuxModel, classifier, require_quality, tensors_sha256
-from gibench.suites.suite import PluginSpec, TrainConfig
 
 #: Bump when a change here changes the weights of the judge for the same identity.
 JUDGE_CODE_VERSION = "1"
@@ -322,7 +322,7 @@ def check_independent(judge: nn.Module, model: nn.Module, config: GANTestConfig)
 
 def get_judge(ctx: EvalContext, config: GANTestConfig) -> AuxModel:
     """The dataset's judge (trained once per runs directory), after the independence and quality checks."""
-    from gibench.training.models import build_model
+    from gibench import build_model
 
     backbone, train = judge_spec(config)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights; leave the global RNG as it was

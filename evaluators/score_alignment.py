@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from gibench import require_quality, tensors_sha256
 from gibench.api.artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
 from gibench.api.plugin import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import spearman
@@ -86,7 +87,6 @@ from gibench.core.config_types import (
 from gibench.core.errors import GibenchError
 from gibench.core.params import check
 from gibench.evaluators import _denoiser
-from gibench.store.auxiliary import require_quality, tensors_sha256
 
 LPIPS_FILES = ("alex.pth", "alexnet-owt-7be5be79.pth")  # LPIPS v0.1 linear heads; torchvision's ImageNet AlexNet
 

@@ -36,6 +36,12 @@ Errors (:mod:`gibench.core.errors`)
 Plugins by name
     ``list_regularizers``, ``create_regularizer``, ``list_evaluators``, ``create_evaluator``, ``list_datasets``,
     ``load_dataset``, ``create_backbone``.
+Auxiliary models, for evaluators that train their own (:mod:`gibench.store.auxiliary`)
+    ``auxiliary_classifier`` (get or train a classifier with gibench's training loop, stored once per runs
+    directory), its ``AuxModel``, ``require_quality`` (refuse numbers from a model below a quality floor) and
+    ``tensors_sha256`` (names data outside a suite); the specs it takes, ``PluginSpec`` and ``TrainConfig``
+    (:mod:`gibench.training.specs`); ``build_model`` (a backbone with the dataset's normalization in front, as jobs
+    are built).
 Running
     ``load_suite`` (a ``Suite``), ``run_suite`` (a ``RunSummary``, events to a ``RunObserver``),
     ``collect_results``; ``__version__``.
@@ -130,6 +136,9 @@ from gibench.core.errors import (
 from gibench.core.params import check, did_you_mean
 from gibench.data.tensors import make_bundle
 from gibench.store import auxiliary as _auxiliary  # noqa: F401  (registers EvalContext's in-memory auxiliary store)
+from gibench.store.auxiliary import AuxModel, require_quality, tensors_sha256
+from gibench.store.auxiliary import classifier as auxiliary_classifier
+from gibench.training.specs import PluginSpec, TrainConfig
 from gibench.version import __version__
 
 _moved.install()  # old module names (gibench.runner, ...) keep importing for one release
@@ -143,19 +152,20 @@ if TYPE_CHECKING:
     from gibench.suites.suite import Suite
 
 __all__ = [
-    "ANALYTIC_SCORE", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError", "Dataset",
-    "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
-    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas",
-    "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
-    "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
-    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma",
-    "Split", "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
-    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator",
-    "create_regularizer", "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
+    "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError",
+    "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
+    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions",
+    "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat",
+    "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt",
+    "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK",
+    "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split", "SubmissionError", "Suite", "TrainConfig", "TrainingError",
+    "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline", "auxiliary_classifier",
+    "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
+    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
     "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
     "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average",
-    "run_suite", "saliency_function", "save_curves",
-    "save_grid", "save_saliency_grid", "spearman", "to_unit", "x_gradient",
+    "require_quality", "run_suite", "saliency_function", "save_curves", "save_grid", "save_saliency_grid", "spearman",
+    "tensors_sha256", "to_unit", "x_gradient",
 ]
 
 #: Public names whose modules are heavy (timm, the runner): imported on first access.
@@ -286,6 +296,28 @@ def create_backbone(name: str, num_classes: int, in_chans: int, **options: Any) 
     """
     from gibench.training.models import create_backbone as _create
     return _create(name, num_classes=num_classes, in_chans=in_chans, **options)
+
+
+def build_model(backbone: str, options: Mapping[str, Any], bundle: DatasetBundle) -> nn.Sequential:
+    """The backbone ``backbone`` with ``options`` for ``bundle``'s images, behind a layer that normalizes them with
+    the dataset's channel statistics: the model a job of that dataset trains (:func:`gibench.training.models.
+    build_model`; imported on first use, with timm).
+
+    Args:
+        backbone: a timm model name or one of gibench's small nets.
+        options: the backbone's options.
+        bundle: the dataset whose class count, channels, image size and statistics the model takes.
+
+    Returns:
+        ``Sequential(normalize=..., backbone=...)``, randomly initialized.
+
+    Example:
+        >>> from gibench.testing import tiny_bundle
+        >>> build_model("gibench_linear", {}, tiny_bundle()).backbone.__class__.__name__
+        'GibenchLinear'
+    """
+    from gibench.training.models import build_model as _build
+    return _build(backbone, options, bundle)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:

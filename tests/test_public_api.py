@@ -21,19 +21,20 @@ import gibench
 from gibench.running.runner import RunOptions, RunSummary
 
 EXPORTED = [
-    "ANALYTIC_SCORE", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError", "Dataset",
-    "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
-    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas",
-    "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
-    "NumSamples", "PixelValue", "PluginLoadError", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
-    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "Seed", "Seeds", "Sigma",
-    "Split", "SubmissionError", "Suite", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__",
-    "attribution_baseline", "batches", "check", "collect_results", "create_backbone", "create_evaluator",
-    "create_regularizer", "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
+    "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError",
+    "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
+    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions",
+    "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat",
+    "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt",
+    "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK",
+    "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split", "SubmissionError", "Suite", "TrainConfig", "TrainingError",
+    "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline", "auxiliary_classifier",
+    "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
+    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
     "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
     "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average",
-    "run_suite", "saliency_function", "save_curves",
-    "save_grid", "save_saliency_grid", "spearman", "to_unit", "x_gradient",
+    "require_quality", "run_suite", "saliency_function", "save_curves", "save_grid", "save_saliency_grid", "spearman",
+    "tensors_sha256", "to_unit", "x_gradient",
 ]
 
 #: the command line is not an import API; __main__ only calls it
