@@ -60,6 +60,10 @@ MOVED: dict[str, str] = {
     "gibench.submission_rekey": "gibench.submissions.rekey",
     "gibench.submission": "gibench.submissions.build",
     "gibench.verify": "gibench.submissions.verify",
+    # helpers that were private to the built-in plugins and became public in gibench.api
+    "gibench.evaluators._artifacts": "gibench.api.artifacts",
+    "gibench.evaluators._draws": "gibench.api.draws",
+    "gibench.regularizers._passes": "gibench.api.passes",
 }
 
 

@@ -3,7 +3,7 @@
 * Saliency gallery: for every row, the saliency grid of its lowest seed (the ``pixel_perturbation`` grid: the inputs,
   their input-gradient saliency, then half the pixels removed least- and most-salient-first; else the first
   evaluator's ``saliency_grid``), side by side in the order of the table. Every built-in evaluator draws its grid
-  from the first images of the stored test split (``gibench.evaluators._artifacts.eval_subset``: the split is stored
+  from the first images of the stored test split (``gibench.api.artifacts.eval_subset``: the split is stored
   in one seeded order per dataset), so every grid of a table shows the same test images. The build checks it: the
   top strip of every grid (the input row) must be pixel-identical, and the page says whether it was.
 * GAN-test samples (``gan_test``'s ``samples`` grid) the same way, when there are any. Only PNG files are shown

@@ -25,9 +25,15 @@ def test_an_old_name_warns_and_is_the_new_module(old: str) -> None:
     assert moved.__spec__.name == MOVED[old]  # the real module keeps its own spec
 
 
-def test_no_old_flat_module_is_left_beside_the_subpackages() -> None:
+#: where the installed packages' files are (pyproject.toml's [tool.setuptools.package-dir])
+FOLDERS = {"gibench.evaluators": "evaluators", "gibench.regularizers": "regularizers"}
+
+
+def test_no_old_module_file_is_left_beside_the_new_ones() -> None:
     for old in MOVED:
-        assert not (ROOT / (old.replace(".", "/") + ".py")).exists(), old
+        package, name = old.rsplit(".", 1)
+        folder = FOLDERS.get(package, package.replace(".", "/"))
+        assert not (ROOT / folder / f"{name}.py").exists(), old
 
 
 def test_from_old_import_name_works_in_a_fresh_process() -> None:
