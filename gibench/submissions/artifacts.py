@@ -46,7 +46,10 @@ from gibench.core.errors import SubmissionError
 from gibench.core.fsio import file_sha256
 from gibench.store.runs import RunStore, result_key
 from gibench.submissions.schema import (
-    ALLOWED_ARTIFACT_SUFFIXES, ArtifactFile, ArtifactsRecord, LeftOutArtifact,
+    ALLOWED_ARTIFACT_SUFFIXES,
+    ArtifactFile,
+    ArtifactsRecord,
+    LeftOutArtifact,
 )
 
 DEFAULT_MAX_ARTIFACT_MB = 20.0

@@ -109,7 +109,8 @@ class PluginRecord(_Strict):
 
 
 class Environment(BaseModel):
-    """:func:`gibench.store.provenance.environment_info`; unknown keys are kept (newer gibench versions may add some)."""
+    """:func:`gibench.store.provenance.environment_info`; unknown keys are kept (newer gibench versions may add
+    some)."""
 
     model_config = ConfigDict(extra="allow")
     gibench_version: str

@@ -37,8 +37,16 @@ from gibench.core.errors import SubmissionError
 from gibench.results.tables import REQUIRED_COLUMNS
 from gibench.submissions.artifacts import check_artifacts
 from gibench.submissions.schema import (
-    STATUSES, SUBMISSION_FILE, LoadedSubmission, MetricInfo, Submission, SubmissionScan, bounds_from_json,
-    bounds_to_json, control_character, parse_model,
+    STATUSES,
+    SUBMISSION_FILE,
+    LoadedSubmission,
+    MetricInfo,
+    Submission,
+    SubmissionScan,
+    bounds_from_json,
+    bounds_to_json,
+    control_character,
+    parse_model,
 )
 
 RESULT_COLUMNS: dict[str, str] = REQUIRED_COLUMNS

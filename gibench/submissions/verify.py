@@ -11,14 +11,15 @@ recomputed one.
 Choices:
 
 * **Tolerance**: absolute, :data:`DEFAULT_TOLERANCE` = 1e-6 by default, the same for every metric. gibench seeds the
-  weights, the batch order, the regularizers' noise and every evaluation, and training on the CPU with the same
-  library versions and thread count gives bit-identical weights (:mod:`gibench.training.train`); results.csv stores floats
+  weights, the batch order, the regularizers' noise and every evaluation, and training on the CPU with the same library
+  versions, thread count and instruction set gives bit-identical weights (:mod:`gibench.training.train`; oneDNN and MKL
+  choose AVX-512 kernels where the CPU has them, and those give other last bits than AVX2); results.csv stores floats
   with full precision. So on the CPU a correct submission agrees exactly, and 1e-6 only absorbs printing. Measured:
   submissions trained with 1 thread re-verified with 2 threads agreed bit for bit (max |Δ| 0 on every metric, for
   ``gibench_linear`` and ``gibench_cnn``, one epoch on ``mnist_subset``). Other torch versions or a GPU change the
   floating-point summation order; their differences can grow through training to a flipped prediction (1/n on an
-  accuracy), so pass a larger ``--tolerance`` (for example 0.02) there; the record says which tolerance was used and
-  the thread count. The default device is the CPU for that reason.
+  accuracy), so pass a larger ``--tolerance`` (for example 0.02) there; the record says which tolerance was used and the
+  thread count. The default device is the CPU for that reason.
 * **What is compared**: every row of a sampled job (each evaluator × metric): both ``ok`` and within the tolerance,
   or the same non-ok status (a skipped evaluation stays skipped). A row whose evaluator's installed version differs
   from the recorded one cannot be compared (the installed evaluator computes something else) and is *stale*, as is
@@ -290,8 +291,8 @@ def _scratch(runs_dir: Path | None) -> tuple[Path, bool]:
 
 def _rebuild(submission: LoadedSubmission, sampled: list[str]) -> dict[str, Any]:
     """job hash → Job rebuilt from the recorded suites with the installed plugins (absent: not reproducible)."""
-    from gibench.suites.suite import parse_suite
     from gibench.suites.jobs import expand
+    from gibench.suites.suite import parse_suite
 
     wanted, found = set(sampled), {}
     for record in submission.submission.provenance.suites:
@@ -308,8 +309,8 @@ def _rebuild(submission: LoadedSubmission, sampled: list[str]) -> dict[str, Any]
 def _rerun(rebuilt: dict[str, Any], sampled: list[str], scratch: Path, device: str, data_root: Path | None,
            observer: Any, warn: Callable[[str], None] | None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     from gibench.results.tables import collect_results
-    from gibench.running.run_job import run_job
     from gibench.running.options import RunOptions
+    from gibench.running.run_job import run_job
 
     options = RunOptions(device=device, data_root=data_root)
     reports = []
