@@ -170,7 +170,7 @@ def test_the_reference_submissions_re_key_validate_and_stay_verified(tmp_path: P
 
 
 def test_rekey_submission_moves_artifacts_renames_the_folder_and_keeps_the_verification(tmp_path: Path) -> None:
-    from gibench.submissions.build import _content_hash
+    from gibench.submissions.build import submission_id
     from gibench.submissions.rekey import rekey_submission
     from gibench.submissions.validate import load_submission
     from gibench.submissions.verify import verification_status
@@ -181,8 +181,7 @@ def test_rekey_submission_moves_artifacts_renames_the_folder_and_keeps_the_verif
     assert not old.exists() and new.parent == old.parent and new.name != old.name
     loaded = load_submission(new)
     sub = loaded.submission
-    assert new.name == sub.id and sub.id.endswith(_content_hash(sub.metadata, sub.provenance, sub.results.sha256,
-                                                                sub.artifacts))
+    assert new.name == sub.id == submission_id(sub.metadata, sub.provenance, sub.results.sha256, sub.artifacts)
     assert (new / "results.csv").read_bytes() == (smoke / "results.csv").read_bytes()
     assert [f.path for f in sub.artifacts.files] == [f.path for f in load_submission(smoke).submission.artifacts.files]
     assert verification_status(loaded).state == "verified"
@@ -191,7 +190,7 @@ def test_rekey_submission_moves_artifacts_renames_the_folder_and_keeps_the_verif
 
 def _aged_submission(folder: Path, tmp_path: Path) -> Path:
     """A copy of a current submission with its pixel_perturbation artifacts under a made-up older key."""
-    from gibench.submissions.build import _content_hash
+    from gibench.submissions.build import submission_id
     from gibench.submissions.schema import Submission
 
     copy = tmp_path / "aged"
@@ -210,8 +209,7 @@ def _aged_submission(folder: Path, tmp_path: Path) -> Path:
         if empty.is_dir() and not any(empty.iterdir()):
             empty.rmdir()
     artifacts = sub.artifacts.model_copy(update={"files": files})
-    new_id = sub.id.rsplit("-", 1)[0] + "-" + _content_hash(sub.metadata, sub.provenance, sub.results.sha256,
-                                                            artifacts)
+    new_id = submission_id(sub.metadata, sub.provenance, sub.results.sha256, artifacts)
     aged = sub.model_copy(update={"id": new_id, "artifacts": artifacts})
     (copy / "submission.json").write_text(aged.model_dump_json(indent=2) + "\n")
     record = json.loads((copy / "verification.json").read_text())

@@ -90,7 +90,6 @@ from gibench.api import registry
 from gibench.api.plugin import ANALYTIC_SCORE, SIGNAL_MASK
 from gibench.core.errors import GibenchError
 from gibench.core.fsio import DamagedFileError, atomic_write_json, canonical_hash, canonical_json, read_json
-from gibench.core.identity import identity_hash
 from gibench.suites.suite import PluginSpec, Suite, TrainConfig
 
 WARMUP_STEPS = 3
@@ -727,7 +726,7 @@ def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, d
 def _add_job(job: Any, data: DataShape, folder: Any, row: Row, shared: dict[str, Row], eval_batch: int,
              not_estimated: set[str]) -> int:
     """Add the remaining work of ``job`` to ``row`` (and the shared auxiliary rows); 1 if anything remains, else 0."""
-    from gibench.store.runs import result_key
+    from gibench.store.runs import evaluation_key
 
     remaining = False
     if not folder.is_trained():
@@ -736,7 +735,7 @@ def _add_job(job: Any, data: DataShape, folder: Any, row: Row, shared: dict[str,
         _add(row.train_work, step, training_steps(job.train, data.n_train))
     for spec in job.evaluators:
         evaluator = registry.evaluators.get(spec.name)
-        if folder.has_result(result_key(spec.name, evaluator.version, identity_hash(spec.config))):
+        if folder.has_result(evaluation_key(spec.name, evaluator.version, spec.config)):
             continue
         remaining = True
         work = evaluation_work(spec, job, data, eval_batch)

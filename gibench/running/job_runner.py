@@ -45,7 +45,7 @@ from gibench.core.identity import identity_hash
 from gibench.core.params import jsonable
 from gibench.store.auxiliary import AuxiliaryModels
 from gibench.store.records import ResultRecord, job_record, plugin_source
-from gibench.store.runs import JobFolder, result_key
+from gibench.store.runs import JobFolder, evaluation_key
 from gibench.suites.jobs import Job
 from gibench.suites.suite import PluginSpec
 from gibench.training.train import TrainingOutOfMemory, fit
@@ -164,7 +164,7 @@ class JobRunner:
             evaluator = registry.evaluators.create(spec.name, **spec.params)
         except Exception as exc:  # preflight catches these; a plugin that breaks later still must not stop the job
             return EvaluationReport(spec.name, "failed", f"could not construct the evaluator: {exc}")
-        key = result_key(spec.name, evaluator.version, identity_hash(spec.config))
+        key = evaluation_key(spec.name, evaluator.version, spec.config)
         checkpoint = self._checkpoint_sha256()
         stored = self.folder.result(key)
         if stored is not None and stored.done:

@@ -27,7 +27,7 @@ report it (``warn`` callback, and :attr:`RunStore.warnings`) with the file's pat
 from __future__ import annotations
 
 __all__ = [
-    "CHECKPOINT", "DamagedStoreWarning", "JobFolder", "RunStore", "result_key", "state_dict_bytes",
+    "CHECKPOINT", "DamagedStoreWarning", "JobFolder", "RunStore", "evaluation_key", "result_key", "state_dict_bytes",
 ]
 
 import io
@@ -55,6 +55,7 @@ from gibench.core.fsio import (  # noqa: F401  (atomic_write_*, read_json re-exp
     remove_temporaries,
     this_host,
 )
+from gibench.core.identity import identity_hash
 from gibench.store.records import JobRecord, Manifest, ResultRecord, RunEntry, TrainStatus, load
 
 CHECKPOINT = "checkpoint.pt"
@@ -66,6 +67,12 @@ class DamagedStoreWarning(UserWarning):
 
 def result_key(evaluator: str, version: str, config_hash: str) -> str:
     return f"{evaluator}__v{version}__{config_hash}"
+
+
+def evaluation_key(evaluator: str, version: str, config: Any) -> str:
+    """The result key of an evaluation of ``evaluator`` at ``version`` with the resolved ``config``: its config hash
+    is the identity hash (:mod:`gibench.core.identity`) of that config."""
+    return result_key(evaluator, version, identity_hash(config))
 
 
 class JobFolder:

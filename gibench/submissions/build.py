@@ -47,7 +47,7 @@ __all__ = [
     "LoadedSubmission", "MANIFEST_FILE", "MetricInfo", "PluginRecord", "Provenance", "RESULTS_FILE",
     "RESULT_COLUMNS", "ResultsFile", "RunRecord", "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "Submission",
     "SubmissionMetadata", "SubmissionScan", "SuiteRecord", "build_submission", "load_submission",
-    "load_submissions", "package_results", "scan_submissions", "slugify", "submission_json_schema",
+    "load_submissions", "package_results", "scan_submissions", "slugify", "submission_id", "submission_json_schema",
     "validate_submission", "write_json_schema",
 ]
 
@@ -66,17 +66,48 @@ from gibench.core.errors import GibenchError, SubmissionError
 from gibench.core.fsio import atomic_folder, canonical_hash
 from gibench.store.runs import RunStore
 from gibench.submissions.artifacts import (
-    DEFAULT_MAX_ARTIFACT_MB, ArtifactPlan, limit_bytes, pack_artifacts, plan_artifacts,
+    DEFAULT_MAX_ARTIFACT_MB,
+    ArtifactPlan,
+    limit_bytes,
+    pack_artifacts,
+    plan_artifacts,
 )
 from gibench.submissions.schema import (
-    ID_PATTERN, MANIFEST_FILE, RESULTS_FILE, SCHEMA_VERSION, STATUSES, SUBMISSION_FILE, ArtifactFile,
-    ArtifactsRecord, Environment, LeftOutArtifact, LoadedSubmission, MetricInfo, PluginRecord, Provenance,
-    ResultsFile, RunRecord, Submission, SubmissionMetadata, SubmissionScan, SuiteRecord, bounds_to_json,
-    parse_model, submission_json_schema, write_json_schema,
+    ID_PATTERN,
+    MANIFEST_FILE,
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    STATUSES,
+    SUBMISSION_FILE,
+    ArtifactFile,
+    ArtifactsRecord,
+    Environment,
+    LeftOutArtifact,
+    LoadedSubmission,
+    MetricInfo,
+    PluginRecord,
+    Provenance,
+    ResultsFile,
+    RunRecord,
+    Submission,
+    SubmissionMetadata,
+    SubmissionScan,
+    SuiteRecord,
+    bounds_to_json,
+    parse_model,
+    submission_json_schema,
+    write_json_schema,
 )
 from gibench.submissions.validate import (
-    JOB_COLUMNS, RESULT_COLUMNS, check_plausible, installed_metric, load_submission, load_submissions,
-    parse_results, scan_submissions, validate_submission,
+    JOB_COLUMNS,
+    RESULT_COLUMNS,
+    check_plausible,
+    installed_metric,
+    load_submission,
+    load_submissions,
+    parse_results,
+    scan_submissions,
+    validate_submission,
 )
 from gibench.version import __version__
 
@@ -137,7 +168,7 @@ def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping
     provenance = Provenance(suites=suites, runs=runs)
     digest = hashlib.sha256(data).hexdigest()
     submission = Submission(
-        id=f"{slugify(meta.name)}-{_content_hash(meta, provenance, digest, plan.record)}",
+        id=submission_id(meta, provenance, digest, plan.record),
         created=datetime.now(timezone.utc).replace(microsecond=0), gibench_version=__version__,
         metadata=meta, provenance=provenance, results=ResultsFile(rows=len(table), sha256=digest),
         metric_descriptions=_metric_descriptions(table), metrics=metrics, artifacts=plan.record)
@@ -241,6 +272,12 @@ def _results_csv(table: pd.DataFrame) -> bytes:
     order = JOB_COLUMNS + ["evaluator", "evaluator_version", "evaluator_params", "metric", "job_hash"]
     table = table[columns].sort_values(order, kind="mergesort")
     return table.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def submission_id(meta: SubmissionMetadata, provenance: Provenance, results_sha256: str,
+                  artifacts: ArtifactsRecord | None) -> str:
+    """``<slug of the name>-<content hash>``: the id a submission of this content gets (see :func:`_content_hash`)."""
+    return f"{slugify(meta.name)}-{_content_hash(meta, provenance, results_sha256, artifacts)}"
 
 
 def _content_hash(meta: SubmissionMetadata, provenance: Provenance, results_sha256: str,

@@ -1,16 +1,17 @@
 """Re-keying a submission folder made before the identity rule of :mod:`gibench.core.identity`.
 
-A submission names its rows by job hash, evaluator, version and parameters, none of which moved when the rule
-changed for the suites shipped then (their job hashes hold no float longer than ten significant digits). What did
-move are the result keys (``<name>__v<version>__<config hash>``) under which its artifacts are packed
+A submission names its rows by job hash, evaluator, version and parameters, none of which moved when the rule changed
+for the suites shipped then (their job hashes hold no float longer than ten significant digits). What did move are the
+result keys (``<name>__v<version>__<config hash>``) under which its artifacts are packed
 (``artifacts/<job>/<result key>/``) and recorded in ``submission.json``; they are part of the submission's content
-hash, so its id moves with them. :func:`rekey_submission` rewrites such a folder under the current keys: it
-recomputes each packed evaluation's key from its recorded evaluator, version and parameters (the config resolved by
-the installed evaluator, as ``gibench verify`` rebuilds jobs), renames the artifact folders, updates the artifact records, recomputes the id and
-writes the folder under it; ``verification.json`` follows with the new id (the results it verified are unchanged, so
-its SHA-256 of ``results.csv`` still matches). ``results.csv`` is copied byte for byte. Its ``auxiliary`` column
-names the auxiliary models of the store the submission was made from, as they were named then: provenance that no
-check reads, kept as recorded.
+hash, so its id moves with them.
+:func:`rekey_submission` rewrites such a folder under the current keys: it recomputes each packed evaluation's key from
+its recorded evaluator, version and parameters (the config resolved by the installed evaluator, as ``gibench verify``
+rebuilds jobs), renames the artifact folders, updates the artifact records, recomputes the id and writes the folder
+under it; ``verification.json`` follows with the new id (the results it verified are unchanged, so its SHA-256 of
+``results.csv`` still matches). ``results.csv`` is copied byte for byte. Its ``auxiliary`` column names the auxiliary
+models of the store the submission was made from, as they were named then: provenance that no check reads, kept as
+recorded.
 
 ``python scripts/rekey_submission.py submissions/<id>`` runs it.
 """
@@ -24,16 +25,15 @@ import shutil
 from pathlib import Path
 
 from gibench.api import registry
-from gibench.suites.suite import identity_config
 from gibench.core.errors import GibenchError
 from gibench.core.fsio import atomic_folder, atomic_write_json
-from gibench.core.identity import identity_hash
-from gibench.store.runs import result_key
-from gibench.submissions.build import _content_hash, slugify
 from gibench.core.params import build_config
+from gibench.store.runs import evaluation_key
+from gibench.submissions.build import submission_id
 from gibench.submissions.schema import RESULTS_FILE, SUBMISSION_FILE, ArtifactsRecord, Submission
 from gibench.submissions.validate import load_submission
 from gibench.submissions.verify import VERIFICATION_FILE
+from gibench.suites.suite import identity_config
 
 ARTIFACTS = "artifacts"
 
@@ -49,7 +49,7 @@ def current_result_key(evaluator: str, version: str, params_json: str) -> str | 
     if str(cls.version) != str(version):
         return None
     config = build_config(cls.Config, json.loads(params_json), f"evaluator {evaluator!r}")
-    return result_key(evaluator, version, identity_hash(identity_config(config)))
+    return evaluation_key(evaluator, version, identity_config(config))
 
 
 def rekey_submission(folder: str | Path) -> Path:
@@ -64,8 +64,7 @@ def rekey_submission(folder: str | Path) -> Path:
     if not mapping:
         return folder
     rekeyed = _rekeyed_artifacts(artifacts, mapping)
-    new_id = f"{slugify(submission.metadata.name)}-" + _content_hash(
-        submission.metadata, submission.provenance, submission.results.sha256, rekeyed)
+    new_id = submission_id(submission.metadata, submission.provenance, submission.results.sha256, rekeyed)
     updated = submission.model_copy(update={"id": new_id, "artifacts": rekeyed})
     final = folder.parent / new_id
     with atomic_folder(final) as tmp:
@@ -97,7 +96,8 @@ def _rekeyed_artifacts(artifacts: ArtifactsRecord, mapping: dict[str, str]) -> A
     files = []
     for f in artifacts.files:
         key = mapping.get(f.result_key, f.result_key)
-        files.append(f.model_copy(update={"result_key": key, "path": f"{ARTIFACTS}/{f.job_hash}/{key}/{Path(f.path).name}"}))
+        path = f"{ARTIFACTS}/{f.job_hash}/{key}/{Path(f.path).name}"
+        files.append(f.model_copy(update={"result_key": key, "path": path}))
     left_out = [f.model_copy(update={"result_key": mapping.get(f.result_key, f.result_key)})
                 for f in artifacts.left_out]
     return artifacts.model_copy(update={"files": files, "left_out": left_out})
