@@ -139,14 +139,43 @@ def test_a_dry_run_says_the_store_needs_re_keying_and_changes_nothing(old_store)
     assert sorted(str(p.relative_to(runs)) for p in runs.rglob("*")) == before
 
 
-def test_a_job_whose_new_key_is_taken_is_left_in_place_and_reported(old_store) -> None:
+def test_a_job_whose_new_key_is_taken_is_set_aside_into_quarantine(old_store) -> None:
     suite, runs, _ = old_store
     old = next(p for p in (runs / "jobs").iterdir()
                if identity_hash(json.loads((p / "job.json").read_text())["spec"]) != p.name)
     shutil.copytree(old, runs / "jobs" / identity_hash(json.loads((old / "job.json").read_text())["spec"]))
     done = rekey_store(runs)
-    assert old.exists() and not done.jobs
-    assert any(line.startswith(f"jobs/{old.name}: its current key") for line in done.left)
+    assert not old.exists() and not done.jobs
+    assert list(done.set_aside) == [f"jobs/{old.name}"]
+    assert "already held by jobs/" in done.set_aside[f"jobs/{old.name}"]
+    assert len(list(runs.glob(f"quarantine/*/jobs/{old.name}/checkpoint.pt"))) == 1  # moved, never deleted
+
+
+def test_a_result_computed_again_under_its_new_key_leaves_one_row_and_a_damaged_job_json_still_re_keys(
+        old_store) -> None:
+    """An evaluation was computed again under its current key while the old-key copy stayed (its job.json was
+    damaged, so the folder was never re-keyed): the old copy is set aside and the report has one row per evaluation
+    instead of refusing a duplicate. A damaged job.json does not stop its job's results from moving."""
+    suite, runs, _ = old_store
+    folder, other = sorted((runs / "jobs").iterdir(), key=lambda p: identity_hash(
+        json.loads((p / "job.json").read_text())["spec"]) != p.name)  # one whose job key stays first
+    old = next((folder / "results").glob("pixel_perturbation__*.json"))
+    record = json.loads(old.read_text())
+    new_key = result_key(record["evaluator"], record["version"], identity_hash(record["config"]))
+    shutil.copy(old, folder / "results" / f"{new_key}.json")
+    job_json = (folder / "job.json").read_text()
+    (folder / "job.json").write_text("{damaged")
+    (other / "job.json").write_text("{damaged")
+    done = rekey_store(runs)
+    assert done.set_aside == {f"jobs/{folder.name}/results/{old.name}": f"its current key {new_key} is already held"}
+    assert not old.exists() and len(list(runs.glob(f"quarantine/*/jobs/{folder.name}/results/{old.name}"))) == 1
+    moved = [p for p in (other / "results").glob("*.json")]
+    assert moved and all(p.stem == result_key(r["evaluator"], r["version"], identity_hash(r["config"]))
+                         for p in moved for r in [json.loads(p.read_text())])
+    (folder / "job.json").write_text(job_json)  # as the next run writes it again
+    table = collect_results(runs, warn=lambda message: None)
+    rows = table[(table["job_hash"] == folder.name) & (table["evaluator"] == "pixel_perturbation")]
+    assert len(rows) > 0 and not rows.duplicated(["metric"]).any()
 
 
 def test_the_reference_submissions_re_key_validate_and_stay_verified(tmp_path: Path) -> None:

@@ -110,9 +110,10 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     if dry_run:
         store = RunStore(runs_dir, repair=False, warn=observer.warning)  # a dry run reads only
         pending = stale_keys(runs_dir)
-        if pending.moved:
-            observer.warning(f"{pending.counts()} are stored under keys of an older identity rule; "
-                             "`gibench run` (or `gibench doctor --fix`) re-keys them before anything trains.")
+        if pending.moved or pending.set_aside:
+            observer.warning(f"{pending.counts()} are stored under keys of an older identity rule, and "
+                             f"{len(pending.set_aside)} superseded copies under them; `gibench run` (or `gibench "
+                             "doctor --fix`) re-keys them before anything trains.")
         return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
                           warnings=store.warnings, dry_run=True)
     store = RunStore(runs_dir, repair=True, warn=observer.warning)
@@ -139,6 +140,8 @@ def _rekey(runs_dir: Path, observer: RunObserver) -> None:
     rekeyed = rekey_store(runs_dir)
     if rekeyed.moved:
         observer.warning(f"{rekeyed.summary()}.")
+    for path, why in rekeyed.set_aside.items():
+        observer.warning(f"{path} was superseded ({why}); moved into quarantine/, not deleted.")
     for line in rekeyed.left:
         observer.warning(f"not re-keyed: {line}")
 

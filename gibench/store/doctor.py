@@ -9,7 +9,7 @@ What counts as what, and what ``--fix`` does about it:
   than the stored one. Fix: moved into ``quarantine/``; the next run recomputes it.
 * **stale**: a job, result or auxiliary model stored under a key of an older identity rule (its recorded identity
   hashes to another key now, :mod:`gibench.core.identity`). Fix: re-keyed (:mod:`gibench.store.rekey`), nothing
-  retrained.
+  retrained; a copy whose current key another copy already holds is moved into ``quarantine/``.
 * **stale**: leftover temporaries of killed writers (``.tmp-*``), except those of a job a live worker holds and
   those younger than :data:`TEMPORARY_GRACE_S` (a write may be in progress). Fix: deleted (never committed data).
 * **stale**: a claim whose owner is dead (its lock is free, its owner file remains). Fix: owner file deleted; a run
@@ -116,6 +116,9 @@ class _Scan:
         for old, new in found.auxiliary.items():
             self.problems.append(Problem("stale", self.runs_dir / "aux" / old, "auxiliary model " + what.format(new),
                                          fixed.format(f"aux/{new}")))
+        for path, why in found.set_aside.items():
+            self.problems.append(Problem("stale", self.runs_dir / path, f"superseded copy: {why}",
+                                         "moved to quarantine/" if self.fix else ""))
         for line in found.left:
             self.problems.append(Problem("info", self.runs_dir, f"not re-keyed: {line}"))
 

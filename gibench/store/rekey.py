@@ -14,9 +14,12 @@ updates every place that names it:
 * ``aux/<kind>-<old>/`` → ``aux/<kind>-<new>/`` (``identity.json``'s ``hash`` too), and every result's
   ``auxiliary`` entries that name it.
 
-Nothing is deleted or retrained. A record whose new key is already taken (a newer gibench computed it again) is left
-where it is and reported, as is a job that a live worker holds (its claim) and a file that does not parse (``gibench
-doctor`` reports those). Each rename is atomic; a re-key interrupted half-way leaves every file readable under either
+Nothing is deleted or retrained. A job, result or auxiliary model whose current key is already taken (gibench computed
+it again under that key, for example because the old one could not be found) is a superseded copy: it is set aside into
+``quarantine/`` (never deleted), so that the store holds one record per key and a report one row per evaluation. A job
+that a live worker holds (its claim) is left for the next re-key. A ``job.json`` that does not parse leaves its folder's
+name alone (``gibench doctor`` reports the file), but the job's results are still re-keyed, since their keys do not
+depend on it. Each rename is atomic; a re-key interrupted half-way leaves every file readable under either
 its old or its new key, and the next re-key finishes it. A second process re-keying the same store waits for the
 first (one lock, ``.rekey.lock``).
 
@@ -36,7 +39,15 @@ from typing import Any
 
 from filelock import FileLock
 
-from gibench.core.fsio import TMP_PREFIX, DamagedFileError, atomic_write_json, claimed, locked_update, read_json
+from gibench.core.fsio import (
+    TMP_PREFIX,
+    DamagedFileError,
+    atomic_write_json,
+    claimed,
+    locked_update,
+    quarantine,
+    read_json,
+)
 from gibench.core.identity import identity_hash
 from gibench.store.auxiliary import aux_key
 from gibench.store.runs import result_key
@@ -51,11 +62,13 @@ CLAIM_TIMEOUT_S = 120.0
 
 @dataclass
 class Rekeyed:
-    """What a re-key moved (old → new key) and what it left where it was, with why."""
+    """What a re-key moved (old → new key), what it set aside into quarantine (path → why) and what it left where it
+    was, with why."""
 
     jobs: dict[str, str] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)  # "<old job>/<old key>" → "<new job>/<new key>"
     auxiliary: dict[str, str] = field(default_factory=dict)  # "<kind>-<old>" → "<kind>-<new>"
+    set_aside: dict[str, str] = field(default_factory=dict)
     left: list[str] = field(default_factory=list)
 
     @property
@@ -126,7 +139,7 @@ class _Rekey:
                 continue
             target = root / f"{kind}-{new}"
             if target.exists():
-                self.done.left.append(f"aux/{folder.name}: its current key {new} is already taken by aux/{target.name}")
+                self._set_aside(folder, f"its current key {new} is already held by aux/{target.name}")
                 continue
             if self.apply:
                 os.rename(folder, target)
@@ -140,14 +153,11 @@ class _Rekey:
         """Plan the job's own move and its results' moves; apply them under the job's claim, so no worker is
         training or evaluating it meanwhile (a job a live worker holds is left for the next re-key)."""
         record = _read(folder / "job.json")
-        if not (isinstance(record, dict) and isinstance(record.get("spec"), dict)):
-            return
-        new = self.hash(record["spec"])
-        if new != folder.name and (folder.parent / new).exists():
-            self.done.left.append(f"jobs/{folder.name}: its current key {new} is already taken by jobs/{new}")
-            return
-        changes = self._result_changes(folder, aux_names)
-        if new == folder.name and not changes:
+        readable = isinstance(record, dict) and isinstance(record.get("spec"), dict)
+        new = self.hash(record["spec"]) if readable else folder.name  # a damaged job.json: its results still move
+        superseded = new != folder.name and (folder.parent / new).exists()
+        changes, duplicates = ([], []) if superseded else self._result_changes(folder, aux_names)
+        if new == folder.name and not changes and not duplicates and not superseded:
             return
         if self.apply:
             with claimed(self.runs_dir / "claims" / f"{folder.name}.lock", CLAIM_TIMEOUT_S,
@@ -155,21 +165,43 @@ class _Rekey:
                 if claim is None:
                     self.done.left.append(f"jobs/{folder.name}: a live worker holds it; the next re-key moves it")
                     return
-                if new != folder.name:
-                    os.rename(folder, folder.parent / new)
-                    atomic_write_json(folder.parent / new / "job.json",
-                                      {**record, "hash": new, "rekeyed_from": folder.name})
-                for path, result, new_key, auxiliary in changes:
-                    self._move_result(folder.parent / new, path.name, result, new_key, auxiliary)
+                self._apply_job(folder, record, new, superseded, changes, duplicates)
+        else:
+            self._record_job(folder, new, superseded, changes, duplicates)
+
+    def _apply_job(self, folder: Path, record: Any, new: str, superseded: bool, changes: list,
+                   duplicates: list) -> None:
+        """Under the job's claim: set a superseded job aside, or rename it and move its results."""
+        if superseded:
+            self._set_aside(folder, f"its current key {new} is already held by jobs/{new}")
+            return
+        if new != folder.name:
+            os.rename(folder, folder.parent / new)
+            atomic_write_json(folder.parent / new / "job.json", {**record, "hash": new, "rekeyed_from": folder.name})
+        for path, result, new_key, auxiliary in changes:
+            self._move_result(folder.parent / new, path.name, result, new_key, auxiliary)
+        for path, new_key in duplicates:
+            self._set_aside_result(folder.parent / new, path.name, new_key)
+        self._record_job(folder, new, False, changes, duplicates)
+
+    def _record_job(self, folder: Path, new: str, superseded: bool, changes: list, duplicates: list) -> None:
+        """What moved (or, without ``apply``, would move) for one job."""
+        if superseded:
+            self.done.set_aside[f"jobs/{folder.name}"] = f"its current key {new} is already held by jobs/{new}"
+            return
         if new != folder.name:
             self.done.jobs[folder.name] = new
         for path, _, new_key, _ in changes:
             if new_key != path.stem:
                 self.done.results[f"{folder.name}/{path.stem}"] = f"{new}/{new_key}"
+        for path, new_key in duplicates:
+            why = f"its current key {new_key} is already held"
+            self.done.set_aside[f"jobs/{folder.name}/results/{path.name}"] = why
 
-    def _result_changes(self, folder: Path, aux_names: dict[str, str]) -> list[tuple[Path, dict, str, list]]:
-        """(path, record, new key, new auxiliary entries) of each result whose key or auxiliary names move."""
-        changes = []
+    def _result_changes(self, folder: Path, aux_names: dict[str, str]) -> tuple[list, list]:
+        """(path, record, new key, new auxiliary entries) of each result whose key or auxiliary names move, and
+        (path, new key) of each result whose current key another result file already holds (a superseded copy)."""
+        changes, duplicates = [], []
         for path in sorted((folder / "results").glob("*.json")) if (folder / "results").is_dir() else []:
             if path.name.startswith(TMP_PREFIX):
                 continue
@@ -182,11 +214,25 @@ class _Rekey:
             if new_key == path.stem and auxiliary == (record.get("auxiliary") or []):
                 continue
             if new_key != path.stem and (folder / "results" / f"{new_key}.json").exists():
-                self.done.left.append(f"jobs/{folder.name}/results/{path.name}: its current key {new_key} is "
-                                      "already taken")
+                duplicates.append((path, new_key))
                 continue
             changes.append((path, record, new_key, auxiliary))
-        return changes
+        return changes, duplicates
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        """Move a superseded job or auxiliary-model folder into quarantine (with ``apply``) and record why."""
+        name = str(path.relative_to(self.runs_dir))
+        if self.apply:
+            quarantine(path, self.runs_dir, f"re-keying: superseded, {why}")
+        self.done.set_aside[name] = why
+
+    def _set_aside_result(self, folder: Path, file_name: str, new_key: str) -> None:
+        """Move a superseded result file and its artifact folder into quarantine."""
+        why = f"re-keying: superseded, its current key {new_key} is already held"
+        old_key = file_name.removesuffix(".json")
+        if (folder / "artifacts" / old_key).is_dir():
+            quarantine(folder / "artifacts" / old_key, self.runs_dir, why)
+        quarantine(folder / "results" / file_name, self.runs_dir, why)
 
     @staticmethod
     def _move_result(folder: Path, file_name: str, record: dict, new_key: str, auxiliary: list) -> None:
