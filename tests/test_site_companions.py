@@ -114,7 +114,7 @@ def test_a_malformed_companion_is_a_declaration_problem_naming_the_metric(read_b
 
 
 def test_conformance_checks_that_the_companion_exists() -> None:
-    from gibench.testing import _companions
+    from gibench.testing.evaluator_checks import _companions
 
     _companions(Sensitivity)  # the real declaration passes
     for read_beside, problem in (("infidelity.no_such_metric", "declares no metric 'no_such_metric'"),

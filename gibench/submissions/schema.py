@@ -1,10 +1,9 @@
 """The schema of a submission folder: ``submission.json``'s pydantic models, its JSON Schema, and the loaded form.
 
 Every model forbids unknown keys (a misspelt field is an error, not silently ignored). Free-text fields (name, authors,
-description, links, suite names) must be plain visible text: a character of Unicode category Cc (control: NUL, ESC,
-...) or Cf (format: the right-to-left override U+202E, zero-width spaces, ...) is rejected, because such characters
-can hide or reorder what the site shows; only the description may contain line breaks and tabs. Links must be
-``http(s)://`` URLs (they become ``href`` attributes on the site).
+description, links, suite names) must be plain visible text, and links ``http(s)://`` URLs
+(:mod:`gibench.submissions.text_fields` checks them and says why); :func:`parse_model`
+(:mod:`gibench.submissions.parsing`) turns a validation error into a message naming the file, the field and the fix.
 
 Metric bounds are JSON pairs ``[low, high]`` where ``null`` stands for an infinite end (JSON has no infinity).
 """
@@ -22,17 +21,24 @@ __all__ = [
 import json
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gibench.core.errors import SubmissionError
 from gibench.store.provenance import suite_hash
+from gibench.submissions.parsing import parse_model
+from gibench.submissions.text_fields import (
+    PLAIN_TEXT_FIX,
+    author_name,
+    control_character,
+    json_strings,
+    plain_text,
+    web_link,
+)
 
 SCHEMA_VERSION = 1
 SUBMISSION_FILE = "submission.json"
@@ -43,51 +49,19 @@ STATUSES = ("ok", "skipped", "failed")
 #: The only artifact files a submission carries: images and curves the site shows.
 ALLOWED_ARTIFACT_SUFFIXES = (".json", ".png", ".svg")
 _SAFE_PART = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$"  # one path component: no separator, no leading dot, no '..'
-_PLAIN_TEXT_FIX = "remove it; names, authors, descriptions, links and suite names must be plain visible text"
-
-
-def control_character(text: str, allow: str = "") -> tuple[int, str] | None:
-    """(position, ``U+XXXX (NAME)``) of the first Cc/Cf character of ``text`` not in ``allow``, or None."""
-    for position, char in enumerate(text):
-        if unicodedata.category(char) in ("Cc", "Cf") and char not in allow:
-            name = unicodedata.name(char, "control character")
-            return position, f"U+{ord(char):04X} ({name})"
-    return None
-
-
-def _plain(value: str, allow: str = "") -> str:
-    found = control_character(value, allow)
-    if found:
-        raise ValueError(f"contains the invisible character {found[1]} at position {found[0]}. Fix: {_PLAIN_TEXT_FIX}")
-    return value
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _author(value: str) -> str:
-    if not value.strip():
-        raise ValueError("the author is blank. Fix: give each author's name, e.g. --author \"A. Person\"")
-    return _plain(value.strip())
-
-
-def _link(value: str) -> str:
-    _plain(value)
-    if not re.fullmatch(r"https?://[^\s/]+\S*", value):
-        raise ValueError("not an http:// or https:// URL; links become href attributes on the site, so no other "
-                         "scheme (javascript:, data:, file:) is accepted. Fix: give a web address such as "
-                         "--link https://arxiv.org/abs/1234.5678")
-    return value
-
-
 class SubmissionMetadata(_Strict):
     """What the submitters say about their submission (all of it is shown, escaped, on the site)."""
 
     name: str = Field(min_length=1, max_length=200, description="Display name of the submission")
-    authors: list[Annotated[str, AfterValidator(_author)]] = Field(min_length=1)
+    authors: list[Annotated[str, AfterValidator(author_name)]] = Field(min_length=1)
     description: str = ""
-    links: list[Annotated[str, AfterValidator(_link)]] = Field(
+    links: list[Annotated[str, AfterValidator(web_link)]] = Field(
         default_factory=list, description="http(s) URLs: paper, code, checkpoints")
 
     @field_validator("name")
@@ -95,12 +69,12 @@ class SubmissionMetadata(_Strict):
     def _name_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the name is blank. Fix: give the name of your method, e.g. --name \"Gradient norm\"")
-        return _plain(value.strip())
+        return plain_text(value.strip())
 
     @field_validator("description")
     @classmethod
     def _description_plain(cls, value: str) -> str:
-        return _plain(value, allow="\n\t")
+        return plain_text(value, allow="\n\t")
 
 
 class PluginRecord(_Strict):
@@ -137,16 +111,16 @@ class SuiteRecord(_Strict):
     @field_validator("name")
     @classmethod
     def _name_plain(cls, value: str) -> str:
-        return _plain(value)
+        return plain_text(value)
 
     @field_validator("suite")
     @classmethod
     def _suite_plain(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for path, text in _strings(value):  # its description may span lines; nothing else may hide in it
+        for path, text in json_strings(value):  # its description may span lines; nothing else may hide in it
             found = control_character(text, allow="\n\t")
             if found:
                 raise ValueError(f"the suite's {path} contains the invisible character {found[1]} at position "
-                                 f"{found[0]}. Fix: {_PLAIN_TEXT_FIX} (edit the suite file and run it again)")
+                                 f"{found[0]}. Fix: {PLAIN_TEXT_FIX} (edit the suite file and run it again)")
         return value
 
     @field_validator("hash")
@@ -157,25 +131,10 @@ class SuiteRecord(_Strict):
         return value
 
 
-def _strings(value: Any, path: str = "") -> list[tuple[str, str]]:
-    """(dotted path, text) of every string (keys too) inside a JSON value."""
-    if isinstance(value, str):
-        return [(path or "value", value)]
-    if isinstance(value, dict):
-        found = []
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            found += _strings(str(key), f"key {where!r}") + _strings(item, where)
-        return found
-    if isinstance(value, list):
-        return [hit for i, item in enumerate(value) for hit in _strings(item, f"{path}[{i}]")]
-    return []
-
-
 class RunRecord(_Strict):
     """One ``gibench run`` invocation (an entry of ``runs_dir/manifest.json``)."""
 
-    suite_name: Annotated[str, AfterValidator(_plain)]
+    suite_name: Annotated[str, AfterValidator(plain_text)]
     suite_hash: str
     started: datetime
     finished: datetime | None = None
@@ -237,7 +196,7 @@ class MetricInfo(_Strict):
     diagnostic: bool = False
     read_beside: str = Field(default="", pattern=r"^(|[^.\s]+\.[^.\s]+)$",
                              description="the metric the site shows this one beside, as evaluator.metric")
-    caveat: Annotated[str, AfterValidator(_plain)] = Field(
+    caveat: Annotated[str, AfterValidator(plain_text)] = Field(
         default="", description="why it must be read beside that metric (shown by the site)")
 
     @field_validator("bounds")
@@ -390,48 +349,3 @@ def write_json_schema(path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(submission_json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Parsing with errors that name the file and the field
-
-
-def parse_model(model: type[BaseModel], value: Any, where: str) -> Any:
-    """``model.model_validate(value)``; a SubmissionError naming ``where``, each bad field and how to fix it."""
-    if isinstance(value, model):
-        return value
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise SubmissionError(_describe_errors(where, exc)) from None
-
-
-def _describe_errors(where: str, exc: ValidationError) -> str:
-    errors = exc.errors()
-    lines = []
-    for err in errors[:8]:
-        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if "Fix:" in message:  # our validators say how to fix it themselves
-            text, fix = message.split(" Fix: ", 1) if " Fix: " in message else (message, "")
-            lines.append(f"{where}: field '{loc}': {text.rstrip('.')}{got}. Fix: {fix.rstrip('.')}.")
-        else:
-            lines.append(f"{where}: field '{loc}': {message}{got}. Fix: {_fix(err)}")
-    if len(errors) > 8:
-        lines.append(f"{where}: ... and {len(errors) - 8} more problem(s)")
-    return "\n".join(lines)
-
-
-def _fix(err: Any) -> str:
-    name = str(err["loc"][-1]) if err["loc"] else "the value"
-    if err["type"] == "missing":
-        return f"add '{name}' (the format is described by gibench.submissions.build.submission_json_schema())."
-    if err["type"] == "extra_forbidden":
-        return f"remove '{name}'; the schema has no such field (check its spelling)."
-    return f"set '{name}' to a valid value (see submission_json_schema()), or re-create it with `gibench submit`."
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
