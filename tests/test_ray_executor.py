@@ -126,7 +126,8 @@ def test_gpus_per_job(requested, nodes, device, expected):
 
 
 @pytest.mark.parametrize(("requested", "nodes", "device", "message"), [
-    (-1, [1.0], None, "must be a number >= 0"),
+    (-1, [1.0], None, r"must be 0 \(CPU tasks\) or a positive number .*got -1\."),
+    (float("nan"), [1.0], None, r"must be 0 \(CPU tasks\) or a positive number .*got nan\."),
     (1.5, [4.0], None, "not a fraction above 1"),
     (0.5, [0.0], None, "the cluster has no GPUs"),
     (4, [2.0, 2.0], None, "the largest node has 2"),

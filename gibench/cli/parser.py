@@ -14,6 +14,7 @@ from gibench.cli.run import cmd_run
 from gibench.cli.submit import cmd_submit
 from gibench.cli.validate import cmd_validate
 from gibench.cli.verify import cmd_verify
+from gibench.running.options import EXECUTORS
 
 __all__ = ["DEFAULT_RUNS_DIR", "_parser"]
 
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="for plugins: also each one's description (the first paragraph of its docstring)")
     p.set_defaults(handler=cmd_list)
 
+    # `gibench run`'s options are run_suite's (gibench.running.runner) with the same names (each dest is the name
+    # of a run_suite argument or RunOptions field), defaults and validation (RunOptions, check_executor_options);
+    # tests/test_cli_library_agree.py holds them to it. The exceptions concern the terminal only: --suite and
+    # --runs-dir are text turned into a Suite and a folder relative to the working directory; --check and --estimate
+    # run another command instead of a run.
     p = sub.add_parser("run", help="train and evaluate every job of a suite (resumable)")
     p.add_argument("--suite", required=True, help="a shipped suite name (see `gibench list suites`) or a YAML path")
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where models and results are stored")
@@ -46,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="retrain jobs whose training failed before")
     p.add_argument("--eval-batch-size", type=int, default=256,
                    help="images per evaluation batch (stepped down automatically on out-of-memory)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
+    # No argparse `choices`: check_executor_options rejects an unknown executor with the message run_suite gives.
+    p.add_argument("--executor", default="local", metavar="{" + ",".join(EXECUTORS) + "}",
                    help="local: jobs one after another in this process; ray: jobs as Ray tasks "
                         "(pip install 'gibench[ray]')")
     p.add_argument("--address", default=None,
@@ -59,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate", action="store_true",
                    help="print the jobs left and the estimated device-hours, from a short cached calibration on "
                         "--device; trains and downloads nothing")
-    p.add_argument("--claim-timeout", type=float, default=120.0,
+    p.add_argument("--claim-timeout", type=float, default=120.0, dest="claim_timeout_s", metavar="CLAIM_TIMEOUT",
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
     p.set_defaults(handler=cmd_run)
 

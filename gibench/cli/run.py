@@ -13,30 +13,32 @@ from rich.table import Table
 from gibench.cli import _shared
 from gibench.cli.doctor import cmd_doctor
 from gibench.cli.report import print_frame
-from gibench.core.errors import GibenchError
 
 __all__ = ["cmd_run"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.check:
+    if args.check:  # a scan of --runs-dir, as `gibench doctor`: no other option applies
         args.fix = False
         return cmd_doctor(args)
-    if args.estimate:
-        return _print_estimate(args)
     from gibench.results.tables import collect_results, evaluations_of
+    from gibench.running.options import RunOptions, check_executor_options
     from gibench.running.progress import RichProgress
-    from gibench.running.runner import RunOptions, run_suite
+    from gibench.running.runner import run_suite
     from gibench.suites.suite import load_suite
 
+    # Validated here, before the suite loads, by the code run_suite validates them with (the same messages); an
+    # estimate reads the device, data root and batch size, so it is held to the same rules.
     options = RunOptions(data_root=args.data_root, download=args.download, device=args.device,
                          retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
-                         claim_timeout_s=args.claim_timeout)
-    executor_options = _executor_options(args)
+                         claim_timeout_s=args.claim_timeout_s)
+    check_executor_options(args.executor, options.device, address=args.address, gpus_per_job=args.gpus_per_job)
+    if args.estimate:
+        return _print_estimate(args)
     suite = load_suite(args.suite)
     with RichProgress(_shared.stderr) as display:
         summary = run_suite(suite, args.runs_dir, options, observer=display, executor=args.executor,
-                            executor_options=executor_options, dry_run=args.dry_run)
+                            address=args.address, gpus_per_job=args.gpus_per_job, dry_run=args.dry_run)
     if args.dry_run:
         return _print_dry_run(summary)
     frame = collect_results(args.runs_dir, {r.job.hash for r in summary.jobs}, warn=_shared.warn,
@@ -52,22 +54,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in failures:
         _shared.stderr.print(f"[red]failed:[/] {escape(line)}")
     return 1 if failures else 0
-
-
-def _executor_options(args: argparse.Namespace) -> dict:
-    if args.executor == "local":
-        if args.address is not None or args.gpus_per_job is not None:
-            raise GibenchError("--address and --gpus-per-job apply to --executor ray only.")
-        return {}
-    options = {}
-    if args.address is not None:
-        options["address"] = args.address
-    if args.gpus_per_job is not None:
-        if not args.gpus_per_job >= 0:
-            raise GibenchError(f"--gpus-per-job must be 0 (CPU tasks) or a positive number (e.g. 0.25 or 1), "
-                               f"got {args.gpus_per_job}.")
-        options["gpus_per_job"] = args.gpus_per_job
-    return options
 
 
 def _print_estimate(args: argparse.Namespace) -> int:
@@ -98,7 +84,8 @@ def _print_estimate(args: argparse.Namespace) -> int:
     if cal.cache.problem:
         _shared.warn(f"calibration cache: {cal.cache.problem}")
     if est.not_estimated:
-        _shared.warn(f"not estimated (no cost rule for these plugin evaluators): {', '.join(est.not_estimated)}")
+        _shared.warn(f"not estimated (these evaluators declare no cost hook, Evaluator.cost): "
+                     f"{', '.join(est.not_estimated)}")
     return 0
 
 

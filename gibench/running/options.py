@@ -5,15 +5,22 @@
 than in the runner, is what lets the runner import the preflight and the executors without those importing the runner
 back. Everything here is re-exported by :mod:`gibench.running.runner`, where the documentation of the whole interface
 lives.
+
+Every option of ``gibench run`` is validated here, once: the per-job options by :class:`RunOptions` (on construction),
+the executor and its options by :func:`check_executor_options`. The command line and
+:func:`gibench.running.runner.run_suite` both call them, so a bad value gives the same message from either side.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_HEARTBEAT_S", "RunObserver", "RunOptions", "RunSummary", "check_device", "load_bundle",
-    "resolve_device",
+    "DEFAULT_HEARTBEAT_S", "EXECUTORS", "RAY_OPTIONS", "RunObserver", "RunOptions", "RunSummary",
+    "check_device", "check_executor_options", "check_gpus_per_job", "load_bundle", "resolve_device",
 ]
 
+import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,10 +39,22 @@ if TYPE_CHECKING:
 #: The heartbeat of a claim when ``claim_timeout_s`` allows it (at most a quarter of the timeout, see RunOptions).
 DEFAULT_HEARTBEAT_S = 10.0
 
+#: The executors of a run: ``local`` (the jobs one after another in this process) and ``ray`` (one Ray task per job).
+EXECUTORS = ("local", "ray")
+
+#: The options of the Ray executor: the keyword arguments of :func:`gibench.running.ray_executor.run_jobs`.
+#: ``address`` and ``gpus_per_job`` are ``gibench run``'s ``--address`` and ``--gpus-per-job``; ``cpus_per_job``
+#: (default 1) has no flag.
+RAY_OPTIONS = ("address", "gpus_per_job", "cpus_per_job")
+
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Every option of a run (see :mod:`gibench.running.runner`).
+    """Every option of a run that its jobs read (see :mod:`gibench.running.runner`).
+
+    The executor and its options (``--executor``, ``--address``, ``--gpus-per-job``) are not fields: they concern the
+    process that dispatches the jobs, not the jobs, which receive these options (``run_job``, pickled to every Ray
+    task); :func:`check_executor_options` validates them, and ``run_suite`` takes them as its own arguments.
 
     ``heartbeat_s`` left at None becomes ``min(10, claim_timeout_s / 4)``: a live owner refreshes its claim four
     times within the timeout, so ``claim_timeout_s=5`` alone is a valid run (heartbeat 1.25 s), as ``gibench run
@@ -54,14 +73,25 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         if self.data_root is not None and not isinstance(self.data_root, Path):
+            if not isinstance(self.data_root, (str, os.PathLike)):
+                raise ConfigError(f"--data-root must be a folder path, got {_shown(self.data_root)}.")
             object.__setattr__(self, "data_root", Path(self.data_root))
         _positive_int(self.eval_batch_size, "--eval-batch-size", "the number of images per evaluation batch, e.g. 256")
-        for name in ("claim_timeout_s", "heartbeat_s", "claim_poll_s"):
+        # claim_timeout_s is `gibench run --claim-timeout`, so its message names the flag; the other two have none.
+        seconds = {
+            "claim_timeout_s": ("--claim-timeout", "how long another host's claim on a job may go without a heartbeat "
+                                "before it is taken over; default 120"),
+            "heartbeat_s": ("RunOptions.heartbeat_s", "how often a worker refreshes its claim; default "
+                            "min(10, claim_timeout_s / 4)"),
+            "claim_poll_s": ("RunOptions.claim_poll_s", "how often the local executor looks again at a job another "
+                             "worker holds; default 2"),
+        }
+        for name, (shown, meaning) in seconds.items():
             value = getattr(self, name)
             if name == "heartbeat_s" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"RunOptions.{name} must be a positive number of seconds, got {value!r}.")
+            if not _is_number(value) or not value > 0:
+                raise ConfigError(f"{shown} must be a positive number of seconds ({meaning}), got {_shown(value)}.")
         if self.claim_heartbeat_s >= self.claim_timeout_s:
             raise ConfigError(f"RunOptions.heartbeat_s ({self.heartbeat_s}) must be shorter than claim_timeout_s "
                               f"({self.claim_timeout_s}), or a live owner's claim would look dead.")
@@ -79,6 +109,82 @@ class RunOptions:
 def _positive_int(value: Any, name: str, meaning: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer ({meaning}), got {value!r}.")
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a float, not a bool (``True`` is an int to Python, never a count of seconds or GPUs here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: numbers as ``gibench run`` would take them (``-1``, ``0.25``, ``nan``), so the
+    library's ``-1`` and the command line's ``-1.0`` read alike; anything else as its repr."""
+    return f"{value:g}" if _is_number(value) else repr(value)
+
+
+def check_executor_options(executor: str, device: str | None, *, address: str | None = None,
+                           gpus_per_job: float | None = None,
+                           executor_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate the executor of a run and its options; return the keyword arguments of the Ray executor's ``run_jobs``
+    (empty for ``local``).
+
+    ``address`` and ``gpus_per_job`` are ``gibench run``'s ``--address`` and ``--gpus-per-job``; ``executor_options``
+    holds the same names (and ``cpus_per_job``) as a mapping, the form ``run_suite`` took them in before it took the
+    two as arguments, kept so that its callers go on working; a name given both ways is an error rather than one
+    silently winning. ``device`` is the run's ``RunOptions.device``: a GPU count that contradicts it is an error
+    here, before Ray starts. What depends on the cluster (a GPU count no node has) is checked once connected, by
+    :func:`gibench.running.ray_cluster.resolve_gpus_per_job`.
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {_shown(executor)} (local: the "
+                          "jobs one after another in this process; ray: one Ray task per job).")
+    given = {name: value for name, value in (("address", address), ("gpus_per_job", gpus_per_job))
+             if value is not None}
+    for name, value in dict(executor_options or {}).items():
+        if name not in RAY_OPTIONS:
+            raise ConfigError(f"executor_options: {name!r} is not an option of the Ray executor; it takes "
+                              f"{', '.join(RAY_OPTIONS)}.")
+        if name in given and value is not None:
+            raise ConfigError(f"{name} is given twice, as an argument of run_suite and in executor_options; give it "
+                              "once.")
+        if value is not None:
+            given[name] = value
+    if executor == "local" and given:
+        flags = {"address": "--address ", "gpus_per_job": "--gpus-per-job "}
+        shown = ", ".join(f"{flags.get(name, name + '=')}{_shown(value)}" for name, value in given.items())
+        raise ConfigError(f"--address and --gpus-per-job apply to --executor ray only, got {shown} with --executor "
+                          "local. Pass --executor ray, or leave them out.")
+    if "address" in given and not isinstance(given["address"], str):
+        raise ConfigError("--address must be a Ray cluster address such as HOST:PORT, got "
+                          f"{_shown(given['address'])}.")
+    if "gpus_per_job" in given:
+        given["gpus_per_job"] = check_gpus_per_job(given["gpus_per_job"], device)
+    if "cpus_per_job" in given and not (_is_number(given["cpus_per_job"]) and math.isfinite(given["cpus_per_job"])
+                                        and given["cpus_per_job"] >= 0):
+        raise ConfigError(f"executor_options: cpus_per_job must be a number >= 0 (CPU cores Ray reserves per job), "
+                          f"got {_shown(given['cpus_per_job'])}.")
+    return given
+
+
+def check_gpus_per_job(requested: Any, device: str | None) -> float:
+    """``requested`` (``--gpus-per-job``) as a float, or a ConfigError for a value Ray could never schedule whatever
+    the cluster: not a finite number >= 0, a fraction above 1 (Ray shares a GPU among jobs, never a job across part
+    of a second GPU), or a count that contradicts ``device`` (``--device cuda`` with 0 GPUs, ``--device cpu`` with
+    some)."""
+    if not _is_number(requested) or not math.isfinite(requested) or requested < 0:
+        raise ConfigError(f"--gpus-per-job must be 0 (CPU tasks) or a positive number (e.g. 0.25 or 1), got "
+                          f"{_shown(requested)}.")
+    requested = float(requested)
+    if requested > 1 and not requested.is_integer():
+        raise ConfigError(f"--gpus-per-job {requested:g}: Ray accepts a fraction below 1 (several jobs share a GPU) "
+                          "or a whole number of GPUs, not a fraction above 1.")
+    if requested == 0 and device not in (None, "auto", "cpu"):
+        raise ConfigError(f"--device {device} with --gpus-per-job 0: Ray would give the jobs no GPU. Pass "
+                          "--gpus-per-job 1 (or a fraction such as 0.25), or --device cpu.")
+    if requested > 0 and device == "cpu":
+        raise ConfigError(f"--gpus-per-job {requested:g} reserves GPUs that --device cpu would not use; pass "
+                          "--gpus-per-job 0 or drop --device cpu.")
+    return requested
 
 
 def check_device(device: str | None) -> None:

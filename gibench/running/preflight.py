@@ -29,9 +29,10 @@ import dataclasses
 import os
 import shlex
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -90,7 +91,7 @@ class PreflightReport:
 
 
 def preflight(suite: Suite, jobs: list[Job], runs_dir: Path, options: RunOptions, *, executor: str = "local",
-              writes: bool = True) -> PreflightReport:
+              writes: bool = True, ray_options: Mapping[str, Any] | None = None) -> PreflightReport:
     """Check the run of ``jobs`` into ``runs_dir``; see the module docstring."""
     report = PreflightReport(all_jobs=tuple(job.hash for job in jobs))
     add = report.findings.append
@@ -100,7 +101,7 @@ def preflight(suite: Suite, jobs: list[Job], runs_dir: Path, options: RunOptions
         add(Finding("error", message))
     bundles, missing = _check_datasets(suite, jobs, options, add)
     if missing:
-        add(_missing_datasets_finding(suite, jobs, missing, Path(runs_dir), options, executor))
+        add(_missing_datasets_finding(suite, jobs, missing, Path(runs_dir), options, executor, ray_options or {}))
     _check_backbones(suite, jobs, bundles, add)
     _check_plugins(jobs, add)
     _check_capabilities(suite, jobs, bundles, add)
@@ -179,7 +180,7 @@ def data_folders(spec: PluginSpec, options: RunOptions) -> list[tuple[str, Path,
 
 
 def _missing_datasets_finding(suite: Suite, jobs: list[Job], specs: list[PluginSpec], runs_dir: Path,
-                              options: RunOptions, executor: str) -> Finding:
+                              options: RunOptions, executor: str, ray_options: Mapping[str, Any]) -> Finding:
     """One error for every dataset whose files are missing: each folder, and the one command that fetches them."""
     missing: dict[Path, tuple[str, str, list]] = {}  # folder -> (name, expected files, datasets that need it)
     for spec in specs:
@@ -189,15 +190,17 @@ def _missing_datasets_finding(suite: Suite, jobs: list[Job], specs: list[PluginS
              f"{folder} (torchvision expects {expected} inside that folder)"
              for folder, (name, expected, needed) in missing.items()]
     root = Path(options.data_root) if options.data_root else next(iter(missing)).parent
-    command = rerun_command(suite, runs_dir, options, executor, "--download")
+    command = rerun_command(suite, runs_dir, options, executor, "--download", ray_options=ray_options)
     message = (f"{len(missing)} dataset(s) are not on disk, and nothing is downloaded without --download:\n      "
                + "\n      ".join(lines) + f"\n    Fix: `{command}` fetches them into {root}, or pass `--data-root DIR` "
                "where DIR/<name> holds the files already.")
     return Finding("error", message, tuple(j.hash for j in jobs if j.dataset in set(specs)))
 
 
-def rerun_command(suite: Suite, runs_dir: Path, options: RunOptions, executor: str, *extra: str) -> str:
-    """``gibench run`` with this run's suite and options (those that differ from the defaults) and ``extra``."""
+def rerun_command(suite: Suite, runs_dir: Path, options: RunOptions, executor: str, *extra: str,
+                  ray_options: Mapping[str, Any] | None = None) -> str:
+    """``gibench run`` with this run's suite and options (those that differ from the defaults), the Ray executor's
+    ``--address`` and ``--gpus-per-job`` when given, and ``extra``."""
     defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
     parts = ["gibench", "run", "--suite", _suite_argument(suite), "--runs-dir", str(runs_dir)]
     flags = {"data_root": "--data-root", "device": "--device", "eval_batch_size": "--eval-batch-size",
@@ -210,6 +213,11 @@ def rerun_command(suite: Suite, runs_dir: Path, options: RunOptions, executor: s
         parts.append("--retry-failed")
     if executor != "local":
         parts += ["--executor", executor]
+    ray_options = ray_options or {}
+    if ray_options.get("address") is not None:
+        parts += ["--address", str(ray_options["address"])]
+    if ray_options.get("gpus_per_job") is not None:
+        parts += ["--gpus-per-job", f"{ray_options['gpus_per_job']:g}"]
     return shlex.join([*parts, *extra])
 
 

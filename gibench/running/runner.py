@@ -3,7 +3,7 @@
 Public interface (executors, the CLI and tests build on exactly this):
 
 ``RunOptions``
-    Frozen, validated (``ConfigError`` naming the option), picklable dataclass of every option of a run:
+    Frozen, validated (``ConfigError`` naming the option), picklable dataclass of every option a run's jobs read:
     ``data_root``, ``download``, ``device`` (None/"auto", "cpu", "cuda", "cuda:N"), ``retry_failed``,
     ``eval_batch_size``, ``claim_timeout_s`` (a claim whose owner file has no heartbeat for this long, from another
     host, is taken over; on one host a dead owner's claim is taken over at once), ``heartbeat_s`` (left at its default:
@@ -30,21 +30,27 @@ Public interface (executors, the CLI and tests build on exactly this):
     a per-process cache keyed by (data root, download, dataset, options); auxiliary models from a per-process
     :class:`gibench.store.auxiliary.AuxiliaryModels` per (runs dir, device).
 
-``run_suite(suite, runs_dir, options=None, *, observer=None, executor="local", executor_options=None,
-dry_run=False, **option_fields) -> RunSummary``
-    Preflight (:mod:`gibench.running.preflight`; errors raise one :class:`gibench.running.preflight.PreflightError`
-    listing them all, before anything trains), a manifest entry (locked read-modify-write), then the jobs.
+``run_suite(suite, runs_dir, options=None, *, observer=None, executor="local", address=None, gpus_per_job=None,
+executor_options=None, dry_run=False, **option_fields) -> RunSummary``
+    The options (``options``, or ``option_fields``: RunOptions fields given directly, ``device="cpu"``) and the
+    executor's (:func:`gibench.running.options.check_executor_options`) are validated first, by the same code that
+    validates ``gibench run``'s, so every flag of ``gibench run`` that is not only about the terminal is an argument
+    here, with the flag's default, and a bad value raises the ConfigError the command prints. Then the preflight
+    (:mod:`gibench.running.preflight`; errors raise one :class:`gibench.running.preflight.PreflightError` listing
+    them all, before anything trains), a manifest entry (locked read-modify-write), then the jobs.
     ``executor="local"`` runs them in this process in the suite's order; ``executor="ray"`` imports
     :mod:`gibench.running.ray_executor` lazily and calls
-    ``run_jobs(jobs, runs_dir, options, observer, **executor_options) -> list[JobReport]`` (in job order; CLI:
-    ``--address`` and ``--gpus-per-job`` become ``address`` and ``gpus_per_job``). ``dry_run`` runs the preflight and
+    ``run_jobs(jobs, runs_dir, options, observer, address=..., gpus_per_job=...) -> list[JobReport]`` (in job order)
+    with the Ray options given: ``address`` and ``gpus_per_job`` (``--address``, ``--gpus-per-job``; None: Ray's
+    own address rule and one GPU per job on a GPU cluster, see that module), and whatever ``executor_options`` holds
+    (the same names and ``cpus_per_job``; a name given both ways is an error). ``dry_run`` runs the preflight and
     returns one report per job (planned / cached / failed / invalid, with its ``findings``) without writing anything.
-    ``option_fields`` are RunOptions fields given directly (``device="cpu"``), instead of ``options``.
 
-Where they live: ``RunOptions``, ``RunObserver``, ``RunSummary``, ``check_device``, ``resolve_device`` and
-``load_bundle`` in :mod:`gibench.running.options`, ``run_job`` in :mod:`gibench.running.run_job`, the reports in
-:mod:`gibench.running.job_runner`; this module re-exports them all. They sit below the runner so that the preflight and
-the Ray executor, which the runner imports, can use them without importing the runner back.
+Where they live: ``RunOptions``, ``RunObserver``, ``RunSummary``, ``EXECUTORS``, ``check_executor_options``,
+``check_device``, ``resolve_device`` and ``load_bundle`` in :mod:`gibench.running.options`, ``run_job`` in
+:mod:`gibench.running.run_job`, the reports in :mod:`gibench.running.job_runner`; this module re-exports them all.
+They sit below the runner so that the preflight and the Ray executor, which the runner imports, can use them without
+importing the runner back.
 """
 
 from __future__ import annotations
@@ -64,10 +70,12 @@ from gibench.core.errors import ConfigError
 from gibench.core.params import jsonable
 from gibench.running.job_runner import EvaluationReport, JobReport, now  # noqa: F401  (EvaluationReport re-exported)
 from gibench.running.options import (  # noqa: F401  (re-exported: the runner's interface, documented above)
+    EXECUTORS,
     RunObserver,
     RunOptions,
     RunSummary,
     check_device,
+    check_executor_options,
     load_bundle,
     resolve_device,
 )
@@ -82,10 +90,8 @@ from gibench.suites.suite import Suite
 
 __all__ = [
     "EXECUTORS", "EvaluationReport", "JobReport", "RunObserver", "RunOptions", "RunSummary", "check_device",
-    "load_bundle", "resolve_device", "run_job", "run_suite",
+    "check_executor_options", "load_bundle", "resolve_device", "run_job", "run_suite",
 ]
-
-EXECUTORS = ("local", "ray")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -93,20 +99,19 @@ EXECUTORS = ("local", "ray")
 
 
 def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *, observer: RunObserver | None = None,
-              executor: str = "local", executor_options: Mapping[str, Any] | None = None, dry_run: bool = False,
+              executor: str = "local", address: str | None = None, gpus_per_job: float | None = None,
+              executor_options: Mapping[str, Any] | None = None, dry_run: bool = False,
               **option_fields: Any) -> RunSummary:
     """Preflight, then train and evaluate every job of ``suite`` into ``runs_dir``; see the module docstring."""
     if options is not None and option_fields:
         raise TypeError("give either options=RunOptions(...) or option fields, not both")
     options = options or RunOptions(**option_fields)
+    ray_options = check_executor_options(executor, options.device, address=address, gpus_per_job=gpus_per_job,
+                                         executor_options=executor_options)
     observer = observer or RunObserver()
     runs_dir = Path(runs_dir)
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
-    if executor == "local" and executor_options:
-        raise ConfigError(f"executor options {sorted(executor_options)} apply to --executor ray only.")
     jobs = expand(suite)
-    findings = _preflight(suite, jobs, runs_dir, options, observer, executor, dry_run)
+    findings = _preflight(suite, jobs, runs_dir, options, observer, executor, dry_run, ray_options)
     if dry_run:
         store = RunStore(runs_dir, repair=False, warn=observer.warning)  # a dry run reads only
         pending = stale_keys(runs_dir)
@@ -124,7 +129,7 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     store.record_run(entry)
     observer.suite_started(suite, jobs)
     if executor == "ray":
-        reports = _ray_executor().run_jobs(jobs, runs_dir, options, observer, **dict(executor_options or {}))
+        reports = _ray_executor().run_jobs(jobs, runs_dir, options, observer, **ray_options)
     else:
         reports = _run_local(jobs, runs_dir, options, observer)
     summary = RunSummary(runs_dir, suite, list(reports), warnings=list(store.warnings))
@@ -198,11 +203,11 @@ def _ray_executor():
 
 
 def _preflight(suite: Suite, jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver,
-               executor: str, dry_run: bool) -> dict[str, list[str]]:
+               executor: str, dry_run: bool, ray_options: Mapping[str, Any]) -> dict[str, list[str]]:
     """Run the preflight (unless disabled); returns per-job findings for a dry run, raises on errors otherwise."""
     if not options.preflight:
         return {}
-    report = preflight(suite, jobs, runs_dir, options, executor=executor, writes=not dry_run)
+    report = preflight(suite, jobs, runs_dir, options, executor=executor, writes=not dry_run, ray_options=ray_options)
     for message in report.warnings:
         observer.warning(message)
     if not dry_run:
