@@ -1,6 +1,6 @@
 """Error of the Taylor Hessian-trace estimate h under TF32 (and bfloat16) against float64 on the CPU.
 
-h = (2/σ²)·(f_y(x + v) − f_y(x)), σ = 0.01 (score_matching's default; ``regularizers/_hessian.py`` ``taylor_trace``,
+h = (2/σ²)·(f_y(x + v) − f_y(x)), σ = 0.01 (score_matching's default; ``gibench/api/hessian.py`` ``taylor_trace``,
 called here as the regularizer calls it). The difference of two logits is multiplied by 2·10⁴, so rounding in the
 forwards is amplified the same way: TF32 keeps 10 mantissa bits (unit roundoff 4.9e-4), which for logits of order 10
 predicts errors of order 10² in h (research note next-capabilities §5.4).
@@ -40,8 +40,9 @@ from unittest import mock
 import torch
 from torch import Tensor, nn
 
+from gibench.api.hessian import taylor_trace
 from gibench.api.passes import full_precision, tf32_off
-from gibench.regularizers._hessian import label_logit, taylor_trace
+from gibench.api.saliency import label_logit
 from gibench.training.models import Normalize, create_backbone
 
 SIGMA = 0.01

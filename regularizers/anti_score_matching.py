@@ -29,11 +29,11 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.hessian import taylor_trace
 from gibench.api.passes import full_precision
 from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.api.saliency import label_logit
 from gibench.core.config_types import BNMode, NumSamples, PositiveFloat, Sigma, Weight, plugin_config
-from gibench.regularizers._hessian import taylor_trace
 
 
 @plugin_config

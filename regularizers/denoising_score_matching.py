@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.hessian import squared_norm
 from gibench.api.passes import extra_pass_bn, full_precision
 from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
-from gibench.regularizers._hessian import squared_norm
 
 
 @plugin_config

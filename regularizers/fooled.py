@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.hessian import squared_norm
 from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, Seed, Weight, plugin_config
-from gibench.regularizers._hessian import squared_norm
 
 
 @plugin_config

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.hessian import squared_norm
 from gibench.api.passes import extra_pass_bn
 from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.core.config_types import BNMode, NoiseStd, NumSamples, Weight, plugin_config
-from gibench.regularizers._hessian import squared_norm
 
 
 @plugin_config

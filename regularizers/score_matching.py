@@ -37,28 +37,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.passes import full_precision
+from gibench.api.hessian import TaylorScoreMatchingConfig, taylor_score_matching_loss, taylor_trace
 from gibench.api.plugin import Regularizer, TrainingLoss
-from gibench.api.saliency import label_logit, logits_and_input_gradient
-from gibench.core.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
-from gibench.regularizers._hessian import score_matching_penalty, taylor_trace
+from gibench.core.config_types import plugin_config
 
 
 @plugin_config
-class ScoreMatchingConfig:
-    weight: Weight = 1e-3
-    """λ on the score-matching penalty (paper; the public scripts use 1e-5)."""
-    sigma: Sigma = 0.01
-    """Std of the Taylor noise v in pixel units; the estimate divides by σ²."""
-    mu: Weight = 1e-4
-    """Stability weight on mean h² (poster; the submission and the code use 1e-3)."""
-    num_samples: NumSamples = 1
-    """Noise draws per step."""
-    noisy_bn: BNMode = "train"
-    """BatchNorm mode of the noisy pass (train: the reference's)."""
+class ScoreMatchingConfig(TaylorScoreMatchingConfig):
+    """λ, σ, μ, draws and the noisy pass's BatchNorm mode: the fields, ranges, defaults and help of
+    :class:`gibench.api.hessian.TaylorScoreMatchingConfig` (shared with ``score_matching_antithetic``)."""
 
 
 class ScoreMatching(Regularizer):
@@ -71,16 +60,5 @@ class ScoreMatching(Regularizer):
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
 
-    def trace_estimate(self, model: nn.Module, x: Tensor, y: Tensor, f_clean: Tensor) -> Tensor:
-        """h, shape (N,): the plain Taylor estimate (subclasses swap the estimator)."""
-        c = self.config
-        return taylor_trace(model, x, y, f_clean, c.sigma, c.num_samples, c.noisy_bn)
-
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
-        with full_precision(x):
-            logits, grad = logits_and_input_gradient(model, x, y, create_graph=True)
-            ce = F.cross_entropy(logits, y)
-            h = self.trace_estimate(model, x, y, label_logit(logits, y))
-            penalty, parts = score_matching_penalty(h, grad, self.config.mu)
-        total = ce + self.config.weight * penalty
-        return TrainingLoss(total=total, parts={"cross_entropy": ce.detach(), "penalty": penalty.detach(), **parts})
+        return taylor_score_matching_loss(model, x, y, self.config, taylor_trace)

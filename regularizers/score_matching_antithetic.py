@@ -21,26 +21,29 @@ the double-backward graph and both noisy passes: one forward and one backward mo
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
+from gibench.api.hessian import TaylorScoreMatchingConfig, antithetic_trace, taylor_score_matching_loss
+from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.core.config_types import plugin_config
-from gibench.regularizers._hessian import antithetic_trace
-from gibench.regularizers.score_matching import ScoreMatching, ScoreMatchingConfig
 
 
 @plugin_config
-class AntitheticScoreMatchingConfig(ScoreMatchingConfig):
+class AntitheticScoreMatchingConfig(TaylorScoreMatchingConfig):
     """The hyper-parameters of :class:`ScoreMatching`, same names and defaults."""
 
 
-class AntitheticScoreMatching(ScoreMatching):
+class AntitheticScoreMatching(Regularizer):
     """CE + λ·(mean h + 0.5·mean ‖∇x f_y‖² + μ·mean h²), h the antithetic Taylor estimate."""
 
     Config = AntitheticScoreMatchingConfig
     family = "score matching"
     history = {"1": "first version: score_matching's objective and defaults with the antithetic Taylor estimate of "
                    "the Hessian trace"}
+    needs_smooth_activation: ClassVar[bool] = True
+    zero_strength: ClassVar[dict] = {"weight": 0.0}
 
-    def trace_estimate(self, model: nn.Module, x: Tensor, y: Tensor, f_clean: Tensor) -> Tensor:
-        c = self.config
-        return antithetic_trace(model, x, y, f_clean, c.sigma, c.num_samples, c.noisy_bn)
+    def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
+        return taylor_score_matching_loss(model, x, y, self.config, antithetic_trace)

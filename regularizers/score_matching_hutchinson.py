@@ -15,7 +15,7 @@ H_ij²); ``"gaussian"`` is offered. μ = 1e-4 and λ = 1e-3 as :mod:`score_match
 Hessian includes the (1/N) coupling of samples through the batch statistics, as ∇x f_y does. Train-mode BatchNorm:
 the native kernel has no third-order derivative, so the training forward runs with BatchNorm computed from
 elementary ops (same statistics and running-stat update, equal up to rounding; see
-:func:`gibench.regularizers._hessian.higher_order_batch_norm`); with ``weight = 0`` the Hessian-vector product is
+:func:`gibench.api.hessian.higher_order_batch_norm`); with ``weight = 0`` the Hessian-vector product is
 only evaluated (not differentiated) and the native kernel is kept, so the loss is exactly ``erm``'s. Autocast is
 disabled for consistency with the Taylor variants. Needs a smooth activation (the double backward of a piecewise-
 linear network is exactly zero).
@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.hessian import clean_pass, hessian_quadratic_form, projection, score_matching_penalty
 from gibench.api.passes import full_precision
 from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.core.config_types import NumSamples, Weight, plugin_config
-from gibench.regularizers._hessian import clean_pass, hessian_quadratic_form, projection, score_matching_penalty
 
 
 @plugin_config

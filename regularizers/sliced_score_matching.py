@@ -16,10 +16,10 @@ Choices the papers leave open here: the label logit (not log-softmax); per-sampl
 means over draws and over the batch; Gaussian projections by default (the paper allows any law with E[vvᵀ] = I;
 Rademacher is offered); no stability term (it belongs to the Taylor estimator, not to this objective); λ = 1e-3 as
 score matching. vᵀ∇²f_y v is an exact Hessian-vector product by double backward (the same code as the Hutchinson
-variant, :func:`gibench.regularizers._hessian.hessian_quadratic_form`), so there is no noisy forward and no
+variant, :func:`gibench.api.hessian.hessian_quadratic_form`), so there is no noisy forward and no
 BatchNorm choice. Train-mode BatchNorm: the native kernel has no third-order derivative, so the training forward
 runs with BatchNorm computed from elementary ops (same statistics and running-stat update, equal up to rounding; see
-:func:`gibench.regularizers._hessian.higher_order_batch_norm`); with ``weight = 0`` the Hessian-vector product is
+:func:`gibench.api.hessian.higher_order_batch_norm`); with ``weight = 0`` the Hessian-vector product is
 only evaluated (not differentiated) and the native kernel is kept, so the loss is exactly ``erm``'s. Autocast is
 disabled. Needs a smooth activation (the Hessian term is exactly zero for a piecewise-linear network, leaving only
 the projected gradient norm).
@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.hessian import clean_pass, hessian_quadratic_form, projection, squared_norm
 from gibench.api.passes import full_precision
 from gibench.api.plugin import Regularizer, TrainingLoss
 from gibench.core.config_types import NumSamples, Weight, plugin_config
-from gibench.regularizers._hessian import clean_pass, hessian_quadratic_form, projection, squared_norm
 
 
 @plugin_config

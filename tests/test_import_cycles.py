@@ -24,8 +24,9 @@ Which edges count:
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Source folder -> the package it installs as (pyproject.toml's [tool.setuptools.package-dir]).
@@ -65,6 +66,29 @@ def _resolve_relative(module: str, is_package: bool, level: int, name: str | Non
     return ".".join(base + ([name] if name else []))
 
 
+class ImportStatement(NamedTuple):
+    """One import statement as written: ``import a.b [as c]`` gives ``module="a.b"``, ``names=None``, ``asname="c"``;
+    ``from p import a, b`` (relative ones resolved) gives ``module="p"``, ``names=("a", "b")``."""
+
+    line: int
+    module: str
+    names: tuple[str, ...] | None
+    asname: str | None = None
+
+
+def import_statements(module: str, tree: ast.AST, is_package: bool) -> Iterator[ImportStatement]:
+    """Every import statement of ``module`` (whose source parsed to ``tree``), module level, inside functions and
+    under ``TYPE_CHECKING`` alike; ``import a, b`` gives one statement per module."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield ImportStatement(node.lineno, alias.name, None, alias.asname)
+        elif isinstance(node, ast.ImportFrom):
+            package = (_resolve_relative(module, is_package, node.level, node.module) if node.level
+                       else node.module or "")
+            yield ImportStatement(node.lineno, package, tuple(alias.name for alias in node.names))
+
+
 def _target(name: str, modules: Iterable[str]) -> str | None:
     """``name`` if it is a module of the package, else its nearest ancestor that is (None outside gibench)."""
     parts = name.split(".")
@@ -95,17 +119,13 @@ def imports_of(module: str, path: Path, modules: Mapping[str, Path], exports: Ma
             else:
                 add(package)
 
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name == FACADE and alias.asname is None:
-                    add_from(FACADE, _facade_attributes(tree))
-                else:
-                    add(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            package = (_resolve_relative(module, is_package, node.level, node.module) if node.level
-                       else node.module or "")
-            add_from(package, [alias.name for alias in node.names])
+    for statement in import_statements(module, tree, is_package):
+        if statement.names is not None:
+            add_from(statement.module, statement.names)
+        elif statement.module == FACADE and statement.asname is None:
+            add_from(FACADE, _facade_attributes(tree))
+        else:
+            add(statement.module)
     found.discard(module)
     return found
 

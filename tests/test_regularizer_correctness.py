@@ -21,8 +21,7 @@ from torch import nn
 from torch.func import functional_call, grad, hessian, jvp, vmap
 
 from gibench.api import registry
-from gibench.api.saliency import label_logit
-from gibench.regularizers._hessian import (
+from gibench.api.hessian import (
     _batch_norm,
     antithetic_trace,
     clean_pass,
@@ -30,6 +29,7 @@ from gibench.regularizers._hessian import (
     projection,
     taylor_trace,
 )
+from gibench.api.saliency import label_logit
 from gibench.regularizers.fooled import target_map
 from gibench.regularizers.pgd import PGDConfig, pgd_attack
 
