@@ -63,7 +63,10 @@ MOVED: dict[str, str] = {
     # helpers that were private to the built-in plugins and became public in gibench.api
     "gibench.evaluators._artifacts": "gibench.api.artifacts",
     "gibench.evaluators._draws": "gibench.api.draws",
+    "gibench.evaluators._masking": "gibench.api.masking",
+    "gibench.evaluators._denoiser": "gibench.api.denoiser",
     "gibench.regularizers._passes": "gibench.api.passes",
+    "gibench.regularizers._hessian": "gibench.api.hessian",
 }
 
 

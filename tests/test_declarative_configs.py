@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic.dataclasses import is_pydantic_dataclass
 
 from gibench.api import registry
+from gibench.api.denoiser import DenoiserTraining
 from gibench.core.config_types import Rule, Weight, plugin_config
 from gibench.core.errors import ConfigError
 from gibench.core.identity import identity_hash
@@ -20,7 +21,6 @@ from gibench.core.params import ParamInfo, build_config, check, describe_config
 from gibench.data.blockmnist import BlockMNISTConfig
 from gibench.data.bundled import MNISTSubsetConfig
 from gibench.data.gaussian_mixture import GaussianMixtureConfig
-from gibench.evaluators._denoiser import DenoiserTraining
 from gibench.evaluators.blockmnist import BlockMNISTLeakageConfig
 from gibench.evaluators.density_ratio import DensityRatioConfig
 from gibench.evaluators.diffroar import DiffROARConfig

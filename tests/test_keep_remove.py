@@ -1,6 +1,7 @@
 """``keep_remove`` (Hesse et al.'s six Keep/Remove curves) against a computation written from the paper's rules, one
 image, one curve and one fraction at a time in numpy; the masking helpers it shares with ``pixel_perturbation``; and
-``pixel_perturbation``'s numbers pinned across the move of its helpers into ``evaluators/_masking.py``."""
+``pixel_perturbation``'s numbers pinned across the move of its helpers into the shared masking module (now
+:mod:`gibench.api.masking`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import torch
 from torch import nn
 
 import gibench
+from gibench.api.masking import fill_images, replace_ranked
 from gibench.api.plugin import DatasetBundle, Split
 from gibench.api.ranks import rank_positions
 from gibench.api.saliency import saliency_for
-from gibench.evaluators._masking import fill_images, replace_ranked
 from gibench.evaluators.keep_remove import CURVES, DEFAULT_FRACTIONS, KeepRemove, clipped_scores, kept_ranks
 from gibench.evaluators.pixel_perturbation import PixelPerturbation
 from gibench.testing import check_evaluator, make_eval_context, tiny_bundle, tiny_model
@@ -203,7 +204,7 @@ def test_keep_remove_conforms_and_is_registered(saliency):
     assert isinstance(gibench.create_evaluator("keep_remove"), KeepRemove)
 
 
-#: pixel_perturbation's numbers before its helpers moved to evaluators/_masking.py (computed by the code at commit
+#: pixel_perturbation's numbers before its helpers moved to the shared masking module (computed by the code at commit
 #: e463265 on this setup): the refactor must not change any stored result.
 PIXEL_PERTURBATION_BEFORE = {
     "image_mean": ((0.16666666666666666, 0.3333333333333333, 0.18333333333333332, 0.16666666666666666,

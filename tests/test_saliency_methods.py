@@ -10,8 +10,15 @@ import torch
 from torch import nn
 
 from gibench.api.plugin import EvalResult, Evaluator, Metric
-from gibench.api.saliency import attribution_baseline, input_gradient, integrated_gradients, saliency_for, x_gradient
-from gibench.core.config_types import IGSteps, SaliencyMethod, plugin_config
+from gibench.api.saliency import (
+    SaliencyOptions,
+    attribution_baseline,
+    input_gradient,
+    integrated_gradients,
+    saliency_for,
+    x_gradient,
+)
+from gibench.core.config_types import plugin_config
 from gibench.training.models import Normalize
 
 
@@ -208,11 +215,8 @@ def test_every_saliency_evaluator_offers_the_option() -> None:
 
 
 @plugin_config
-class ProbeConfig:
-    saliency: SaliencyMethod = "input_gradient"
-    """The map."""
-    ig_steps: IGSteps = 32
-    """IG steps."""
+class ProbeConfig(SaliencyOptions):
+    """A third-party evaluator's Config: the saliency options inherited from the one declaration."""
 
 
 class SaliencyProbe(Evaluator):

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 import gibench
+from gibench.api import denoiser
 from gibench.api.plugin import ANALYTIC_SCORE, EvalContext
 from gibench.core.errors import ConfigError, GibenchError
 from gibench.data.gaussian_mixture import BayesClassifier, GaussianMixture, GaussianMixtureConfig
-from gibench.evaluators import _denoiser
 from gibench.evaluators.accuracy import Accuracy
 from gibench.evaluators.score_alignment import (
     LPIPS_FILES,
@@ -102,7 +102,7 @@ def test_learned_denoiser_recovers_the_smoothed_mixture_score(mixture, aux_root,
     unsmoothed = float(cosine(mixture.extras["score"](x, y), smoothed_score(mixture, sigma, x, y)).mean())
     assert unsmoothed < 0.91 and conditional > unsmoothed + 0.03
     torch.manual_seed(0)
-    untrained = _denoiser.build(mixture, ScoreAlignment.Config(**LEARNED).denoiser_training()).eval()
+    untrained = denoiser.build(mixture, ScoreAlignment.Config(**LEARNED).denoiser_training()).eval()
     assert float(cosine(untrained.score(x, y), smoothed_score(mixture, sigma, x, y)).mean()) < 0.5
 
 

@@ -13,18 +13,21 @@ without a ``Normalize`` layer gets the all-zeros baseline. X-Gradient is ``(x - 
 X-DNN it equals Integrated Gradients from that same baseline exactly (the gradient is constant along the straight
 path because the ReLU/max-pool pattern does not change when the input is scaled by α > 0).
 
-The saliency *method* is an evaluator option (``saliency:`` in every evaluator that reads a map, with ``ig_steps``),
-turned into ``ctx.saliency`` here and nowhere else (:func:`saliency_function`, :func:`saliency_for`):
+The saliency *method* is an evaluator option, declared once: :class:`SaliencyOptions` holds ``saliency`` and
+``ig_steps`` (types, defaults, validation and help text), and every evaluator that reads a map inherits its Config from
+it. The options become ``ctx.saliency`` here and nowhere else (:meth:`SaliencyOptions.saliency_function`,
+:func:`saliency_for`), and they say what a map costs (:attr:`SaliencyOptions.input_gradients_per_map`):
 
 * ``input_gradient`` (default; docs/architecture.md, "Saliency"): ∇x f_y(x).
 * ``x_gradient``: (x − baseline) ⊙ ∇x f_y(x), :func:`x_gradient`.
-* ``integrated_gradients``: captum's ``IntegratedGradients`` (Sundararajan et al. 2017) of the label logit from
-  :func:`attribution_baseline`, ``multiply_by_inputs=True``, Gauss-Legendre quadrature (captum's default and the
-  method of Hesse et al.'s comparison, which uses 128 steps) with ``ig_steps`` = 32 nodes by default (on an X-DNN
-  any number is exact; 32 keeps an evaluation at 32 forward/backward passes per image), one step's batch at a time
-  (``internal_batch_size`` = the batch), so memory is that of one input-gradient. captum multiplies the gradients
-  by its quadrature weights as a float32 tensor, so even in float64 IG is exact only to ~1e-6 relative. Not
-  differentiable (captum offers no ``create_graph``); attribution priors train through :func:`x_gradient`.
+* ``integrated_gradients``: captum's ``IntegratedGradients`` (Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep
+  Networks", ICML 2017) of the label logit from :func:`attribution_baseline`, ``multiply_by_inputs=True``,
+  Gauss-Legendre quadrature (captum's default and the method of Hesse et al.'s comparison, which uses 128 steps) with
+  ``ig_steps`` = 32 nodes by default (on an X-DNN any number is exact; 32 keeps an evaluation at 32 forward/backward
+  passes per image), one step's batch at a time (``internal_batch_size`` = the batch), so memory is that of one
+  input-gradient. captum multiplies the gradients by its quadrature weights as a float32 tensor, so even in float64
+  IG is exact only to ~1e-6 relative. Not differentiable (captum offers no ``create_graph``); attribution priors
+  train through :func:`x_gradient`.
 
 Measured (CPU, float64 unless stated; ``tests/test_saliency_methods.py``'s 16×16 gibench_cnn, width 4): relative L1
 distance Σ|XG − IG| / Σ|IG| (Hesse et al.'s ``--compare_attribution``) 4.7e-9 at 32 steps on the X-DNN (7e-8 in
@@ -35,17 +38,22 @@ float32) and 0.58 with biases; gibench_cnn trained 3 epochs on mnist_subset (erm
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_IG_STEPS", "PixelReduction", "SALIENCY_METHODS", "SaliencyFunction", "attribution_baseline",
-    "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
-    "logits_and_input_gradient", "pixel_scores", "saliency_for", "saliency_function", "x_gradient",
+    "DEFAULT_IG_STEPS", "PixelReduction", "SALIENCY_METHODS", "SaliencyFunction", "SaliencyOptions",
+    "attribution_baseline", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
+    "logits_and_input_gradient", "pixel_scores", "saliency_for", "saliency_function", "saliency_options",
+    "x_gradient",
 ]
 
+import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from gibench.core.config_types import IGSteps, SaliencyMethod, plugin_config
 
 PixelReduction = Literal["abs_sum", "channel_std", "abs"]
 
@@ -150,11 +158,69 @@ def saliency_function(method: str = "input_gradient", ig_steps: int = DEFAULT_IG
     raise ValueError(f"unknown saliency method {method!r}; use one of {', '.join(SALIENCY_METHODS)}")
 
 
+@plugin_config(kw_only=True)
+class SaliencyOptions:
+    """The saliency options of an evaluator that explains a saliency map: inherit them, ``class
+    MyConfig(SaliencyOptions)`` under ``@plugin_config``, rather than declaring the fields again.
+
+    The two fields are keyword-only (:func:`gibench.core.config_types.plugin_config`), so a subclass's own fields
+    keep their positions and may go without a default. They are listed first by ``gibench list`` (a dataclass lists
+    its bases' fields first). They enter an evaluation's identity only when they differ from their default
+    (:data:`gibench.core.config_types.IDENTITY_UNLESS_DEFAULT`).
+    """
+
+    saliency: SaliencyMethod = "input_gradient"
+    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
+    ig_steps: IGSteps = DEFAULT_IG_STEPS
+    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
+
+    def saliency_function(self) -> SaliencyFunction:
+        """The ``saliency(model, x, y)`` callable these options name (:func:`saliency_function`); the runner hands it
+        to the evaluator as ``ctx.saliency``."""
+        return saliency_function(self.saliency, self.ig_steps)
+
+    def saliency_map(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The saliency map of the batch ``x`` (N, C, H, W) for the labels ``y`` (N,) with the chosen method:
+        detached, the shape of ``x``. The model's train/eval mode is left as it is."""
+        return self.saliency_function()(model, x, y)
+
+    @property
+    def input_gradients_per_map(self) -> int:
+        """How many input-gradient passes (forward + backward over the batch) one map costs: ``ig_steps`` for
+        ``integrated_gradients`` (captum runs one forward and backward per quadrature node, at the batch's size with
+        ``internal_batch_size`` = the batch), 1 for ``input_gradient`` and ``x_gradient`` (one input gradient; the
+        product with x − baseline is not counted)."""
+        return self.ig_steps if self.saliency == "integrated_gradients" else 1
+
+
+#: The names of :class:`SaliencyOptions`' fields.
+_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(SaliencyOptions))
+
+
+def saliency_options(config: Any) -> SaliencyOptions:
+    """The saliency options of an evaluator config: the config itself when it inherits :class:`SaliencyOptions`;
+    the defaults (``input_gradient``) for a config without the options.
+
+    Deprecated, for one release: a dataclass Config that declares a ``saliency`` field itself, without inheriting
+    :class:`SaliencyOptions`, still gets the method it names (read through ``dataclasses.asdict``), with a
+    ``DeprecationWarning`` asking it to inherit the options.
+    """
+    if isinstance(config, SaliencyOptions):
+        return config
+    declared = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
+    if "saliency" not in declared:
+        return SaliencyOptions()
+    warnings.warn(f"{type(config).__qualname__} declares the saliency option itself; inherit "
+                  f"gibench.api.saliency.SaliencyOptions instead (a Config that does not will explain with "
+                  f"input_gradient from the next release)", DeprecationWarning, stacklevel=3)
+    values = dataclasses.asdict(config)
+    return SaliencyOptions(**{name: values[name] for name in _OPTION_NAMES if name in declared})
+
+
 def saliency_for(config: Any) -> SaliencyFunction:
-    """The saliency function an evaluator config asks for: its ``saliency`` and ``ig_steps`` fields, or
-    ``input_gradient`` for a config without them."""
-    return saliency_function(getattr(config, "saliency", "input_gradient"),
-                             getattr(config, "ig_steps", DEFAULT_IG_STEPS))
+    """The saliency function an evaluator config asks for (:func:`saliency_options`, then
+    :meth:`SaliencyOptions.saliency_function`): ``input_gradient`` for a config without the options."""
+    return saliency_options(config).saliency_function()
 
 
 def pixel_scores(grad: Tensor, reduction: PixelReduction = "abs_sum") -> Tensor:

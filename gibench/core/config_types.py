@@ -176,8 +176,23 @@ every job hash) is exactly what the class states."""
 ConfigT = TypeVar("ConfigT", bound=type)
 
 
+@typing.overload
+def plugin_config(cls: ConfigT, *, kw_only: bool = False) -> ConfigT: ...
+@typing.overload
+def plugin_config(cls: None = None, *, kw_only: bool = False) -> Callable[[ConfigT], ConfigT]: ...
+
+
 @typing.dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
-def plugin_config(cls: ConfigT) -> ConfigT:
+def plugin_config(cls: ConfigT | None = None, *, kw_only: bool = False) -> Any:
     """Make ``cls`` a frozen pydantic dataclass with :data:`PLUGIN_CONFIG`: validated on construction, and still a
-    dataclass for ``dataclasses.fields``/``asdict``/``replace`` (configs are hashed through ``asdict``)."""
-    return pydantic.dataclasses.dataclass(frozen=True, config=PLUGIN_CONFIG)(cls)
+    dataclass for ``dataclasses.fields``/``asdict``/``replace`` (configs are hashed through ``asdict``).
+
+    ``@plugin_config(kw_only=True)`` makes the class's own fields keyword-only. Bases of options that many Configs
+    inherit (:class:`gibench.api.saliency.SaliencyOptions`) use it: a dataclass lists its bases' fields first, so
+    without it every field of a subclass would need a default and the subclass's positional arguments would start
+    with the inherited options; keyword-only, the subclass's own fields keep their positions.
+    """
+    def wrap(klass: ConfigT) -> ConfigT:
+        return pydantic.dataclasses.dataclass(frozen=True, config=PLUGIN_CONFIG, kw_only=kw_only)(klass)
+
+    return wrap if cls is None else wrap(cls)

@@ -1,15 +1,33 @@
-"""Pixel masking shared by the perturbation evaluators: ranking pixels in both directions, fill images, masked copies
-and the area under a curve.
+"""Pixel masking for perturbation evaluators: pixels ranked in both directions, fill images, masked copies and the
+area under a curve.
 
-One implementation serves ``pixel_perturbation`` (Srinivas & Fleuret: remove the least/most salient pixels) and
-``keep_remove`` (Hesse et al.: keep the most/least attributed pixels). Both rank pixels by a score with the same
-deterministic tie rule, count pixels with the same rounding, replace pixels by the same fill images (the blurred
-copy included) and build every masked batch with one comparison ``rank < k``. The helpers were moved here from
-``pixel_perturbation`` unchanged (its stored results are the same numbers; tests/test_keep_remove.py pins them), and
-extended where ``keep_remove`` needs more: a per-image pixel count (the paper never keeps a pixel whose clipped
-score is 0, so the count is capped per image) and the raw trapezoid area. The rank positions and the pixel count
-floor(f·P + 0.5) are gibench's own (:func:`gibench.api.ranks.rank_positions`, :func:`gibench.api.ranks.fraction_count`),
-shared with ``road`` and ``diffroar``.
+One implementation serves ``pixel_perturbation`` (Srinivas & Fleuret, "Rethinking the Role of Gradient-based
+Attribution Methods for Model Interpretability", ICLR 2021: remove the least or the most salient pixels) and
+``keep_remove`` (Hesse, Schaub-Meyer & Roth, "Fast Axiomatic Attribution for Neural Networks", NeurIPS 2021, after the
+Keep/Remove benchmark of Lundberg et al., "From local explanations to global understanding with explainable AI for
+trees", Nature Machine Intelligence 2020: keep the most or the least attributed pixels). Both rank pixels by a score
+with the same deterministic tie rule, count pixels with the same rounding, replace pixels by the same fill images (the
+blurred copy included) and build every masked batch with one comparison ``rank < k``, so the two evaluators mask
+pixels the same way. The rank positions and the pixel count floor(f·P + 0.5) are
+:func:`gibench.api.ranks.rank_positions` and :func:`gibench.api.ranks.fraction_count`, shared with ``road`` and
+``diffroar``. Images are in pixel space (docs/architecture.md, "Pixel space").
+
+* :func:`removal_ranks`: the rank positions of per-pixel scores (N, H, W) in ascending and in descending order,
+  ties to the lower flat pixel index.
+* :func:`replace_ranked`: a batch with the pixels of rank < k (all channels) replaced by a fill, or with every other
+  pixel replaced (``inside=False``: the pixels of rank < k are kept); ``k`` is one count or a count per image
+  (``keep_remove`` never keeps a pixel whose clipped score is 0, so its count is capped per image).
+* :func:`fill_images`: the replacement value of every pixel: the image's per-channel mean (``image_mean``, Srinivas &
+  Fleuret's "mean pixel value of the image"), a constant (0.5 in their code), the train split's per-channel mean
+  (``dataset_mean``) or :func:`blur`.
+* :func:`blur`: a Gaussian-blurred copy, Hesse et al.'s kernel (51 px, σ 41 at 224 px) scaled to the image.
+* :func:`trapezoid`: the trapezoid rule over the points, as ``np.trapz`` (``keep_remove``'s areas, as Hesse et al.'s
+  code).
+* :func:`area`: the trapezoid area over a log10 or linear fraction axis divided by the axis width, so a constant a
+  gives a (``pixel_perturbation``'s areas; Srinivas & Fleuret's code computes no area).
+
+``pixel_perturbation``'s numbers are the same as before these helpers were shared (``tests/test_keep_remove.py`` pins
+them).
 """
 
 from __future__ import annotations

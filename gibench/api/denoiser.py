@@ -1,11 +1,12 @@
-"""The denoiser behind ``score_alignment``'s learned score: a small class-conditional U-Net trained by gibench.
+"""A small class-conditional denoiser that gibench trains itself: the learned score of the data, for evaluators.
 
-Srinivas, Bordt & Lakkaraju (NeurIPS 2023) take the score of the data from a pretrained EDM diffusion model (Karras
-et al., "Elucidating the Design Space of Diffusion-Based Generative Models", NeurIPS 2022), run on the *clean* image
-at one noise level σ: s(x) = (D(x; σ) − x) / σ². By Tweedie's formula (Vincent 2011, denoising score matching) the
-minimiser of E‖D(x + σε) − x‖² satisfies exactly that s = ∇x log p_σ(x), the score of the data density smoothed by
-N(0, σ²I). gibench cannot download EDM weights, so it trains its own denoiser, once per dataset and σ, as an
-auxiliary model (:mod:`gibench.store.auxiliary`).
+Srinivas, Bordt & Lakkaraju, "Which Models have Perceptually-Aligned Gradients? An Explanation via Off-Manifold
+Robustness" (NeurIPS 2023), take the score of the data from a pretrained EDM diffusion model (Karras, Aittala, Aila &
+Laine, "Elucidating the Design Space of Diffusion-Based Generative Models", NeurIPS 2022), run on the *clean* image
+at one noise level σ: s(x) = (D(x; σ) − x) / σ². By Tweedie's formula (Vincent, "A Connection Between Score Matching
+and Denoising Autoencoders", Neural Computation 2011) the minimiser of E‖D(x + σε) − x‖² satisfies exactly that
+s = ∇x log p_σ(x), the score of the data density smoothed by N(0, σ²I). gibench cannot download EDM weights, so it
+trains its own denoiser, once per dataset and σ, as an auxiliary model (:mod:`gibench.store.auxiliary`).
 
 Choices (each one is in the auxiliary model's identity, so changing it trains a new denoiser):
 
@@ -30,8 +31,8 @@ Choices (each one is in the auxiliary model's identity, so changing it trains a 
   c_in = 1/√(σ'² + σ_data²); the loss is EDM's, ‖F − (u − c_skip·ũ)/c_out‖², which is ‖D − u‖² up to the constant
   weight 1/c_out² at a single σ. D is returned in pixel units, so the score is ∇x log p_σ(x) in pixel units.
 * Conditional and unconditional in one model: ``num_class_embeds = K + 1``; label K is the null class. During
-  training each label is replaced by the null class with probability ``uncond_prob`` (0.2, classifier-free-guidance
-  style), so D(x; σ, y) gives ∇x log p_σ(x | y) and D(x; σ, K) gives ∇x log p_σ(x).
+  training each label is replaced by the null class with probability ``uncond_prob`` (0.2, as in Ho & Salimans,
+  "Classifier-Free Diffusion Guidance", 2022), so D(x; σ, y) gives ∇x log p_σ(x | y) and D(x; σ, K) gives ∇x log p_σ(x).
 * Training: Adam, learning rate annealed from ``lr`` to 0 on a cosine over all steps (short trainings end far
   from the noise floor of a constant rate), fresh noise ε ~ N(0, I) for every batch, no data augmentation (flips are
   wrong for digits), a seeded shuffling and noise generator; optionally only the first ``max_train`` training images.
@@ -40,12 +41,35 @@ Choices (each one is in the auxiliary model's identity, so changing it trains a 
   reference: ``loss_identity`` (D(x̃) = x̃, ≈ σ²), ``loss_mean`` (the train split's mean image) and
   ``loss_class_mean`` (the class's mean train image). ``gain_over_trivial`` = 1 − loss_unconditional /
   min(loss_identity, loss_mean): 0 for a denoiser no better than the best trivial one, 1 for a perfect one.
+
+
+What the module offers (``score_alignment`` is its user; ``gibench run --estimate`` times its training step):
+
+* :class:`DenoiserTraining`: the recipe, everything that determines a denoiser besides the data (σ, the width, the
+  training options), declared once. :class:`DenoiserOptions` is the same recipe as flat options of an evaluator's
+  Config (``sigma`` and ``denoiser_<field>``, :data:`OPTION_NAMES`), generated from it, with
+  :meth:`DenoiserOptions.denoiser_training` to read the recipe back.
+* :class:`Denoiser`: D(x; σ, y) in pixel units (y None: the null class), :meth:`Denoiser.score` the score
+  (D(x; σ, y) − x)/σ² and :meth:`Denoiser.loss` EDM's training loss at one σ.
+* :func:`build`: the untrained denoiser for a dataset bundle; :func:`train`: its training, returning the model (eval
+  mode) and its quality (:func:`quality`).
+* :func:`identity`: what the auxiliary-model key covers (the data's identity, :func:`architecture`, the recipe and
+  :data:`DENOISER_CODE_VERSION`).
+
+``diffusers`` is imported only when a denoiser is built or its identity taken, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+__all__ = [
+    "DENOISER_CODE_VERSION", "Denoiser", "DenoiserOptions", "DenoiserTraining", "DenoiserWidth", "OPTION_NAMES",
+    "architecture", "build", "identity", "quality", "train",
+]
+
+import dataclasses
 import math
 import time
+import typing
 from dataclasses import asdict
 from typing import Annotated
 
@@ -68,24 +92,70 @@ DenoiserWidth = Annotated[int, Field(ge=8, multiple_of=8)]
 
 @plugin_config
 class DenoiserTraining:
-    """What determines a denoiser besides the data: σ (pixel units), architecture width and the training recipe."""
+    """What determines a denoiser besides the data: σ (pixel units), architecture width and the training recipe.
+
+    The one declaration of these options: their types, ranges, defaults and help texts are also those of
+    :class:`DenoiserOptions`, so the help texts are written for an evaluator's ``gibench list`` (the module docstring
+    says how each is used: Adam's learning rate on a cosine schedule; the seed of the initialization, the noise and
+    the batch order).
+    """
 
     sigma: Sigma = 0.25
-    """The noise level σ the denoiser removes, in pixel units."""
+    """The learned score's noise level in pixel units (the paper's 0.5 in [−1, 1] coordinates)."""
     width: DenoiserWidth = 16
-    """The U-Net's base width."""
+    """U-Net block_out_channels = (w, 2w, 2w)."""
     epochs: PositiveInt = 5
-    """Training epochs."""
+    """Denoiser training epochs."""
     lr: PositiveFloat = 2e-3
-    """Adam's learning rate."""
+    """Denoiser learning rate."""
     batch_size: PositiveInt = 64
-    """Training batch size."""
+    """Denoiser training batch size."""
     uncond_prob: Fraction = 0.2
-    """Share of training labels replaced by the null class (so one network is also unconditional)."""
+    """Share of training labels replaced by the null class."""
     max_train: Limit = 0
     """The first N training images; 0 = all."""
     seed: Seed = 0
-    """Seed of the initialization, the noise and the batch order."""
+    """Seed of the denoiser's training."""
+
+
+#: The option name of each :class:`DenoiserTraining` field in an evaluator's Config (:class:`DenoiserOptions`):
+#: ``denoiser_<field>``, except ``sigma``, which is also the noise level the evaluator itself reads.
+OPTION_NAMES: dict[str, str] = {f.name: f.name if f.name == "sigma" else f"denoiser_{f.name}"
+                                for f in dataclasses.fields(DenoiserTraining)}
+
+
+_OPTIONS_DOC = """The denoiser's recipe as flat options of an evaluator's Config: inherit them, ``class
+MyConfig(DenoiserOptions)`` under ``@plugin_config``, and read the recipe back with ``denoiser_training()``.
+
+Generated from :class:`DenoiserTraining`, so the two cannot drift: one keyword-only field per recipe field, named by
+:data:`OPTION_NAMES` (``sigma``, ``denoiser_width``, ``denoiser_epochs``, ``denoiser_lr``, ``denoiser_batch_size``,
+``denoiser_uncond_prob``, ``denoiser_max_train``, ``denoiser_seed``), with the recipe field's type, range, default and
+help text. Keyword-only for the reason :func:`gibench.core.config_types.plugin_config` gives; a dataclass lists its
+bases' fields first, so ``gibench list`` shows them before the subclass's own.
+"""
+
+
+def _options_class() -> type:
+    """:class:`DenoiserOptions`, generated from :class:`DenoiserTraining`'s fields (see its docstring)."""
+    hints = typing.get_type_hints(DenoiserTraining, include_extras=True)
+    annotations: dict[str, object] = {}
+    namespace: dict[str, object] = {}
+    for f in dataclasses.fields(DenoiserTraining):
+        help_text = DenoiserTraining.__pydantic_fields__[f.name].description
+        annotations[OPTION_NAMES[f.name]] = Annotated[hints[f.name], Field(description=help_text)]
+        namespace[OPTION_NAMES[f.name]] = f.default
+
+    def denoiser_training(self: typing.Any) -> DenoiserTraining:
+        """The :class:`DenoiserTraining` these options describe, field by field (:data:`OPTION_NAMES`)."""
+        return DenoiserTraining(**{name: getattr(self, option) for name, option in OPTION_NAMES.items()})
+
+    denoiser_training.__qualname__ = "DenoiserOptions.denoiser_training"
+    namespace.update(__annotations__=annotations, __module__=__name__, __qualname__="DenoiserOptions",
+                     __doc__=_OPTIONS_DOC, denoiser_training=denoiser_training)
+    return plugin_config(kw_only=True)(type("DenoiserOptions", (), namespace))
+
+
+DenoiserOptions: typing.Any = _options_class()
 
 
 class Denoiser(nn.Module):
