@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from gibench.api.artifacts import save_curves
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.core.config_types import Limit, plugin_config
 
@@ -26,6 +27,10 @@ class Accuracy(Evaluator):
                       bounds=(0.0, 1.0)),)
 
     @torch.no_grad()
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """One forward per evaluated test image."""
+        return EvaluationCost(work((ctx.forward(), ctx.images(self.config.max_images))))
+
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         x, y = ctx.data.test.x, ctx.data.test.y
         if self.config.max_images:

@@ -27,23 +27,20 @@ import torch
 from torch import Tensor
 
 from gibench.api.artifacts import batches, eval_subset, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.saliency import pixel_scores
-from gibench.core.config_types import ChannelReduction, FractionOrAll, IGSteps, Limit, SaliencyMethod, plugin_config
+from gibench.api.saliency import SaliencyOptions, pixel_scores
+from gibench.core.config_types import ChannelReduction, FractionOrAll, Limit, plugin_config
 
 
 @plugin_config
-class BlockMNISTLeakageConfig:
+class BlockMNISTLeakageConfig(SaliencyOptions):
     top_k_fraction: FractionOrAll = 0.1
     """k of the top-k metric, as a fraction of the image's pixels."""
     pixel_reduction: ChannelReduction = "abs_sum"
     """How the gradient's channels become one score per pixel."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def signal_mass_share(scores: Tensor, mask: Tensor) -> Tensor:
@@ -77,6 +74,13 @@ class BlockMNISTLeakage(Evaluator):
         Metric("null_topk_share", False, "share of the top-k salient pixels that lie outside the signal block",
                bounds=(0.0, 1.0)),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """One saliency map per evaluated image (nothing on a dataset without a signal mask: skipped)."""
+        if SIGNAL_MASK not in ctx.data.capabilities:
+            return EvaluationCost()
+        n = ctx.images(self.config.max_images)
+        return EvaluationCost(work((ctx.saliency(), n * self.config.input_gradients_per_map)))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

@@ -28,21 +28,18 @@ import torch
 from torch import Tensor
 
 from gibench.api.artifacts import batches, eval_subset
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.saliency import pixel_scores
-from gibench.core.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
+from gibench.api.saliency import SaliencyOptions, pixel_scores
+from gibench.core.config_types import ChannelReduction, Limit, plugin_config
 
 
 @plugin_config
-class ComplexityConfig:
+class ComplexityConfig(SaliencyOptions):
     pixel_reduction: ChannelReduction = "abs_sum"
     """How the gradient's channels become one score per pixel."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def gini(scores: Tensor) -> Tensor:
@@ -77,6 +74,11 @@ class Complexity(Evaluator):
         Metric("entropy", False, "Shannon entropy (nats) of the normalised pixel scores (Bhatt et al. 2020)",
                bounds=(0.0, float("inf"))),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """One saliency map per evaluated image."""
+        n = ctx.images(self.config.max_images)
+        return EvaluationCost(work((ctx.saliency(), n * self.config.input_gradients_per_map)))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

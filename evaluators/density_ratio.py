@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.saliency import label_logit
 from gibench.core.config_types import IncreasingSigmas, Limit, NumSamples, PositiveFloat, plugin_config
@@ -108,6 +109,12 @@ class DensityRatio(Evaluator):
                "mean of exp(f_y(x+η) − f_y(x)) at the reference noise level (the paper's density ratio)",
                bounds=(0.0, math.inf)),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per image: the clean forward and ``num_draws`` noisy forwards at every σ."""
+        cfg = self.config
+        n = ctx.images(cfg.max_images)
+        return EvaluationCost(work((ctx.forward(), n * (1 + len(cfg.sigmas) * cfg.num_draws))))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

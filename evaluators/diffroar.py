@@ -94,15 +94,15 @@ from torch import Tensor
 from gibench import PluginSpec, TrainConfig, tensors_sha256
 from gibench import auxiliary_classifier as classifier
 from gibench.api.artifacts import GRID_IMAGES, batches, save_curves, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, Metric, Split
 from gibench.api.ranks import fraction_count, rank_positions
+from gibench.api.saliency import SaliencyOptions
 from gibench.core.config_types import (
     DistinctFractions,
-    IGSteps,
     Limit,
     NonNegativeInt,
     PixelValue,
-    SaliencyMethod,
     Seeds,
     plugin_config,
 )
@@ -117,7 +117,7 @@ RETRAIN_CODE_VERSION = "1"
 
 
 @plugin_config
-class DiffROARConfig:
+class DiffROARConfig(SaliencyOptions):
     levels: DistinctFractions = DEFAULT_LEVELS
     """Kept fractions k (k = 1 keeps everything, so DiffROAR(1) = 0 is left out)."""
     granularity: Literal["coordinate", "pixel"] = "coordinate"
@@ -140,10 +140,6 @@ class DiffROARConfig:
     """TrainConfig fields replacing the job's."""
     max_train_images: Limit = 0
     """Rank, mask and retrain on the first N train images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
     def __post_init__(self) -> None:
         check(bool(self.backbone) or not self.backbone_options,
@@ -266,9 +262,9 @@ class Retraining:
     regularizer: PluginSpec | None  # None = erm
 
 
-def retraining(config: DiffROARConfig, ctx: EvalContext) -> Retraining:
-    """The retraining spec from the config and the job; a GibenchError when the job is needed but absent."""
-    job = ctx.job
+def retraining(config: DiffROARConfig, job: Any) -> Retraining:
+    """The retraining spec from the config and the job (``EvalContext.job``); a GibenchError when the job is needed
+    but absent (None)."""
     missing = [key for key, given in (("backbone", config.backbone), ("train", config.train)) if not given]
     if job is None and missing:
         raise GibenchError(
@@ -311,9 +307,22 @@ class DiffROAR(Evaluator):
                bounds=(0.0, 1.0)),
     )
 
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Saliency maps of the train subset and the test split, then ``2 × levels × retrain seeds`` retrainings
+        (each ``epochs × ⌈N_sub / batch⌉`` steps of the retraining backbone, regularizer and train config) and one
+        test-split forward per retrained model."""
+        cfg = self.config
+        spec = retraining(cfg, ctx.job)
+        n_sub = min(cfg.max_train_images, ctx.data.n_train) if cfg.max_train_images > 0 else ctx.data.n_train
+        models = 2 * len(cfg.levels) * len(cfg.retrain_seeds)
+        step = ctx.train_step(spec.backbone, spec.regularizer or PluginSpec.of("erm", {}, {}), spec.train)
+        return EvaluationCost(work((ctx.saliency(), (n_sub + ctx.data.n_test) * cfg.input_gradients_per_map),
+                                   (step, models * ctx.training_steps(spec.train, n_sub)),
+                                   (ctx.forward(spec.backbone), models * ctx.data.n_test)))
+
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config
-        spec = retraining(cfg, ctx)
+        spec = retraining(cfg, ctx.job)
         train = train_subset(ctx.data.train, cfg.max_train_images)
         fill = fill_values(cfg, ctx.data)
         base_identity = {"source": source_identity(ctx, train), "saliency": saliency_identity(ctx.saliency),

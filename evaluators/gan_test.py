@@ -96,6 +96,7 @@ from torch import Tensor, nn
 from gibench import AuxModel, PluginSpec, TrainConfig, require_quality, tensors_sha256
 from gibench import auxiliary_classifier as classifier
 from gibench.api.artifacts import batches, save_curves, save_grid
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.saliency import input_gradient
 from gibench.core.config_types import (
@@ -395,6 +396,22 @@ class GANTest(Evaluator):
                "the benchmarked model's own accuracy on its samples (did the ascent reach the class?)",
                bounds=(0.0, 1.0), diagnostic=True),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per job: ``num_samples × steps`` saliency passes (the ascent), ``num_samples`` forwards of the model and
+        ``num_samples`` + the test split in judge forwards. Once per dataset and judge recipe: the judge's training
+        (``judge_epochs × ⌈N / judge_batch_size⌉`` erm steps of the judge backbone) and a judge forward over the test
+        split."""
+        cfg = self.config
+        judge_backbone, judge_train = judge_spec(cfg)
+        judge_forward = ctx.forward(judge_backbone)
+        per_job = work((ctx.saliency(), cfg.num_samples * cfg.steps), (ctx.forward(), cfg.num_samples),
+                       (judge_forward, cfg.num_samples + ctx.data.n_test))
+        judge_step = ctx.train_step(judge_backbone, PluginSpec.of("erm", {}, {}), judge_train)
+        shared = work((judge_step, ctx.training_steps(judge_train, ctx.data.n_train)),
+                      (judge_forward, ctx.data.n_test))
+        key = ctx.shared_key({"judge": [judge_backbone.name, judge_backbone.config, judge_train, cfg.judge_seed]})
+        return EvaluationCost(per_job, {key: (f"gan_test judge ({judge_backbone.label})", shared)})
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

@@ -57,10 +57,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.artifacts import batches, eval_subset
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.draws import per_image_draws
 from gibench.api.plugin import EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.saliency import label_logit
-from gibench.core.config_types import IGSteps, Limit, NumSamples, SaliencyMethod, Sigma, plugin_config
+from gibench.api.saliency import SaliencyOptions, label_logit
+from gibench.core.config_types import Limit, NumSamples, Sigma, plugin_config
 
 INFIDELITY_OUTPUTS = ("centred_logit", "log_softmax", "logit")
 KINDS = ("gaussian", "noisy_baseline")
@@ -68,7 +69,7 @@ STREAMS = {"gaussian": 2, "noisy_baseline": 3}  # draw streams (gibench.api.draw
 
 
 @plugin_config
-class InfidelityConfig:
+class InfidelityConfig(SaliencyOptions):
     output: Literal["centred_logit", "log_softmax", "logit"] = "centred_logit"
     """The output F whose change is predicted: centred_logit (shift-invariant), log_softmax, or logit."""
     num_samples: NumSamples = 64
@@ -81,10 +82,6 @@ class InfidelityConfig:
     """x₀ of the noisy-baseline perturbation: zero (Yeh's code) or the per-channel train mean."""
     max_images: Limit = 500
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def explained_output(logits: Tensor, y: Tensor, output: str) -> Tensor:
@@ -152,6 +149,13 @@ class Infidelity(Evaluator):
         Metric("infidelity_noisy_baseline", False, "β-scaled infidelity under noisy-baseline perturbations",
                bounds=(0.0, float("inf"))),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per image: one saliency map; for each perturbation kind, F(x) and ``num_samples`` perturbed forwards."""
+        cfg = self.config
+        n = ctx.images(cfg.max_images)
+        return EvaluationCost(work((ctx.saliency(), n * cfg.input_gradients_per_map),
+                                   (ctx.forward(), n * len(KINDS) * (1 + cfg.num_samples))))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

@@ -34,7 +34,7 @@ Choices the paper leaves open or gibench makes differently:
   is applied in pixel space; the blur is linear with weights summing to 1, so blurring before or after the
   per-channel normalization (the reference blurs normalized images) gives the same masked image.
 * **Label**: the true test label, for the attribution and for the output.
-* **Masking**: :mod:`gibench.api.ranks` and :mod:`gibench.evaluators._masking`, shared with ``pixel_perturbation`` (same
+* **Masking**: :mod:`gibench.api.ranks` and :mod:`gibench.api.masking`, shared with ``pixel_perturbation`` (same
   ranks, counts, blur and masked-batch construction), extended there with a per-image count.
 * **Attribution** (``saliency``): ``ctx.saliency``, the map this option names (the runner resolves it through
   :func:`gibench.api.saliency.saliency_for`). The paper evaluates X-Gradient and Integrated Gradients (and gradient,
@@ -58,11 +58,12 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, work
+from gibench.api.masking import fill_images, replace_ranked, trapezoid
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import fraction_count, rank_positions
-from gibench.api.saliency import label_logit
-from gibench.core.config_types import IGSteps, IncreasingFractions, Limit, PositiveFloat, SaliencyMethod, plugin_config
-from gibench.evaluators._masking import fill_images, replace_ranked, trapezoid
+from gibench.api.saliency import SaliencyOptions, label_logit
+from gibench.core.config_types import IncreasingFractions, Limit, PositiveFloat, plugin_config
 
 SIGNS = ("positive", "negative", "absolute")
 MODES = ("keep", "remove")
@@ -74,7 +75,7 @@ HIGHER_IS_BETTER = {("keep", "positive"): True, ("keep", "negative"): False, ("k
 
 
 @plugin_config
-class KeepRemoveConfig:
+class KeepRemoveConfig(SaliencyOptions):
     fractions: IncreasingFractions = DEFAULT_FRACTIONS
     """Fractions of pixels kept (paper: 16 geometrically spaced from 0.01 to 1)."""
     blur_sigma: PositiveFloat = 41 / 224
@@ -82,11 +83,6 @@ class KeepRemoveConfig:
     224 px)."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The attribution explained: input_gradient (gibench's default everywhere), x_gradient or integrated_gradients
-    (the paper's two methods)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def clipped_scores(attribution: Tensor, sign: str) -> Tensor:
@@ -124,6 +120,13 @@ class KeepRemove(Evaluator):
                bounds=(0.0, 1.0) if sign == "absolute" else (-math.inf, math.inf))
         for mode, sign in CURVES
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per image: one saliency map and one forward per curve (mode × sign) and fraction."""
+        cfg = self.config
+        n = ctx.images(cfg.max_images)
+        return EvaluationCost(work((ctx.saliency(), n * cfg.input_gradients_per_map),
+                                   (ctx.forward(), n * len(CURVES) * len(cfg.fractions))))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

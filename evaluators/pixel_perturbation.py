@@ -31,7 +31,7 @@ Choices, paper vs public code:
   accuracy the model retains. Regularizers move clean accuracy, and the raw area mixes the two effects. It is NaN
   when the clean accuracy is 0. The headline is the normalized least-salient-first area (higher is better); the
   most-salient-first areas are lower-is-better.
-* **Masking**: the ranks and counts are :mod:`gibench.api.ranks`, the fills and area :mod:`gibench.evaluators._masking`,
+* **Masking**: the ranks and counts are :mod:`gibench.api.ranks`, the fills and area :mod:`gibench.api.masking`,
   shared with ``keep_remove`` (Hesse et al.'s Keep/Remove curves), so both evaluators mask pixels the same way.
 * **Cost**: one saliency pass (forward + backward) and one clean forward per image, then one forward per image,
   fraction and order (2 × 25 by default). Batched: the ranks are computed once per batch and each fraction's masked
@@ -47,28 +47,27 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, work
+from gibench.api.masking import area, removal_ranks, replace_ranked
+from gibench.api.masking import fill_images as shared_fill_images
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import fraction_count
-from gibench.api.saliency import pixel_scores
+from gibench.api.saliency import SaliencyOptions, pixel_scores
 from gibench.core.config_types import (
     ChannelReduction,
-    IGSteps,
     IncreasingFractions,
     Limit,
     PixelValue,
     PositiveFloat,
-    SaliencyMethod,
     plugin_config,
 )
-from gibench.evaluators._masking import area, removal_ranks, replace_ranked
-from gibench.evaluators._masking import fill_images as shared_fill_images
 
 ORDERS = ("least_salient_first", "most_salient_first")
 DEFAULT_FRACTIONS = tuple(float(f) for f in np.logspace(-2, 0, 25))
 
 
 @plugin_config
-class PixelPerturbationConfig:
+class PixelPerturbationConfig(SaliencyOptions):
     fractions: IncreasingFractions = DEFAULT_FRACTIONS
     """Fractions of pixels removed (paper: 25 log-spaced from 0.01 to 1)."""
     fill: Literal["image_mean", "constant", "dataset_mean", "blur"] = "image_mean"
@@ -83,10 +82,6 @@ class PixelPerturbationConfig:
     """log: trapezoid over log10(fraction); linear: over the fraction."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 #: floor(f·P + 0.5) pixels removed at fraction f; the masking helpers are shared with ``keep_remove``.
@@ -95,7 +90,7 @@ pixels_removed = fraction_count
 
 def fill_images(x: Tensor, config: PixelPerturbationConfig, dataset_mean: tuple[float, ...]) -> Tensor:
     """The replacement value of every pixel of ``x`` (N, C, H, W) under ``config``'s fill (see
-    :func:`gibench.evaluators._masking.fill_images`)."""
+    :func:`gibench.api.masking.fill_images`)."""
     return shared_fill_images(x, config.fill, dataset_mean, config.fill_value, config.blur_sigma)
 
 
@@ -125,6 +120,13 @@ class PixelPerturbation(Evaluator):
         Metric("clean_accuracy", True, "accuracy on the evaluated test images before any removal",
                bounds=(0.0, 1.0)),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per image: one saliency map, the clean forward and one forward per fraction and removal order."""
+        cfg = self.config
+        n = ctx.images(cfg.max_images)
+        return EvaluationCost(work((ctx.saliency(), n * cfg.input_gradients_per_map),
+                                   (ctx.forward(), n * (1 + len(ORDERS) * len(cfg.fractions)))))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

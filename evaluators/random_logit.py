@@ -39,22 +39,19 @@ from torch import Tensor
 
 from gibench.api import ranks
 from gibench.api.artifacts import batches, eval_subset, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.saliency import pixel_scores
-from gibench.core.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
+from gibench.api.saliency import SaliencyOptions, pixel_scores
+from gibench.core.config_types import ChannelReduction, Limit, plugin_config
 from gibench.core.errors import ConfigError
 
 
 @plugin_config
-class RandomLogitConfig:
+class RandomLogitConfig(SaliencyOptions):
     pixel_reduction: ChannelReduction = "abs_sum"
     """How the gradient's channels become one score per pixel (for the Spearman correlation)."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def other_classes(y: Tensor, num_classes: int, seed: int) -> Tensor:
@@ -102,6 +99,11 @@ class RandomLogit(Evaluator):
         Metric("spearman", False, "Spearman correlation of the pixel scores of the label's and a random other "
                "class's saliency", bounds=(-1.0, 1.0)),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Two saliency maps per evaluated image: the label's and a random other class's."""
+        n = ctx.images(self.config.max_images)
+        return EvaluationCost(work((ctx.saliency(), 2 * n * self.config.input_gradients_per_map)))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

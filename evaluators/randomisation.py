@@ -61,6 +61,7 @@ __all__ = ["Randomisation", "RandomisationConfig", "SEED_OFFSET", "emprt", "hist
            "randomised_copy", "resettable_modules"]
 
 import copy
+import functools
 import math
 from typing import Annotated
 
@@ -68,11 +69,13 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from gibench import PluginSpec, build_model, make_bundle
 from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import spearman
-from gibench.api.saliency import pixel_scores
-from gibench.core.config_types import ChannelReduction, IGSteps, Limit, SaliencyMethod, plugin_config
+from gibench.api.saliency import SaliencyOptions, pixel_scores
+from gibench.core.config_types import ChannelReduction, Limit, plugin_config
 from gibench.core.errors import GibenchError
 
 #: Added to ``ctx.seed`` for the re-initialization, so that the random model is not the job's own initialization.
@@ -80,7 +83,7 @@ SEED_OFFSET = 7919
 
 
 @plugin_config
-class RandomisationConfig:
+class RandomisationConfig(SaliencyOptions):
     bins: Annotated[int, Field(ge=2)] = 100
     """Equal-width histogram bins over each map's [min, max] for the entropy, ≥ 2 (Quantus' default 100)."""
     pixel_reduction: ChannelReduction = "abs_sum"
@@ -89,15 +92,21 @@ class RandomisationConfig:
     """Also report Adebayo's top-down cascading MPRT curve (one more saliency pass per layer)."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def resettable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules with ``reset_parameters()``, in ``named_modules()`` order (bottom-up for sequential backbones)."""
     return [(name, m) for name, m in model.named_modules() if callable(getattr(m, "reset_parameters", None))]
+
+
+@functools.lru_cache(maxsize=64)
+def _resettable_count(backbone: PluginSpec, shape: tuple[int, int, int], num_classes: int) -> int:
+    """The cascade's steps for a backbone and input shape: the re-initializable modules of the built model (built
+    once per backbone and shape, on the CPU, on random images)."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, *shape, generator=gen), torch.arange(2) % num_classes
+    bundle = make_bundle("shape", x, y, x, y, num_classes=num_classes)
+    return len(resettable_modules(build_model(backbone.name, backbone.config, bundle)))
 
 
 def randomised_copy(model: nn.Module, seed: int, top: int | None = None) -> nn.Module:
@@ -171,6 +180,13 @@ class Randomisation(Evaluator):
                "with its top layer re-initialized (ranks fooled above erm by design)", bounds=(-1.0, 1.0),
                diagnostic=True),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per image: maps of the trained model and of its fully and top-layer re-initialized copies (the same
+        backbone, so the same unit), plus one per re-initializable module with ``cascade``."""
+        cfg = self.config
+        maps = 3 + (_resettable_count(ctx.job.backbone, ctx.data.shape, ctx.data.num_classes) if cfg.cascade else 0)
+        return EvaluationCost(work((ctx.saliency(), ctx.images(cfg.max_images) * maps * cfg.input_gradients_per_map)))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

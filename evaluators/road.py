@@ -59,18 +59,17 @@ from scipy.linalg import solveh_banded
 from torch import Tensor
 
 from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import fraction_count, rank_positions
-from gibench.api.saliency import pixel_scores
+from gibench.api.saliency import SaliencyOptions, pixel_scores
 from gibench.core.config_types import (
     ChannelReduction,
     Fraction,
-    IGSteps,
     Increasing,
     Limit,
     NoiseStd,
     NonEmpty,
-    SaliencyMethod,
     plugin_config,
 )
 
@@ -84,7 +83,7 @@ ProperFractions = Annotated[tuple[Fraction, ...], NonEmpty, Increasing]
 
 
 @plugin_config
-class RoadConfig:
+class RoadConfig(SaliencyOptions):
     fractions: ProperFractions = DEFAULT_FRACTIONS
     """Fractions of pixels removed, each in (0, 1), increasing (default 0.1 … 0.9)."""
     noise: NoiseStd = 0.01
@@ -93,10 +92,6 @@ class RoadConfig:
     """How the gradient's channels become one score per pixel."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
 
 def impute(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
@@ -203,6 +198,14 @@ class Road(Evaluator):
                diagnostic=True),
         Metric("clean_accuracy", True, "accuracy on the evaluated test images before any removal", bounds=(0.0, 1.0)),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per image: one saliency map, the clean prediction, then one forward per order and fraction (the CPU
+        linear solve of the imputations is not counted)."""
+        cfg = self.config
+        n = ctx.images(cfg.max_images)
+        return EvaluationCost(work((ctx.saliency(), n * cfg.input_gradients_per_map),
+                                   (ctx.forward(), n * (1 + len(ORDERS) * len(cfg.fractions)))))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

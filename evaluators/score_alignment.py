@@ -15,7 +15,7 @@ Where the score comes from (option ``score``):
   ``ANALYTIC_SCORE``); called directly, it raises a GibenchError.
 * ``learned``: the score of a denoiser that gibench trains by denoising score matching on the train split, once per
   dataset and σ, and caches as an auxiliary model of kind ``denoiser`` (``ctx.aux``; see
-  :mod:`gibench.evaluators._denoiser` for the U-Net, its EDM preconditioning and its training).
+  :mod:`gibench.api.denoiser` for the U-Net, its EDM preconditioning and its training).
   s(x | y) = (D(x; σ, y) − x)/σ², evaluated on the clean test image as the paper does, is the score of the σ-smoothed
   density p_σ(x | y) (Tweedie; Vincent 2011); the unconditional score uses the denoiser's null class. ``sigma`` is
   in pixel units: the default 0.25 is the paper's σ = 0.5 in its [−1, 1] coordinates. The denoiser's held-out
@@ -60,6 +60,7 @@ top of the denoiser's one-off training, which is shared by every job, suite and 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -70,23 +71,16 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gibench import require_quality, tensors_sha256
+from gibench.api import denoiser
 from gibench.api.artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
+from gibench.api.cost import CostContext, EvaluationCost, PluginWork, WorkTimer, work
+from gibench.api.denoiser import DenoiserOptions
 from gibench.api.plugin import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import spearman
-from gibench.core.config_types import (
-    Fraction,
-    IGSteps,
-    Limit,
-    PositiveFloat,
-    PositiveInt,
-    SaliencyMethod,
-    Seed,
-    Sigma,
-    plugin_config,
-)
+from gibench.api.saliency import SaliencyOptions
+from gibench.core.config_types import Limit, plugin_config
 from gibench.core.errors import GibenchError
 from gibench.core.params import check
-from gibench.evaluators import _denoiser
 
 LPIPS_FILES = ("alex.pth", "alexnet-owt-7be5be79.pth")  # LPIPS v0.1 linear heads; torchvision's ImageNet AlexNet
 
@@ -94,35 +88,19 @@ ScoreFn = Callable[[Tensor, "Tensor | None"], Tensor]
 
 
 @plugin_config
-class ScoreAlignmentConfig:
+class ScoreAlignmentConfig(DenoiserOptions, SaliencyOptions):
+    """``saliency`` and ``ig_steps`` come from :class:`~gibench.api.saliency.SaliencyOptions`; ``sigma`` and the
+    ``denoiser_*`` options are the learned score's recipe (:class:`~gibench.api.denoiser.DenoiserOptions`, read back
+    by ``denoiser_training()``)."""
+
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
     score: Literal["auto", "analytic", "learned"] = "auto"
     """auto: the analytic score where the dataset has ANALYTIC_SCORE, the learned one otherwise."""
-    sigma: Sigma = 0.25
-    """The learned score's noise level in pixel units (the paper's 0.5 in [−1, 1] coordinates)."""
-    denoiser_width: _denoiser.DenoiserWidth = 16
-    """U-Net block_out_channels = (w, 2w, 2w)."""
-    denoiser_epochs: PositiveInt = 5
-    """Denoiser training epochs."""
-    denoiser_lr: PositiveFloat = 2e-3
-    """Denoiser learning rate."""
-    denoiser_batch_size: PositiveInt = 64
-    """Denoiser training batch size."""
-    denoiser_uncond_prob: Fraction = 0.2
-    """Share of training labels replaced by the null class."""
-    denoiser_max_train: Limit = 0
-    """The first N training images; 0 = all."""
-    denoiser_seed: Seed = 0
-    """Seed of the denoiser's training."""
     min_denoiser_gain: Annotated[float, Field(lt=1)] = 0.2
     """Floor on the denoiser's gain_over_trivial (1 would be a perfect denoiser)."""
     lpips_weights: str = ""
     """A local folder holding LPIPS_FILES; empty: no LPIPS metrics."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
     def __post_init__(self) -> None:
         if self.lpips_weights:
@@ -132,12 +110,6 @@ class ScoreAlignmentConfig:
                                f"heads (alex.pth, shipped in the lpips package under lpips/weights/v0.1/) and "
                                f"torchvision's AlexNet weights (alexnet-owt-7be5be79.pth) in that folder; gibench "
                                f"never downloads them")
-
-    def denoiser_training(self) -> _denoiser.DenoiserTraining:
-        return _denoiser.DenoiserTraining(
-            sigma=self.sigma, width=self.denoiser_width, epochs=self.denoiser_epochs, lr=self.denoiser_lr,
-            batch_size=self.denoiser_batch_size, uncond_prob=self.denoiser_uncond_prob,
-            max_train=self.denoiser_max_train, seed=self.denoiser_seed)
 
 
 def cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -275,17 +247,64 @@ class ScoreAlignment(Evaluator):
             return ctx.data.extras["score"]
         cfg = self.config.denoiser_training()
         aux = ctx.aux.get_or_train(
-            "denoiser", _denoiser.identity(data_identity(ctx), ctx.data, cfg),
-            build=lambda: _denoiser.build(ctx.data, cfg),
-            train=lambda: _denoiser.train(ctx.data, cfg, ctx.aux.device))
+            "denoiser", denoiser.identity(data_identity(ctx), ctx.data, cfg),
+            build=lambda: denoiser.build(ctx.data, cfg),
+            train=lambda: denoiser.train(ctx.data, cfg, ctx.aux.device))
         require_quality(aux, "gain_over_trivial", self.config.min_denoiser_gain, "score_alignment's learned score")
-        denoiser, device = aux.model, ctx.aux.device
+        trained, device = aux.model, ctx.aux.device
 
         def learned(x: Tensor, y: Tensor | None) -> Tensor:
             labels = None if y is None else y.to(device)
-            return denoiser.score(x.to(device).float(), labels).to(device=x.device, dtype=x.dtype)
+            return trained.score(x.to(device).float(), labels).to(device=x.device, dtype=x.dtype)
 
         return learned
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Two saliency maps per image (the label logit's and the logsumexp's). With the learned score also two
+        denoiser forwards per image, and once per dataset and denoiser recipe its training
+        (``denoiser_epochs × ⌈N / denoiser_batch_size⌉`` steps) and its quality check (2 × the test split in denoiser
+        forwards). Nothing where the evaluation is skipped (``score: analytic`` on a dataset without one)."""
+        cfg = self.config
+        analytic = ANALYTIC_SCORE in ctx.data.capabilities
+        if cfg.score == "analytic" and not analytic:
+            return EvaluationCost()
+        n = ctx.images(cfg.max_images)
+        maps = (ctx.saliency(), 2 * n * cfg.input_gradients_per_map)
+        if cfg.score == "analytic" or (cfg.score == "auto" and analytic):
+            return EvaluationCost(work(maps))
+        training = cfg.denoiser_training()
+        options = dataclasses.asdict(training)
+        step = ctx.plugin_work(self.name, "denoiser_step", options, batch_size=training.batch_size, per="step")
+        forward = ctx.plugin_work(self.name, "denoiser_forward", options)
+        n_train = min(training.max_train, ctx.data.n_train) if training.max_train > 0 else ctx.data.n_train
+        shared = work((step, ctx.training_steps(training, n_train)), (forward, 2 * ctx.data.n_test))
+        key = ctx.shared_key({"denoiser": options})
+        return EvaluationCost(work(maps, (forward, 2 * n)),
+                              {key: (f"score_alignment denoiser (σ = {training.sigma:g})", shared)})
+
+    @classmethod
+    def time_work(cls, unit: PluginWork, timer: WorkTimer) -> float:
+        """Seconds per denoiser training step (the operations of :func:`gibench.api.denoiser.train`'s loop: loss,
+        backward, Adam step) or per image of a denoiser forward."""
+        cfg = denoiser.DenoiserTraining(**unit.options())
+        bundle = timer.random_bundle(unit.shape, unit.num_classes, unit.batch_size)
+        model = denoiser.build(bundle, cfg).to(timer.device)
+        x, y = bundle.train.x.to(timer.device), bundle.train.y.to(timer.device)
+        if unit.kind == "denoiser_forward":
+            model.eval()
+
+            def forward() -> None:
+                with torch.no_grad():
+                    model(x, y)
+            return timer.seconds_per_call(forward) / unit.batch_size
+        optimizer = torch.optim.Adam(model.train().parameters(), lr=cfg.lr)
+
+        def step() -> None:
+            loss = model.loss(x, y, torch.randn_like(x))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return timer.seconds_per_call(step)
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         x, y, _ = eval_subset(ctx, self.config.max_images)

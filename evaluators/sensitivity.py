@@ -53,9 +53,11 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api.artifacts import batches, eval_subset
+from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.draws import per_image_draws
 from gibench.api.plugin import EvalContext, EvalResult, Evaluator, Metric
-from gibench.core.config_types import IGSteps, Limit, NumSamples, PositiveFloat, SaliencyMethod, plugin_config
+from gibench.api.saliency import SaliencyOptions
+from gibench.core.config_types import Limit, NumSamples, PositiveFloat, plugin_config
 
 #: The default radius per dataset (pixel units); any other dataset uses ``default_radius``.
 DEFAULT_RADII: dict[str, float] = {name: 0.1 for name in
@@ -68,7 +70,7 @@ CAVEAT = "a constant map scores 0 here: read it beside infidelity"
 
 
 @plugin_config
-class SensitivityConfig:
+class SensitivityConfig(SaliencyOptions):
     radius: dict[str, PositiveFloat] = field(default_factory=lambda: dict(DEFAULT_RADII))
     """L∞ radius r (pixel units) by dataset name; datasets not listed use default_radius."""
     default_radius: PositiveFloat = 8 / 255
@@ -77,10 +79,6 @@ class SensitivityConfig:
     """Uniform draws per image."""
     max_images: Limit = 500
     """The first N test images; 0 = all."""
-    saliency: SaliencyMethod = "input_gradient"
-    """The saliency map explained: input_gradient, x_gradient or integrated_gradients (gibench.api.saliency)."""
-    ig_steps: IGSteps = 32
-    """Integration steps of saliency=integrated_gradients (captum, Gauss-Legendre)."""
 
     def radius_for(self, dataset: str) -> float:
         return float(self.radius.get(dataset, self.default_radius))
@@ -133,6 +131,13 @@ class Sensitivity(Evaluator):
         Metric("prediction_flip_share", False, "share of the draws that change the predicted class",
                bounds=(0.0, 1.0), diagnostic=True),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """Per image: the clean map and ``num_samples`` maps of perturbed copies, and one prediction of each (the
+        prediction-flip check)."""
+        cfg = self.config
+        maps = ctx.images(cfg.max_images) * (1 + cfg.num_samples)
+        return EvaluationCost(work((ctx.saliency(), maps * cfg.input_gradients_per_map), (ctx.forward(), maps)))
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         cfg = self.config

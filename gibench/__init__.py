@@ -7,12 +7,16 @@ are imported on first use, so ``import gibench`` stays cheap.
 
 Contracts (:mod:`gibench.api`)
     ``Regularizer``, ``TrainingLoss``; ``Evaluator``, ``Metric``, ``EvalContext``, ``EvalResult``, ``Curve``;
-    ``Dataset``, ``DatasetBundle``, ``Split``; the dataset capabilities ``SIGNAL_MASK``, ``ANALYTIC_SCORE`` and the set
-    of all of them, ``CAPABILITIES``.
+    ``Dataset``, ``DatasetBundle``, ``Split``, ``DataSizes`` (what ``Dataset.sizes`` says without loading); the dataset
+    capabilities ``SIGNAL_MASK``, ``ANALYTIC_SCORE`` and the set of all of them, ``CAPABILITIES``.
+Cost, for ``gibench run --estimate`` (:mod:`gibench.api.cost`)
+    ``CostContext`` (what ``Evaluator.cost`` is given) and ``EvaluationCost`` (what it returns: work units counted).
 Saliency (:mod:`gibench.api.saliency`)
     ``input_gradient``, ``logits_and_input_gradient``, ``leaf_logits_and_input_gradient``, ``label_logit``,
     ``pixel_scores``; ``x_gradient`` and its ``attribution_baseline`` (Hesse et al.'s X-Gradient),
-    ``integrated_gradients``, and ``saliency_function`` (a saliency method's name → ``ctx.saliency``).
+    ``integrated_gradients``, and ``saliency_function`` (a saliency method's name → ``ctx.saliency``);
+    ``SaliencyOptions``, the one declaration of an evaluator's ``saliency`` and ``ig_steps`` options (its Config
+    inherits it).
 Evaluator helpers: batching and artifacts (:mod:`gibench.api.artifacts`)
     ``eval_subset``, ``batches``, ``save_grid``, ``save_saliency_grid``, ``save_curves``, ``to_unit``,
     ``GRID_IMAGES``.
@@ -52,21 +56,24 @@ Testing plugins: :mod:`gibench.testing` (``check_regularizer``, ``check_evaluato
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from gibench import _moved
+from gibench._lazy import collect_results, lazy_attributes, run_suite
 from gibench.api import (
     ANALYTIC_SCORE,
     CAPABILITIES,
     SIGNAL_MASK,
+    CostContext,
     Curve,
     Dataset,
     DatasetBundle,
+    DataSizes,
     EvalContext,
     EvalResult,
+    EvaluationCost,
     Evaluator,
     Metric,
     Regularizer,
@@ -84,6 +91,7 @@ from gibench.api.artifacts import (
 )
 from gibench.api.ranks import rankdata_average, spearman
 from gibench.api.saliency import (
+    SaliencyOptions,
     attribution_baseline,
     input_gradient,
     integrated_gradients,
@@ -144,7 +152,6 @@ from gibench.version import __version__
 _moved.install()  # old module names (gibench.runner, ...) keep importing for one release
 
 if TYPE_CHECKING:
-    import pandas
     from torch import nn
 
     from gibench.running.preflight import PreflightError
@@ -152,20 +159,20 @@ if TYPE_CHECKING:
     from gibench.suites.suite import Suite
 
 __all__ = [
-    "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError",
-    "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
-    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions",
-    "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat",
-    "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt",
-    "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK",
-    "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split", "SubmissionError", "Suite", "TrainConfig", "TrainingError",
-    "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline", "auxiliary_classifier",
-    "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
-    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
-    "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
-    "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average",
-    "require_quality", "run_suite", "saliency_function", "save_curves", "save_grid", "save_saliency_grid", "spearman",
-    "tensors_sha256", "to_unit", "x_gradient",
+    "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "CostContext", "Curve",
+    "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
+    "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES", "GibenchError",
+    "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
+    "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
+    "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
+    "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
+    "SubmissionError", "Suite", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
+    "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
+    "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
+    "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",
+    "list_evaluators", "list_regularizers", "load_dataset", "load_suite", "logits_and_input_gradient", "make_bundle",
+    "pixel_scores", "plugin_config", "rankdata_average", "require_quality", "run_suite", "saliency_function",
+    "save_curves", "save_grid", "save_saliency_grid", "spearman", "tensors_sha256", "to_unit", "x_gradient",
 ]
 
 #: Public names whose modules are heavy (timm, the runner): imported on first access.
@@ -176,17 +183,7 @@ _LAZY = {
     "Suite": "gibench.suites.suite",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gibench' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)
 
 
 def list_regularizers() -> list[str]:
@@ -332,79 +329,3 @@ def load_suite(name_or_path: str | Path) -> Suite:
     """
     from gibench.suites.suite import load_suite as _load
     return _load(name_or_path)
-
-
-def run_suite(
-    suite: Suite | str | Path,
-    runs_dir: str | Path,
-    *,
-    device: str | None = None,
-    data_root: str | Path | None = None,
-    download: bool = False,
-    retry_failed: bool = False,
-    eval_batch_size: int = 256,
-    preflight: bool = True,
-    claim_timeout_s: float = 120.0,
-    heartbeat_s: float | None = None,
-    claim_poll_s: float = 2.0,
-    executor: Literal["local", "ray"] = "local",
-    executor_options: Mapping[str, Any] | None = None,
-    observer: RunObserver | None = None,
-    dry_run: bool = False,
-) -> RunSummary:
-    """Preflight, then train and evaluate every job of ``suite`` into ``runs_dir`` (what ``gibench run`` does).
-
-    Finished jobs and evaluations in ``runs_dir`` are reused, so a rerun resumes; any number of processes may share
-    one runs directory (each job is claimed before it trains).
-
-    Args:
-        suite: a :class:`Suite` from :func:`load_suite`, or a shipped suite's name or a YAML path.
-        runs_dir: the run store (created if missing).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or None/``"auto"`` (CUDA when available).
-        data_root: where datasets live on disk; default: the user cache folder.
-        download: allow downloading missing datasets.
-        retry_failed: train again jobs whose training failed before (otherwise their failure is kept).
-        eval_batch_size: images per evaluation batch (reduced step by step when an evaluation runs out of memory).
-        preflight: check data, backbones, plugins, device and runs directory before anything trains.
-        claim_timeout_s: a job claimed by a worker on another host without a heartbeat for this long is taken over.
-        heartbeat_s: how often a worker refreshes its claim (must be shorter than ``claim_timeout_s``; default
-            ``min(10, claim_timeout_s / 4)``).
-        claim_poll_s: how often the local executor looks again at jobs that other workers hold.
-        executor: ``"local"`` (this process, in the suite's order) or ``"ray"`` (one task per job).
-        executor_options: options of the Ray executor (``address``, ``gpus_per_job``); local takes none.
-        observer: receives progress events (:class:`RunObserver`); default: none.
-        dry_run: run the preflight and report each job's state (planned, cached, failed, invalid) writing nothing.
-
-    Returns:
-        The :class:`RunSummary`: one ``gibench.running.runner.JobReport`` per job (state, reason, evaluations), the
-        warnings, and ``ok`` / ``failures()``.
-
-    Raises:
-        PreflightError: listing every problem the preflight found; nothing was trained. ConfigError: a bad option.
-
-    Example:
-        >>> summary = run_suite("smoke", "runs", device="cpu")  # doctest: +SKIP
-        >>> summary.ok, summary.count("trained")  # doctest: +SKIP
-        (True, 3)
-    """
-    from gibench.running.runner import RunOptions
-    from gibench.running.runner import run_suite as _run
-
-    if not hasattr(suite, "datasets"):
-        suite = load_suite(suite)
-    options = RunOptions(data_root=Path(data_root) if data_root is not None else None, download=download,
-                         device=device, retry_failed=retry_failed, eval_batch_size=eval_batch_size,
-                         claim_timeout_s=claim_timeout_s, heartbeat_s=heartbeat_s, claim_poll_s=claim_poll_s,
-                         preflight=preflight)
-    return _run(suite, Path(runs_dir), options, observer=observer, executor=executor,
-                executor_options=executor_options, dry_run=dry_run)
-
-
-def collect_results(runs_dir: str | Path) -> pandas.DataFrame:
-    """The long results table of a runs directory: one row per job × evaluator × metric, with provenance columns.
-
-    Example:
-        >>> collect_results("runs").groupby(["regularizer", "metric"])["value"].mean()  # doctest: +SKIP
-    """
-    from gibench.results.tables import collect_results as _collect
-    return _collect(Path(runs_dir))

@@ -11,17 +11,12 @@ import pytest
 import torch
 
 from gibench.api import registry
+from gibench.api.cost import ModelPass, TrainStep
+from gibench.api.dataset import DataSizes
 from gibench.api.saliency import saliency_for
 from gibench.cli import main
-from gibench.running.estimate import (
-    KNOWN_SPLITS,
-    DataShape,
-    ModelPass,
-    TrainStep,
-    data_shape,
-    estimate_suite,
-    evaluation_work,
-)
+from gibench.data.torchvision_sets import SVHN
+from gibench.running.estimate import data_sizes, estimate_suite, evaluation_cost
 from gibench.running.runner import RunOptions, run_suite
 from gibench.suites.jobs import expand
 from gibench.suites.suite import PluginSpec, load_suite
@@ -109,13 +104,13 @@ def test_completed_work_is_not_estimated(tmp_path):
     assert partial.seconds == pytest.approx(forward * 100 * (1 + 6), rel=1e-12)
 
 
-def test_missing_datasets_are_sized_from_the_table_and_nothing_is_downloaded(tmp_path):
+def test_missing_datasets_are_sized_by_their_own_declaration_and_nothing_is_downloaded(tmp_path):
     data = tmp_path / "empty"
     data.mkdir()
-    assert data_shape(PluginSpec.of("cifar100", {}, {}), data) == DataShape((3, 32, 32), 100, 50_000, 10_000)
-    limited = data_shape(PluginSpec.of("svhn", {"train_limit": 1000}, {"train_limit": 1000, "test_limit": 0}), data)
-    assert (limited.n_train, limited.n_test) == (1000, KNOWN_SPLITS["svhn"][5])
-    digits = data_shape(PluginSpec.of("blockmnist", {"source": "mnist", "classes": [0, 1]},
+    assert data_sizes(PluginSpec.of("cifar100", {}, {}), data) == DataSizes((3, 32, 32), 100, 50_000, 10_000)
+    limited = data_sizes(PluginSpec.of("svhn", {"train_limit": 1000}, {"train_limit": 1000, "test_limit": 0}), data)
+    assert (limited.n_train, limited.n_test) == (1000, SVHN.split_sizes[1])
+    digits = data_sizes(PluginSpec.of("blockmnist", {"source": "mnist", "classes": [0, 1]},
                                       {"source": "mnist", "classes": [0, 1], "placement_seed": 0}), data)
     assert (digits.shape, digits.num_classes, digits.n_train, digits.n_test) == ((1, 56, 28), 2, 5923 + 6742,
                                                                                   980 + 1135)
@@ -132,10 +127,10 @@ def _job(tmp_path, evaluators):
 
 
 def test_the_auxiliary_model_rules(tmp_path):
-    data = DataShape((1, 28, 28), 10, N_TRAIN, N_TEST)
+    data = DataSizes((1, 28, 28), 10, N_TRAIN, N_TEST)
     job = _job(tmp_path, [{"diffroar": {"levels": [0.5], "retrain_seeds": [0, 1], "epochs": 3,
                                         "max_train_images": 500}}])
-    work = evaluation_work(job.evaluators[0], job, data, eval_batch=64)
+    work = evaluation_cost(job.evaluators[0], job, data, eval_batch=64)
     retrain = [(u, n) for u, n in work.per_job.items() if isinstance(u, TrainStep)]
     assert len(retrain) == 1 and retrain[0][0].regularizer.name == "erm" and retrain[0][0].train.epochs == 3
     assert retrain[0][1] == 2 * 1 * 2 * 3 * math.ceil(500 / 128)  # sides × levels × seeds × epochs × steps
@@ -143,7 +138,7 @@ def test_the_auxiliary_model_rules(tmp_path):
     assert work.per_job[saliency] == 500 + N_TEST and work.shared == {}
 
     job = _job(tmp_path, [{"gan_test": {"num_samples": 40, "steps": 10}}])
-    work = evaluation_work(job.evaluators[0], job, data, eval_batch=64)
+    work = evaluation_cost(job.evaluators[0], job, data, eval_batch=64)
     assert work.per_job[saliency] == 40 * 10
     (what, shared), = work.shared.values()
     judge_steps = [n for u, n in shared.items() if isinstance(u, TrainStep)]
@@ -203,9 +198,9 @@ METRIC_FAMILY_CASES = [
 def test_metric_family_rules_count_the_evaluators_model_passes(name, params):
     bundle = tiny_bundle(image_size=(16, 16), train_size=12, test_size=12)
     backbone = PluginSpec.of("gibench_cnn", {"width": 2}, {})
-    data = DataShape(tuple(bundle.test.x.shape[1:]), bundle.num_classes, len(bundle.train), len(bundle.test))
+    data = DataSizes(tuple(bundle.test.x.shape[1:]), bundle.num_classes, len(bundle.train), len(bundle.test))
     job = SimpleNamespace(backbone=backbone)
-    work = evaluation_work(PluginSpec.of(name, params, {}), job, data, eval_batch=8)
+    work = evaluation_cost(PluginSpec.of(name, params, {}), job, data, eval_batch=8)
     assert work is not None and work.shared == {}
     forward = ModelPass("forward", backbone, data.shape, data.num_classes, 8)
     saliency = ModelPass("saliency", backbone, data.shape, data.num_classes, 8)

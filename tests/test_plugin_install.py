@@ -26,7 +26,7 @@ def test_example_plugin_installs_lists_and_runs(tmp_path):
     own_tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
                                capture_output=True, text=True, env=env, cwd=source, timeout=600)
     assert own_tests.returncode == 0, own_tests.stdout[-3000:]
-    assert "4 passed" in own_tests.stdout
+    assert "5 passed" in own_tests.stdout
 
     both = "from gibench.cli import main; main(['list', 'regularizers']); main(['list', 'evaluators'])"  # one start-up
     listed = subprocess.run([sys.executable, "-c", both], capture_output=True, text=True, env=env, check=True)

@@ -21,20 +21,20 @@ import gibench
 from gibench.running.runner import RunOptions, RunSummary
 
 EXPORTED = [
-    "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "Curve", "DataError",
-    "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext", "EvalResult", "Evaluator", "Fraction",
-    "FractionOrAll", "GRID_IMAGES", "GibenchError", "IGSteps", "Increasing", "IncreasingFractions",
-    "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat",
-    "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt",
-    "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK",
-    "SaliencyMethod", "Seed", "Seeds", "Sigma", "Split", "SubmissionError", "Suite", "TrainConfig", "TrainingError",
-    "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline", "auxiliary_classifier",
-    "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
-    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
-    "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
-    "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config", "rankdata_average",
-    "require_quality", "run_suite", "saliency_function", "save_curves", "save_grid", "save_saliency_grid", "spearman",
-    "tensors_sha256", "to_unit", "x_gradient",
+    "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "CostContext", "Curve",
+    "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
+    "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES", "GibenchError",
+    "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
+    "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
+    "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
+    "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
+    "SubmissionError", "Suite", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
+    "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
+    "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
+    "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",
+    "list_evaluators", "list_regularizers", "load_dataset", "load_suite", "logits_and_input_gradient", "make_bundle",
+    "pixel_scores", "plugin_config", "rankdata_average", "require_quality", "run_suite", "saliency_function",
+    "save_curves", "save_grid", "save_saliency_grid", "spearman", "tensors_sha256", "to_unit", "x_gradient",
 ]
 
 #: the command line is not an import API; __main__ only calls it
@@ -67,6 +67,7 @@ def test_the_plugin_kit_in_the_readme_uses_only_public_names():
 
 
 CONTRACT_METHODS = [gibench.Regularizer.training_loss, gibench.Evaluator.evaluate, gibench.Dataset.load,
+                    gibench.Dataset.sizes, gibench.Evaluator.cost, gibench.Evaluator.time_work,
                     gibench.api.AuxCache.get_or_create, gibench.testing.check_regularizer,
                     gibench.testing.check_evaluator, gibench.testing.make_eval_context, gibench.testing.tiny_bundle,
                     gibench.testing.tiny_model, gibench.testing.trained_model, gibench.testing.registered,
@@ -85,7 +86,8 @@ def test_contract_methods_document_arguments_returns_and_an_example(method):
             assert parameter in documented, f"{method.__qualname__}: argument {parameter!r} is not documented"
 
 
-@pytest.mark.parametrize("module", ["gibench", "gibench.api.plugin", "gibench.testing"])
+@pytest.mark.parametrize("module", ["gibench", "gibench.api.regularizer", "gibench.api.dataset",
+                                    "gibench.api.evaluator", "gibench.api.cost", "gibench.testing"])
 def test_the_docstring_examples_run(module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
@@ -144,4 +146,14 @@ def test_py_typed_ships_in_the_wheel(tmp_path):
                     str(tmp_path), str(root)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("gibench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "gibench/py.typed" in names and "gibench/testing.py" in names
+    assert "gibench/py.typed" in names and "gibench/testing/__init__.py" in names
+
+
+def test_every_subpackage_is_listed_for_packaging():
+    """setuptools' explicit package list must name every folder of gibench/ (a stale build/ folder can hide one)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "gibench").rglob("__init__.py")
+             if "__pycache__" not in p.parts}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

@@ -6,11 +6,12 @@ __all__ = [
     "default_data_root",
 ]
 
-import os
 from pathlib import Path
+
+from gibench.core.paths import user_cache_root
 
 
 def default_data_root() -> Path:
-    """Where datasets are looked for unless ``--data-root`` says otherwise: ``$XDG_CACHE_HOME/gibench/data``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "gibench" / "data"
+    """Where datasets are looked for unless ``--data-root`` says otherwise: ``data/`` in gibench's user cache folder
+    (:func:`gibench.core.paths.user_cache_root`; ``$XDG_CACHE_HOME/gibench/data`` on Linux)."""
+    return user_cache_root() / "data"

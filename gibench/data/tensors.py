@@ -45,6 +45,13 @@ def seeded_permutation(n: int, seed: int) -> np.ndarray:
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
+def stratified_test_count(class_size: int, test_fraction: float) -> int:
+    """How many of a class's ``class_size`` samples :func:`stratified_split` puts in test:
+    ``round(n_c · test_fraction)``
+    (Python's round, halves to even)."""
+    return int(round(class_size * test_fraction))
+
+
 def stratified_split(y: ArrayLike, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train_idx, test_idx)`` that put ``round(n_c · test_fraction)`` samples of each class c in test.
 
@@ -63,7 +70,7 @@ def stratified_split(y: ArrayLike, test_fraction: float, seed: int) -> tuple[np.
     is_test = np.zeros(n, dtype=bool)
     for c in np.unique(labels):
         members = select[labels[select] == c]  # class-c indices in permuted order
-        is_test[members[: int(round(len(members) * test_fraction))]] = True
+        is_test[members[: stratified_test_count(len(members), test_fraction)]] = True
     # ordering the output by ``select`` would put, at the start of train, the classes whose test quota filled first
     train_idx, test_idx = order[~is_test[order]].astype(np.int64), order[is_test[order]].astype(np.int64)
     if len(train_idx) == 0 or len(test_idx) == 0:

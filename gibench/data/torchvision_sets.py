@@ -9,6 +9,12 @@ SVHN's digit "0" is label 0 (torchvision already maps the files' label 10 to 0).
 (0 = all) keep the first N samples of a fixed seeded permutation of each split (:func:`seeded_permutation`, seed 0
 for train and 1 for test), so a small experiment always sees the same near class-balanced subset. Limits larger
 than a split keep the whole split.
+
+Each class states its split sizes (:meth:`TorchvisionDataset.sizes`), the numbers of the datasets' papers and of
+torchvision's loaders: MNIST, LeCun et al., "Gradient-based learning applied to document recognition" (1998);
+Fashion-MNIST, Xiao, Rasul & Vollgraf (2017); CIFAR-10/100, Krizhevsky, "Learning multiple layers of features from
+tiny images" (2009); SVHN, Netzer et al., "Reading digits in natural images with unsupervised feature learning"
+(2011), cropped digits without the extra split.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.api.plugin import Dataset, DatasetBundle
+from gibench.api.plugin import Dataset, DatasetBundle, DataSizes
 from gibench.core.config_types import Limit, plugin_config
 from gibench.core.errors import DataError
 from gibench.data.tensors import make_bundle, seeded_permutation
@@ -57,6 +63,10 @@ def limit_indices(n: int, limit: int, split: str) -> np.ndarray | None:
     return seeded_permutation(n, _LIMIT_SEEDS[split])[:limit]
 
 
+def _limited(n: int, limit: int) -> int:
+    return n if limit <= 0 else min(n, limit)
+
+
 class TorchvisionDataset(Dataset):
     """Base of the torchvision-backed datasets; subclasses set the class attributes below."""
 
@@ -69,6 +79,15 @@ class TorchvisionDataset(Dataset):
     num_classes: ClassVar[int] = 10
     default_class_names: ClassVar[tuple[str, ...]] = ()
     expected_files: ClassVar[str] = ""  # what torchvision looks for inside the folder, for error messages
+    image_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)  # (C, H, W)
+    split_sizes: ClassVar[tuple[int, int]] = (0, 0)  # (train, test) images in the files
+
+    def sizes(self) -> DataSizes:
+        """The split sizes from the class's table (after ``train_limit`` / ``test_limit``), so a suite is priced
+        before its files are downloaded."""
+        n_train, n_test = self.split_sizes
+        return DataSizes(self.image_shape, self.num_classes, _limited(n_train, self.config.train_limit),
+                         _limited(n_test, self.config.test_limit))
 
     def load(self, data_root: Path, download: bool = False) -> DatasetBundle:
         root = Path(data_root).expanduser() / self.folder
@@ -127,6 +146,12 @@ class MNIST(TorchvisionDataset):
     torchvision_class = "MNIST"
     expected_files = "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
     default_class_names = tuple(str(d) for d in range(10))
+    split_sizes = (60_000, 10_000)
+    #: images per digit 0..9 in the train and test files (counts of the files' labels; BlockMNIST sizes its subsets
+    #: with them)
+    digit_counts: ClassVar[dict[str, tuple[int, ...]]] = {
+        "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+        "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)}
 
 
 class FashionMNIST(TorchvisionDataset):
@@ -135,6 +160,7 @@ class FashionMNIST(TorchvisionDataset):
     folder = "fashion_mnist"
     torchvision_class = "FashionMNIST"
     expected_files = "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+    split_sizes = (60_000, 10_000)
 
 
 class CIFAR10(TorchvisionDataset):
@@ -144,6 +170,8 @@ class CIFAR10(TorchvisionDataset):
     torchvision_class = "CIFAR10"
     layout = "NHWC"
     expected_files = "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"
+    image_shape = (3, 32, 32)
+    split_sizes = (50_000, 10_000)
 
 
 class CIFAR100(TorchvisionDataset):
@@ -154,6 +182,8 @@ class CIFAR100(TorchvisionDataset):
     layout = "NHWC"
     num_classes = 100
     expected_files = "cifar-100-python/ (train, test, meta)"
+    image_shape = (3, 32, 32)
+    split_sizes = (50_000, 10_000)
 
 
 class SVHN(TorchvisionDataset):
@@ -166,3 +196,5 @@ class SVHN(TorchvisionDataset):
     label_attr = "labels"
     default_class_names = tuple(str(d) for d in range(10))
     expected_files = "train_32x32.mat and test_32x32.mat"
+    image_shape = (3, 32, 32)
+    split_sizes = (73_257, 26_032)

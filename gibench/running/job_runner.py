@@ -37,7 +37,7 @@ import torch
 from timm.utils import decay_batch_step
 
 from gibench.api import registry
-from gibench.api.plugin import AuxCache, DatasetBundle, EvalContext, EvalResult, Evaluator
+from gibench.api.plugin import DatasetBundle, EvalContext, EvalResult, Evaluator
 from gibench.api.saliency import saliency_for
 from gibench.core.errors import GibenchError
 from gibench.core.fsio import DamagedFileError
@@ -79,10 +79,10 @@ class JobRunner:
     """Cache-or-train one job, then its evaluations. The caller holds the job's claim."""
 
     def __init__(self, job: Job, folder: JobFolder, bundle: DatasetBundle, device: torch.device,
-                 eval_batch_size: int, aux_cache: AuxCache, aux_models: AuxiliaryModels | None = None,
+                 eval_batch_size: int, aux_models: AuxiliaryModels | None = None,
                  on_step=lambda done, total: None, on_phase=lambda phase: None) -> None:
         self.job, self.folder, self.bundle, self.device = job, folder, bundle, device
-        self.eval_batch_size, self.aux_cache = eval_batch_size, aux_cache
+        self.eval_batch_size = eval_batch_size
         self.aux_models = aux_models if aux_models is not None else AuxiliaryModels(None, device)
         self.on_step, self.on_phase = on_step, on_phase
         self._model: torch.nn.Module | None = None
@@ -226,16 +226,9 @@ class JobRunner:
         """The evaluation context; ``saliency`` is the map the evaluator's ``saliency`` option names (default
         ``input_gradient``; :func:`gibench.api.saliency.saliency_for`)."""
         torch.manual_seed(self.job.seed)
-        job = self.job
-
-        def refit(other: DatasetBundle) -> torch.nn.Module:
-            regularizer = registry.regularizers.create(job.regularizer.name, **job.regularizer.params)
-            return fit(other, job.backbone, regularizer, job.train, job.seed, self.device).model
-
         return EvalContext(model=model.eval(), data=self.bundle, saliency=saliency_for(evaluator.config),
-                           device=self.device,
-                           seed=job.seed, artifact_dir=artifact_dir, fit=refit, cache=self.aux_cache,
-                           batch_size=batch_size, aux=self.aux_models, job=job)
+                           device=self.device, seed=self.job.seed, artifact_dir=artifact_dir, batch_size=batch_size,
+                           aux=self.aux_models, job=self.job)
 
 
 def training_oom_message(job: Job, device: torch.device) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from gibench.api.plugin import AuxCache
 from gibench.core.errors import GibenchError
 from gibench.core.fsio import Claim
 from gibench.running.job_runner import JobReport, JobRunner
@@ -24,14 +23,14 @@ from gibench.store.auxiliary import AuxiliaryModels
 from gibench.store.runs import RunStore
 from gibench.suites.jobs import Job
 
-_AUX: dict[tuple[str, str], tuple[AuxCache, AuxiliaryModels]] = {}
+_AUX: dict[tuple[str, str], AuxiliaryModels] = {}
 
 
-def _aux_for(runs_dir: Path, device: torch.device) -> tuple[AuxCache, AuxiliaryModels]:
-    """The auxiliary-model cache and store of a runs directory and device, one per process (shared by its jobs)."""
+def _aux_for(runs_dir: Path, device: torch.device) -> AuxiliaryModels:
+    """The auxiliary-model store of a runs directory and device, one per process (shared by its jobs)."""
     key = (str(runs_dir.resolve()), str(device))
     if key not in _AUX:
-        _AUX[key] = (AuxCache(), AuxiliaryModels(runs_dir / "aux", device))
+        _AUX[key] = AuxiliaryModels(runs_dir / "aux", device)
     return _AUX[key]
 
 
@@ -67,8 +66,8 @@ def _run_claimed(job: Job, store: RunStore, options: RunOptions, device: torch.d
     except Exception as exc:  # data missing or unreadable: this job cannot run, the others may
         reason = str(exc) if isinstance(exc, GibenchError) else f"{type(exc).__name__}: {exc}"
         return JobReport(job, "failed", f"could not load dataset {job.dataset.label}: {reason}")
-    aux_cache, aux_models = _aux_for(store.runs_dir, device)
-    runner = JobRunner(job, store.job(job.hash), bundle, device, options.eval_batch_size, aux_cache, aux_models,
+    runner = JobRunner(job, store.job(job.hash), bundle, device, options.eval_batch_size,
+                       _aux_for(store.runs_dir, device),
                        on_step=lambda done, steps: observer.job_step(job, done, steps),
                        on_phase=lambda phase: observer.job_phase(job, phase))
     return runner.run(options.retry_failed)

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from gibench import (
+    CostContext,
     EvalResult,
+    EvaluationCost,
     Evaluator,
     FractionOrAll,
     Limit,
@@ -75,6 +77,10 @@ class TopPixelShare(Evaluator):
         Metric("top_pixel_share", True, "share of the saliency mass in the top pixels", headline=True),
         Metric("top_pixel_share_std", False, "standard deviation of that share over the images"),
     )
+
+    def cost(self, ctx: CostContext) -> EvaluationCost:
+        """One saliency pass per evaluated image: what `gibench run --estimate` prices (the sort is not counted)."""
+        return EvaluationCost({ctx.saliency(): ctx.images(self.config.max_images)})
 
     def evaluate(self, ctx) -> EvalResult:
         x, y, _ = eval_subset(ctx, self.config.max_images)

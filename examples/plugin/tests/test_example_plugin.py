@@ -19,6 +19,15 @@ def test_top_pixel_share_conforms():
     check_evaluator(TopPixelShare, params={"max_images": 32})
 
 
+def test_top_pixel_share_declares_one_saliency_pass_per_image():
+    from types import SimpleNamespace
+
+    from gibench import CostContext, DataSizes
+
+    ctx = CostContext(SimpleNamespace(backbone="net"), DataSizes((1, 8, 8), 2, n_train=100, n_test=40), batch_size=16)
+    assert dict(TopPixelShare().cost(ctx).per_job) == {ctx.saliency(): 40}  # max_images 500 > the 40 test images
+
+
 def test_the_entry_points_resolve_to_the_classes():
     check_regularizer("gradient_l1")  # by its registered name: needs `pip install .`
     assert type(create_evaluator("top_pixel_share")) is TopPixelShare

@@ -1,0 +1,51 @@
+"""The base every plugin shares: :class:`Plugin` (a name, a ``Config`` dataclass, a version and its history) and the
+dataset capabilities evaluators may require. Part of the contracts (:mod:`gibench.api.plugin`)."""
+
+from __future__ import annotations
+
+__all__ = ["ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "EmptyConfig", "Plugin"]
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+# Dataset capabilities an evaluator may require (DatasetBundle.capabilities).
+SIGNAL_MASK = "signal_mask"  # test split extras["signal_mask"]: (N, 1, H, W) bool, True where the label signal lives
+ANALYTIC_SCORE = "analytic_score"  # bundle.extras["score"]: callable (x, y | None) -> grad_x log p(x | y) or log p(x)
+#: Every capability a dataset can offer; an evaluator's ``requires`` may name only these (checked when it loads).
+CAPABILITIES: frozenset[str] = frozenset({SIGNAL_MASK, ANALYTIC_SCORE})
+
+
+@dataclass(frozen=True)
+class EmptyConfig:
+    """The config of a plugin without hyper-parameters."""
+
+
+class Plugin:
+    """Common base of regularizers, evaluators and datasets.
+
+    ``name`` is filled in by the registry from the entry-point name; ``Config`` is the plugin's hyper-parameter
+    dataclass. Construct through :func:`gibench.create_regularizer` (and friends) to get validated, coerced
+    parameters, or directly with ``MyPlugin(MyPlugin.Config(...))``.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = EmptyConfig
+    #: Bump whenever the plugin's numbers change for the same config: stored models (regularizers, datasets) or
+    #: results (evaluators) of another version are then recomputed rather than reused.
+    version: ClassVar[str] = "1"
+    #: Version -> one line saying what that version changed (enough for a researcher to judge whether the numbers of
+    #: two versions compare), shown on the plugin's leaderboard page. Empty (the default) means "no history declared";
+    #: a declared history must contain the current ``version`` (checked when the registry loads the plugin).
+    history: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def config_dict(self) -> dict[str, Any]:
+        """The full config, defaults included, as plain JSON-able values."""
+        return dataclasses.asdict(self.config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
