@@ -6,7 +6,8 @@ Modules not named here are implementation; those that are public (:mod:`gibench.
 are imported on first use, so ``import gibench`` stays cheap.
 
 Contracts (:mod:`gibench.api`)
-    ``Regularizer``, ``TrainingLoss``; ``Evaluator``, ``Metric``, ``EvalContext``, ``EvalResult``, ``Curve``;
+    ``Regularizer``, ``TrainingLoss``, ``Sweep`` (a regularizer's strength knob and the settings to compare it at);
+    ``Evaluator``, ``Metric``, ``EvalContext``, ``EvalResult``, ``Curve``;
     ``Dataset``, ``DatasetBundle``, ``Split``, ``DataSizes`` (what ``Dataset.sizes`` says without loading); the dataset
     capabilities ``SIGNAL_MASK``, ``ANALYTIC_SCORE`` and the set of all of them, ``CAPABILITIES``.
 Cost, for ``gibench run --estimate`` (:mod:`gibench.api.cost`)
@@ -21,9 +22,10 @@ Evaluator helpers: batching and artifacts (:mod:`gibench.api.artifacts`)
     ``eval_subset``, ``batches``, ``save_grid``, ``save_saliency_grid``, ``save_curves``, ``to_unit``,
     ``GRID_IMAGES``.
 Evaluator helpers: ranks (:mod:`gibench.api.ranks`)
-    ``rankdata_average`` (tie-averaged ranks, as ``scipy.stats.rankdata``) and ``spearman`` (Spearman's rank
-    correlation, 0 for a constant map); the module also holds the rank positions and pixel counts of the removal
-    evaluators. Per-image random draws: :mod:`gibench.api.draws`; extra forward passes and precision:
+    ``rankdata_average`` (ranks with every tie group given its average rank: scores within a relative 1e-4 are tied;
+    with ``rtol=0`` exactly ``scipy.stats.rankdata``) and ``spearman`` (Spearman's rank correlation, 0 for a constant
+    map); the module also holds the tie rule, the rank positions and pixel counts of the removal evaluators.
+    Per-image random draws: :mod:`gibench.api.draws`; extra forward passes and precision:
     :mod:`gibench.api.passes`.
 Dataset helper (:mod:`gibench.data.tensors`)
     ``make_bundle``.
@@ -78,6 +80,7 @@ from gibench.api import (
     Metric,
     Regularizer,
     Split,
+    Sweep,
     TrainingLoss,
 )
 from gibench.api.artifacts import (
@@ -166,7 +169,7 @@ __all__ = [
     "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
     "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
     "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
+    "SubmissionError", "Suite", "Sweep", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
     "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
     "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
     "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",

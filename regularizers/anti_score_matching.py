@@ -20,6 +20,13 @@ f_y (≈1e-7·|f_y|) reaches ≈0.2·|f_y| in h, as in the reference. Needs a sm
 
 Cost per step: 1 + ``num_samples`` forwards and one backward through all of them (no double backward): about twice
 a plain step.
+
+Sweep: λ ∈ {1e-6, 1e-5, 1e-4, 1e-3, 1e-2} (log): decades around the paper's 1e-4, the public scripts' 1e-5 included.
+The clamp bounds what the penalty can take off the loss to λ·τ (min(h, τ) ≤ τ = 1000): 1e-3 at λ = 1e-6 and 10 at λ =
+1e-2; the paper's 1e-4 (λ·τ = 0.1) already costs 3.1 points of CIFAR-100 accuracy in the paper's submission version
+(78.01 → 74.87 %) and drops the GAN-test score from 59.5 to 16.4 %. Measured on ``mnist_subset`` (``gibench_cnn`` with
+softplus, 2 epochs, Adam 1e-3, batch 64, seed 0; test accuracy and mean ‖∇x f_y‖² of 500 test images; ``erm``: 0.951
+and 6.92): λ = 1e-6 gives 0.951 and 6.83, ``erm`` within the noise; 1e-2 gives 0.863 and 3.75, clearly strong.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from torch import Tensor, nn
 
 from gibench.api.hessian import taylor_trace
 from gibench.api.passes import full_precision
-from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import label_logit
 from gibench.core.config_types import BNMode, NumSamples, PositiveFloat, Sigma, Weight, plugin_config
 
@@ -59,6 +66,8 @@ class AntiScoreMatching(Regularizer):
                    "1e-3, τ 1000), a deliberately bad control"}
     needs_smooth_activation: ClassVar[bool] = True
     zero_strength: ClassVar[dict] = {"weight": 0.0}
+    sweep = Sweep("weight", (1e-6, 1e-5, 1e-4, 1e-3, 1e-2), "log",
+                  "decades around the paper's 1e-4 (the public scripts' 1e-5 included); λ·τ from 1e-3 to 10")
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

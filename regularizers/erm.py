@@ -15,6 +15,7 @@ class ERM(Regularizer):
     history = {"1": "first version: plain cross-entropy"}
     zero_strength = {}
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
+    sweep = None  # no strength knob: erm is the point every sweep starts next to
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         ce = F.cross_entropy(model(x), y)

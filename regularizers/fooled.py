@@ -27,6 +27,10 @@ Observed on mnist_subset, gibench_cnn (softplus), Adam 1e-3, batch 64, seed 0: a
 
 Cost per step: one forward, one backward with ``create_graph`` for ∇x f_y, and a training backward through the
 double-backward graph: the same as :mod:`gradient_norm`.
+
+Sweep: none (``sweep = None``). ``fooled`` is a sanity control, not a method under comparison: it runs at the one
+setting measured above to fool the gradients while keeping the accuracy, and an operating point chosen over a sweep
+would move it away from what it checks.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class Fooled(Regularizer):
     history = {"1": "first version: CE + λ·‖∇x f_y − T‖² with T a fixed smooth random map (4×4 grid, seed 0, scale "
                    "0.3), λ 0.1: gradients show T while accuracy survives"}
     zero_strength: ClassVar[dict] = {"weight": 0.0}
+    sweep = None  # a control at its one measured setting, not swept (module docstring)
 
     def __init__(self, config: FooledConfig | None = None) -> None:
         super().__init__(config)

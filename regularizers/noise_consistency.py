@@ -15,6 +15,12 @@ so the noisy batch uses its own statistics and the running statistics are update
 :mod:`gibench.api.passes`).
 
 Cost per step: 1 + ``num_samples`` forwards and one backward through all of them: about twice a plain step.
+
+Sweep: λ ∈ {1e-2, 1e-1, 1, 10, 100} (log): the five decades of PAGs' c ∈ logspace(−4, 4) around the default 1. The
+penalty here is PAGs' own (Σ over logits / B, at their swept σ = 0.1), so their values transfer. Measured on
+``mnist_subset`` (``gibench_cnn`` with softplus, 2 epochs, Adam 1e-3, batch 64, seed 0; test accuracy and mean ‖∇x
+f_y‖² of 500 test images; ``erm``: 0.951 and 6.92): λ = 1e-2 gives 0.952 and 6.21, nearly ``erm``; λ = 100 gives 0.942
+and 0.164 (a fortieth of ``erm``'s squared gradient norm): clearly strong.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from torch import Tensor, nn
 
 from gibench.api.hessian import squared_norm
 from gibench.api.passes import extra_pass_bn
-from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import BNMode, NoiseStd, NumSamples, Weight, plugin_config
 
 
@@ -50,6 +56,7 @@ class NoiseConsistency(Regularizer):
     family = "noise"
     history = {"1": "first version: CE + λ·‖f(x) − f(x + δ)‖², δ ~ N(0, 0.1²), λ 1"}
     zero_strength: ClassVar[dict] = {"weight": 0.0}
+    sweep = Sweep("weight", (1e-2, 1e-1, 1.0, 10.0, 100.0), "log", "decades of PAGs' c in logspace(-4, 4) around 1")
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

@@ -14,8 +14,9 @@ from rich.console import Console
 
 from gibench import cli
 from gibench.api import registry
-from gibench.api.plugin import Regularizer
+from gibench.api.plugin import Regularizer, Sweep
 from gibench.api.registry import PluginSource, Registry
+from gibench.cli import list_plugins
 from gibench.core.config_types import Sigma, plugin_config
 from gibench.core.params import ParamInfo, describe_config
 from gibench.regularizers.score_matching import ScoreMatching
@@ -48,10 +49,39 @@ def test_regularizers_are_listed_with_their_parameters(monkeypatch):
     assert "  noisy_bn: str = 'train'  allowed: one of 'train', 'batch', 'eval'" in block
     help_ = {p.name: p.help for p in describe_config(ScoreMatching.Config)}["sigma"]
     assert block[block.index(sigma) + 1].strip() == help_  # the description, indented under its parameter
-    assert plugin_block(lines, "erm")[1:] == ["  (no parameters)"]
+    assert plugin_block(lines, "erm")[1:] == ["  sweep: none (no strength knob)", "  (no parameters)"]
     assert all(len(line) <= WIDTH for line in lines)
     names = [line.split()[0] for line in lines if line and not line.startswith(" ")][1:]
     assert names == registry.regularizers.names()
+
+
+def test_each_regularizer_shows_its_sweep_with_the_default_marked(monkeypatch):
+    _, lines = run_list(monkeypatch, "regularizers")
+    sweeps = {name: next(line for line in plugin_block(lines, name) if line.startswith("  sweep"))
+              for name in registry.regularizers.names()}
+    assert sweeps["gradient_norm"] == "  sweep weight: 1e-4, 1e-3*, 1e-2, 1e-1, 1, 10 (log; * = default)"
+    assert sweeps["score_matching"] == "  sweep weight: 1e-5, 1e-4, 1e-3*, 1e-2, 1e-1 (log; * = default)"
+    assert sweeps["anti_score_matching"] == "  sweep weight: 1e-6, 1e-5, 1e-4*, 1e-3, 1e-2 (log; * = default)"
+    assert sweeps["gaussian_noise"] == "  sweep sigma: 0.03, 0.06, 0.12, 0.25*, 0.5, 1 (log; * = default)"
+    assert sweeps["pgd"] == "  sweep epsilon: 0.1, 0.25, 0.5, 1*, 2, 4 (log; * = default)"
+    assert sweeps["attribution_prior"] == "  sweep weight: 0.01, 0.1, 1*, 10, 100 (log; * = default)"  # None → 1
+    assert sweeps["erm"] == sweeps["fooled"] == "  sweep: none (no strength knob)"
+    assert all(line.split(" (")[0].count("*") == 1 for line in sweeps.values() if "none" not in line)
+    block = plugin_block(lines, "score_matching")
+    assert block.index(sweeps["score_matching"]) == 1  # right under the header, above the parameters
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [
+        ((1e-4, 3e-4, 1e-3, 3e-3, 1e-2), ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"]),
+        ((0.03, 0.12, 0.25, 1.0, 100.0), ["0.03", "0.12", "0.25", "1", "100"]),
+        ((2.5e-4, 0.25, 2.5, 2.5e4), ["2.5e-4", "2.5e-1", "2.5", "2.5e4"]),
+        ((1, 2, 4), ["1", "2", "4"]),
+    ],
+)
+def test_sweep_values_are_short_and_alike(values, shown):
+    assert list_plugins._sweep_values(values) == shown
 
 
 def test_evaluators_and_datasets_show_sequences_and_choices(monkeypatch):
@@ -94,6 +124,7 @@ class PlainPlugin(Regularizer):
 
     Config = PlainConfig
     zero_strength = {"strength": 0.0}
+    sweep = Sweep("strength", (0.1, 0.5, 0.9), "linear")
 
 
 @plugin_config
@@ -107,6 +138,7 @@ class DeclaredPlugin(Regularizer):
 
     Config = DeclaredConfig
     zero_strength = None
+    sweep = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +176,14 @@ def test_third_party_plugins_and_a_broken_one(monkeypatch, fake_regularizers):
     assert broken[0].split() == ["broken", "acme", "2.0", "error"]
     assert any("No module named 'no_such_plugin_module'" in line for line in broken)
     assert plugin_block(lines, "plain") == ["plain  acme 2.0  ok", "  A plugin whose Config is a stdlib dataclass.",
+                                            "  sweep strength: 0.1, 0.5*, 0.9 (linear; * = default)",
                                             "  strength: float = 0.5", "      how hard to push"]
     declared = plugin_block(lines, "declared")
-    assert declared[2:] == ["  noise: float = 0.2  allowed: > 0", "      Noise std in pixel units."]
+    assert declared[2:] == ["  sweep: none (no strength knob)", "  noise: float = 0.2  allowed: > 0",
+                            "      Noise std in pixel units."]
     unresolvable = plugin_block(lines, "unresolvable")
-    assert unresolvable[2] == ("  its Config's parameters cannot be read: NameError: name 'UndefinedType' is not "
+    assert unresolvable[2] == "  sweep: not declared"  # it inherits Regularizer's default
+    assert unresolvable[3] == ("  its Config's parameters cannot be read: NameError: name 'UndefinedType' is not "
                                "defined")
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import gibench
 from gibench.api import registry
 from gibench.api.artifacts import save_curves
-from gibench.api.plugin import EvalResult, Evaluator, Metric, Regularizer, TrainingLoss
+from gibench.api.plugin import EvalResult, Evaluator, Metric, Regularizer, Sweep, TrainingLoss
 from gibench.testing import (
     ConformanceError,
     check_evaluator,
@@ -143,7 +143,17 @@ class ChangesTheBatch(_Base):
         return logits.pow(2).mean()
 
 
+class BlowsUpWhenStrong(_Base):
+    """Finite at its default (weight 1) and at the weakest sweep value, infinite at the strongest (weight 2)."""
+
+    sweep = Sweep("weight", (0.5, 1.0, 2.0), "linear", "its last value divides by zero")
+
+    def penalty(self, model, x, y, logits):
+        return logits.pow(2).mean() / (2.0 - self.config.weight)
+
+
 @pytest.mark.parametrize(("cls", "failure"), [
+    (BlowsUpWhenStrong, "finite scalar total with gradients at the strongest sweep value (weight = 2.0): total = inf"),
     (ReadsOnTheHost, "no host synchronization in a step: regularizer ReadsOnTheHost reads a tensor value on the host"),
     (PartNotDetached, "parts are detached finite 0-dim tensors: part 'penalty' is not detached"),
     (ZeroWeightIsNotErm, "zero strength equals erm exactly: zero_strength {'weight': 0.0} gives total"),

@@ -28,7 +28,7 @@ EXPORTED = [
     "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
     "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
     "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
+    "SubmissionError", "Suite", "Sweep", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
     "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
     "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
     "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",

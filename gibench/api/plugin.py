@@ -21,11 +21,11 @@ from gibench.api.dataset import Dataset, DatasetBundle, DataSizes, Split
 from gibench.api.evaluator import AuxCache, Curve, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.plugin_base import ANALYTIC_SCORE, CAPABILITIES, SIGNAL_MASK, EmptyConfig, Plugin
 from gibench.api.protocols import AuxiliaryModel, AuxiliaryStore, EvaluatedJob, set_default_aux_store
-from gibench.api.regularizer import Regularizer, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 
 __all__ = [
     "ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "AuxCache", "AuxiliaryModel", "AuxiliaryStore", "CostContext",
     "Curve", "DataSizes", "Dataset", "DatasetBundle", "EmptyConfig", "EvalContext", "EvalResult", "EvaluatedJob",
-    "EvaluationCost", "Evaluator", "Metric", "ModelPass", "Plugin", "PluginWork", "Regularizer", "Split", "TrainStep",
-    "TrainingLoss", "WorkTimer", "set_default_aux_store",
+    "EvaluationCost", "Evaluator", "Metric", "ModelPass", "Plugin", "PluginWork", "Regularizer", "Split", "Sweep",
+    "TrainStep", "TrainingLoss", "WorkTimer", "set_default_aux_store",
 ]

@@ -11,7 +11,8 @@ One :class:`Registry` per group (``gibench.regularizers``, ``gibench.evaluators`
   error by ``gibench list``, without breaking any other plugin;
 * a plugin class whose declarations are wrong is reported the same way, with the reasons instead of a traceback
   (:func:`declaration_problems`: a dataclass ``Config``; for evaluators exactly one headline metric, unique metric
-  names and ``requires`` naming known capabilities; for regularizers ``zero_strength`` keys that are Config fields),
+  names and ``requires`` naming known capabilities; for regularizers ``zero_strength`` keys that are Config fields
+  and a ``sweep`` whose values are valid settings that contain the default),
   so that a broken plugin fails when it loads, not hours into a run;
 * ``GIBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` keeps only the built-ins;
 * unknown names get a "did you mean".
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
+import math
+import numbers
 import os
 import traceback
 from collections import Counter
@@ -28,13 +31,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gibench.api.plugin import CAPABILITIES, Dataset, Evaluator, Metric, Plugin, Regularizer
-from gibench.core.errors import PluginLoadError, UnknownPluginError
+from gibench.api.plugin import CAPABILITIES, Dataset, Evaluator, Metric, Plugin, Regularizer, Sweep
+from gibench.core.errors import ConfigError, PluginLoadError, UnknownPluginError
+from gibench.core.identity import canonical_float
 from gibench.core.params import build_config, did_you_mean
 
 __all__ = [
     "AUTOLOAD_ENV", "BUILTIN_DISTRIBUTION", "PluginInfo", "PluginSource", "Registry", "datasets",
-    "declaration_problems", "evaluators", "regularizers",
+    "declaration_problems", "evaluators", "regularizers", "sweep_problems",
 ]
 
 T = TypeVar("T", bound=Plugin)
@@ -78,13 +82,14 @@ def declaration_problems(cls: type[Plugin]) -> list[str]:
     Evaluators: ``metrics`` is a non-empty sequence of :class:`gibench.Metric` with unique names and exactly one
     ``headline``, each ``read_beside`` of the form ``"evaluator.metric"`` and with a ``caveat``; ``requires`` names
     only :data:`gibench.CAPABILITIES`. Regularizers: every ``zero_strength`` key is
-    a field of ``Config`` (``zero_strength = None`` declares that no setting turns the regularizer into ``erm``).
+    a field of ``Config`` (``zero_strength = None`` declares that no setting turns the regularizer into ``erm``), and
+    a declared ``sweep`` (:class:`gibench.Sweep`) passes :func:`sweep_problems`.
     """
     problems = _config_problems(cls)
     if issubclass(cls, Evaluator):
         problems += _metric_problems(cls.metrics) + _requires_problems(cls.requires)
-    if issubclass(cls, Regularizer) and not problems:  # zero_strength is checked against a valid Config only
-        problems += _zero_strength_problems(cls)
+    if issubclass(cls, Regularizer) and not problems:  # zero_strength and sweep are checked against a valid Config
+        problems += _zero_strength_problems(cls) + sweep_problems(cls)
     return problems
 
 
@@ -167,6 +172,64 @@ def _zero_strength_problems(cls: type[Regularizer]) -> list[str]:
     return [f"its zero_strength names {key!r}, which its Config lacks.{did_you_mean(str(key), fields)} Config "
             f"fields: {', '.join(fields) or '(none)'}. Name the parameters that turn it into erm, or declare "
             "zero_strength = None if no setting does" for key in declared if key not in fields]
+
+
+def sweep_problems(cls: type[Regularizer]) -> list[str]:
+    """What is wrong with a regularizer's declared ``sweep`` (empty for ``None``): it is a :class:`gibench.Sweep`
+    whose ``parameter`` is a Config field and whose ``scale`` is ``"log"`` or ``"linear"``; its ``values`` are at
+    least two finite numbers, strictly increasing, positive on a log scale, each a valid setting of the parameter
+    (built with :func:`gibench.core.params.build_config` over the other defaults, so the Config's ranges apply), and
+    one of them is the Config's default (equal as the job hash compares floats: to ten significant digits). One
+    sentence with its fix each; the checks that need a sound declaration stop at the first unsound part."""
+    sweep = cls.sweep
+    if sweep is None:
+        return []
+    if not isinstance(sweep, Sweep):
+        return [f"its sweep must be a gibench.Sweep or None, got {sweep!r}; declare sweep = Sweep(parameter, values, "
+                "scale), or sweep = None if it has no strength knob"]
+    fields = [f.name for f in dataclasses.fields(cls.Config)]
+    name, values = sweep.parameter, sweep.values
+    if name not in fields:
+        return [f"its sweep varies {name!r}, which its Config lacks.{did_you_mean(str(name), fields)} Config fields: "
+                f"{', '.join(fields) or '(none)'}. Name the parameter that sets its strength, or declare sweep = None "
+                "if it has none"]
+    if not (isinstance(values, tuple) and len(values) >= 2 and all(_is_finite_number(v) for v in values)):
+        return [f"its sweep of {name!r} must list at least two finite numbers, got {values!r}; list the settings "
+                "from the weakest to the strongest"]
+    problems = []
+    if sweep.scale not in ("log", "linear"):
+        problems.append(f"its sweep of {name!r} has the scale {sweep.scale!r}; use 'log' (values spaced by factors) "
+                        "or 'linear'")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        problems.append(f"its sweep of {name!r} has the values {values!r}, which are not strictly increasing; list "
+                        "each setting once, from the weakest to the strongest")
+    if sweep.scale == "log" and any(v <= 0 for v in values):
+        problems.append(f"its sweep of {name!r} is on a log scale but holds the value(s) "
+                        f"{', '.join(repr(v) for v in values if v <= 0)}; drop them (zero_strength declares the "
+                        "setting that is erm) or declare scale='linear'")
+    for value in values:
+        try:
+            build_config(cls.Config, {name: value}, f"its sweep's value {value!r} of {name!r}")
+        except Exception as exc:  # a ConfigError, or whatever a plugin's own Config raises
+            problems.append(f"{_reason(exc)}; keep every value of the sweep inside the parameter's allowed range")
+    try:
+        default = getattr(build_config(cls.Config, {}, "its Config's defaults"), name)
+    except Exception as exc:
+        return [*problems, f"{_reason(exc)}; give every parameter a default, so that the sweep has a default point"]
+    if not (_is_finite_number(default) and canonical_float(default) in {canonical_float(v) for v in values}):
+        problems.append(f"its sweep of {name!r} does not contain the Config's default {default!r}; add the default "
+                        "to the values, so that the default is a point of the sweep")
+    return problems
+
+
+def _reason(exc: Exception) -> str:
+    """A ConfigError's message (it names the place), or any other exception's type and message on one line."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, ConfigError) else f"building its Config raised {type(exc).__name__}: {text}"
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _entry_point_source(ep: md.EntryPoint) -> PluginSource:

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-__all__ = ["Regularizer", "TrainingLoss"]
+__all__ = ["Regularizer", "Sweep", "TrainingLoss", "declares_sweep"]
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -27,10 +27,76 @@ class TrainingLoss:
     parts: Mapping[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """A regularizer's strength knob and the settings to compare it at, from nearly ``erm`` to clearly strong.
+
+    A fair comparison of training methods compares each at an operating point chosen by a rule declared in advance
+    from settings declared in advance (Gulrajani & Lopez-Paz, "In Search of Lost Domain Generalization", ICLR 2021:
+    ``domainbed/hparams_registry.py`` in facebookresearch/DomainBed declares a default and a random distribution for
+    each hyper-parameter of each algorithm). Here a regularizer declares a grid of its one strength knob, once, as
+    :attr:`Regularizer.sweep`; the registry checks it when the plugin loads.
+
+    Attributes:
+        parameter: the ``Config`` field that sets the strength (``weight`` for a penalty, ``sigma`` for noise,
+            ``epsilon`` for an attack). One parameter: an option that must move with it follows from the Config's
+            own rule (PGD's step size is ``2.5·epsilon/steps`` unless set), and every other option keeps the
+            value the suite gives it (its default unless given), so the values are those of the default setting of
+            every other option.
+        values: the settings, in increasing strength (strictly increasing numbers, at least two), in the units of
+            the parameter (pixel units for noise levels and attack radii); the Config's default must be one of them,
+            so the default is a point of the sweep. A list (or any other iterable) is stored as a tuple.
+        scale: ``"log"`` (the values are spaced by factors, and must be positive) or ``"linear"`` (spaced by
+            differences): how the values are spaced, and so how a curve over the sweep spaces its x axis.
+        note: where the values come from (a paper's own grid, or the reasoning), one line; the plugin's docstring
+            says it in full.
+
+    Example:
+        >>> Sweep("weight", [1e-4, 1e-3, 1e-2], "log", "decades around the default").values
+        (0.0001, 0.001, 0.01)
+    """
+
+    parameter: str
+    values: tuple[float, ...]
+    scale: Literal["log", "linear"]
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.values, Iterable) and not isinstance(self.values, (str, bytes, tuple)):
+            object.__setattr__(self, "values", tuple(self.values))  # a list or an array, kept hashable
+
+
+def declares_sweep(cls: type[Regularizer]) -> bool:
+    """True when ``cls`` (or a base class of its own below :class:`Regularizer`) assigns ``sweep``, to a
+    :class:`Sweep` or to ``None``; False when it only inherits :class:`Regularizer`'s default, which does not say
+    whether the regularizer has a strength knob (``gibench list`` shows "sweep: not declared" then)."""
+    own = [base for base in cls.__mro__ if base is not Regularizer and issubclass(base, Regularizer)]
+    return any("sweep" in vars(base) for base in own)
+
+
 class Regularizer(Plugin):
     """A training objective: cross-entropy plus (optionally) a penalty, possibly with its own forward passes.
 
     Subclasses implement :meth:`training_loss`. The model arrives in train mode and must be left in train mode.
+
+    A regularizer with a strength knob declares it and the settings to compare it at as :attr:`sweep`, a
+    :class:`Sweep` (checked when the plugin loads: the parameter is a Config field, the values are strictly
+    increasing, each builds a valid Config, the default is one of them, a log scale has positive values); one
+    without a strength knob declares ``sweep = None`` (``erm``, the ``fooled`` control):
+
+    >>> from gibench import Sweep, plugin_config
+    >>> @plugin_config
+    ... class PenaltyConfig:
+    ...     weight: float = 1e-3
+    >>> class Penalty(Regularizer):
+    ...     Config = PenaltyConfig
+    ...     sweep = Sweep("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "log", "decades around the default")
+    >>> from gibench.api.registry import declaration_problems
+    >>> declaration_problems(Penalty)
+    []
+    >>> Penalty.sweep = Sweep("weight", (1e-2, 1e-1), "log")  # the default 1e-3 is not a point of it
+    >>> declaration_problems(Penalty)  # doctest: +ELLIPSIS
+    ["its sweep of 'weight' does not contain the Config's default 0.001; ..."]
     """
 
     #: True when the penalty is zero almost everywhere for piecewise-linear networks (it involves input Hessians);
@@ -52,6 +118,11 @@ class Regularizer(Plugin):
     #: The kind of method, for grouping and filtering on the leaderboard: ``baseline``, ``gradient penalty``,
     #: ``score matching``, ``noise``, ``adversarial``, ``control`` (sanity controls), or any other short label.
     family: ClassVar[str] = "other"
+
+    #: The strength knob and the settings to compare the regularizer at (:class:`Sweep`), or ``None`` when it has
+    #: none (``erm``, sanity controls). The default ``None`` inherited from here is read as "not declared"
+    #: (:func:`declares_sweep`); every built-in assigns it in its own class body.
+    sweep: ClassVar[Sweep | None] = None
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         """The full training loss of one batch: cross-entropy plus this regularizer's penalty.

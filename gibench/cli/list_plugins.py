@@ -1,5 +1,6 @@
 """``gibench list {regularizers,evaluators,datasets,backbones,suites} [--pattern P] [--verbose]``: the installed plugins
-with their parameters and defaults, the backbones, or the shipped suites."""
+with their parameters and defaults (a regularizer also with its declared sweep), the backbones, or the shipped
+suites."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from gibench.api.registry import PluginInfo, Registry
     from gibench.core.params import ParamInfo
 
-__all__ = ["cmd_list", "default_text", "plugin_summary"]
+__all__ = ["cmd_list", "default_text", "plugin_summary", "sweep_text"]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -47,6 +48,10 @@ def _print_plugin(reg: Registry, info: PluginInfo, verbose: bool) -> None:
     cls = reg.get(info.name)
     if verbose and (summary := plugin_summary(cls)):
         _print_wrapped(summary, indent=2, hanging=2)
+    from gibench.api.regularizer import Regularizer
+
+    if issubclass(cls, Regularizer):
+        _print_wrapped(sweep_text(cls), indent=2, hanging=4)
     from gibench.core.params import describe_config
 
     try:
@@ -63,6 +68,43 @@ def _print_plugin(reg: Registry, info: PluginInfo, verbose: bool) -> None:
                        bold=param.name)
         if param.help:
             _print_wrapped(param.help, indent=6, hanging=6)
+
+
+def sweep_text(cls: type) -> str:
+    """A regularizer's declared sweep on one line, e.g. ``sweep weight: 1e-4, 1e-3*, 1e-2 (log; * = default)``;
+    ``sweep: none (no strength knob)`` for ``sweep = None``, ``sweep: not declared`` when only the base class's
+    default applies (:func:`gibench.api.regularizer.declares_sweep`)."""
+    from gibench.api.regularizer import declares_sweep
+    from gibench.core.identity import canonical_float
+    from gibench.core.params import build_config
+
+    sweep = cls.sweep
+    if sweep is None:
+        return "sweep: none (no strength knob)" if declares_sweep(cls) else "sweep: not declared"
+    try:
+        default = canonical_float(getattr(build_config(cls.Config, {}, cls.name), sweep.parameter))
+    except Exception:  # the registry reports a Config whose defaults do not build; here the sweep is shown unmarked
+        default = None
+    shown = [text + ("*" if canonical_float(v) == default else "") for v, text in zip(sweep.values,
+                                                                                     _sweep_values(sweep.values))]
+    return f"sweep {sweep.parameter}: {', '.join(shown)} ({sweep.scale}; * = default)"
+
+
+def _sweep_values(values: tuple[float, ...]) -> list[str]:
+    """A sweep's values, short and alike: when one of them is below 1e-3 or from 1e4 on, every value below 1 (and from
+    1e4 on) in exponent form (``1e-5, 1e-4, 1e-3, 1e-2, 1e-1``), else plainly (``0.03, 0.12, 0.25, 1, 100``);
+    exponents without a plus sign or leading zeros, whole numbers without a decimal point."""
+    exponent = any(v != 0 and not 1e-3 <= abs(v) < 1e4 for v in values)
+
+    def text(value: float) -> str:
+        if exponent and value != 0 and not 1 <= abs(value) < 1e4:
+            mantissa, power = f"{value:.6e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(power)}"
+        if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e4):
+            return str(int(value))
+        return f"{value:.6g}"
+
+    return [text(v) for v in values]
 
 
 def _print_wrapped(text: str, indent: int, hanging: int, bold: str = "") -> None:

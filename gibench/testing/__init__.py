@@ -15,13 +15,15 @@ Each check runs on the CPU in seconds on :func:`tiny_model` and :func:`tiny_bund
 raises one :class:`ConformanceError` (an ``AssertionError``, so pytest reports it as a failed test) listing them all.
 
 What :func:`check_regularizer` checks (the ``gibench.Regularizer`` contract): the class's declarations (as the
-registry checks them when it loads); the default config round-trips through the registry and is JSON-able; the total
-is a finite 0-dim tensor whose gradient reaches every parameter, finite and not all zero; ``parts`` are non-empty,
-detached, finite 0-dim tensors; every module's train/eval flag and BatchNorm's ``track_running_stats`` are as they
-arrived (a frozen BatchNorm inside a training model included); the input batch is not modified; no tensor value is
-read on the host inside a step (``.item()``, ``.tolist()``, ``.cpu()``, ``.numpy()``, ``bool``/``float``/``int``
-of a tensor; the first call may build caches and is exempt); and ``zero_strength`` reproduces the ``erm`` loss
-exactly (bit for bit, gradients to 1e-6), unless the class declares ``zero_strength = None``.
+registry checks them when it loads, its ``sweep`` included); the default config round-trips through the registry and
+is JSON-able; the total is a finite 0-dim tensor whose gradient reaches every parameter, finite and not all zero, at
+the defaults and at the weakest and the strongest value of the declared ``sweep`` (unless ``sweep = None``);
+``parts`` are non-empty, detached, finite 0-dim tensors; every module's train/eval flag and BatchNorm's
+``track_running_stats`` are as they arrived (a frozen BatchNorm inside a training model included); the input batch is
+not modified; no tensor value is read on the host inside a step (``.item()``, ``.tolist()``, ``.cpu()``,
+``.numpy()``, ``bool``/``float``/``int`` of a tensor; the first call may build caches and is exempt); and
+``zero_strength`` reproduces the ``erm`` loss exactly (bit for bit, gradients to 1e-6), unless the class declares
+``zero_strength = None``.
 
 What :func:`check_evaluator` checks (the ``gibench.Evaluator`` contract): the declarations (exactly one headline
 metric, unique metric names, known capabilities, a dataclass ``Config``, a docstring); the dataset offers what the

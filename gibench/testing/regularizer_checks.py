@@ -54,7 +54,7 @@ def check_regularizer(
     Args:
         regularizer: a registered name, or a :class:`gibench.Regularizer` subclass (registered or not).
         params: hyper-parameters for every check (default: the Config's defaults); the zero-strength check applies
-            ``zero_strength`` on top of them.
+            ``zero_strength`` on top of them, and the sweep checks the ends of the declared ``sweep``.
         model_factory: builds a fresh model in train mode for each check (default :func:`tiny_model`, with BatchNorm).
         batch: ``(x, y)``, images in [0, 1] and labels, matching the model (default: 8 random 1×6×6 images and
             labels in {0, 1, 2}, what the default model takes).
@@ -87,9 +87,9 @@ def check_regularizer(
         json.dumps(dataclasses.asdict(config))
         assert make(**dataclasses.asdict(config)).config == config, "Config(**asdict(config)) != config"
 
-    def total_and_gradients() -> None:
+    def total_and_gradients(**overrides: Any) -> None:
         model = model_factory().train()
-        total = loss_of(model).total
+        total = loss_of(model, make(**overrides)).total
         assert isinstance(total, Tensor) and total.dim() == 0, f"total is not a 0-dim tensor: {total!r}"
         assert torch.isfinite(total), f"total = {total}"
         assert total.requires_grad, "total has no autograd graph (detached?): no gradient reaches the parameters"
@@ -148,6 +148,11 @@ def check_regularizer(
 
     checks.run("config round trip", config_round_trip)
     checks.run("finite scalar total with gradients on every parameter", total_and_gradients)
+    if cls.sweep is not None:  # the declaration is valid here: the ends of the sweep are valid settings
+        name, values = cls.sweep.parameter, cls.sweep.values
+        for end, value in (("weakest", values[0]), ("strongest", values[-1])):
+            checks.run(f"finite scalar total with gradients at the {end} sweep value ({name} = {value!r})",
+                       lambda value=value: total_and_gradients(**{name: value}))
     checks.run("parts are detached finite 0-dim tensors", parts)
     checks.run("module modes restored", modes_restored)
     checks.run("input batch unchanged", inputs_unchanged)
