@@ -11,8 +11,10 @@ explicit metrics on any dataset with the ``SIGNAL_MASK`` capability (``gibench.d
   gets the signal block's share of the pixels (0.5 on BlockMNIST), the value of a uniform map.
 * ``null_topk_share`` (lower is better): per image, the share of the k most salient pixels that fall outside the
   signal block, averaged over images, as in follow-up work on feature leakage; k = floor(``top_k_fraction``·H·W +
-  0.5), by default 10% of the image (157 of 1,568 pixels, about the ink area of one MNIST digit). Ties are broken by
-  a stable sort (lower flat pixel index first).
+  0.5), by default 10% of the image (157 of 1,568 pixels, about the ink area of one MNIST digit). Scores within the
+  relative tolerance of gibench's tie rule (|a − b| ≤ 10⁻⁴ · max(|a|, |b|), single linkage;
+  :func:`gibench.api.ranks.tie_groups`, docs/architecture.md, "Ranking pixels: ties") are one group, taken in
+  increasing flat pixel index, so float noise of the saliency method does not change which pixels are the top k.
 
 Choices: the saliency is ``ctx.saliency`` (the input-gradient of the true label's logit) aggregated per pixel by
 ``pixel_reduction`` (Σ_c |g_c| by default); the first ``max_images`` test images are used. Cost: one forward and one
@@ -29,6 +31,7 @@ from torch import Tensor
 from gibench.api.artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.ranks import rank_positions
 from gibench.api.saliency import SaliencyOptions, pixel_scores
 from gibench.core.config_types import ChannelReduction, FractionOrAll, Limit, plugin_config
 
@@ -54,19 +57,21 @@ def signal_mass_share(scores: Tensor, mask: Tensor) -> Tensor:
 
 
 def null_topk_share(scores: Tensor, mask: Tensor, k: int) -> Tensor:
-    """Per image, the share of the k highest-scoring pixels outside the mask, (N,) (stable sort: ties by index)."""
-    flat, m = scores.flatten(1), mask.flatten(1)
-    top = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :k]
-    return (k - m.gather(1, top).sum(1)).double() / k
+    """Per image, the share of the k highest-ranked pixels outside the mask, (N,): the pixels of rank < k in
+    :func:`gibench.api.ranks.rank_positions` (tie groups by score, a group's pixels by lower flat index)."""
+    top = rank_positions(scores, descending=True) < k
+    return (top & ~mask.flatten(1)).sum(1).double() / k
 
 
 class BlockMNISTLeakage(Evaluator):
     """Share of saliency in the signal block (headline) and share of the top-k pixels in the null block."""
 
     Config = BlockMNISTLeakageConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: per-image share of the abs_sum saliency mass inside the signal block (headline) "
-                   "and share of the top 10% pixels outside it, first max_images test images"}
+                   "and share of the top 10% pixels outside it, first max_images test images",
+               "2": "top-k share: pixel scores within a relative 1e-4 of each other are tied (single linkage) and "
+                    "taken in pixel index order; the mass share unchanged"}
     requires = frozenset({SIGNAL_MASK})
     metrics = (
         Metric("signal_mass_share", True, "share of the pixel-saliency mass inside the signal block", headline=True,

@@ -34,9 +34,11 @@ gibench's choices:
   ranked by |g|; ``pixel``: a pixel's score is Σ_c |g_c| and all its channels are kept or filled together (D = H·W
   units). On one-channel data the two are identical.
 * **Count and ties**: at level k exactly n = floor(k·D + 0.5) units are kept per image (the code masks round(f·D),
-  which can differ by one at halves). Units are ordered by decreasing score with a stable sort, so a tie goes to the
-  lower flat index (row-major C, H, W); keep-top keeps ranks < n, keep-bottom keeps ranks ≥ D − n. One order serves
-  both, so keep-top at n units and keep-bottom at D − n units are exact complements.
+  which can differ by one at halves). Units are ordered by decreasing score; scores within the relative tolerance of
+  gibench's tie rule (|a − b| ≤ 10⁻⁴ · max(|a|, |b|), single linkage; :func:`gibench.api.ranks.tie_groups`,
+  docs/architecture.md, "Ranking pixels: ties") are one group, ordered by lower flat index (row-major C, H, W), so
+  float noise of the saliency method does not reorder them; keep-top keeps ranks < n, keep-bottom keeps ranks
+  ≥ D − n. One order serves both, so keep-top at n units and keep-bottom at D − n units are exact complements.
 * **Fill** (``fill``): ``train_mean`` (default): the per-channel mean of the *unmasked* train split in pixel units
   [0, 1] (``ctx.data.mean``), the pixel-space value of the code's normalized-set mean; ``constant``: ``fill_value``.
 * **Levels** (``levels``): kept fractions in (0, 1); default the paper's {0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05} (k = 1
@@ -113,7 +115,8 @@ DEFAULT_LEVELS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 SIDES = ("top", "bottom")
 AUX_KIND = "diffroar_retrain"
 #: Bump when a change to the ranking, masking or retraining here changes the retrained weights for the same identity.
-RETRAIN_CODE_VERSION = "1"
+#: "2": scores within the tie rule's tolerance are one group, ordered by index (``DiffROAR.history``, version 2).
+RETRAIN_CODE_VERSION = "2"
 
 
 @plugin_config
@@ -159,7 +162,8 @@ def unit_scores(grad: Tensor, granularity: str) -> Tensor:
 
 
 def descending_ranks(scores: Tensor) -> Tensor:
-    """Position of every unit in decreasing-score order, (N, D) int32; ties go to the lower flat index (stable)."""
+    """Position of every unit in decreasing-score order, (N, D) int32; the units of one tie group
+    (:func:`gibench.api.ranks.tie_groups`) go in increasing flat index."""
     return rank_positions(scores, descending=True).to(torch.int32)
 
 
@@ -291,9 +295,11 @@ class DiffROAR(Evaluator):
     """acc(top-k kept) − acc(bottom-k kept) after retraining on saliency-masked data; headline: mean over k."""
 
     Config = DiffROARConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: mean over 7 kept levels (0.05–0.9) of acc(top-k kept) − acc(bottom-k kept), erm "
-                   "retrained on masked data, per coordinate, train-mean fill, 3 retrain seeds"}
+                   "retrained on masked data, per coordinate, train-mean fill, 3 retrain seeds",
+               "2": "scores within a relative 1e-4 of each other are tied (single linkage) and ranked in index "
+                    "order, so float noise of the saliency method no longer reorders them; models retrained anew"}
     metrics = (
         Metric("diffroar_mean", True, "mean over levels k of acc(top-k kept) − acc(bottom-k kept), retrained",
                headline=True, bounds=(-1.0, 1.0)),

@@ -26,8 +26,11 @@ Choices the paper leaves open or gibench makes differently:
 * **Fractions**: the reference's 16 fractions ``np.geomspace(0.01, 1, 16)`` by default.
 * **Pixel count**: round(p·H·W) (floor(p·P + 0.5), as ``pixel_perturbation``); the reference truncates (``int``),
   which differs by at most one pixel per fraction.
-* **Ties**: broken by a stable sort on the flattened pixel index (lower index first); ``torch.topk`` in the
-  reference leaves them unspecified.
+* **Ties**: scores within the relative tolerance of gibench's tie rule (|a − b| ≤ 10⁻⁴ · max(|a|, |b|), single
+  linkage; :func:`gibench.api.ranks.tie_groups`, docs/architecture.md, "Ranking pixels: ties") are one group, kept
+  in increasing flat pixel index in both modes, so float noise of the attribution does not reorder them;
+  ``torch.topk`` in the reference leaves ties unspecified. A clipped score of 0 is linked only to 0, so which pixels
+  count as positive is decided by the sign alone, as before.
 * **Fill**: the ``blur`` fill of ``pixel_perturbation`` (Gaussian, σ = ``blur_sigma`` × the shorter side, the
   reference's σ 41 at 224 px; kernel 51/41·σ; reflect padding as the reference). The reference's kernel formula
   exp(−((t − μ)/(2σ))²) has standard deviation σ√2; both are nearly flat over the kernel, which caps the blur. It
@@ -35,7 +38,7 @@ Choices the paper leaves open or gibench makes differently:
   per-channel normalization (the reference blurs normalized images) gives the same masked image.
 * **Label**: the true test label, for the attribution and for the output.
 * **Masking**: :mod:`gibench.api.ranks` and :mod:`gibench.api.masking`, shared with ``pixel_perturbation`` (same
-  ranks, counts, blur and masked-batch construction), extended there with a per-image count.
+  tie groups, counts, blur and masked-batch construction), extended there with a per-image count.
 * **Attribution** (``saliency``): ``ctx.saliency``, the map this option names (the runner resolves it through
   :func:`gibench.api.saliency.saliency_for`). The paper evaluates X-Gradient and Integrated Gradients (and gradient,
   input × gradient, expected gradients as baselines); ``input_gradient`` is the default only for uniformity with
@@ -61,7 +64,7 @@ from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, 
 from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.masking import fill_images, replace_ranked, trapezoid
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.ranks import fraction_count, rank_positions
+from gibench.api.ranks import fraction_count, group_positions, tie_groups
 from gibench.api.saliency import SaliencyOptions, label_logit
 from gibench.core.config_types import IncreasingFractions, Limit, PositiveFloat, plugin_config
 
@@ -95,23 +98,26 @@ def clipped_scores(attribution: Tensor, sign: str) -> Tensor:
 
 def kept_ranks(scores: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """``(ranks, positives)``: the order in which pixels are kept (a pixel is kept at k iff rank < min(k, positives))
-    and the number of pixels with score > 0 per image (N,). ``keep`` ranks the highest scores first; ``remove`` the
-    lowest positive scores first (scores ≤ 0 last)."""
-    positive = scores > 0
+    and the number of pixels with score > 0 per image (N,). ``keep`` ranks the highest tie groups first; ``remove``
+    the lowest positive groups first (scores ≤ 0 last, as one group); a group's pixels in increasing flat index."""
+    positive = scores.flatten(1) > 0
+    groups = tie_groups(scores)
     if mode == "keep":
-        ranks = rank_positions(scores, descending=True)
+        ranks = group_positions(groups, descending=True)
     else:
-        ranks = rank_positions(torch.where(positive, scores, torch.full_like(scores, math.inf)), descending=False)
-    return ranks, positive.flatten(1).sum(1)
+        ranks = group_positions(torch.where(positive, groups, groups.shape[1]), descending=False)
+    return ranks, positive.sum(1)
 
 
 class KeepRemove(Evaluator):
     """Keep/Remove × Positive/Negative/Absolute curves and their areas; headline: the Keep-Absolute area."""
 
     Config = KeepRemoveConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: Hesse et al.'s Keep/Remove areas over 16 geometric fractions (0.01–1) with blur "
-                   "fill; headline the Keep-Absolute accuracy area"}
+                   "fill; headline the Keep-Absolute accuracy area",
+               "2": "pixel scores within a relative 1e-4 of each other are tied (single linkage) and kept in pixel "
+                    "index order, so float noise of the attribution no longer reorders them"}
     metrics = tuple(
         Metric(f"{mode}_{sign}_auc", HIGHER_IS_BETTER[mode, sign],
                f"area under {'accuracy' if sign == 'absolute' else 'mean label logit'} vs fraction of pixels kept, "

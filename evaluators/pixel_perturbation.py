@@ -13,8 +13,11 @@ Choices, paper vs public code:
 * **Fractions**: the paper's and code's 25 fractions ``np.logspace(-2, 0, 25)`` (0.01 … 1) by default.
 * **Pixels removed**: exactly ``floor(f·H·W + 0.5)`` pixels at fraction f. The reference keeps the pixels ≥ the k-th
   smallest score, which removes k − 1 pixels (an off-by-one); gibench removes k.
-* **Ties**: broken deterministically by a stable sort on the flattened pixel index (lower index first, in both
-  orders). The reference adds noise of std 1e-20, which is a no-op in float32.
+* **Ties**: scores within the relative tolerance of gibench's tie rule (|a − b| ≤ 10⁻⁴ · max(|a|, |b|), single
+  linkage; :func:`gibench.api.ranks.tie_groups`, docs/architecture.md, "Ranking pixels: ties") are one group, and
+  the pixels of a group are removed in increasing flat pixel index, in both orders, so float noise of the saliency
+  method (X-Gradient and Integrated Gradients on an X-DNN) does not reorder them. The reference adds noise of std
+  1e-20, which is a no-op in float32 and leaves exact ties to the sort.
 * **Pixel score** (``pixel_reduction``): Σ_c |g_c| by default (docs/architecture.md, "Saliency"); ``channel_std`` is the
   reference's rule for RGB (the std of the signed gradient across channels; |g| for one channel).
 * **Fill** (``fill``): ``image_mean`` (default: the paper's "mean pixel value of the image", taken per channel);
@@ -103,9 +106,11 @@ class PixelPerturbation(Evaluator):
     """Accuracy vs fraction of least/most salient pixels removed; headline: least-first area / clean accuracy."""
 
     Config = PixelPerturbationConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: accuracy with least/most salient pixels removed at 25 log-spaced fractions, "
-                   "image-mean fill; headline least-first area over log10 fraction / clean accuracy"}
+                   "image-mean fill; headline least-first area over log10 fraction / clean accuracy",
+               "2": "pixel scores within a relative 1e-4 of each other are tied (single linkage) and removed in pixel "
+                    "index order, so float noise of the saliency method no longer reorders them"}
     metrics = (
         Metric("area_least_salient_normalized", True,
                "area under accuracy vs fraction of least-salient pixels removed, divided by clean accuracy",

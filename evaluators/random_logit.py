@@ -11,8 +11,11 @@ Metrics, per image, averaged over the evaluated images (lower is better for both
 * ``cosine`` (headline): the signed cosine similarity of the two saliency maps, flattened over C×H×W. A map that
   ignores the class scores 1; class-specific gradients of a trained classifier are near 0 or negative.
 * ``spearman``: the Spearman rank correlation of the two pixel-score maps (``pixel_reduction``, Σ_c |g_c| by
-  default), ties given their average rank. It ignores signs, so it is typically much higher than the cosine (the
-  digit's edges carry large |g| for every class; pilot: erm 0.80, fooled 0.87), and a weaker separator.
+  default), every tie group given its average rank; scores within the relative tolerance of gibench's tie rule
+  (|a − b| ≤ 10⁻⁴ · max(|a|, |b|), single linkage; :func:`gibench.api.ranks.tie_groups`, docs/architecture.md,
+  "Ranking pixels: ties") are tied, so float noise of the saliency method does not change it. It ignores signs, so
+  it is typically much higher than the cosine (the digit's edges carry large |g| for every class; pilot: erm 0.80,
+  fooled 0.87), and a weaker separator.
 
 Choices the paper leaves open (it uses SSIM on images; Quantus's ``RandomLogit`` applies SSIM to maps flattened to
 1-D, which is not an image SSIM):
@@ -23,8 +26,10 @@ Choices the paper leaves open (it uses SSIM on images; Quantus's ``RandomLogit``
   which repeats the same offsets in every batch).
 * **The saliency** of both classes is ``ctx.saliency`` (the input-gradient of that class's logit by default), taken
   in one call on the batch stacked with itself.
-* **Degenerate maps**: two identical maps (for example both zero) score 1 on both metrics; otherwise a map of zero
-  norm (cosine) or of constant pixel scores (Spearman) scores 0: it carries no direction or ranking to share.
+* **Degenerate maps**: two identical maps (for example both zero; identical means every coordinate of one is tied
+  with the other's by the tie rule, :func:`gibench.api.ranks.tied`, so float noise does not make them differ) score
+  1 on both metrics; otherwise a map of zero norm (cosine) or of constant pixel scores (one tie group, Spearman)
+  scores 0: it carries no direction or ranking to share.
 * **Images**: the first ``max_images`` test images.
 
 Cost: one forward and one backward per image and class, i.e. two per image.
@@ -62,11 +67,13 @@ def other_classes(y: Tensor, num_classes: int, seed: int) -> Tensor:
 
 
 def _identical(a: Tensor, b: Tensor) -> Tensor:
-    return (a == b).all(dim=1)
+    """Per row of (N, P) maps: is every coordinate of ``a`` tied with ``b``'s (:func:`gibench.api.ranks.tied`)?"""
+    return ranks.tied(a, b).all(dim=1)
 
 
 def map_cosine(a: Tensor, b: Tensor) -> Tensor:
-    """Per-row cosine of (N, ...) maps flattened, float64; 1 for identical rows, else 0 where either has zero norm."""
+    """Per-row cosine of (N, ...) maps flattened, float64; 1 for identical rows (every coordinate tied), else 0 where
+    either has zero norm."""
     a, b = a.flatten(1).double(), b.flatten(1).double()
     norms = a.norm(dim=1) * b.norm(dim=1)
     cos = (a * b).sum(1) / norms.clamp_min(torch.finfo(torch.float64).tiny)
@@ -75,7 +82,8 @@ def map_cosine(a: Tensor, b: Tensor) -> Tensor:
 
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Per-row Spearman correlation of (N, ...) maps, float64; 1 for identical rows, 0 if one row is constant.
+    """Per-row Spearman correlation of (N, ...) maps, float64; 1 for identical rows (every coordinate tied), 0 if one
+    row is one tie group.
 
     :func:`gibench.api.ranks.spearman`, clamped to [−1, 1], with one policy of this test on top: a map compared with an
     identical map scores 1 even when it is constant (Sixt et al.: a map that does not change with the class fails
@@ -90,9 +98,11 @@ class RandomLogit(Evaluator):
     """Similarity of the saliency of the label and of a random other class (Sixt et al. 2020); lower is better."""
 
     Config = RandomLogitConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: signed cosine (headline) and Spearman of the maps for the true and a uniformly "
-                   "drawn other class"}
+                   "drawn other class",
+               "2": "Spearman: pixel scores within a relative 1e-4 of each other are tied (single linkage, average "
+                    "rank); maps equal within that tolerance everywhere count as identical (score 1)"}
     metrics = (
         Metric("cosine", False, "signed cosine between the saliency of the label and that of a random other class "
                "(1: the map ignores the class)", headline=True, bounds=(-1.0, 1.0)),

@@ -43,8 +43,12 @@ Choices the papers leave open, as gibench makes them:
   [min, max] (numpy's ``histogram`` rule: the last bin is closed), so a map's entropy depends on that map alone, not on
   the other images of the call (Quantus' bin *rules* fit the bin count on the whole call). Natural logarithm, so
   0 ≤ H ≤ ln(bins). A constant map has H = 0 and its eMPRT is undefined: such images are left out of the mean (the
-  mean is NaN when every image is constant).
-* **Spearman**: over the H·W pixel scores, ties given their average rank; 0 where either map is constant.
+  mean is NaN when every image is constant). The entropy ranks nothing, so the tie rule does not apply to it; its
+  bins are a fixed grid, and a score within float noise of a bin edge can change bins.
+* **Spearman**: over the H·W pixel scores, every tie group given its average rank; scores within the relative
+  tolerance of gibench's tie rule (|a − b| ≤ 10⁻⁴ · max(|a|, |b|), single linkage;
+  :func:`gibench.api.ranks.tie_groups`, docs/architecture.md, "Ranking pixels: ties") are tied, so float noise of the
+  saliency method does not change it; 0 where either map is one tie group (constant).
 * **What it can and cannot tell apart**: full re-initialization replaces every parameter and buffer that training
   set, so for one architecture and seed the random model, and with it H(e_random(x)), is the same for every
   regularizer. Across the rows of one dataset and backbone, eMPRT is therefore a decreasing function of the trained
@@ -149,8 +153,9 @@ def histogram_entropy(maps: Tensor, bins: int = 100) -> Tensor:
 
 
 def map_spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image Spearman correlation of two (N, H, W) pixel maps over their H·W scores, (N,) float64; 0 where either
-    map is constant (MPRT, Adebayo et al. 2018: :func:`gibench.api.ranks.spearman`)."""
+    """Per-image Spearman correlation of two (N, H, W) pixel maps over their H·W scores, (N,) float64, scores tied by
+    the tie rule; 0 where either map is one tie group (MPRT, Adebayo et al. 2018:
+    :func:`gibench.api.ranks.spearman`)."""
     return spearman(a.flatten(1), b.flatten(1))
 
 
@@ -164,9 +169,11 @@ class Randomisation(Evaluator):
     """eMPRT (headline): the map's relative entropy rise under full re-initialization; MPRT Spearmans diagnostic."""
 
     Config = RandomisationConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: eMPRT, relative rise of the 100-bin entropy after full bottom-up re-"
-                   "initialisation (headline); plain MPRT as diagnostics"}
+                   "initialisation (headline); plain MPRT as diagnostics",
+               "2": "MPRT Spearmans: pixel scores within a relative 1e-4 of each other are tied (single linkage, "
+                    "average rank); eMPRT and the entropies unchanged"}
     metrics = (
         Metric("emprt", True, "relative rise of the map's histogram entropy when every layer is re-initialized "
                "(Hedström et al. 2024)", headline=True, bounds=(-1.0, math.inf)),

@@ -34,8 +34,11 @@ Choices the paper leaves open, as gibench makes them:
   Then N(0, ``noise``²) is added to every imputed value (paper and code: 0.01) and the result is clipped to [0, 1]
   (the data range of every gibench image; the reference does not clip).
 * **Mask**: per pixel, ranked by the pixel score (``pixel_reduction``: Σ_c |g_c| of ``ctx.saliency`` by default,
-  the input-gradient of the label logit). At fraction f exactly floor(f·H·W + 0.5) pixels are removed. Ties are
-  broken by the lower flat pixel index first (a stable sort); the reference adds 1e-4·N(0, 1) to the attribution.
+  the input-gradient of the label logit). At fraction f exactly floor(f·H·W + 0.5) pixels are removed. Scores
+  within the relative tolerance of gibench's tie rule (|a − b| ≤ 10⁻⁴ · max(|a|, |b|), single linkage;
+  :func:`gibench.api.ranks.tie_groups`, docs/architecture.md, "Ranking pixels: ties") are one group, removed in
+  increasing flat pixel index in both orders, so float noise of the saliency method does not reorder them; the
+  reference adds 1e-4·N(0, 1) to the attribution, which breaks ties at random.
 * **LeRF axis**: the fraction *removed*, as for MoRF (the reference's LeRF percentage keeps the top p instead, so its
   two x-axes mean different things).
 * **Randomness**: the random order and the noise of image i come from ``numpy.random.default_rng([ctx.seed, i])``
@@ -61,7 +64,7 @@ from torch import Tensor
 from gibench.api.artifacts import batches, eval_subset, save_curves, save_grid, to_unit
 from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.ranks import fraction_count, rank_positions
+from gibench.api.ranks import fraction_count, group_positions, tie_groups
 from gibench.api.saliency import SaliencyOptions, pixel_scores
 from gibench.core.config_types import (
     ChannelReduction,
@@ -171,9 +174,11 @@ def noisy_linear_imputation(x: Tensor, removed: Tensor, noise: Tensor | None = N
 def removal_ranks(scores: Tensor, random_order: Tensor) -> Tensor:
     """(3, N, P) removal position of every pixel for MoRF, LeRF and the random order (removed iff rank < k).
 
-    ``scores`` (N, H, W); ``random_order`` (N, P) a permutation of 0..P−1 per image. Ties: lower index first.
+    ``scores`` (N, H, W); ``random_order`` (N, P) a permutation of 0..P−1 per image. Tie groups
+    (:func:`gibench.api.ranks.tie_groups`, computed once) in order of score, a group's pixels by lower index first.
     """
-    morf, lerf = rank_positions(scores, descending=True), rank_positions(scores, descending=False)
+    groups = tie_groups(scores)
+    morf, lerf = group_positions(groups, descending=True), group_positions(groups, descending=False)
     return torch.stack([morf, lerf, random_order.to(morf.device)])
 
 
@@ -181,9 +186,11 @@ class Road(Evaluator):
     """ROAD: accuracy under MoRF / LeRF / random removal with noisy linear imputation; headline: LeRF − MoRF."""
 
     Config = RoadConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: mean accuracy LeRF − MoRF (headline) and random − MoRF at fractions 0.1–0.9, "
-                   "removed pixels filled by noisy linear imputation (noise 0.01)"}
+                   "removed pixels filled by noisy linear imputation (noise 0.01)",
+               "2": "pixel scores within a relative 1e-4 of each other are tied (single linkage) and removed in pixel "
+                    "index order, so float noise of the saliency method no longer reorders them"}
     metrics = (
         Metric("gap_lerf_morf", True, "mean accuracy removing least-relevant first minus most-relevant first "
                "(noisy linear imputation)", headline=True, bounds=(-1.0, 1.0)),

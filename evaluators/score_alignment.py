@@ -22,8 +22,7 @@ Where the score comes from (option ``score``):
   quality (test-split denoising MSE beside that of the identity and mean-image denoisers) is recorded with every
   result; an evaluation fails with a clear reason when ``gain_over_trivial`` (1 − its MSE / the best trivial MSE)
   is below ``min_denoiser_gain``.
-* ``auto`` (default): ``analytic`` where the dataset has the capability, ``learned`` otherwise. The analytic numbers
-  are exactly those of version 1.
+* ``auto`` (default): ``analytic`` where the dataset has the capability, ``learned`` otherwise.
 
 The denoiser's identity (what its content hash covers): the dataset (``ctx.job.training_spec()["dataset"]``: name,
 version and resolved options; outside a suite run the bundle's name and a SHA-256 of its train split), σ, the U-Net
@@ -34,8 +33,10 @@ C·H·W coordinates of the signed maps (no normalization, no absolute value):
 
 * ``cosine_conditional`` (headline, higher is better): cosine similarity between the explained quantity
   ``ctx.saliency(model, x, y)`` (the input-gradient of the true label's logit, ∇x f_y(x)) and ∇x log p(x | y).
-* ``spearman_conditional``: Spearman's rank correlation of the same pair (Pearson correlation of the ranks, ties
-  given their average rank).
+* ``spearman_conditional``: Spearman's rank correlation of the same pair (Pearson correlation of the ranks, every
+  tie group given its average rank; values within the relative tolerance of gibench's tie rule,
+  |a − b| ≤ 10⁻⁴ · max(|a|, |b|) with single linkage, are tied: :func:`gibench.api.ranks.tie_groups`,
+  docs/architecture.md, "Ranking pixels: ties", so float noise of the saliency method does not change it).
 * ``cosine_unconditional``, ``spearman_unconditional``: the same against the unconditional score ∇x log p(x), with the
   model side ∇x logsumexp_k f_k(x): reading the logits as an energy model, log p(x) = logsumexp_k f_k(x) − log Z, so
   this is the model's implicit unconditional score. (The paper's released CIFAR-10 script uses the gradient of the
@@ -223,9 +224,11 @@ class ScoreAlignment(Evaluator):
     """
 
     Config = ScoreAlignmentConfig
-    version = "1"
+    version = "2"
     history = {"1": "first version: cosine (headline) and Spearman of input-gradients with the data score (analytic, "
-                   "or a learned denoiser at σ = 0.25), 1000 test images"}
+                   "or a learned denoiser at σ = 0.25), 1000 test images",
+               "2": "Spearmans: values within a relative 1e-4 of each other are tied (single linkage, average rank); "
+                    "the cosines unchanged"}
     requires = frozenset()
     metrics = CORE_METRICS
 

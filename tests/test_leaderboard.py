@@ -48,6 +48,13 @@ METRICS = {  # metric -> (evaluator, higher_is_better, headline)
 }
 
 
+def _installed_version(evaluator: str) -> str:
+    """The installed version of a built-in evaluator (what a fresh run records), "1" for a name no plugin has."""
+    from gibench.api import registry
+
+    return registry.evaluators.get(evaluator).version if evaluator in registry.evaluators.names() else "1"
+
+
 def long_table(spec: dict, backbone: str = "gibench_linear", backbone_params: str = "{}", prefix: str = "") -> list:
     rows = []
     for (variant, params), metrics in spec.items():
@@ -59,7 +66,8 @@ def long_table(spec: dict, backbone: str = "gibench_linear", backbone_params: st
                 rows.append({
                     "job_hash": f"{prefix}{backbone}-{variant}-{seed}", "dataset": "mnist_subset", "backbone": backbone,
                     "backbone_params": backbone_params, "regularizer": regularizer, "regularizer_params": params,
-                    "variant": variant, "seed": seed, "evaluator": evaluator, "evaluator_version": "1",
+                    "variant": variant, "seed": seed, "evaluator": evaluator,
+                    "evaluator_version": _installed_version(evaluator),
                     "evaluator_params": "{}", "metric": metric, "value": value, "higher_is_better": higher,
                     "headline": headline, "status": status, "reason": SKIP_REASON if status == "skipped" else "",
                     "regularizer_distribution": "gibench", "regularizer_plugin_version": "0.1.0",
@@ -85,8 +93,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 class Boards(HTMLParser):
-    """Every section.board: its header cells ({data-column, text, attributes}) and rows ({column id: text}, with the
-    row's attributes under "@" and the cells' data-value and attributes under "@value" / "@cells")."""
+    """Every section.board: its header cells ({data-column, text, attributes}) and rows (tr.lb-row, ranked and
+    collapsed: {column id: text}, with the row's attributes under "@" and the cells' data-value and attributes under
+    "@value" / "@cells")."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,7 +111,7 @@ class Boards(HTMLParser):
             self.in_leaderboard = "leaderboard" in (attrs.get("class") or "").split()
         elif tag in ("thead", "tbody"):
             self.part = tag
-        elif self.in_leaderboard and tag == "tr" and self.part == "tbody":
+        elif self.in_leaderboard and tag == "tr" and self.part == "tbody" and "lb-row" in attrs.get("class", ""):
             self.board["rows"].append({"@": attrs, "@value": {}, "@cells": {}})
         elif self.in_leaderboard and tag in ("th", "td") and "data-column" in attrs:
             self.cell = (attrs, [])
@@ -438,13 +447,14 @@ def test_evaluator_pages_show_the_declared_history_with_installed_and_stale_vers
     from gibench.leaderboard.pages import HistoryRow, history_rows
 
     installed = registry.evaluators.get("pixel_perturbation")
-    line = installed.history["1"]
-    assert line.startswith("first version: ") and len(line) > 60
+    line = installed.history[installed.version]
+    assert installed.version == "2" and installed.history["1"].startswith("first version: ") and len(line) > 60
     out = site["index"].parent
     page = (out / "evaluators" / "pixel_perturbation.html").read_text()
     n = sum(1 for r in long_table(LAB_A) + long_table(LAB_B) + long_table({("erm", "{}"): {"auc": [0.5]}})
-            if r["evaluator"] == "pixel_perturbation")  # the rows the site fixture submitted, all version 1
-    assert _history_table(page) == [("1", line, str(n), "installed, in the submissions")]
+            if r["evaluator"] == "pixel_perturbation")  # the rows the site fixture submitted, the installed version
+    assert _history_table(page) == [("1", installed.history["1"], "0", "earlier version, no results here"),
+                                    ("2", line, str(n), "installed, in the submissions")]
     regularizer = registry.regularizers.get("gradient_norm")
     gn = (out / "regularizers" / "gradient_norm.html").read_text()
     # regularizer pages show their declared history too (no result rows column)
@@ -455,7 +465,8 @@ def test_evaluator_pages_show_the_declared_history_with_installed_and_stale_vers
     old = (build_site(tmp_path / "submissions", tmp_path / "site").parent / "evaluators" / "pixel_perturbation.html")
     stale = sum(1 for r in rows if r["evaluator"] == "pixel_perturbation")
     assert _history_table(old.read_text()) == [
-        ("1", line, "0", "installed"),
+        ("1", installed.history["1"], "0", "earlier version, no results here"),
+        ("2", line, "0", "installed"),
         ("0", "not in the installed plugin's history", str(stale),
          "stale: differs from the installed version, not comparable with new runs")]
     # a third-party plugin without a history: only the versions seen, no line of what changed
@@ -577,7 +588,8 @@ def test_real_sanity_view_and_plugin_pages(real: dict) -> None:
     assert "Srinivas" in fooled or "shift" in fooled  # the module docstring: paper and method
     assert "``" not in fooled and ":mod:`" not in fooled  # shown as plain text
     pp = (out / "evaluators" / "pixel_perturbation.html").read_text()
-    assert "Installed version: <strong>1</strong>" in pp and "[0, 1]" in pp
+    installed = registry.evaluators.get("pixel_perturbation").version
+    assert f"Installed version: <strong>{installed}</strong>" in pp and "[0, 1]" in pp
     assert 'data-verification="unverified"' in real["index"].read_text()
 
 
@@ -598,7 +610,7 @@ def test_verification_badges_follow_gibench_verify(real: dict, tmp_path: Path) -
         badges.append(re.search(r'data-verification="(\w+)" title="([^"]*)">([^<]*)<', html).groups())
     assert [b[0] for b in badges] == ["verified", "stale", "disagrees", "unverified"]
     assert badges[0][2] == "verified 2026-12-01, |Δ| ≤ 1e-06" and "re-evaluated 2 jobs on 2026-12-01" in badges[0][1]
-    assert "pixel_perturbation v0 → v1" in badges[1][1]
+    assert f"pixel_perturbation v0 → v{versions['pixel_perturbation']}" in badges[1][1]
 
 
 @pytest.mark.slow

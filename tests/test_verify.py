@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from gibench.api import registry
 from gibench.cli import main
 from gibench.core.errors import ConfigError
 from gibench.running.runner import run_suite
@@ -62,7 +63,8 @@ def test_a_real_submission_agrees_exactly_and_the_record_says_so(real) -> None:
     record = json.loads((folder / VERIFICATION_FILE).read_text())
     assert record["status"] == "verified" and record["tolerance"] == {"absolute": 1e-6}
     assert record["results_sha256"] == load_submission(folder).submission.results.sha256
-    assert record["evaluator_versions"] == {"accuracy": "1", "pixel_perturbation": "1"}
+    assert record["evaluator_versions"] == {name: registry.evaluators.get(name).version
+                                            for name in ("accuracy", "pixel_perturbation")}
     assert record["gibench_version"] and record["jobs_requested"] == 1 and record["seed"] == 0
     assert record["environment_changes"] == {} and record["torch_threads"] == 1
     # the record is not part of the hashed content: the submission is still valid under the same id

@@ -8,12 +8,14 @@ Keep/Remove benchmark of Lundberg et al., "From local explanations to global und
 trees", Nature Machine Intelligence 2020: keep the most or the least attributed pixels). Both rank pixels by a score
 with the same deterministic tie rule, count pixels with the same rounding, replace pixels by the same fill images (the
 blurred copy included) and build every masked batch with one comparison ``rank < k``, so the two evaluators mask
-pixels the same way. The rank positions and the pixel count floor(f·P + 0.5) are
-:func:`gibench.api.ranks.rank_positions` and :func:`gibench.api.ranks.fraction_count`, shared with ``road`` and
-``diffroar``. Images are in pixel space (docs/architecture.md, "Pixel space").
+pixels the same way. The tie groups, rank positions and the pixel count floor(f·P + 0.5) are
+:func:`gibench.api.ranks.tie_groups`, :func:`gibench.api.ranks.group_positions` and
+:func:`gibench.api.ranks.fraction_count`, shared with ``road``, ``diffroar`` and ``blockmnist``. Images are in pixel
+space (docs/architecture.md, "Pixel space").
 
-* :func:`removal_ranks`: the rank positions of per-pixel scores (N, H, W) in ascending and in descending order,
-  ties to the lower flat pixel index.
+* :func:`removal_ranks`: the rank positions of per-pixel scores (N, H, W) in ascending and in descending order of
+  their tie groups (scores within the tie rule's relative tolerance are one group, docs/architecture.md, "Ranking
+  pixels: ties"), the pixels of a group in increasing flat index in both orders.
 * :func:`replace_ranked`: a batch with the pixels of rank < k (all channels) replaced by a fill, or with every other
   pixel replaced (``inside=False``: the pixels of rank < k are kept); ``k`` is one count or a count per image
   (``keep_remove`` never keeps a pixel whose clipped score is 0, so its count is capped per image).
@@ -26,8 +28,8 @@ pixels the same way. The rank positions and the pixel count floor(f·P + 0.5) ar
 * :func:`area`: the trapezoid area over a log10 or linear fraction axis divided by the axis width, so a constant a
   gives a (``pixel_perturbation``'s areas; Srinivas & Fleuret's code computes no area).
 
-``pixel_perturbation``'s numbers are the same as before these helpers were shared (``tests/test_keep_remove.py`` pins
-them).
+``pixel_perturbation``'s numbers were the same as before these helpers were shared (``tests/test_keep_remove.py`` pins
+them); the tie rule changed them where scores lie within its tolerance (``pixel_perturbation`` version 2).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.api.ranks import rank_positions
+from gibench.api.ranks import group_positions, tie_groups
 
 #: The fill modes of :func:`fill_images`.
 FILLS = ("image_mean", "constant", "dataset_mean", "blur")
@@ -50,8 +52,9 @@ FILLS = ("image_mean", "constant", "dataset_mean", "blur")
 
 def removal_ranks(scores: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`gibench.api.ranks.rank_positions` of ``scores`` (N, H, W) in both directions: ``(ascending, descending)``,
-    each (N, P) with P = H·W, ties to the lower flat index."""
-    return rank_positions(scores, descending=False), rank_positions(scores, descending=True)
+    each (N, P) with P = H·W; the tie groups are computed once, a group's pixels go in increasing flat index."""
+    groups = tie_groups(scores)
+    return group_positions(groups, descending=False), group_positions(groups, descending=True)
 
 
 def replace_ranked(x: Tensor, fill: Tensor, ranks: Tensor, k: int | Tensor, inside: bool = True) -> Tensor:
