@@ -52,7 +52,7 @@ import pandas as pd
 import gibench
 from gibench.core.errors import SubmissionError
 from gibench.core.fsio import atomic_folder
-from gibench.leaderboard.pages import evaluator_pages, regularizer_pages, sanity_rows, verification
+from gibench.leaderboard.pages import evaluator_pages, regularizer_pages, sanity_view, verification
 from gibench.leaderboard.pictures import make_pictures
 from gibench.leaderboard.tables import (
     Table,
@@ -123,7 +123,7 @@ def build_results_site(submissions: list[LoadedSubmission], out_dir: str | Path)
 
 
 def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out: Path, in_place: bool) -> Path:
-    summary = aggregate(combine(valid))
+    summary = aggregate(combine(valid), valid)
     info = metric_info(valid)
     tables = make_tables(summary, info, _families())
     _clear(out, keep_submissions=in_place)
@@ -145,7 +145,8 @@ def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out:
         for page in pages:
             _page(env, "plugin.html.j2", out / kind / page.file, "../", page=page, **common)
         _page(env, "plugins.html.j2", out / kind / "index.html", "../", kind=kind, pages=pages, **common)
-    _page(env, "sanity.html.j2", out / "sanity.html", "", rows=sanity_rows(valid, tables), **common)
+    rows, left_out = sanity_view(valid, tables)
+    _page(env, "sanity.html.j2", out / "sanity.html", "", rows=rows, left_out=left_out, **common)
     index = out / "index.html"
     _page(env, "index.html.j2", index, "", tables=tables, submissions=[s.submission for s in valid], badges=badges,
           rejected=[(f.name, m) for f, m in invalid], regularizers=regularizers, evaluators=evaluators, **common)

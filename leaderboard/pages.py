@@ -11,15 +11,17 @@
   per declared or seen version. Regularizer pages show their declared history too.
 * Plugins named in a submission but not installed where the site is built still get a page, built from what the
   submissions recorded.
-* The sanity view: :func:`gibench.results.sanity_table` of each submission (``fooled`` against ``erm``).
+* The sanity view: :func:`gibench.results.sanity_table` of each submission (``fooled`` against ``erm``), through
+  :func:`gibench.results.collapse.sanity_gate`: a collapsed ``fooled`` row is left out of the gate and listed with its
+  reason (judged by the floor the submission's recorded suites declare).
 * Verification: :func:`verification`, the badge of :func:`gibench.submissions.verify.verification_status`.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "COST_FILE", "CostRow", "HistoryRow", "MetricRow", "PluginPage", "SanityRow", "Verification", "evaluator_pages",
-    "history_rows", "load_costs", "regularizer_pages", "sanity_rows", "verification",
+    "COST_FILE", "CostRow", "HistoryRow", "MetricRow", "PluginPage", "SanityLeftOut", "SanityRow", "Verification",
+    "evaluator_pages", "history_rows", "load_costs", "regularizer_pages", "sanity_rows", "sanity_view", "verification",
 ]
 
 import inspect
@@ -37,7 +39,8 @@ import pandas as pd
 from gibench.core.errors import GibenchError
 from gibench.core.params import ParamInfo, describe_config
 from gibench.leaderboard.tables import MetricInfo, Table, fmt, params_label
-from gibench.results.tables import BASELINE, TRAINING, sanity_table
+from gibench.results.collapse import dataset_classes, rule_of, sanity_gate
+from gibench.results.tables import BASELINE, TRAINING
 from gibench.submissions.build import LoadedSubmission, slugify
 
 COST_FILE = Path(__file__).parent / "data" / "regularizer_cost.json"
@@ -110,6 +113,16 @@ class SanityRow:
     delta: str
     verdict: str  # "worse" (beyond seed noise) or ""
     passes: bool
+
+
+@dataclass(frozen=True)
+class SanityLeftOut:
+    """A table in which a submission's ``fooled`` row collapsed: left out of the sanity gate."""
+
+    table: str
+    submission: str
+    reason: str  # "collapsed: accuracy ... vs erm ... (floor ...)"
+    floor: str  # the floor it was judged by
 
 
 @dataclass(frozen=True)
@@ -284,21 +297,38 @@ def _bounds(bounds: tuple[float, float]) -> str:
 
 
 def sanity_rows(submissions: list[LoadedSubmission], tables: list[Table]) -> list[SanityRow]:
-    """``fooled`` against ``erm`` for every saliency headline of every table, per submission."""
+    """``fooled`` against ``erm`` for every saliency headline of every table, per submission (:func:`sanity_view`)."""
+    return sanity_view(submissions, tables)[0]
+
+
+def sanity_view(submissions: list[LoadedSubmission], tables: list[Table]
+                ) -> tuple[list[SanityRow], list[SanityLeftOut]]:
+    """``fooled`` against ``erm`` for every saliency headline of every table, per submission, and the tables in which
+    a submission's ``fooled`` collapsed (left out of the gate)."""
     titles = {(t.dataset, t.backbone_name, t.backbone_params, t.train_label): t.title for t in tables}
-    rows = []
+
+    def title_of(r: Any) -> str:
+        return titles.get((r.dataset, r.backbone, r.backbone_params, r.train_label),
+                          f"{r.dataset} × {r.backbone}{params_label(r.backbone_params)}")
+
+    rows, left_out = [], []
     for s in submissions:
-        # sanity_table compares the control with erm alone: its other rows would only cost time (ranks, Δs)
-        table = sanity_table(s.results[s.results["regularizer"].isin([BASELINE, CONTROL])])
+        suites = [record.suite for record in s.submission.provenance.suites]
+        rule = rule_of(suites)
+        # the gate compares the control with erm alone: the other rows would only cost time (ranks, Δs)
+        pair = s.results[s.results["regularizer"].isin([BASELINE, CONTROL])]
+        table, collapsed = sanity_gate(pair, dataset_classes(pair["dataset"].astype(str), suites), rule, CONTROL)
+        left_out += [SanityLeftOut(title_of(r), s.submission.metadata.name, str(r.collapse_reason), rule.text)
+                     for r in collapsed.itertuples()]
         for r in table.itertuples():
-            title = titles.get((r.dataset, r.backbone, r.backbone_params, r.train_label),
-                               f"{r.dataset} × {r.backbone}{params_label(r.backbone_params)}")
+            title = title_of(r)
             delta = "" if pd.isna(r.delta_low) else (f"[{fmt(float(r.delta_low), scale=float(r.erm))}, "
                                                      f"{fmt(float(r.delta_high), scale=float(r.erm))}]")
             rows.append(SanityRow(title, s.submission.metadata.name, r.evaluator, r.metric,
                                   "↑" if r.higher_is_better else "↓", fmt(float(r.erm)), fmt(float(r.fooled)), delta,
                                   str(r.verdict), bool(r.passes)))
-    return sorted(rows, key=lambda r: (r.table, r.submission, r.evaluator, r.metric))
+    return (sorted(rows, key=lambda r: (r.table, r.submission, r.evaluator, r.metric)),
+            sorted(left_out, key=lambda r: (r.table, r.submission)))
 
 
 def verification(loaded: LoadedSubmission) -> Verification:

@@ -12,7 +12,8 @@
   pixel perturbation in both orders, the density ratio over noise levels, DiffROAR over k; every curve of other
   evaluators; ``*_std`` companions left out), one line per row: the mean over the row's seeds of y at each x (seeds
   whose x differ from the first seed's are left out of the mean).
-* Scatter: accuracy against every non-diagnostic headline with the Pareto front (:func:`figures.scatter_figure`).
+* Scatter: accuracy against every non-diagnostic headline with the Pareto front (:func:`figures.scatter_figure`);
+  collapsed rows (:mod:`gibench.results.collapse`) are left out, and the caption says how many.
 
 Files go to ``tables/<anchor>/``; page links are relative to the table page.
 """
@@ -256,13 +257,14 @@ def _scatter(pictures: TablePictures, table: Table, labels: dict, folder: Path, 
                                r.cells[i].low, r.cells[i].high, r.cells[accuracy].low, r.cells[accuracy].high,
                                color=n)
                   for n, r in enumerate(table.rows) if r.cells[i].sort_value is not None
-                  and r.cells[accuracy].sort_value is not None]
+                  and r.cells[accuracy].sort_value is not None and not r.collapsed]
         if len(points) < 2:
             continue
         file = f"scatter-{column.id}.svg"
         scatter_figure(folder / file, points, column.label, column.higher_is_better, "accuracy",
                        f"accuracy against {column.label}")
         caveat = f"; † {column.caveat}" if column.caveat else ""
+        gone = f"; collapsed rows left out ({len(table.collapsed_rows)})" if table.collapsed_rows else ""
         pictures.scatter.append(Picture(prefix + file, f"accuracy against {column.label}: one point per row "
-                                        f"(95 % intervals as bars), dashed: the Pareto front{caveat}"))
+                                        f"(95 % intervals as bars), dashed: the Pareto front{caveat}{gone}"))
 

@@ -20,6 +20,11 @@ Everything here is computed from :func:`gibench.results.summarize` (the aggregat
   (:attr:`Table.held_back`); on the page the column is hidden while its companion's is.
 * The best mean per column is marked, unless the metric is ``diagnostic`` (reported, never ranked: no rank, no
   mark) or fewer than two rows have a value. Ties (equal up to float rounding) are all marked.
+* A collapsed row (:mod:`gibench.results.collapse`: its accuracy fell below the floor set by the ``erm`` row of the
+  same submission and chance) keeps its numbers and Δ but has no rank, is never marked best, is left out of the
+  evaluator agreement and the scatter plots' Pareto front, and is shown apart, under the other rows, with its reason.
+  Each submission is judged by the floor its own recorded suites declare (the default when they declare none), and
+  the table says which; rows that could not be judged (no ``erm`` in their submission, say) are listed with why.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ from typing import Any
 
 import pandas as pd
 
+from gibench.results.collapse import (
+    COLLAPSED,
+    NOT_JUDGED,
+    collapse_verdicts,
+    dataset_classes,
+    judge,
+    rule_of,
+)
 from gibench.results.tables import (
     BASELINE,
     METRIC_KEYS,
@@ -176,10 +189,16 @@ class Row:
     n_seeds: int
     cells: list[Cell]
     evaluators: tuple[str, ...] = ()  # evaluators with at least one ok value in this row
+    collapse: str = ""  # "collapsed", "kept", "baseline", "not judged" (gibench.results.collapse)
+    collapse_reason: str = ""  # "collapsed: accuracy 0.228 vs erm 0.892 (floor 0.694: ...)"
 
     @property
     def is_baseline(self) -> bool:
         return self.regularizer == BASELINE
+
+    @property
+    def collapsed(self) -> bool:
+        return self.collapse == COLLAPSED
 
 
 @dataclass
@@ -199,6 +218,22 @@ class Table:
     held_back: list[HeldBack] = field(default_factory=list)
     twin: str = ""  # the anchor of its twin table (same but for the backbone's ``bias`` option), or ""
     xdnn: bool = False  # its backbone has ``bias: false`` (an X-DNN)
+    floors: list[tuple[str, str]] = field(default_factory=list)  # (submission, the collapse floor it was judged by)
+
+    @property
+    def ranked_rows(self) -> list[Row]:
+        """The rows that are not collapsed, in order."""
+        return [r for r in self.rows if not r.collapsed]
+
+    @property
+    def collapsed_rows(self) -> list[Row]:
+        """The collapsed rows, shown apart."""
+        return [r for r in self.rows if r.collapsed]
+
+    @property
+    def not_judged(self) -> list[Row]:
+        """The rows whose collapse could not be judged (their reason says why)."""
+        return [r for r in self.rows if r.collapse == NOT_JUDGED]
 
     @property
     def caveats(self) -> list[Column]:
@@ -234,10 +269,20 @@ def combine(submissions: list[LoadedSubmission]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+def aggregate(long: pd.DataFrame, submissions: list[LoadedSubmission] | None = None) -> pd.DataFrame:
     """:func:`gibench.results.summarize` per submission (the one aggregation the report uses too): Δ is against the
-    ``erm`` row of the same submission, ranks are across the submissions of a table."""
+    ``erm`` row of the same submission, ranks are across the submissions of a table; every row judged for collapse
+    (:mod:`gibench.results.collapse`) against the ``erm`` row of its submission, by the floor that submission's recorded
+    suites declare (``collapse_rule`` says which; the default for a submission not among ``submissions``), collapsed
+    rows ranked no more."""
     summary = summarize(long, by=SUBMISSION_KEYS)
+    suites = {s.submission.id: [r.suite for r in s.submission.provenance.suites] for s in submissions or []}
+    classes = dataset_classes(summary["dataset"].astype(str), [raw for group in suites.values() for raw in group])
+    rules = {str(sid): rule_of(suites.get(str(sid), [])) for sid in summary["submission_id"].unique()}
+    verdicts = [collapse_verdicts(summary[summary["submission_id"] == sid], classes, rule, by=SUBMISSION_KEYS)
+                for sid, rule in rules.items()] or [collapse_verdicts(summary, classes, by=SUBMISSION_KEYS)]
+    summary = judge(summary, pd.concat(verdicts, ignore_index=True), by=SUBMISSION_KEYS)
+    summary["collapse_rule"] = [rules[str(sid)].text if str(sid) in rules else "" for sid in summary["submission_id"]]
     return summary.sort_values([*SUBMISSION_KEYS, *TABLE_KEYS, *ROW_KEYS[1:], *METRIC_KEYS],
                                kind="stable").reset_index(drop=True)
 
@@ -291,9 +336,11 @@ def make_tables(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo
         rows.sort(key=lambda r: (r.regularizer != BASELINE, r.regularizer, r.variant, r.submission, r.submission_id))
         rows = _mark_best(rows, columns)
         mine = agreement.merge(pd.DataFrame([dict(zip(TABLE_KEYS, key))]), on=TABLE_KEYS)
+        floors = sorted({(str(r["submission"]), str(r["collapse_rule"])) for r in part.to_dict("records")
+                         if r.get("collapse_rule")})
         tables.append(Table(anchor, str(dataset), label, str(backbone), str(backbone_params), columns, rows,
                             str(train_label), str(train_hash), _agreement(mine), _problems(part), omitted,
-                            held_back))
+                            held_back, floors=floors))
     link_twins(tables)
     return tables
 
@@ -433,8 +480,10 @@ def _row(key: tuple[Any, ...], group: pd.DataFrame, columns: list[Column], famil
     missing = f"training failed ({int(training['n_seeds'].iloc[0])} seed(s))" if len(training) else "not evaluated"
     cells = [_cell(records.get(c.key), n_seeds, regularizer == BASELINE, c.diagnostic, missing) for c in columns]
     evaluators = tuple(sorted(set(group.loc[group["n_ok"] > 0, "evaluator"]) - {TRAINING}))
+    first = group.iloc[0]
+    collapse = (str(first.get("collapse", "")), str(first.get("collapse_reason", "")))  # one verdict per row
     return Row(str(submission_id), str(group["submission"].iloc[0]), str(regularizer), str(regularizer_params),
-               str(variant), families.get(str(regularizer), "other"), n_seeds, cells, evaluators)
+               str(variant), families.get(str(regularizer), "other"), n_seeds, cells, evaluators, *collapse)
 
 
 def _cell(record: dict[str, Any] | None, n_seeds: int, is_baseline: bool, diagnostic: bool = False,
@@ -460,15 +509,17 @@ def _cell(record: dict[str, Any] | None, n_seeds: int, is_baseline: bool, diagno
 
 
 def _mark_best(rows: list[Row], columns: list[Column]) -> list[Row]:
-    """Rows with the best mean of each non-diagnostic column marked (none with < 2 values). Ties are all marked:
-    means equal up to float rounding (relative 1e-12), e.g. 0.2 and (0.1 + 0.2 + 0.3) / 3."""
+    """Rows with the best mean of each non-diagnostic column marked (none with < 2 values), among the rows that are
+    not collapsed (a collapsed row is never marked, nor counted). Ties are all marked: means equal up to float
+    rounding (relative 1e-12), e.g. 0.2 and (0.1 + 0.2 + 0.3) / 3."""
     best: dict[int, float] = {}
     for i, column in enumerate(columns):
-        values = [r.cells[i].sort_value for r in rows if r.cells[i].sort_value is not None]
+        values = [r.cells[i].sort_value for r in rows if r.cells[i].sort_value is not None and not r.collapsed]
         if column.diagnostic or len(values) < 2:
             continue
         best[i] = max(values) if column.higher_is_better else min(values)
-    return [replace(r, cells=[replace(c, best=True) if i in best and c.sort_value is not None
+    return [r if r.collapsed else
+            replace(r, cells=[replace(c, best=True) if i in best and c.sort_value is not None
                               and math.isclose(c.sort_value, best[i], rel_tol=1e-12, abs_tol=1e-15) else c
                               for i, c in enumerate(r.cells)]) for r in rows]
 

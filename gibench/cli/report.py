@@ -1,7 +1,8 @@
 """``gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics] [--ranks] [--sanity]``: the mean over seeds with its
-95 % interval and the change against erm, per table; the ranks and evaluator agreement, the auxiliary models, the
-skipped and failed evaluations, and the ``fooled`` sanity check. ``gibench run`` prints its results with
-:func:`print_frame`."""
+95 % interval and the change against erm, per table, collapsed variants apart with their reason
+(:mod:`gibench.results.collapse`, by the floor the runs' recorded suites declare); the ranks and evaluator agreement,
+the auxiliary models, the skipped and failed evaluations, and the ``fooled`` sanity check. ``gibench run`` prints its
+results with :func:`print_frame`."""
 
 from __future__ import annotations
 
@@ -18,22 +19,25 @@ __all__ = ["cmd_report", "print_frame"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gibench.results.tables import collect_results, summarize
+    from gibench.results.collapse import judged_summary, rule_of_runs
 
     if args.sanity:
         return _print_sanity(args.runs_dir)
     frame = _print_report(args.runs_dir, None, all_metrics=args.all_metrics)
-    if args.ranks and not frame.empty:
-        _print_ranks(summarize(frame))
-    if args.csv:
-        summarize(collect_results(args.runs_dir, warn=lambda message: None)).to_csv(args.csv, index=False)
-        _shared.stdout.print(f"wrote {args.csv}")
+    if (args.ranks or args.csv) and not frame.empty:
+        rule, suites = rule_of_runs(args.runs_dir)
+        stats = judged_summary(frame, rule=rule, suites=suites)
+        if args.ranks:
+            _print_ranks(stats)
+        if args.csv:  # every row with its collapse verdict and the floor it was judged by (the collapse_* columns)
+            stats.to_csv(args.csv, index=False)
+            _shared.stdout.print(f"wrote {args.csv}")
     return 0
-
 
 
 def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool):
     """Print the report of ``runs_dir`` (its results, then the jobs whose training failed); returns the frame."""
+    from gibench.results.collapse import rule_of_runs
     from gibench.results.tables import TRAINING, collect_results, failed_jobs, mixed_versions
 
     frame = collect_results(runs_dir, job_hashes, warn=_shared.warn)
@@ -42,7 +46,8 @@ def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool
         raise GibenchError(f"no results under {runs_dir}; run `gibench run --suite smoke --runs-dir {runs_dir}` first.")
     trained = frame[frame["evaluator"] != TRAINING]
     if not trained.empty:
-        print_frame(frame, all_metrics)
+        rule, suites = rule_of_runs(runs_dir, job_hashes)
+        print_frame(frame, all_metrics, rule=rule, suites=suites)
     for evaluator, versions in mixed_versions(frame).items():
         _shared.warn(f"results of versions {', '.join(versions)} of {evaluator} are stored and counted together only "
                      f"within their own version (one row per version, never averaged across versions). `gibench "
@@ -61,20 +66,35 @@ _INTERVALS = ("± is the half-width of the 95 % Student-t interval over seeds (n
               "its interval excludes 0.")
 
 
-def print_frame(frame, all_metrics: bool) -> None:
+def print_frame(frame, all_metrics: bool, rule=None, suites=()) -> None:
     """One terminal table per dataset × backbone × training config: a row per variant and metric (headlines unless
-    ``all_metrics``), the mean ± its 95 % interval, the seeds, Δ vs erm ± its interval. Fits 80 columns (cells wrap,
-    never truncate)."""
-    from gibench.results.tables import TRAINING, summarize
+    ``all_metrics``), the mean ± its 95 % interval, the seeds, Δ vs erm ± its interval; collapsed variants last, apart,
+    with their reason (``rule``, a :class:`gibench.results.collapse.CollapseRule`: the default unless given; ``suites``
+    name the datasets' options). Fits 80 columns (cells wrap, never truncate)."""
+    from gibench.results.collapse import CollapseRule, judged_summary
+    from gibench.results.tables import TRAINING
 
-    stats = summarize(frame)
-    stats = stats[(stats["headline"] | all_metrics) & (stats["evaluator"] != TRAINING)]  # failed trainings: own lines
+    rule = rule or CollapseRule()
+    judged = judged_summary(frame, rule=rule, suites=suites)
+    stats = judged[(judged["headline"] | all_metrics) & (judged["evaluator"] != TRAINING)]  # failed trainings: below
     for _, table in stats.groupby(_TABLE, sort=True):
         _shared.stdout.print(_report_table(table))
     if len(stats):
         _shared.stdout.print(_INTERVALS)
+        _print_collapse(judged[judged["evaluator"] != TRAINING], rule)
     _print_auxiliary(frame)
     _print_not_ok(frame)
+
+
+def _print_collapse(stats, rule) -> None:
+    """The floor the rows were judged by, and the variants it could not judge (with the reason), once per table."""
+    _shared.stdout.print(f"collapse: {escape(rule.text)}. A variant below it is listed apart, last in its table, with "
+                         "its reason: it is not ranked and is left out of the agreement (ρ) and the sanity gate.")
+    unjudged = stats[stats["collapse"] == "not judged"].drop_duplicates([*_TABLE, "variant"])
+    for _, rows in unjudged.groupby([*_TABLE, "collapse_reason"], sort=True):
+        variants = ", ".join(sorted(set(rows["variant"])))
+        _shared.stdout.print(f"[yellow]{escape(rows['collapse_reason'].iloc[0])}[/]: "
+                             f"{_table_title(rows.iloc[0])} / {escape(variants)}")
 
 
 _TABLE = ["dataset", "backbone", "backbone_params", "train_hash", "train_label"]
@@ -104,9 +124,18 @@ def _report_table(table) -> Table:
     table = table[~((table["n_ok"] == 0) & (table["statuses"] == "skipped"))]
     setting = table["evaluator_version"] + " " + table["evaluator_params"]
     table = table.assign(settings=setting.groupby([table["evaluator"], table["metric"]]).transform("nunique"),
-                         _not_baseline=table["regularizer"] != "erm")
-    for variant, rows in table.sort_values(["_not_baseline", "variant"], kind="stable").groupby("variant", sort=False):
+                         _not_baseline=table["regularizer"] != "erm", _collapsed=table["collapse"] == "collapsed")
+    order = table.sort_values(["_collapsed", "_not_baseline", "variant"], kind="stable")
+    apart = False
+    for variant, rows in order.groupby("variant", sort=False):
+        collapsed = bool(rows["_collapsed"].iloc[0])
+        if collapsed and not apart:  # collapsed variants: apart, after the others (gibench.results.collapse)
+            view.add_section()
+            view.add_row("[red]collapsed[/] (not ranked)")
+            apart = True
         view.add_row(f"[bold]{escape(variant)}[/]")
+        if collapsed:
+            view.add_row(f"  [red]{escape(rows['collapse_reason'].iloc[0])}[/]")
         for r in rows.itertuples():
             label = metric_label(r.evaluator, r.metric, r.higher_is_better)
             if r.settings > 1:  # two versions or settings of one evaluator: say which row is which
@@ -134,11 +163,14 @@ def _delta_text(r) -> str:
 
 
 def _print_ranks(stats) -> None:
-    """Per table: each variant's rank on each headline (1 = best) with the range its intervals allow; then the
-    evaluator agreement (Spearman's ρ between headline metrics across the variants)."""
+    """Per table: each variant's rank on each headline (1 = best) with the range its intervals allow, the collapsed
+    variants apart (not ranked); then the evaluator agreement (Spearman's ρ between headline metrics across the
+    variants, collapsed ones left out). ``stats``: :func:`gibench.results.collapse.judged_summary`."""
     from gibench.results.tables import agreement_table, metric_label
 
-    heads = stats[stats["headline"] & (stats["n_ok"] > 0)]
+    collapsed = stats["collapse"] == "collapsed"
+    heads = stats[stats["headline"] & (stats["n_ok"] > 0) & ~collapsed]
+    apart = stats[collapsed].drop_duplicates([*_TABLE, "variant"])
     agreement = agreement_table(stats)
     for _, table in heads.groupby(_TABLE, sort=True):
         view = Table("metric", "variant", "rank", "possible ranks", title=f"ranks: {_table_title(table.iloc[0])}",
@@ -154,6 +186,8 @@ def _print_ranks(stats) -> None:
                 possible = f"{r.rank_best}–{r.rank_worst}" if r.rank_best != r.rank_worst else str(r.rank)
                 view.add_row(escape(label), escape(r.variant), str(r.rank), f"{possible} of {len(rows)}")
         _shared.stdout.print(view)
+        for r in apart.merge(table[_TABLE].drop_duplicates(), on=_TABLE).itertuples():
+            _shared.stdout.print(f"not ranked: {escape(r.variant)}: {escape(r.collapse_reason)}")
         mine = agreement.merge(table[_TABLE].drop_duplicates(), on=_TABLE)
         if len(mine):
             view = Table("metric", "metric", "Spearman ρ", "variants", title=f"evaluator agreement: "
@@ -205,10 +239,23 @@ def _print_not_ok(frame) -> None:
 
 
 def _print_sanity(runs_dir: Path) -> int:
+    """The sanity gate of ``runs_dir``; a collapsed ``fooled`` row is left out of it, with its reason."""
     from gibench.leaderboard.build import params_label
-    from gibench.results.tables import collect_results, metric_label, sanity_table
+    from gibench.results.collapse import dataset_classes, rule_of_runs, sanity_gate
+    from gibench.results.tables import collect_results, metric_label
 
-    table = sanity_table(collect_results(runs_dir))
+    frame = collect_results(runs_dir)
+    rule, suites = rule_of_runs(runs_dir)
+    table, collapsed = sanity_gate(frame, dataset_classes(frame["dataset"].astype(str), suites), rule)
+    for r in collapsed.itertuples():
+        _shared.stdout.print(f"[yellow]not gated[/]: {escape(r.variant)} on {_table_title(r)}: "
+                             f"{escape(r.collapse_reason)}; a collapsed control is left out of the sanity gate "
+                             f"({escape(rule.text)})")
+    if table.empty and len(collapsed):
+        raise GibenchError(f"the `fooled` control collapsed in every table under {runs_dir} (above): the sanity gate "
+                           "has nothing to judge. Train it so that it keeps its accuracy (its reason says by how much "
+                           "it missed the floor), or lower the floor with the suite key `collapse: {keep_fraction: "
+                           "...}`.")
     if table.empty:
         raise GibenchError(
             f"no `fooled` and `erm` results on the same dataset, backbone and training config under {runs_dir}; add "

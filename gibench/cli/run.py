@@ -44,7 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     frame = collect_results(args.runs_dir, {r.job.hash for r in summary.jobs}, warn=_shared.warn,
                             evaluations=evaluations_of(suite))
     if not frame.empty:
-        print_frame(frame, all_metrics=False)
+        from gibench.results.collapse import rule_of
+
+        print_frame(frame, all_metrics=False, rule=rule_of([suite.raw]), suites=[suite.raw])
         site = _build_local_site(args.runs_dir, suite.name, frame)
         _shared.stdout.print(f"leaderboard page: {site}", soft_wrap=True)
     failures = summary.failures()

@@ -11,7 +11,8 @@ numbers use them.
 :func:`summarize` is the one aggregation, used by ``gibench report``, its CSV and the leaderboard site: a row is one
 exact configuration (:data:`ROW_KEYS`: dataset, backbone and options, training config, regularizer and options,
 evaluator version and options); seeds aggregate only within a row, into a mean with its 95 % interval, Δ against the
-``erm`` row of the same table with its own interval, and rank ranges (methods: :mod:`gibench.results.stats`).
+``erm`` row of the same table with its own interval, and rank ranges (methods: :mod:`gibench.results.stats`);
+:mod:`gibench.results.collapse` then judges each row against erm's accuracy (collapsed rows lose their rank).
 :func:`agreement_table` is the evaluator agreement (Spearman's ρ between headline metrics across variants).
 """
 
@@ -250,10 +251,9 @@ def _add_deltas(stats: pd.DataFrame, baseline: str, match: list[str]) -> pd.Data
     base_seeds = {tuple(r[k] for k in match): r["_seeds"] for r in base.to_dict("records")}
     intervals = [difference_interval(r["_seeds"], base_seeds.get(tuple(r[k] for k in match), {}))
                  if r["regularizer"] != baseline else None for r in stats.to_dict("records")]
-    nan = math.nan
-    stats["delta_vs_erm"] = [i.estimate if i else nan for i in intervals]
-    stats["delta_low"] = [i.low if i else nan for i in intervals]
-    stats["delta_high"] = [i.high if i else nan for i in intervals]
+    stats["delta_vs_erm"] = [i.estimate if i else math.nan for i in intervals]
+    stats["delta_low"] = [i.low if i else math.nan for i in intervals]
+    stats["delta_high"] = [i.high if i else math.nan for i in intervals]
     stats["delta_method"] = [i.method if i else "" for i in intervals]
     stats["verdict"] = [_verdict(i, higher) for i, higher in zip(intervals, stats["higher_is_better"])]
     stats["better_than_erm"] = stats["verdict"] == "better"
@@ -271,11 +271,11 @@ def add_ranks(stats: pd.DataFrame) -> pd.DataFrame:
     """``rank``, ``rank_best``, ``rank_worst`` of each row among the variants of its table on the same metric
     (:data:`TABLE_KEYS` × :data:`METRIC_KEYS`, across every ``by`` group, e.g. every submission of a site table):
     1 = best in the metric's direction; the range is what the 95 % intervals allow
-    (:func:`gibench.results.stats.rank_ranges`). Rows without an ok value get no rank."""
+    (:func:`gibench.results.stats.rank_ranges`). Rows without an ok value, or collapsed, get no rank."""
     stats = stats.copy()
     for column in ("rank", "rank_best", "rank_worst"):
         stats[column] = pd.array([pd.NA] * len(stats), dtype="Int64")
-    ranked = stats[stats["n_ok"] > 0]
+    ranked = stats[(stats["n_ok"] > 0) & (stats.get("collapse", "") != "collapsed")]  # gibench.results.collapse
     for _, group in ranked.groupby([*TABLE_KEYS, *METRIC_KEYS], sort=False):
         ranges = rank_ranges(group["mean"].tolist(), group["ci_low"].tolist(), group["ci_high"].tolist(),
                              bool(group["higher_is_better"].iloc[0]))
@@ -293,12 +293,12 @@ def metric_label(evaluator: str, metric: str, higher_is_better: bool) -> str:
 
 def agreement_table(stats: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     """Evaluator agreement: per table (:data:`TABLE_KEYS`), Spearman's ρ between every two headline metrics across
-    the variants (and ``by`` groups) that have both, each metric turned so that higher is better; ρ is NaN with
-    fewer than 3 such variants, or when either metric is the same for all of them. Columns: the table keys,
+    the variants (and ``by`` groups) that have both, collapsed ones left out, each turned so that higher is better; ρ
+    is NaN with fewer than 3 such variants, or when either metric is the same for all of them. Columns: table keys,
     ``metric_a``, ``metric_b`` (labels as :func:`metric_label`, with the evaluator version when a table holds two),
     ``rho``, ``n_variants``."""
     columns = [*TABLE_KEYS, "metric_a", "metric_b", "rho", "n_variants"]
-    heads = stats[stats["headline"] & (stats["n_ok"] > 0)]
+    heads = stats[stats["headline"] & (stats["n_ok"] > 0) & (stats.get("collapse", "") != "collapsed")]
     rows = []
     for key, table in heads.groupby(TABLE_KEYS, sort=False):
         table = table.assign(_label=[metric_label(r.evaluator, r.metric, r.higher_is_better)

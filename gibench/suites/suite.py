@@ -18,14 +18,17 @@ union over all grids (what preflight and provenance see); :meth:`Suite.all_grids
 :func:`gibench.suites.jobs.expand`. An X-DNN backbone with a regularizer that needs a smooth activation (the
 score-matching family) is an error in any grid.
 
+``collapse`` (optional): ``{keep_fraction: f}``, the accuracy floor below which a row is reported as collapsed
+(:mod:`gibench.results.collapse`, which holds the default); a suite without it is hashed as before.
+
 Every error names the file, the place (``regularizers[1].gradient_norm.weight``), the bad value and what is allowed.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "EXTRA_GRID_KEYS", "GRID_KEYS", "Grid", "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS", "TrainConfig",
-    "expand_grid", "identity_config", "load_suite",
+    "COLLAPSE_KEYS", "EXTRA_GRID_KEYS", "GRID_KEYS", "Grid", "PluginSpec", "REQUIRED_KEYS", "Suite", "TOP_LEVEL_KEYS",
+    "TrainConfig", "collapse_option", "expand_grid", "identity_config", "load_suite",
     "parse_suite", "resolve_suite_path", "shipped_suites",
 ]
 
@@ -47,10 +50,11 @@ from gibench.core.params import build_config, config_fields, did_you_mean, field
 from gibench.training.specs import HASHED_UNLESS_DEFAULT, PluginSpec, TrainConfig  # noqa: F401  (re-exported)
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train",
-                  "train_per_dataset", "extra_grids")
+                  "train_per_dataset", "extra_grids", "collapse")
 GRID_KEYS = ("datasets", "backbones", "regularizers", "evaluators")
 EXTRA_GRID_KEYS = GRID_KEYS + ("add_evaluators",)
 REQUIRED_KEYS = ("name", "datasets", "backbones", "regularizers", "evaluators")
+COLLAPSE_KEYS = ("keep_fraction",)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class Suite:
     #: (dataset label, merged TrainConfig) for the datasets that ``train_per_dataset`` names; the others use ``train``
     train_per_dataset: tuple[tuple[str, TrainConfig], ...] = ()
     grids: tuple[Grid, ...] = ()
+    #: ``collapse.keep_fraction`` as the file declares it; None: the default of :mod:`gibench.results.collapse`
+    collapse_keep_fraction: float | None = None
 
     def all_grids(self) -> tuple[Grid, ...]:
         """The suite's cross products, main grid first (see the module docstring)."""
@@ -170,6 +176,7 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
         raw=dict(raw),
         train_per_dataset=_train_per_dataset(raw, union[0], source),
         grids=grids if len(grids) > 1 else (),
+        collapse_keep_fraction=collapse_option(raw.get("collapse"), source),
     )
 
 
@@ -269,6 +276,24 @@ def _train_per_dataset(raw: Mapping[str, Any], datasets: tuple[PluginSpec, ...],
             options = {**base, **{k: v for key in keys for k, v in (entries[key] or {}).items()}}
             merged.append((dataset.label, _train_config(options, f"{where}.{keys[-1]}")))
     return tuple(merged)
+
+
+def collapse_option(value: Any, source: str) -> float | None:
+    """``collapse: {keep_fraction: f}``: f in [0, 1), the share of ``erm``'s accuracy above chance a row must keep not
+    to be reported as collapsed (:mod:`gibench.results.collapse`); None when the key is absent or null."""
+    if value is None:
+        return None
+    where = f"{source}: collapse"
+    options = _mapping(value, where)
+    for key in options:
+        if key not in COLLAPSE_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(str(key), COLLAPSE_KEYS)} Valid keys: "
+                              f"{', '.join(COLLAPSE_KEYS)}.")
+    fraction = options.get("keep_fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"{where}.keep_fraction: expected a number in [0, 1) (the share of erm's accuracy above "
+                          f"chance a row must keep), got {fraction!r}.")
+    return float(fraction)
 
 
 def _type_label(tp: Any) -> str:

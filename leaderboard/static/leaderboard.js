@@ -3,10 +3,12 @@
 // Each section.board holds one table.leaderboard and its controls (classes, so that index.html can hold several).
 // * Sort: each header becomes a button. The first click on a number column puts the best values first
 //   (data-best="high" | "low"), the next click reverses. Cells are compared by data-value when present, else by
-//   text; cells without a value always go last. Ties keep their current order.
+//   text; cells without a value always go last. Ties keep their current order. Each tbody sorts on its own, so the
+//   collapsed rows (tbody.collapsed-rows, under its heading row) stay apart, under the others.
 // * Filters: .filter-text (case-insensitive substring of variant, regularizer, family, submission), .filter-family
 //   (exact family), .filter-evaluator (rows with at least one value of that evaluator; only its metric columns and
-//   accuracy are shown). Rows filtered out get the `hidden` attribute; .row-count says "N of M rows".
+//   accuracy are shown). Rows filtered out get the `hidden` attribute; .row-count says "N of M rows"; the heading
+//   of the collapsed rows is hidden while none of them is shown.
 // * Column chooser: a checkbox per column (data-column); a hidden column has `hidden` on its header and cells.
 // * Companions: a header with data-read-beside="<column id>" (a metric that must be read beside another, e.g.
 //   sensitivity beside infidelity) is hidden, with its cells, whenever that column is hidden (chooser, evaluator
@@ -35,25 +37,26 @@
     var ascending = current ? current !== "ascending" : !(numeric && th.getAttribute("data-best") === "high");
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (other) { other.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-    var body = table.tBodies[0];
-    var rows = Array.prototype.map.call(body.rows, function (row, position) {
-      return { row: row, position: position, key: key(row, index, numeric) };
+    Array.prototype.forEach.call(table.tBodies, function (body) {
+      var rows = Array.prototype.map.call(body.querySelectorAll("tr.lb-row"), function (row, position) {
+        return { row: row, position: position, key: key(row, index, numeric) };
+      });
+      rows.sort(function (a, b) {
+        if (a.key === null || b.key === null) {
+          return a.key === b.key ? a.position - b.position : (a.key === null ? 1 : -1);
+        }
+        var order = a.key < b.key ? -1 : (a.key > b.key ? 1 : 0);
+        return (ascending ? order : -order) || a.position - b.position;
+      });
+      rows.forEach(function (item) { body.appendChild(item.row); });
     });
-    rows.sort(function (a, b) {
-      if (a.key === null || b.key === null) {
-        return a.key === b.key ? a.position - b.position : (a.key === null ? 1 : -1);
-      }
-      var order = a.key < b.key ? -1 : (a.key > b.key ? 1 : 0);
-      return (ascending ? order : -order) || a.position - b.position;
-    });
-    rows.forEach(function (item) { body.appendChild(item.row); });
   }
 
   function setup(section) {
     var table = section.querySelector("table.leaderboard");
     if (!table) { return; }
     var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
-    var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+    var rows = Array.prototype.slice.call(table.querySelectorAll("tbody tr.lb-row"));
     var text = section.querySelector(".filter-text");
     var family = section.querySelector(".filter-family");
     var evaluator = section.querySelector(".filter-evaluator");
@@ -136,6 +139,10 @@
           && (!ev || evaluators.indexOf(ev) !== -1);
         row.hidden = !show;
         if (show) { visible += 1; }
+      });
+      Array.prototype.forEach.call(table.querySelectorAll("tbody.collapsed-rows"), function (body) {
+        var head = body.querySelector("tr.collapsed-head");
+        if (head) { head.hidden = !body.querySelector("tr.lb-row:not([hidden])"); }
       });
       if (count) {
         count.textContent = visible + " of " + rows.length + " rows";
