@@ -49,6 +49,9 @@ class DatasetBundle:
     class_names: tuple[str, ...] = ()
     capabilities: frozenset[str] = frozenset()
     extras: Mapping[str, Any] = field(default_factory=dict)
+    #: A part of the original training split held out for model selection (``None``: none held out); ``train`` is
+    #: then the rest. Made by :func:`gibench.data.validation.hold_out_validation`; never read by an evaluator.
+    validation: Split | None = None
 
     @property
     def in_chans(self) -> int:
