@@ -34,8 +34,8 @@ from tests.site_helpers import PageWatcher, chromium_path, launch, submit_rows
 from tests.test_leaderboard import parse
 
 REPO = Path(__file__).resolve().parents[1]
-STANDARD = REPO / "submissions" / "gibench-reference-standard-a99bf94f83fe"
-SMOKE = REPO / "submissions" / "gibench-reference-smoke-b9a01cdbf6fd"
+STANDARD = next((REPO / "submissions").glob("gibench-reference-standard-*"))
+SMOKE = next((REPO / "submissions").glob("gibench-reference-smoke-*"))
 
 METRICS = {  # metric -> (evaluator, higher_is_better)
     "accuracy": ("accuracy", True), "auc": ("pixel_perturbation", False), "ratio": ("density_ratio", True)}
