@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from gibench.api.hessian import taylor_trace
 from gibench.api.passes import full_precision
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import label_logit
 from gibench.core.config_types import BNMode, NumSamples, PositiveFloat, Sigma, Weight, plugin_config
 

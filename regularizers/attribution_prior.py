@@ -98,7 +98,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.passes import batch_view, extra_pass_bn
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import attribution_baseline, label_logit, logits_and_input_gradient
 from gibench.core.config_types import PositiveInt, Weight, plugin_config
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from gibench.api.hessian import squared_norm
 from gibench.api.passes import extra_pass_bn, full_precision
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.regularizer import Regularizer, TrainingLoss
 
 
 class ERM(Regularizer):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.hessian import squared_norm
-from gibench.api.plugin import Regularizer, TrainingLoss
+from gibench.api.regularizer import Regularizer, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, Seed, Weight, plugin_config
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NoiseStd, NumSamples, plugin_config
 
 

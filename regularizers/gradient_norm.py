@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import Weight, plugin_config
 

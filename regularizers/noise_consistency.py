@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from gibench.api.hessian import squared_norm
 from gibench.api.passes import extra_pass_bn
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import BNMode, NoiseStd, NumSamples, Weight, plugin_config
 
 

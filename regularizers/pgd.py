@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.passes import batch_view, module_modes, per_sample_norm
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, plugin_config
 
 

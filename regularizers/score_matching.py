@@ -49,7 +49,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from gibench.api.hessian import TaylorScoreMatchingConfig, taylor_score_matching_loss, taylor_trace
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import plugin_config
 
 

@@ -31,7 +31,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from gibench.api.hessian import TaylorScoreMatchingConfig, antithetic_trace, taylor_score_matching_loss
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import plugin_config
 
 

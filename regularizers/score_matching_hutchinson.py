@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from gibench.api.hessian import clean_pass, hessian_quadratic_form, projection, score_matching_penalty
 from gibench.api.passes import full_precision
-from gibench.api.plugin import Regularizer, Sweep, TrainingLoss
+from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NumSamples, Weight, plugin_config
 
 

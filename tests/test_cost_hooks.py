@@ -182,6 +182,10 @@ def test_the_training_step_is_keyed_by_the_training_path_not_the_command_line():
     assert not any(m.startswith(("gibench.cli", "gibench.running", "gibench.store", "gibench.results"))
                    for m in modules)
     assert any(entry.startswith("torch ") for entry in third_party)
+    # the regularizers and the loop import the contracts they use, not the evaluator's: editing the evaluator
+    # contract keeps every training step's calibration
+    for name in ("gibench.training.train", "gibench.regularizers.score_matching", "gibench.regularizers.pgd"):
+        assert not source.code_closure(name)[0] & {"gibench.api.evaluator", "gibench.api.cost", "gibench.api.plugin"}
 
 
 def test_the_learned_score_denoiser_is_timed_by_its_evaluator_and_counted_once(tmp_path):

@@ -66,7 +66,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from gibench.api.passes import extra_pass_bn, full_precision
-from gibench.api.plugin import TrainingLoss
+from gibench.api.regularizer import TrainingLoss
 from gibench.api.saliency import label_logit, leaf_logits_and_input_gradient, logits_and_input_gradient
 from gibench.core.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
 

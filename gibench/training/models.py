@@ -63,7 +63,7 @@ from timm.layers import activations as timm_act
 from timm.models import register_model
 from torch import Tensor, nn
 
-from gibench.api.plugin import DatasetBundle
+from gibench.api.dataset import DatasetBundle
 from gibench.core.errors import ConfigError, UnknownPluginError
 from gibench.core.params import did_you_mean
 from gibench.training.cifar_backbones import CifarResNet18, CifarVGG11BN, CifarXResNet18

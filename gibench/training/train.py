@@ -53,8 +53,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gibench.api.dataset import DatasetBundle
 from gibench.api.passes import tf32_off
-from gibench.api.plugin import DatasetBundle, Regularizer
+from gibench.api.regularizer import Regularizer
 from gibench.core.errors import GibenchError, TrainingError
 from gibench.training.augment import augmentation
 from gibench.training.specs import PluginSpec, TrainConfig
