@@ -24,7 +24,7 @@ Work done once for many jobs (an auxiliary model shared by every job of a datase
 from __future__ import annotations
 
 __all__ = ["FORWARD", "SALIENCY", "CostContext", "EvaluationCost", "ModelPass", "PluginWork", "TrainStep", "Unit",
-           "Work", "WorkTimer", "work"]
+           "Work", "WorkTimer", "add_work", "work"]
 
 import math
 from collections.abc import Callable, Mapping
@@ -101,9 +101,15 @@ def work(*counts: tuple[Unit, float]) -> Work:
     """
     out: Work = {}
     for unit, count in counts:
-        if count > 0:
-            out[unit] = out.get(unit, 0.0) + count
+        add_work(out, unit, count)
     return out
+
+
+def add_work(into: Work, unit: Unit, count: float) -> None:
+    """Add ``count`` of ``unit`` to ``into`` (a zero count adds nothing): how :func:`work` and the estimate's rows
+    accumulate."""
+    if count > 0:
+        into[unit] = into.get(unit, 0.0) + count
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gibench.api import registry
-from gibench.api.cost import CostContext, EvaluationCost, TrainStep, Unit, Work
+from gibench.api.cost import CostContext, EvaluationCost, TrainStep, Unit, Work, add_work
 from gibench.api.dataset import DataSizes
 from gibench.core.errors import GibenchError
 from gibench.running.calibration import (
@@ -73,10 +73,6 @@ def evaluation_cost(spec: PluginSpec, job: Any, data: DataSizes, eval_batch: int
         raise GibenchError(f"evaluator {spec.label}'s cost hook returned {type(cost).__name__}; it must return a "
                            "gibench.api.cost.EvaluationCost or None")
     return cost
-
-
-def training_steps(train: Any, n_train: int) -> int:
-    return CostContext.training_steps(train, n_train)
 
 
 @dataclass
@@ -165,11 +161,6 @@ def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, d
                          calibration)
 
 
-def _add(work: Work, unit: Unit, count: float) -> None:
-    if count > 0:
-        work[unit] = work.get(unit, 0.0) + count
-
-
 def _add_job(job: Any, data: DataSizes, folder: Any, row: Row, shared: dict[str, Row], eval_batch: int,
              not_estimated: set[str]) -> int:
     """Add the remaining work of ``job`` to ``row`` (and the shared auxiliary rows); 1 if anything remains, else 0."""
@@ -179,7 +170,7 @@ def _add_job(job: Any, data: DataSizes, folder: Any, row: Row, shared: dict[str,
     if not folder.is_trained():
         remaining = True
         step = TrainStep(job.backbone, job.regularizer, job.train, data.shape, data.num_classes)
-        _add(row.train_work, step, training_steps(job.train, data.n_train))
+        add_work(row.train_work, step, CostContext.training_steps(job.train, data.n_train))
     for spec in job.evaluators:
         evaluator = registry.evaluators.get(spec.name)
         if folder.has_result(evaluation_key(spec.name, evaluator.version, spec.config)):
@@ -190,7 +181,7 @@ def _add_job(job: Any, data: DataSizes, folder: Any, row: Row, shared: dict[str,
             not_estimated.add(spec.name)
             continue
         for unit, count in cost.per_job.items():
-            _add(row.eval_work, unit, count)
+            add_work(row.eval_work, unit, count)
         for key, (what, aux) in cost.shared.items():
             if key not in shared:
                 shared[key] = Row(job.dataset.label, "", what, eval_work=dict(aux))
