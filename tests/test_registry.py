@@ -178,7 +178,7 @@ BAD_PLUGINS = {
                          "it declares the metric name(s) 'b' more than once; metric names must be unique"),
     "unknown_capability": ("evaluator", _evaluator(metrics=_metrics(("a", True)), requires=frozenset({"signal_msk"})),
                            "it requires the unknown capability 'signal_msk'. Did you mean 'signal_mask'? Known "
-                           "capabilities: analytic_score, signal_mask (gibench.CAPABILITIES)"),
+                           "capabilities: analytic_score, signal_mask, validation_split (gibench.CAPABILITIES)"),
     "config_not_dataclass": ("regularizer", type("BadConfig", (CrossEntropy,), {"Config": PlainConfig}),
                              "its Config ('PlainConfig') is not a dataclass; declare it with "
                              "@dataclasses.dataclass(frozen=True) or @pydantic.dataclasses.dataclass(frozen=True)"),

@@ -50,7 +50,8 @@ class DatasetBundle:
     capabilities: frozenset[str] = frozenset()
     extras: Mapping[str, Any] = field(default_factory=dict)
     #: A part of the original training split held out for model selection (``None``: none held out); ``train`` is
-    #: then the rest. Made by :func:`gibench.data.validation.hold_out_validation`; never read by an evaluator.
+    #: then the rest. Made by :func:`gibench.data.validation.hold_out_validation` (which adds the capability
+    #: ``validation_split``); read only by the ``validation_accuracy`` evaluator, for selection.
     validation: Split | None = None
 
     @property
@@ -73,12 +74,14 @@ class DataSizes:
     n_train: int
     n_test: int
     capabilities: frozenset[str] = frozenset()
+    #: images held out of the training split for selection (0 unless the runner holds a validation split out)
+    n_validation: int = 0
 
     @classmethod
     def of(cls, bundle: DatasetBundle) -> DataSizes:
         """The sizes of a loaded bundle (what :meth:`Dataset.sizes` must agree with)."""
         return cls(tuple(bundle.train.x.shape[1:]), bundle.num_classes, len(bundle.train), len(bundle.test),
-                   frozenset(bundle.capabilities))
+                   frozenset(bundle.capabilities), len(bundle.validation) if bundle.validation is not None else 0)
 
 
 class Dataset(Plugin):

@@ -3,7 +3,7 @@ dataset capabilities evaluators may require. Part of the contracts (:mod:`gibenc
 
 from __future__ import annotations
 
-__all__ = ["ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "EmptyConfig", "Plugin"]
+__all__ = ["ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "VALIDATION_SPLIT", "EmptyConfig", "Plugin"]
 
 import dataclasses
 from collections.abc import Mapping
@@ -13,8 +13,11 @@ from typing import Any, ClassVar
 # Dataset capabilities an evaluator may require (DatasetBundle.capabilities).
 SIGNAL_MASK = "signal_mask"  # test split extras["signal_mask"]: (N, 1, H, W) bool, True where the label signal lives
 ANALYTIC_SCORE = "analytic_score"  # bundle.extras["score"]: callable (x, y | None) -> grad_x log p(x | y) or log p(x)
+#: bundle.validation: a part of the training split held out for selection. No dataset declares it: the runner holds the
+#: part out (gibench.data.validation) for the jobs of a suite that selects, and only those bundles have it.
+VALIDATION_SPLIT = "validation_split"
 #: Every capability a dataset can offer; an evaluator's ``requires`` may name only these (checked when it loads).
-CAPABILITIES: frozenset[str] = frozenset({SIGNAL_MASK, ANALYTIC_SCORE})
+CAPABILITIES: frozenset[str] = frozenset({SIGNAL_MASK, ANALYTIC_SCORE, VALIDATION_SPLIT})
 
 
 @dataclass(frozen=True)

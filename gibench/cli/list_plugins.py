@@ -153,11 +153,11 @@ def _list_suites() -> int:
     from gibench.suites.suite import load_suite, shipped_suites
 
     table = Table("name", "jobs", "description", title="shipped suites")
-    from gibench.suites.jobs import expand
+    from gibench.suites.jobs import planned_jobs
 
     for name in shipped_suites():
         suite = load_suite(name)
-        table.add_row(name, str(len(expand(suite))), suite.description)
+        table.add_row(name, str(len(planned_jobs(suite))), suite.description)
     _shared.stdout.print(table)
     return 0
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.api.plugin import ANALYTIC_SCORE, SIGNAL_MASK, DatasetBundle, Split
+from gibench.api.plugin import ANALYTIC_SCORE, SIGNAL_MASK, VALIDATION_SPLIT, DatasetBundle, Split
 from gibench.core.errors import DataError
 
 ArrayLike = Any  # torch.Tensor or numpy.ndarray
@@ -194,3 +194,7 @@ def _check_capabilities(name: str, capabilities: frozenset[str], extras: Mapping
             )
     if ANALYTIC_SCORE in capabilities and not callable(extras.get("score")):
         raise DataError(f"dataset {name!r} declares {ANALYTIC_SCORE!r} but extras['score'] is not a callable.")
+    if VALIDATION_SPLIT in capabilities:
+        raise DataError(f"dataset {name!r} declares {VALIDATION_SPLIT!r}, which no dataset declares: the runner holds "
+                        "a validation split out of the training split for the jobs of a suite that selects "
+                        "(gibench.data.validation); remove it from the dataset's capabilities.")

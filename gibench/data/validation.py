@@ -19,17 +19,63 @@ training data, and selection reads only that part. gibench's choices:
 
 from __future__ import annotations
 
-__all__ = ["hold_out_validation"]
+__all__ = ["DEFAULT_VALIDATION", "ValidationSplit", "hold_out_validation"]
 
 import dataclasses
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from gibench.api.plugin import DatasetBundle, Split
+from gibench.api.plugin import VALIDATION_SPLIT, DatasetBundle, DataSizes, Split
 from gibench.core.errors import DataError
 from gibench.data.tensors import channel_stats, stratified_split
+
+
+@dataclass(frozen=True)
+class ValidationSplit:
+    """Which validation split a job's training split loses: ``fraction`` of each class, chosen by ``seed``.
+
+    Part of a job's identity (:meth:`gibench.suites.jobs.Job.training_spec` records it with the dataset), so a model
+    trained on the rest never shares a hash, a row or an auxiliary model with one trained on the whole split.
+    """
+
+    fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
+                or not (math.isfinite(self.fraction) and 0.0 < self.fraction <= 0.5):
+            raise DataError(f"validation fraction must be a number in (0, 0.5], got {self.fraction!r}: it is the "
+                            "share of each class's training images held out for selection, e.g. 0.1.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise DataError(f"validation seed must be a non-negative integer, got {self.seed!r}.")
+        object.__setattr__(self, "fraction", float(self.fraction))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "seed": self.seed}
+
+    def sizes(self, sizes: DataSizes) -> DataSizes:
+        """``sizes`` of a dataset with this split held out (per-class rounding aside, which pricing can ignore)."""
+        held = round(sizes.n_train * self.fraction)
+        return dataclasses.replace(sizes, n_train=sizes.n_train - held, n_validation=held,
+                                   capabilities=sizes.capabilities | {VALIDATION_SPLIT})
+
+    def apply(self, bundle: DatasetBundle) -> DatasetBundle:
+        """``bundle`` with this split held out (:func:`hold_out_validation`)."""
+        return hold_out_validation(bundle, self.fraction, self.seed)
+
+    @property
+    def label(self) -> str:
+        """``"10 % held out"``: how a table names the training data of such a job."""
+        return f"{self.fraction * 100:g} % held out"
+
+
+#: The split a suite that selects holds out unless its ``validation`` key says otherwise: a tenth of each class, seed 0
+#: (DomainBed holds out 20 % of each training domain; gibench's bundled data is small, so a tenth).
+DEFAULT_VALIDATION = ValidationSplit(0.1, 0)
 
 
 def hold_out_validation(bundle: DatasetBundle, fraction: float, seed: int) -> DatasetBundle:
@@ -52,7 +98,8 @@ def hold_out_validation(bundle: DatasetBundle, fraction: float, seed: int) -> Da
     rest, held = np.sort(rest), np.sort(held)  # keep the training split's order in both parts
     train, validation = _take(bundle.train, rest), _take(bundle.train, held)
     mean, std = channel_stats(train.x)
-    return dataclasses.replace(bundle, train=train, validation=validation, mean=mean, std=std)
+    return dataclasses.replace(bundle, train=train, validation=validation, mean=mean, std=std,
+                               capabilities=bundle.capabilities | {VALIDATION_SPLIT})
 
 
 def _take(split: Split, indices: np.ndarray) -> Split:

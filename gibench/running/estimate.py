@@ -127,19 +127,19 @@ def plan_suite(suite: Suite, runs_dir: Path, *, data_root: Path | None = None,
     """The work ``suite`` still needs in ``runs_dir``, not yet priced: rows per dataset × backbone × regularizer,
     rows of shared auxiliary models, and the evaluators without a cost hook. Reads only."""
     from gibench.store.runs import RunStore
-    from gibench.suites.jobs import expand
+    from gibench.suites.jobs import planned_jobs
 
     sizes = {spec: data_sizes(spec, data_root) for spec in suite.datasets}
     store = RunStore(Path(runs_dir), repair=False)
     rows: dict[tuple, Row] = {}
     shared: dict[str, Row] = {}
     not_estimated: set[str] = set()
-    for job in expand(suite):
+    for job in planned_jobs(suite):  # a suite that selects: its sweep, and each selected setting at the default
         row = rows.setdefault((job.dataset, job.backbone, job.regularizer),
                               Row(job.dataset.label, job.backbone.label, job.regularizer.label))
         row.jobs += 1
-        row.jobs_left += _add_job(job, sizes[job.dataset], store.job(job.hash), row, shared, eval_batch_size,
-                                  not_estimated)
+        data = sizes[job.dataset] if job.validation is None else job.validation.sizes(sizes[job.dataset])
+        row.jobs_left += _add_job(job, data, store.job(job.hash), row, shared, eval_batch_size, not_estimated)
     return list(rows.values()), list(shared.values()), sorted(not_estimated)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_HEARTBEAT_S", "EXECUTORS", "RAY_OPTIONS", "RunObserver", "RunOptions", "RunSummary",
-    "check_device", "check_executor_options", "check_gpus_per_job", "load_bundle", "resolve_device",
+    "check_device", "check_executor_options", "check_gpus_per_job", "load_bundle", "load_job_bundle", "resolve_device",
 ]
 
 import math
@@ -224,6 +224,21 @@ def load_bundle(spec: PluginSpec, options: RunOptions) -> DatasetBundle:
     return _DATASETS[key]
 
 
+_HELD_OUT: dict[tuple, DatasetBundle] = {}
+
+
+def load_job_bundle(job: Job, options: RunOptions) -> DatasetBundle:
+    """The data a job trains and is evaluated on: its dataset (:func:`load_bundle`) with the job's validation split
+    held out (:class:`gibench.data.validation.ValidationSplit`), once per process."""
+    bundle = load_bundle(job.dataset, options)
+    if job.validation is None:
+        return bundle
+    key = (id(bundle), job.validation)
+    if key not in _HELD_OUT:
+        _HELD_OUT[key] = job.validation.apply(bundle)
+    return _HELD_OUT[key]
+
+
 class RunObserver:
     """Receives the events of a run; every method is a no-op here (subclass and override what you need)."""
 
@@ -233,6 +248,7 @@ class RunObserver:
     def job_phase(self, job: Job, phase: str) -> None: ...
     def job_finished(self, report: JobReport) -> None: ...
     def suite_finished(self, summary: RunSummary) -> None: ...
+    def selection_made(self, selection: Any) -> None: ...  # a gibench.running.selection.Selection, after a sweep
     def warning(self, message: str) -> None: ...
 
 

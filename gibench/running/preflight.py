@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gibench.api import registry
+from gibench.api.plugin import VALIDATION_SPLIT
 from gibench.core.errors import ConfigError, DataError, GibenchError
 from gibench.running.options import RunOptions, check_device, load_bundle, resolve_device
 from gibench.suites.suite import PluginSpec, Suite
@@ -278,7 +279,8 @@ def _check_capabilities(suite: Suite, jobs: list[Job], bundles: dict, add) -> No
                 requires = registry.evaluators.create(spec.name, **spec.params).requires
             except Exception:  # _check_plugins reports evaluators that cannot be constructed
                 continue
-            missing = sorted(requires - bundle.capabilities)
+            held_out = {VALIDATION_SPLIT} if suite.validation is not None else set()  # the runner holds it out
+            missing = sorted(requires - bundle.capabilities - held_out)
             if missing:
                 concerned = tuple(j.hash for j in jobs if j.dataset == dataset and spec in j.evaluators)
                 if not concerned:  # no job of this dataset is scored by it (it is in another grid)

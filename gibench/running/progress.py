@@ -39,7 +39,15 @@ class RichProgress(RunObserver):
         self.progress.__exit__(*exc)
 
     def suite_started(self, suite, jobs) -> None:
+        if self._overall is not None:  # the second phase of a suite that selects
+            self.progress.remove_task(self._overall)
         self._overall = self.progress.add_task(escape(f"suite {suite.name}"), total=len(jobs))
+
+    def selection_made(self, selection) -> None:
+        for unit in selection.units:
+            chosen = "" if unit.selected is None else f"{unit.parameter} = {unit.selected:g}: "
+            self.console.print(escape(f"selected {unit.unit.dataset} / {unit.unit.backbone} / {unit.unit.regularizer}"
+                                      f": {chosen}{unit.state} ({unit.reason})"))
 
     def job_started(self, job, number, total) -> None:
         prefix = f"[{number}/{total}] {job.label}"

@@ -18,7 +18,7 @@ import torch
 from gibench.core.errors import GibenchError
 from gibench.core.fsio import Claim
 from gibench.running.job_runner import JobReport, JobRunner
-from gibench.running.options import RunObserver, RunOptions, load_bundle, resolve_device
+from gibench.running.options import RunObserver, RunOptions, load_job_bundle, resolve_device
 from gibench.store.auxiliary import AuxiliaryModels
 from gibench.store.runs import RunStore
 from gibench.suites.jobs import Job
@@ -62,7 +62,7 @@ def _run_claimed(job: Job, store: RunStore, options: RunOptions, device: torch.d
                  observer: RunObserver) -> JobReport:
     """The claimed job's work; a dataset that cannot load fails this job only, not the run."""
     try:
-        bundle = load_bundle(job.dataset, options)
+        bundle = load_job_bundle(job, options)
     except Exception as exc:  # data missing or unreadable: this job cannot run, the others may
         reason = str(exc) if isinstance(exc, GibenchError) else f"{type(exc).__name__}: {exc}"
         return JobReport(job, "failed", f"could not load dataset {job.dataset.label}: {reason}")

@@ -13,10 +13,11 @@ Public interface (executors, the CLI and tests build on exactly this):
     another host dies its job waits up to ``claim_timeout_s`` (default 120 s) before another host takes it over.
 
 ``RunObserver``
-    Base class whose methods are all no-ops: ``suite_started(suite, jobs)``, ``job_started(job, number, total)``,
-    ``job_step(job, done, total)``, ``job_phase(job, phase)``, ``job_finished(report)``, ``suite_finished(summary)``,
-    ``warning(message)`` (damaged files moved aside, preflight warnings). The rich display is one observer
-    (:mod:`gibench.running.progress`, used by the CLI); a Ray driver is another.
+    Base class whose methods are all no-ops: ``suite_started(suite, jobs)`` (twice in a suite that selects: the
+    sweep, then the scored jobs), ``job_started(job, number, total)``, ``job_step(job, done, total)``,
+    ``job_phase(job, phase)``, ``job_finished(report)``, ``selection_made(selection)`` (after a sweep),
+    ``suite_finished(summary)``, ``warning(message)`` (damaged files moved aside, preflight warnings). The rich
+    display is one observer (:mod:`gibench.running.progress`, used by the CLI); a Ray driver is another.
 
 ``run_job(job, runs_dir, options, observer=None, *, number=1, total=1) -> JobReport``
     Top-level, picklable arguments, safe to call from any process on any host that sees ``runs_dir``. It claims the
@@ -45,6 +46,14 @@ executor_options=None, dry_run=False, **option_fields) -> RunSummary``
     own address rule and one GPU per job on a GPU cluster, see that module), and whatever ``executor_options`` holds
     (the same names and ``cpus_per_job``; a name given both ways is an error). ``dry_run`` runs the preflight and
     returns one report per job (planned / cached / failed / invalid, with its ``findings``) without writing anything.
+
+    A suite with ``select: {rule: max_drop}`` (:mod:`gibench.suites.selection_plan`) runs in two phases in one call:
+    the sweep (:func:`gibench.suites.jobs.sweep_jobs`, scored by ``validation_accuracy`` only), then the selection
+    from the stored validation accuracies (:mod:`gibench.running.selection`, written to ``<runs>/selections/``), then
+    the selected settings with the suite's seeds and evaluators. A unit whose sweep is incomplete (a job another
+    worker holds, or not run) is left out of the second phase and picked up by the next run. The preflight checks
+    every job the run could train, with each selected setting stood in for by the default; a dry run lists the sweep
+    and the scored jobs the store's selection gives so far.
 
 Where they live: ``RunOptions``, ``RunObserver``, ``RunSummary``, ``EXECUTORS``, ``check_executor_options``,
 ``check_device``, ``resolve_device`` and ``load_bundle`` in :mod:`gibench.running.options`, ``run_job`` in
@@ -81,11 +90,12 @@ from gibench.running.options import (  # noqa: F401  (re-exported: the runner's 
 )
 from gibench.running.preflight import is_error, preflight
 from gibench.running.run_job import run_job
+from gibench.running.selection import Selection, select, stored_accuracies, write_selection
 from gibench.store.provenance import environment_info
 from gibench.store.records import RunEntry, plugin_source
 from gibench.store.rekey import rekey_store, stale_keys
 from gibench.store.runs import RunStore
-from gibench.suites.jobs import Job, expand
+from gibench.suites.jobs import Job, expand, planned_jobs, sweep_jobs
 from gibench.suites.suite import Suite
 
 __all__ = [
@@ -110,8 +120,9 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
                                          executor_options=executor_options)
     observer = observer or RunObserver()
     runs_dir = Path(runs_dir)
-    jobs = expand(suite)
-    findings = _preflight(suite, jobs, runs_dir, options, observer, executor, dry_run, ray_options)
+    sweep = sweep_jobs(suite)
+    findings = _preflight(suite, planned_jobs(suite) if sweep else expand(suite), runs_dir, options, observer,
+                          executor, dry_run, ray_options)
     if dry_run:
         store = RunStore(runs_dir, repair=False, warn=observer.warning)  # a dry run reads only
         pending = stale_keys(runs_dir)
@@ -119,24 +130,57 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
             observer.warning(f"{pending.counts()} are stored under keys of an older identity rule, and "
                              f"{len(pending.set_aside)} superseded copies under them; `gibench run` (or `gibench "
                              "doctor --fix`) re-keys them before anything trains.")
+        jobs = _union(sweep, expand(suite, _selection(suite, runs_dir).chosen()) if sweep
+                      else expand(suite))
         return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
                           warnings=store.warnings, dry_run=True)
     store = RunStore(runs_dir, repair=True, warn=observer.warning)
     _rekey(runs_dir, observer)
     # Under Ray each worker resolves the device it was given; the driver records what was asked for.
     device = resolve_device(options.device) if executor != "ray" else (options.device or "auto (per Ray worker)")
-    entry = _manifest_entry(suite, jobs, device)
+    first = sweep or expand(suite)
+    entry = _manifest_entry(suite, first, device)
     store.record_run(entry)
-    observer.suite_started(suite, jobs)
-    if executor == "ray":
-        reports = _ray_executor().run_jobs(jobs, runs_dir, options, observer, **ray_options)
-    else:
-        reports = _run_local(jobs, runs_dir, options, observer)
+
+    def run(jobs: list[Job]) -> list[JobReport]:
+        observer.suite_started(suite, jobs)
+        if executor == "ray":
+            return list(_ray_executor().run_jobs(jobs, runs_dir, options, observer, **ray_options))
+        return _run_local(jobs, runs_dir, options, observer)
+
+    reports = run(first)
+    if sweep:  # the sweep is stored: select from it, then score the selected settings
+        selection = _selection(suite, runs_dir)
+        write_selection(runs_dir, suite, selection)
+        observer.selection_made(selection)
+        scored = expand(suite, selection.chosen())
+        entry = dataclasses.replace(entry, jobs=[job.hash for job in _union(sweep, scored)])
+        store.record_run(entry)
+        reports = _merge_reports(reports, run(scored))
     summary = RunSummary(runs_dir, suite, list(reports), warnings=list(store.warnings))
     store.record_run(dataclasses.replace(entry, finished=now(),
                                          failed_jobs=[r.job.hash for r in reports if r.state == "failed"]))
     observer.suite_finished(summary)
     return summary
+
+
+def _selection(suite: Suite, runs_dir: Path) -> Selection:
+    """The selection from what the store holds now (:mod:`gibench.running.selection`)."""
+    return select(suite, stored_accuracies(runs_dir))
+
+
+def _union(first: list[Job], second: list[Job]) -> list[Job]:
+    """The jobs of both lists once each, in order; a job in both keeps the second's (fuller) evaluators."""
+    merged = {job.hash: job for job in first}
+    merged.update({job.hash: job for job in second})
+    return list(merged.values())
+
+
+def _merge_reports(first: list[JobReport], second: list[JobReport]) -> list[JobReport]:
+    """One report per job: a job the second phase ran again reports that run (it holds every evaluation)."""
+    merged = {report.job.hash: report for report in first}
+    merged.update({report.job.hash: report for report in second})
+    return list(merged.values())
 
 
 def _rekey(runs_dir: Path, observer: RunObserver) -> None:

@@ -291,7 +291,7 @@ def _scratch(runs_dir: Path | None) -> tuple[Path, bool]:
 
 def _rebuild(submission: LoadedSubmission, sampled: list[str]) -> dict[str, Any]:
     """job hash → Job rebuilt from the recorded suites with the installed plugins (absent: not reproducible)."""
-    from gibench.suites.jobs import expand
+    from gibench.suites.jobs import rebuildable_jobs
     from gibench.suites.suite import parse_suite
 
     wanted, found = set(sampled), {}
@@ -300,7 +300,7 @@ def _rebuild(submission: LoadedSubmission, sampled: list[str]) -> dict[str, Any]
             suite = parse_suite(record.suite, source=f"recorded suite {record.name!r}")
         except GibenchError:  # a plugin of the suite is not installed (any more)
             continue
-        for job in expand(suite):
+        for job in rebuildable_jobs(suite):
             if job.hash in wanted:
                 found.setdefault(job.hash, job)
     return found

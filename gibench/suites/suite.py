@@ -21,6 +21,12 @@ score-matching family) is an error in any grid.
 ``collapse`` (optional): ``{keep_fraction: f}``, the accuracy floor below which a row is reported as collapsed
 (:mod:`gibench.results.collapse`, which holds the default); a suite without it is hashed as before.
 
+``validation``, ``sweep`` and ``select`` (optional): the selection protocol (:mod:`gibench.suites.selection_plan`):
+a validation split held out of every job's training split, the strength sweep of every regularizer that declares one,
+and the rule that picks the setting to score. In a suite that selects, every regularizer must declare its sweep
+(``erm`` and ``fooled`` declare none and are trained as they are), a regularizer entry may not set its swept
+parameter (the rule does), and ``rule: max_drop`` needs ``erm`` in every grid (it is the accuracy reference).
+
 Every error names the file, the place (``regularizers[1].gradient_norm.weight``), the bad value and what is allowed.
 """
 
@@ -47,10 +53,12 @@ from gibench.core import fsio
 from gibench.core.config_types import IDENTITY_UNLESS_DEFAULT
 from gibench.core.errors import ConfigError, GibenchError
 from gibench.core.params import build_config, config_fields, did_you_mean, field_types, is_sequence_type, jsonable
+from gibench.data.validation import ValidationSplit
+from gibench.suites.selection_plan import SelectionPlan, parse_selection_plan
 from gibench.training.specs import HASHED_UNLESS_DEFAULT, PluginSpec, TrainConfig  # noqa: F401  (re-exported)
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train",
-                  "train_per_dataset", "extra_grids", "collapse")
+                  "train_per_dataset", "extra_grids", "collapse", "validation", "sweep", "select")
 GRID_KEYS = ("datasets", "backbones", "regularizers", "evaluators")
 EXTRA_GRID_KEYS = GRID_KEYS + ("add_evaluators",)
 REQUIRED_KEYS = ("name", "datasets", "backbones", "regularizers", "evaluators")
@@ -90,6 +98,11 @@ class Suite:
     grids: tuple[Grid, ...] = ()
     #: ``collapse.keep_fraction`` as the file declares it; None: the default of :mod:`gibench.results.collapse`
     collapse_keep_fraction: float | None = None
+    #: the validation split every job holds out (``validation``, or the default of a suite with ``select``); None: jobs
+    #: train on the whole training split
+    validation: ValidationSplit | None = None
+    #: ``sweep`` and ``select`` (:mod:`gibench.suites.selection_plan`); None: regularizers are scored as listed
+    selection: SelectionPlan | None = None
 
     def all_grids(self) -> tuple[Grid, ...]:
         """The suite's cross products, main grid first (see the module docstring)."""
@@ -163,6 +176,10 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
     for i, grid in enumerate(grids):
         _check_xdnn_pairs(grid, source if i == 0 else f"{source}: extra_grids[{i - 1}]")
     union = [_union(getattr(g, key) for g in grids) for key in GRID_KEYS]
+    seeds = _seeds(raw.get("seeds", [0]), source)
+    validation, selection = parse_selection_plan(raw, seeds, source)
+    if selection is not None:
+        _check_selection(grids, selection, source)
     return Suite(
         name=name,
         description=str(raw.get("description") or ""),
@@ -170,14 +187,50 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
         backbones=union[1],
         regularizers=union[2],
         evaluators=union[3],
-        seeds=_seeds(raw.get("seeds", [0]), source),
+        seeds=seeds,
         train=_train_config(raw.get("train") or {}, f"{source}: train"),
         source=source,
         raw=dict(raw),
         train_per_dataset=_train_per_dataset(raw, union[0], source),
         grids=grids if len(grids) > 1 else (),
         collapse_keep_fraction=collapse_option(raw.get("collapse"), source),
+        validation=validation,
+        selection=selection,
     )
+
+
+def _check_selection(grids: tuple[Grid, ...], plan: SelectionPlan, source: str) -> None:
+    """Every regularizer of a suite that selects declares its sweep and leaves the swept parameter to the rule;
+    ``max_drop`` needs ``erm`` in every grid; replaced values name a swept regularizer of the suite."""
+    from gibench.api.regularizer import declares_sweep
+
+    swept = set()
+    for i, grid in enumerate(grids):
+        where = source if i == 0 else f"{source}: extra_grids[{i - 1}]"
+        names = [spec.name for spec in grid.regularizers]
+        if plan.rule == "max_drop" and "erm" not in names:
+            raise ConfigError(f"{where}: `select: {{rule: max_drop}}` compares every setting's validation accuracy "
+                              "with erm's, but erm is not among this grid's regularizers; add erm, or use "
+                              "`select: {rule: all}`.")
+        for spec in grid.regularizers:
+            cls = registry.regularizers.get(spec.name)
+            if not declares_sweep(cls):
+                raise ConfigError(f"{where}: regularizer {spec.name!r} declares no sweep, so a suite that selects "
+                                  "cannot choose its strength. Declare one in the plugin (`sweep = Sweep(parameter, "
+                                  "values, scale)`, gibench.Sweep; `sweep = None` for a method without a strength "
+                                  "knob), or leave it out of this suite.")
+            if cls.sweep is None:
+                continue
+            swept.add(spec.name)
+            if cls.sweep.parameter in spec.params:
+                raise ConfigError(f"{where}: {spec.label} sets {cls.sweep.parameter!r}, the parameter its sweep "
+                                  f"varies; in a suite that selects the rule chooses it. Remove "
+                                  f"{cls.sweep.parameter!r} from the entry (replace the values with "
+                                  f"`sweep: {{values: {{{spec.name}: [...]}}}}`), or drop `select`.")
+    for name, _ in plan.values:
+        if name not in swept:
+            raise ConfigError(f"{source}: sweep.values.{name}: {name!r} is not a swept regularizer of this suite."
+                              f"{did_you_mean(name, sorted(swept))} Swept here: {', '.join(sorted(swept)) or 'none'}.")
 
 
 _GRID_PARSERS = {"datasets": registry.datasets, "regularizers": registry.regularizers,

@@ -16,9 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import Curve, DatasetBundle, EvalContext, EvalResult, Evaluator, registry
+from gibench.api.plugin_base import VALIDATION_SPLIT
 from gibench.api.saliency import saliency_for
 from gibench.core.errors import GibenchError
 from gibench.core.params import build_config
+from gibench.data.validation import hold_out_validation
 from gibench.testing.conformance import Checks, assert_declarations, resolve_plugin
 from gibench.testing.fixtures import make_eval_context, tiny_bundle, tiny_model
 
@@ -56,7 +58,10 @@ def check_evaluator(
     checks.run("declarations", lambda: assert_declarations(cls))
     checks.run("docstring", lambda: _assert(bool((cls.__doc__ or "").strip()), "the class has no docstring"))
     checks.run("companions", lambda: _companions(cls))
-    bundle = bundle if bundle is not None else tiny_bundle()
+    if bundle is None:  # the tiny bundle, with a validation split held out for an evaluator that reads one
+        bundle = tiny_bundle()
+        if VALIDATION_SPLIT in getattr(cls, "requires", frozenset()):
+            bundle = hold_out_validation(bundle, 0.25, seed=0)
     model = model if model is not None else tiny_model(bundle)
     instance: list[Evaluator] = []
     if not checks.run("construction", lambda: instance.append(cls(build_config(cls.Config, dict(params or {}),
