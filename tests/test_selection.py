@@ -1,0 +1,224 @@
+"""Selection on a held-out validation split: the `validation`, `sweep` and `select` suite keys, the sweep and scored
+jobs they give, the rule (strongest setting within `max_drop` of erm's validation accuracy), and a run that trains the
+sweep, records the selection and scores only the selected settings, reading validation accuracy and never the test
+split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gibench.api import registry
+from gibench.core.errors import ConfigError
+from gibench.running.runner import run_suite
+from gibench.running.selection import FAILED, read_selections, select, selection_path, stored_accuracies
+from gibench.store.runs import RunStore
+from gibench.suites.jobs import (
+    VALIDATION_EVALUATOR,
+    Job,
+    SelectionUnit,
+    expand,
+    planned_jobs,
+    rebuildable_jobs,
+    sweep_jobs,
+    sweep_point,
+)
+from gibench.suites.suite import parse_suite
+
+VALUES = [0.001, 0.1, 10.0]
+SUITE = {
+    "name": "select-tiny",
+    "datasets": [{"gaussian_mixture": {"train_size": 400, "test_size": 200, "height": 8, "width": 8}}],
+    "backbones": ["gibench_linear"],
+    "regularizers": ["erm", "gradient_norm"],
+    "evaluators": ["accuracy"],
+    "seeds": [0, 1],
+    "train": {"epochs": 1, "batch_size": 64, "lr": 1.0e-2},
+    "sweep": {"seeds": [0], "values": {"gradient_norm": VALUES}},
+    "select": {"rule": "max_drop", "max_drop": 0.05},
+}
+
+
+def suite(**changes):
+    return parse_suite({**SUITE, **changes})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Suite keys
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"select": None, "sweep": {"seeds": [0]}}, "`sweep` needs `select`"),
+    ({"select": {"rule": "best"}}, "select.rule: expected one of max_drop, all, got 'best'"),
+    ({"select": {"rule": "max_drop"}}, "select.max_drop: expected a number in [0, 1)"),
+    ({"select": {"rule": "max_drop", "max_drop": 1.5}}, "got 1.5"),
+    ({"select": {"rule": "all", "max_drop": 0.1}}, "`rule: all` keeps every setting and takes no max_drop"),
+    ({"select": {"rule": "max_drop", "max_dorp": 0.1}}, "unknown key 'max_dorp'. Did you mean 'max_drop'?"),
+    ({"regularizers": ["gradient_norm"]}, "erm is not among this grid's regularizers"),
+    ({"regularizers": ["erm", {"gradient_norm": {"weight": 0.1}}]}, "sets 'weight', the parameter its sweep varies"),
+    ({"sweep": {"values": {"gradient_nrom": [0.1, 1.0]}}}, "'gradient_nrom' is not a swept regularizer"),
+    ({"sweep": {"values": {"gradient_norm": [1.0, 0.1]}}}, "the values must increase strictly"),
+    ({"sweep": {"seeds": [0, 0]}}, "sweep.seeds: expected a non-empty list of distinct"),
+    ({"validation": {"fraction": 0.9}}, "validation.fraction: expected a number in (0, 0.5]"),
+])
+def test_bad_selection_keys_are_errors_that_name_the_key(changes, message):
+    raw = {**SUITE, **changes}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    with pytest.raises(ConfigError) as caught:
+        parse_suite(raw, source="s.yaml")
+    assert message in str(caught.value) and "s.yaml" in str(caught.value)
+
+
+def test_a_regularizer_without_a_declared_sweep_cannot_be_selected(register_plugin):
+    erm = registry.regularizers.get("erm")
+    undeclared = type("Undeclared", (erm.__mro__[1],), {"training_loss": erm.training_loss, "zero_strength": {},
+                                                        "__doc__": "erm's loss, without a sweep declaration"})
+    register_plugin(registry.regularizers, "undeclared", undeclared)
+    with pytest.raises(ConfigError, match="'undeclared' declares no sweep"):
+        suite(regularizers=["erm", "undeclared"])
+
+
+def test_a_suite_without_the_keys_is_unchanged():
+    plain = parse_suite({k: v for k, v in SUITE.items() if k not in ("sweep", "select")})
+    assert plain.selection is None and plain.validation is None and sweep_jobs(plain) == []
+    assert all(job.validation is None and job.evaluators == plain.evaluators for job in expand(plain))
+    assert "validation" not in expand(plain)[0].training_spec()["dataset"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Jobs
+
+
+def test_the_sweep_trains_every_value_and_erm_with_the_sweep_seeds_scored_by_validation_accuracy_only():
+    s = suite()
+    sweep = sweep_jobs(s)
+    assert [(j.regularizer.label, j.seed) for j in sweep] == [
+        ("erm", 0), ("gradient_norm(weight=0.001)", 0), ("gradient_norm(weight=0.1)", 0),
+        ("gradient_norm(weight=10)", 0)]
+    assert all(j.evaluators == (VALIDATION_EVALUATOR,) for j in sweep)
+    assert all(j.training_spec()["dataset"]["validation"] == {"fraction": 0.1, "seed": 0} for j in sweep)
+
+
+def test_the_scored_jobs_are_the_chosen_setting_with_the_suite_seeds_and_meet_the_sweep_where_they_coincide():
+    s = suite()
+    unit = SelectionUnit(s.datasets[0].label, "gibench_linear", "gradient_norm")
+    scored = expand(s, {unit: 0.1})
+    assert [(j.regularizer.label, j.seed) for j in scored] == [
+        ("erm", 0), ("erm", 1), ("gradient_norm(weight=0.1)", 0), ("gradient_norm(weight=0.1)", 1)]
+    assert all([e.name for e in j.evaluators] == ["accuracy", "validation_accuracy"] for j in scored)
+    assert {j.hash for j in scored} & {j.hash for j in sweep_jobs(s)} == {scored[0].hash, scored[2].hash}
+    assert [j.regularizer.label for j in expand(s)] == ["erm", "erm"]  # nothing selected yet: only erm is scored
+    assert len(planned_jobs(s)) == 4 + 2  # the sweep, plus erm and the default stand-in (0.001) with seed 1
+    assert len(rebuildable_jobs(s)) == 2 + 3 * 2 + 0  # erm and every value with both seeds (the sweep among them)
+
+
+def test_rule_all_scores_every_value_without_a_sweep_phase():
+    s = suite(select={"rule": "all"}, sweep={"values": {"gradient_norm": VALUES}})
+    assert sweep_jobs(s) == []
+    assert len(expand(s)) == 2 + 3 * 2
+
+
+def test_a_held_out_job_never_shares_a_hash_with_one_trained_on_the_whole_split():
+    s = suite()
+    held = sweep_jobs(s)[0]
+    whole = Job(held.dataset, held.backbone, held.regularizer, held.seed, held.train)
+    assert held.hash != whole.hash
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The rule
+
+
+def lookup_for(s, validation: dict[float | str, float | str | None]):
+    """A lookup giving erm and each swept value of the tiny suite the validation accuracy in ``validation``."""
+    dataset, backbone = s.datasets[0], s.backbones[0]
+    table = {}
+    for seed in s.selection.seeds:
+        for key, accuracy in validation.items():
+            spec = s.regularizers[0] if key == "erm" else sweep_point(s.regularizers[1], "weight", key)
+            table[Job(dataset, backbone, spec, seed, s.train, (), s.validation).hash] = accuracy
+    return table.get
+
+
+@pytest.mark.parametrize(("validation", "selected", "state"), [
+    ({"erm": 0.90, 0.001: 0.91, 0.1: 0.86, 10.0: 0.50}, 0.1, "selected"),  # 0.86 ≥ 0.90 − 0.05: the strongest within
+    ({"erm": 0.90, 0.001: 0.91, 0.1: 0.84, 10.0: 0.86}, 10.0, "selected"),  # the strongest within, not the best
+    ({"erm": 0.90, 0.001: 0.80, 0.1: 0.70, 10.0: 0.60}, 0.001, "over_budget"),  # none within: the weakest, marked
+    ({"erm": 0.90, 0.001: 0.90, 0.1: 0.88, 10.0: FAILED}, 0.1, "selected"),  # a failed training does not qualify
+    ({"erm": 0.90, 0.001: 0.90, 0.1: None, 10.0: 0.88}, None, "pending"),  # not run yet: nothing chosen
+    ({"erm": FAILED, 0.001: 0.90, 0.1: 0.88, 10.0: 0.88}, None, "no_reference"),
+])
+def test_the_strongest_setting_within_max_drop_of_erm_is_chosen(validation, selected, state):
+    s = suite()
+    choice = select(s, lookup_for(s, validation)).units[0]
+    assert (choice.selected, choice.state) == (selected, state)
+    if state in ("selected", "over_budget"):
+        assert choice.budget == pytest.approx(0.85) and choice.reference == 0.90
+        assert [p.mean for p in choice.curve] == [None if validation[v] == FAILED else validation[v] for v in VALUES]
+
+
+def test_the_mean_over_sweep_seeds_decides():
+    s = suite(sweep={"seeds": [0, 1], "values": {"gradient_norm": VALUES}})
+    dataset, backbone = s.datasets[0], s.backbones[0]
+    accuracies = {("erm", 0): 0.9, ("erm", 1): 0.9, (0.001, 0): 0.9, (0.001, 1): 0.9,
+                  (0.1, 0): 0.9, (0.1, 1): 0.79, (10.0, 0): 0.5, (10.0, 1): 0.5}  # 0.1: mean 0.845 < 0.85
+    table = {}
+    for (key, seed), accuracy in accuracies.items():
+        spec = s.regularizers[0] if key == "erm" else sweep_point(s.regularizers[1], "weight", key)
+        table[Job(dataset, backbone, spec, seed, s.train, (), s.validation).hash] = accuracy
+    choice = select(s, table.get).units[0]
+    assert choice.selected == 0.001 and choice.curve[1].mean == pytest.approx(0.845)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A run
+
+
+def _set_scalar(runs: Path, job_hash: str, evaluator: str, metric: str, value: float) -> None:
+    [path] = (RunStore(runs).job(job_hash).root / "results").glob(f"{evaluator}__*.json")
+    record = json.loads(path.read_text())
+    record["scalars"][metric] = value
+    path.write_text(json.dumps(record))
+
+
+def test_a_run_trains_the_sweep_selects_on_validation_and_scores_only_the_selected_setting(tmp_path, one_thread):
+    s, runs = suite(), tmp_path / "runs"
+    summary = run_suite(s, runs, device="cpu")
+    assert summary.ok, summary.failures()
+    [record] = read_selections(runs)
+    [unit] = record["units"]
+    assert record["suite_hash"] == s.hash and unit["state"] in ("selected", "over_budget")
+    chosen = unit["selected"]
+    assert chosen in VALUES and [p["value"] for p in unit["curve"]] == VALUES
+
+    # the selection is what the stored validation accuracies give, and the record says why
+    store = RunStore(runs)
+    lookup = stored_accuracies(runs)
+    assert select(s, lookup).to_json() == record
+    scored = {job.hash: job for job in expand(s, {SelectionUnit(**{k: unit[k] for k in
+                                                                  ("dataset", "backbone", "regularizer")}): chosen})}
+    for job in sweep_jobs(s):  # sweep-only jobs were scored by validation_accuracy alone
+        names = {r.evaluator for r in store.job(job.hash).results()}
+        assert names == ({"accuracy", "validation_accuracy"} if job.hash in scored else {"validation_accuracy"})
+    assert {r.job.hash for r in summary.jobs} == {j.hash for j in sweep_jobs(s)} | set(scored)
+    assert all(store.job(h).is_trained() for h in scored)
+
+    # a hand-built disagreement: make the test split favour another value; selection does not move, because it
+    # reads validation accuracy only; make validation favour it, and selection follows
+    other = next(v for v in VALUES if v != chosen)
+    sweep = {job.regularizer.config.get("weight"): job for job in sweep_jobs(s) if job.regularizer.name != "erm"}
+    for value, job in sweep.items():
+        _set_scalar(runs, job.hash, "validation_accuracy", "validation_accuracy", 0.0 if value != other else 1.0)
+    erm = next(j for j in sweep_jobs(s) if j.regularizer.name == "erm")
+    _set_scalar(runs, erm.hash, "validation_accuracy", "validation_accuracy", 1.0)
+    assert select(s, stored_accuracies(runs)).units[0].selected == other
+    scored_job = next(j for j in scored.values() if j.regularizer.name != "erm" and j.seed == 0)
+    _set_scalar(runs, scored_job.hash, "accuracy", "accuracy", 1.0)  # test accuracy of the old choice: perfect
+    assert select(s, stored_accuracies(runs)).units[0].selected == other
+
+    # a second run selects again from the store, trains the newly selected setting's other seed, and rewrites the record
+    again = run_suite(s, runs, device="cpu")
+    assert again.ok and read_selections(runs)[0]["units"][0]["selected"] == other
+    assert selection_path(runs, s).exists()
