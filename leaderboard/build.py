@@ -2,8 +2,9 @@
 
 ``build_site(submissions_dir, out_dir)`` writes::
 
-    index.html                      every table (anchor ``#<dataset>--<backbone>[--<train hash>]``), the submissions
-                                    with their verification badges, rejected folders
+    index.html                      rejected folders, then the heatmaps of Δ against erm (per dataset, one per table),
+                                    every table (anchor ``#<dataset>--<backbone>[--<train hash>]``), the submissions
+                                    with their verification badges
     tables/<anchor>.html            one table again, with its pictures: saliency gallery, GAN-test samples, curves,
                                     accuracy-vs-interpretability scatter plots with the Pareto front
     tables/<anchor>/*.png           those pictures (copied from the submissions' artifacts, or drawn by matplotlib)
@@ -24,6 +25,9 @@ Choices (also stated on the pages):
   index page (never silently dropped).
 * The numbers are :func:`gibench.results.summarize` of the submissions' results (``by`` the submission), the function
   ``gibench report`` uses; what a table, row, column and cell are is :mod:`gibench.leaderboard.tables`.
+* The index opens with the picture to read first: per dataset, a heatmap of regularizers × evaluator headlines whose
+  cells are the Δ against erm, coloured only where its interval excludes zero (:mod:`gibench.leaderboard.heatmap`);
+  only a box of rejected folders, when there are any, comes before it.
 * A table whose backbone differs from another's only in ``bias: false`` (an X-DNN) links to that twin, from the
   index and from its page, and its page shows the two side by side (:mod:`gibench.leaderboard.twins`).
 * Pictures: :mod:`gibench.leaderboard.pictures` (which artifacts, and the check that the gallery shows the same test
@@ -52,6 +56,7 @@ import pandas as pd
 import gibench
 from gibench.core.errors import SubmissionError
 from gibench.core.fsio import atomic_folder
+from gibench.leaderboard.heatmap import dataset_groups, make_heatmaps
 from gibench.leaderboard.pages import evaluator_pages, regularizer_pages, sanity_view, verification
 from gibench.leaderboard.pictures import make_pictures
 from gibench.leaderboard.tables import (
@@ -149,7 +154,8 @@ def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out:
     _page(env, "sanity.html.j2", out / "sanity.html", "", rows=rows, left_out=left_out, **common)
     index = out / "index.html"
     _page(env, "index.html.j2", index, "", tables=tables, submissions=[s.submission for s in valid], badges=badges,
-          rejected=[(f.name, m) for f, m in invalid], regularizers=regularizers, evaluators=evaluators, **common)
+          rejected=[(f.name, m) for f, m in invalid], regularizers=regularizers, evaluators=evaluators,
+          heatmaps=dataset_groups(make_heatmaps(summary, tables)), **common)
     return index
 
 
