@@ -222,3 +222,11 @@ def test_a_run_trains_the_sweep_selects_on_validation_and_scores_only_the_select
     again = run_suite(s, runs, device="cpu")
     assert again.ok and read_selections(runs)[0]["units"][0]["selected"] == other
     assert selection_path(runs, s).exists()
+
+
+def test_replaced_values_by_entry_label_win_over_values_by_name():
+    s = suite(regularizers=["erm", {"pgd": {"norm": "l2", "steps": 2}}, {"pgd": {"norm": "linf", "steps": 2}}],
+              sweep={"values": {"pgd": [0.5, 1.0], "pgd(norm=linf, steps=2)": [0.01, 0.03]}})
+    swept = {(j.regularizer.params["norm"], j.regularizer.params["epsilon"]) for j in sweep_jobs(s)
+             if j.regularizer.name == "pgd"}
+    assert swept == {("l2", 0.5), ("l2", 1.0), ("linf", 0.01), ("linf", 0.03)}

@@ -117,7 +117,7 @@ def swept_values(suite: Suite, spec: PluginSpec) -> tuple[str, tuple[float, ...]
     sweep = registry.regularizers.get(spec.name).sweep
     if sweep is None or suite.selection is None:
         return None
-    return sweep.parameter, suite.selection.values_for(spec.name) or tuple(sweep.values)
+    return sweep.parameter, suite.selection.values_for(spec.name, spec.label) or tuple(sweep.values)
 
 
 def selection_units(suite: Suite) -> dict[SelectionUnit, tuple[Grid, PluginSpec, PluginSpec, PluginSpec]]:

@@ -9,7 +9,8 @@ setting is chosen on a validation split held out of the training split, never on
     validation: {fraction: 0.1, seed: 0}   # optional; this is the default of a suite with `select`
     sweep:                                 # optional; defaults shown
       seeds: [0]                           # the training seeds of the sweep (default: the suite's first seed)
-      values: {pgd: [0.01, 0.03, 0.1]}     # optional: replace a regularizer's declared values (strongest last)
+      values: {"pgd(norm=linf)": [0.01, 0.03, 0.1]}   # optional: replace declared values (strongest last), by
+                                                       # regularizer name or entry label (the label wins)
     select: {rule: max_drop, max_drop: 0.02}   # or {rule: all}
 
 ``rule: max_drop``: per dataset, backbone and regularizer entry, the strongest swept setting whose mean validation
@@ -45,7 +46,8 @@ VALIDATION_KEYS = ("fraction", "seed")
 class SelectionPlan:
     """How a suite selects: the rule, the accuracy budget, the sweep's seeds and any replaced sweep values.
 
-    ``values`` holds (regularizer name, values in increasing strength) pairs that replace the plugin's declared values.
+    ``values`` holds (regularizer name or entry label, values in increasing strength) pairs that replace the plugin's
+    declared values; a label (``pgd(norm=linf)``) names one entry, a name every entry of that regularizer.
     """
 
     rule: str
@@ -53,9 +55,10 @@ class SelectionPlan:
     seeds: tuple[int, ...]
     values: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
-    def values_for(self, name: str) -> tuple[float, ...] | None:
-        """The replaced sweep values of regularizer ``name``, or None (its declared ones)."""
-        return dict(self.values).get(name)
+    def values_for(self, name: str, label: str | None = None) -> tuple[float, ...] | None:
+        """The replaced sweep values of the entry ``label`` of regularizer ``name``, or None (its declared ones)."""
+        replaced = dict(self.values)
+        return replaced.get(label) if label in replaced else replaced.get(name)
 
     def as_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "max_drop": self.max_drop, "seeds": list(self.seeds),

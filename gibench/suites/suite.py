@@ -221,7 +221,7 @@ def _check_selection(grids: tuple[Grid, ...], plan: SelectionPlan, source: str) 
                                   "knob), or leave it out of this suite.")
             if cls.sweep is None:
                 continue
-            swept.add(spec.name)
+            swept.update((spec.name, spec.label))
             if cls.sweep.parameter in spec.params:
                 raise ConfigError(f"{where}: {spec.label} sets {cls.sweep.parameter!r}, the parameter its sweep "
                                   f"varies; in a suite that selects the rule chooses it. Remove "
@@ -229,8 +229,9 @@ def _check_selection(grids: tuple[Grid, ...], plan: SelectionPlan, source: str) 
                                   f"`sweep: {{values: {{{spec.name}: [...]}}}}`), or drop `select`.")
     for name, _ in plan.values:
         if name not in swept:
-            raise ConfigError(f"{source}: sweep.values.{name}: {name!r} is not a swept regularizer of this suite."
-                              f"{did_you_mean(name, sorted(swept))} Swept here: {', '.join(sorted(swept)) or 'none'}.")
+            raise ConfigError(f"{source}: sweep.values.{name}: {name!r} is not a swept regularizer (name or entry "
+                              f"label) of this suite.{did_you_mean(name, sorted(swept))} Swept here: "
+                              f"{', '.join(sorted(swept)) or 'none'}.")
 
 
 _GRID_PARSERS = {"datasets": registry.datasets, "regularizers": registry.regularizers,
