@@ -230,3 +230,39 @@ def test_replaced_values_by_entry_label_win_over_values_by_name():
     swept = {(j.regularizer.params["norm"], j.regularizer.params["epsilon"]) for j in sweep_jobs(s)
              if j.regularizer.name == "pgd"}
     assert swept == {("l2", 0.5), ("l2", 1.0), ("linf", 0.01), ("linf", 0.03)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Submissions
+
+
+def test_a_submission_records_the_selection_and_verify_recomputes_it_from_the_submitted_rows(tmp_path, one_thread):
+    import dataclasses
+
+    from gibench.core.errors import SubmissionError
+    from gibench.submissions.build import build_submission, load_submission
+    from gibench.submissions.schema import SuiteRecord
+    from gibench.submissions.verify import recheck_selections
+
+    s, runs = suite(), tmp_path / "runs"
+    assert run_suite(s, runs, device="cpu").ok
+    folder = build_submission(runs, tmp_path / "subs", {"name": "selected", "authors": ["A. Person"]})
+    loaded = load_submission(folder)
+    [record] = loaded.submission.provenance.suites
+    assert record.selection.model_dump() == read_selections(runs)[0]
+    assert recheck_selections(loaded) == [{"suite": s.name, "outcome": "agrees", "differences": []}]
+
+    # rows that do not give the recorded choice: the chosen setting's validation accuracy far below erm's
+    chosen = record.selection.units[0].selected
+    point = next(j for j in sweep_jobs(s) if j.regularizer.config.get("weight") == chosen)
+    results = loaded.results.copy()
+    results.loc[(results["job_hash"] == point.hash) & (results["evaluator"] == "validation_accuracy"), "value"] = 0.0
+    [check] = recheck_selections(dataclasses.replace(loaded, results=results))
+    assert check["outcome"] == "disagrees" and f"recorded ({chosen}, 'selected')" in check["differences"][0]
+
+    # a suite that selects must carry its selection
+    raw = record.model_dump()
+    raw.pop("selection")
+    with pytest.raises(ValueError, match="the suite selects .* but no selection is recorded"):
+        SuiteRecord(**raw)
+    assert SubmissionError  # imported for the module's error type; the schema error above is what validate reports

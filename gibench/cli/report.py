@@ -15,15 +15,17 @@ from rich.table import Table
 from gibench.cli import _shared
 from gibench.core.errors import GibenchError
 
-__all__ = ["cmd_report", "print_frame"]
+__all__ = ["cmd_report", "print_frame", "print_selections"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from gibench.results.collapse import judged_summary, rule_of_runs
+    from gibench.running.selection import read_selections
 
     if args.sanity:
         return _print_sanity(args.runs_dir)
     frame = _print_report(args.runs_dir, None, all_metrics=args.all_metrics)
+    print_selections(read_selections(args.runs_dir, warn=_shared.warn))
     if (args.ranks or args.csv) and not frame.empty:
         rule, suites = rule_of_runs(args.runs_dir)
         stats = judged_summary(frame, rule=rule, suites=suites)
@@ -61,6 +63,39 @@ def _print_report(runs_dir: Path, job_hashes: set[str] | None, all_metrics: bool
     return frame
 
 
+def print_selections(records) -> None:
+    """One table per selection record (:mod:`gibench.running.selection`): per dataset, backbone and regularizer entry,
+    the mean validation accuracy at every swept value (the chosen one marked), erm's, the budget and the choice."""
+    from rich import box
+
+    for record in records:
+        rule = record.get("rule", {})
+        view = Table(title=escape(f"selection of suite {record.get('suite')}: the strongest setting within "
+                                  f"{rule.get('max_drop')} of erm's validation accuracy (mean over sweep seeds "
+                                  f"{rule.get('seeds')}; validation split {record.get('validation')})"),
+                     title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for name in ("dataset / backbone / regularizer", "validation accuracy by setting (* chosen)", "erm",
+                     "chosen"):
+            view.add_column(name, overflow="fold")
+        for unit in record.get("units", []):
+            curve = ", ".join(_curve_point(unit, point) for point in unit.get("curve", []))
+            reference = "" if unit.get("reference") is None else f"{unit['reference']:.4f}"
+            chosen = "—" if unit.get("selected") is None else f"{unit['parameter']} = {unit['selected']:g}"
+            state = unit.get("state", "")
+            colour = {"selected": "green", "over_budget": "yellow"}.get(state, "red")
+            view.add_row(escape(f"{unit['dataset']} / {unit['backbone']} / {unit['regularizer']}"),
+                         escape(f"{unit['parameter']}: {curve}"), reference,
+                         f"[{colour}]{escape(chosen)} ({state})[/]")
+        _shared.stdout.print(view)
+
+
+def _curve_point(unit, point) -> str:
+    mean = point.get("mean")
+    shown = "failed" if "failed" in point.get("accuracies", []) else "—" if mean is None else f"{mean:.4f}"
+    mark = "*" if point.get("value") == unit.get("selected") else ""
+    return f"{point.get('value'):g} {shown}{mark}"
+
+
 _INTERVALS = ("± is the half-width of the 95 % Student-t interval over seeds (none with one seed); Δ vs erm of the "
               "same table: paired t by seed when both rows have the same seeds, else Welch's t; green/red only where "
               "its interval excludes 0.")
@@ -90,7 +125,9 @@ def _print_collapse(stats, rule) -> None:
     """The floor the rows were judged by, and the variants it could not judge (with the reason), once per table."""
     _shared.stdout.print(f"collapse: {escape(rule.text)}. A variant below it is listed apart, last in its table, with "
                          "its reason: it is not ranked and is left out of the agreement (ρ) and the sanity gate.")
-    unjudged = stats[stats["collapse"] == "not judged"].drop_duplicates([*_TABLE, "variant"])
+    unjudged = stats[stats["collapse"] == "not judged"]
+    scored = unjudged.groupby([*_TABLE, "variant"])["evaluator"].transform(lambda e: (e != "validation_accuracy").any())
+    unjudged = unjudged[scored].drop_duplicates([*_TABLE, "variant"])  # a sweep point has validation accuracy only
     for _, rows in unjudged.groupby([*_TABLE, "collapse_reason"], sort=True):
         variants = ", ".join(sorted(set(rows["variant"])))
         _shared.stdout.print(f"[yellow]{escape(rows['collapse_reason'].iloc[0])}[/]: "

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from gibench.cli import _shared
 from gibench.cli.doctor import cmd_doctor
-from gibench.cli.report import print_frame
+from gibench.cli.report import print_frame, print_selections
 
 __all__ = ["cmd_run"]
 
@@ -49,6 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_frame(frame, all_metrics=False, rule=rule_of([suite.raw]), suites=[suite.raw])
         site = _build_local_site(args.runs_dir, suite.name, frame)
         _shared.stdout.print(f"leaderboard page: {site}", soft_wrap=True)
+    if suite.selection is not None and suite.selection.rule == "max_drop":
+        from gibench.running.selection import read_json_selection
+
+        print_selections(read_json_selection(args.runs_dir, suite))
     failures = summary.failures()
     if failures:
         _shared.stderr.print(f"[red]{len(failures)} failure(s)[/] ({summary.count('failed')} of {len(summary.jobs)} "

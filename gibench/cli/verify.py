@@ -37,6 +37,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                     "--tolerance): " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in
                                                                 sorted(result.environment_changes.items()))),
                      soft_wrap=True)
+    for check in result.selections:  # each recorded selection against the one the submitted rows give
+        colour = {"agrees": "green", "disagrees": "red"}.get(check["outcome"], "yellow")
+        _shared.stdout.print(f"selection of suite {escape(check['suite'])}: [{colour}]{check['outcome']}[/]"
+                             + "".join(f"\n  {escape(line)}" for line in check["differences"]), soft_wrap=True)
     _shared.stdout.print(f"{result.status}: {len(result.jobs)} job(s) re-run; record written to "
                          f"{args.path / VERIFICATION_FILE}", soft_wrap=True)
     return 0 if result.status == "verified" else 1

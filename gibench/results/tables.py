@@ -136,12 +136,20 @@ def failed_jobs(runs_dir: Path, job_hashes: set[str] | None = None,
     return failed
 
 
-def train_columns(train: dict) -> dict[str, str]:
+def train_columns(train: dict, validation: dict | None = None) -> dict[str, str]:
     """``train_hash``: the first 8 hex digits of the SHA-256 of the job's resolved training config (as hashed into the
     job hash), so runs trained differently never share a row; ``train_label``: a short human label of it (epochs,
-    optimizer, learning rate, augmentation when not ``none``), e.g. ``"3 ep · adam · lr 0.001"``."""
+    optimizer, learning rate, augmentation when not ``none``), e.g. ``"3 ep · adam · lr 0.001"``.
+
+    ``validation`` (the job's held-out validation split, ``{fraction, seed}``, from its dataset spec) joins the hash and
+    the label (``"· 10 % held out"``) when present: a model trained on part of the training split never shares a row
+    with one trained on all of it; without it the hash is what it always was."""
     if not train:
         return {"train_hash": "", "train_label": ""}
+    if validation:
+        columns = train_columns(train)
+        return {"train_hash": identity_hash({"train": train, "validation": validation}, length=8),
+                "train_label": f"{columns['train_label']} · {validation.get('fraction', 0) * 100:g} % held out"}
     label = f"{train.get('epochs', '?')} ep · {train.get('optimizer', '?')}"
     if isinstance(train.get("lr"), (int, float)):
         label += f" · lr {train['lr']:g}"
@@ -164,7 +172,8 @@ def _rows(job: JobRecord, result: ResultRecord) -> list[dict]:
         "evaluator_distribution": result.plugin.distribution,
         "evaluator_plugin_version": result.plugin.version,
         "auxiliary": json.dumps(result.auxiliary, sort_keys=True),
-        **train_columns(job.spec.get("train", {})), "reason": result.reason or "",
+        **train_columns(job.spec.get("train", {}), job.spec.get("dataset", {}).get("validation")),
+        "reason": result.reason or "",
     }
     scalars = result.scalars or {}
     return [

@@ -21,8 +21,8 @@ carries it.
 from __future__ import annotations
 
 __all__ = [
-    "FAILED", "Lookup", "Selection", "UnitChoice", "CurvePoint", "read_selections", "select", "selection_path",
-    "stored_accuracies", "units_of", "write_selection",
+    "FAILED", "CurvePoint", "Lookup", "Selection", "UnitChoice", "read_json_selection", "read_selections", "select",
+    "selection_path", "stored_accuracies", "units_of", "write_selection",
 ]
 
 import math
@@ -200,6 +200,15 @@ def write_selection(runs_dir: Path, suite: Suite, selection: Selection) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, selection.to_json())
     return path
+
+
+def read_json_selection(runs_dir: Path, suite: Suite) -> list[dict[str, Any]]:
+    """The selection record of ``suite`` in ``runs_dir`` (a list of one, or empty when there is none)."""
+    path = selection_path(runs_dir, suite)
+    try:
+        return [read_json(path)] if path.exists() else []
+    except DamagedFileError:
+        return []
 
 
 def read_selections(runs_dir: Path, warn: Callable[[str], None] = lambda message: None) -> list[dict[str, Any]]:

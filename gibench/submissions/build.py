@@ -219,12 +219,24 @@ def _read_runs(runs_dir: Path, suite_name: str | None,
         where = f"{path}: runs[{i}]"
         if not isinstance(entry, Mapping):
             raise SubmissionError(f"{where} is not an object; the run store is damaged. Re-run `gibench run`.")
-        record = parse_model(SuiteRecord, {"name": entry.get("suite_name"), "suite": entry.get("suite"),
-                                           "hash": entry.get("suite_hash")}, where)
+        fields = {"name": entry.get("suite_name"), "suite": entry.get("suite"), "hash": entry.get("suite_hash")}
+        selection = _selection_record(runs_dir, entry)
+        record = parse_model(SuiteRecord, {**fields, **({"selection": selection} if selection else {})}, where)
         suites.setdefault(record.hash, record)
         # only the recorded fields: other manifest keys (e.g. the suite file's local path) stay private
         runs.append(parse_model(RunRecord, {k: v for k, v in entry.items() if k in RunRecord.model_fields}, where))
     return list(suites.values()), runs
+
+
+def _selection_record(runs_dir: Path, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The selection record the run of a suite that selects wrote (:mod:`gibench.running.selection`), if any."""
+    from gibench.running.selection import read_selections
+
+    name, suite_hash = entry.get("suite_name"), entry.get("suite_hash")
+    for record in read_selections(runs_dir):
+        if record.get("suite") == name and record.get("suite_hash") == suite_hash:
+            return record
+    return None
 
 
 def _select_rows(table: pd.DataFrame, runs: list[RunRecord], suite_name: str | None, runs_dir: Path) -> pd.DataFrame:

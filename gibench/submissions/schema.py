@@ -13,7 +13,8 @@ from __future__ import annotations
 __all__ = [
     "ALLOWED_ARTIFACT_SUFFIXES", "ArtifactFile", "ArtifactsRecord", "Environment", "ID_PATTERN", "LeftOutArtifact",
     "LoadedSubmission", "MANIFEST_FILE", "MetricInfo", "PluginRecord", "Provenance", "RESULTS_FILE", "RunRecord",
-    "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "Submission", "SubmissionMetadata", "SubmissionScan",
+    "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "SelectionPoint", "SelectionRecord", "SelectionUnitRecord",
+    "Submission", "SubmissionMetadata", "SubmissionScan",
     "SuiteRecord", "bounds_from_json", "bounds_to_json", "control_character", "parse_model", "submission_json_schema",
     "write_json_schema",
 ]
@@ -103,10 +104,70 @@ class Environment(BaseModel):
     device_name: str | None = None
 
 
+class SelectionPoint(_Strict):
+    """One swept value of a selection: the validation accuracy of each sweep seed and their mean."""
+
+    value: float
+    accuracies: list[Annotated[float, Field(ge=0, le=1)] | Literal["failed"] | None]
+    mean: Annotated[float, Field(ge=0, le=1)] | None
+
+
+class SelectionUnitRecord(_Strict):
+    """The choice for one dataset × backbone × regularizer entry (:class:`gibench.running.selection.UnitChoice`)."""
+
+    dataset: str
+    backbone: str
+    regularizer: str
+    name: str
+    parameter: str
+    scale: Literal["log", "linear"]
+    curve: list[SelectionPoint] = Field(min_length=1)
+    reference: Annotated[float, Field(ge=0, le=1)] | None
+    budget: float | None
+    selected: float | None
+    state: Literal["selected", "over_budget", "pending", "no_reference", "failed"]
+    reason: Annotated[str, AfterValidator(plain_text)]
+
+    @model_validator(mode="after")
+    def _choice_on_the_curve(self) -> SelectionUnitRecord:
+        chosen = self.state in ("selected", "over_budget")
+        if chosen != (self.selected is not None):
+            raise ValueError(f"state {self.state!r} with selected = {self.selected!r}: a unit is selected or over "
+                             "budget exactly when it has a selected value")
+        if chosen and self.selected not in [p.value for p in self.curve]:
+            raise ValueError(f"selected = {self.selected!r} is not a value of its curve")
+        return self
+
+
+class SelectionRecord(_Strict):
+    """The selection of a suite that selects (:meth:`gibench.running.selection.Selection.to_json`)."""
+
+    format: Literal[1]
+    suite: str
+    suite_hash: str = Field(pattern=r"^[0-9a-f]{16}$")
+    rule: dict[str, Any]
+    validation: dict[str, Any]
+    units: list[SelectionUnitRecord]
+
+
 class SuiteRecord(_Strict):
     name: str
     suite: dict[str, Any]
     hash: str = Field(pattern=r"^[0-9a-f]{16}$")
+    #: the selection a suite with ``select: {rule: max_drop}`` made (absent for any other suite)
+    selection: SelectionRecord | None = None
+
+    @model_validator(mode="after")
+    def _selection_of_this_suite(self) -> SuiteRecord:
+        select = self.suite.get("select")
+        selects = isinstance(select, dict) and select.get("rule") == "max_drop"
+        if selects and self.selection is None:
+            raise ValueError("the suite selects (`select: {rule: max_drop}`) but no selection is recorded; submit the "
+                             "runs again with this gibench version (it records the selection from the runs folder)")
+        if self.selection is not None and self.selection.suite_hash != self.hash:
+            raise ValueError(f"selection.suite_hash {self.selection.suite_hash!r} is not the suite's hash "
+                             f"{self.hash!r}")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -27,8 +27,14 @@ Choices:
   sampled: verify checks results, not failures.
 * **Data**: datasets are read from ``data_root`` (``--data-root``) and never downloaded; a sampled job whose dataset
   is missing stops verify with a DataError saying so, rather than counting as a disagreement.
-* **Outcome**: ``disagrees`` when any compared row disagrees (exit status 1); else ``stale`` when any row or job
-  could not be compared (exit status 1); else ``verified`` (exit status 0).
+* **Selections**: for every recorded suite that selects (``select: {rule: max_drop}``), the selection is computed
+  again (:func:`gibench.running.selection.select`) from the submitted ``validation_accuracy`` rows and training
+  failures, with the installed plugins, and compared with the recorded one: the chosen value and state of every
+  unit (``selections`` in the record; a suite the installed plugins cannot parse is ``not checked``). A submission
+  whose rows do not give its recorded selection ``disagrees``: its scored settings were not the ones the rule picks.
+  The retrained sample's own ``validation_accuracy`` rows are compared like any other metric.
+* **Outcome**: ``disagrees`` when any compared row or any selection disagrees (exit status 1); else ``stale`` when
+  any row or job could not be compared (exit status 1); else ``verified`` (exit status 0).
 * **Scratch folder**: a fresh temporary folder, deleted afterwards; with ``runs_dir`` a folder that is new, empty, or
   made by an earlier ``gibench verify`` (it holds :data:`SCRATCH_MARKER`), kept for inspection. A user's runs
   folder (anything else) is refused: verify never reuses a finished checkpoint of the user's, so it re-trains for
@@ -123,6 +129,7 @@ class Verification:
     environment: dict[str, Any]
     torch_threads: int
     environment_changes: dict[str, list[Any]] = field(default_factory=dict)
+    selections: list[dict[str, Any]] = field(default_factory=list)  # per suite that selects: outcome and differences
     gibench_version: str = __version__
     schema_version: int = 1
 
@@ -338,7 +345,8 @@ def _verification(submission: LoadedSubmission, rows: list[RowComparison], job_r
     from gibench.store.provenance import environment_info
 
     outcomes = metric_outcomes(rows)
-    states = {m.outcome for m in outcomes}
+    selections = recheck_selections(submission)
+    states = {m.outcome for m in outcomes} | {s["outcome"] for s in selections}
     unreproducible = any(r["state"] == "not reproducible" for r in job_reports)
     status = ("disagrees" if "disagrees" in states else "stale" if "stale" in states or unreproducible or not rows
               else "verified")
@@ -350,7 +358,49 @@ def _verification(submission: LoadedSubmission, rows: list[RowComparison], job_r
         jobs_requested=jobs, jobs=job_reports, metrics=outcomes, rows=rows,
         evaluator_versions={k: v for k, v in versions.items() if v is not None},
         environment=environment, torch_threads=torch.get_num_threads(),
-        environment_changes=environment_changes(submission, sampled, environment))
+        environment_changes=environment_changes(submission, sampled, environment), selections=selections)
+
+
+def recheck_selections(submission: LoadedSubmission) -> list[dict[str, Any]]:
+    """Each recorded selection against the one the submitted rows give (see the module docstring): per suite that
+    selects, ``{"suite", "outcome": agrees | disagrees | not checked, "differences": [...]}``."""
+    from gibench.running.selection import FAILED, select
+    from gibench.suites.suite import parse_suite
+
+    results = submission.results
+    accuracy = results[(results["evaluator"] == "validation_accuracy") & (results["status"] == "ok")]
+    values: dict[str, Any] = dict(zip(accuracy["job_hash"], accuracy["value"].astype(float)))
+    values.update({h: FAILED for h in results.loc[results["evaluator"] == "training", "job_hash"]})
+    checks = []
+    for record in submission.submission.provenance.suites:
+        if record.selection is None:
+            continue
+        try:
+            suite = parse_suite(record.suite, source=f"recorded suite {record.name!r}")
+            recomputed = select(suite, values.get).to_json()
+        except GibenchError as exc:
+            checks.append({"suite": record.name, "outcome": "not checked", "differences": [str(exc)]})
+            continue
+        recorded = record.selection.model_dump()
+        differences = _selection_differences(recorded["units"], recomputed["units"])
+        checks.append({"suite": record.name, "outcome": "disagrees" if differences else "agrees",
+                       "differences": differences})
+    return checks
+
+
+def _selection_differences(recorded: list[dict[str, Any]], recomputed: list[dict[str, Any]]) -> list[str]:
+    """The units whose choice differs. Units are compared in order (both lists follow the suite's grids, datasets,
+    backbones and regularizers): their labels may differ in the order of options, since a submission stores its
+    suite with sorted keys."""
+    if len(recorded) != len(recomputed):
+        return [f"{len(recorded)} units recorded, the suite has {len(recomputed)}"]
+    lines = []
+    for old, new in zip(recorded, recomputed):
+        if (old["selected"], old["state"]) != (new["selected"], new["state"]) or old["name"] != new["name"]:
+            unit = " / ".join(old[k] for k in ("dataset", "backbone", "regularizer"))
+            lines.append(f"{unit}: recorded {(old['selected'], old['state'])}, the submitted rows give "
+                         f"{(new['selected'], new['state'])}")
+    return lines
 
 
 #: The parts of the recorded environment that decide whether a re-run can be bit-identical.
