@@ -266,3 +266,23 @@ def test_a_submission_records_the_selection_and_verify_recomputes_it_from_the_su
     with pytest.raises(ValueError, match="the suite selects .* but no selection is recorded"):
         SuiteRecord(**raw)
     assert SubmissionError  # imported for the module's error type; the schema error above is what validate reports
+
+
+def test_the_cli_runs_a_selecting_suite_prints_its_selection_and_a_dry_run_says_what_waits(tmp_path, capsys,
+                                                                                             one_thread):
+    import yaml
+
+    from gibench.cli import main
+
+    path = tmp_path / "select.yaml"
+    path.write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    runs = tmp_path / "runs"
+    assert main(["run", "--suite", str(path), "--runs-dir", str(runs), "--device", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 selection(s) wait for their sweep" in out and "suite select-tiny: 5 jobs" in out
+    assert main(["run", "--suite", str(path), "--runs-dir", str(runs), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "selection of suite select-tiny" in out and "(selected)" in out or "(over_budget)" in out
+    assert main(["report", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "selection of suite select-tiny" in out and "10 % held out" in out and "not judged" not in out

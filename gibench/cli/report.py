@@ -126,8 +126,11 @@ def _print_collapse(stats, rule) -> None:
     _shared.stdout.print(f"collapse: {escape(rule.text)}. A variant below it is listed apart, last in its table, with "
                          "its reason: it is not ranked and is left out of the agreement (ρ) and the sanity gate.")
     unjudged = stats[stats["collapse"] == "not judged"]
-    scored = unjudged.groupby([*_TABLE, "variant"])["evaluator"].transform(lambda e: (e != "validation_accuracy").any())
-    unjudged = unjudged[scored].drop_duplicates([*_TABLE, "variant"])  # a sweep point has validation accuracy only
+    if len(unjudged):  # a sweep point has validation accuracy only: it is not a row to judge
+        scored = unjudged.groupby([*_TABLE, "variant"])["evaluator"].transform(
+            lambda evaluators: (evaluators != "validation_accuracy").any())
+        unjudged = unjudged[scored.astype(bool)]
+    unjudged = unjudged.drop_duplicates([*_TABLE, "variant"])
     for _, rows in unjudged.groupby([*_TABLE, "collapse_reason"], sort=True):
         variants = ", ".join(sorted(set(rows["variant"])))
         _shared.stdout.print(f"[yellow]{escape(rows['collapse_reason'].iloc[0])}[/]: "

@@ -111,6 +111,16 @@ def _print_dry_run(summary) -> int:
                       escape("\n".join(report.findings)) or "ok")
     _shared.stdout.print(table)
     _shared.stdout.print("evaluators: " + ", ".join(spec.label for spec in suite.evaluators))
+    if suite.selection is not None and suite.selection.rule == "max_drop":
+        from gibench.running.selection import select, stored_accuracies
+
+        waiting = select(suite, stored_accuracies(summary.runs_dir)).pending()
+        _shared.stdout.print(f"selection: the sweep (seeds {list(suite.selection.seeds)}) is scored by "
+                             "validation_accuracy only; then the strongest setting within "
+                             f"{suite.selection.max_drop:g} of erm's validation accuracy is trained with seeds "
+                             f"{list(suite.seeds)} and scored by the evaluators above. "
+                             + (f"{len(waiting)} selection(s) wait for their sweep, so their scored jobs are not "
+                                "listed yet." if waiting else ""), soft_wrap=True)
     invalid = summary.count("invalid")
     if invalid:
         _shared.stderr.print(f"[red]{invalid} job(s) would not run[/]; `gibench run` stops before training until they "

@@ -147,10 +147,10 @@ def dataset_classes(labels: Iterable[str], suites: Iterable[Mapping[str, Any]] =
     for raw in suites:
         for grid in [raw, *(g for g in raw.get("extra_grids") or [] if isinstance(g, Mapping))]:
             for name, point in _dataset_points(grid.get("datasets") or [], registry):
-                options.setdefault(_label(name, point), (name, point))
+                options.setdefault(_canonical(_label(name, point)), (name, point))
     found: dict[str, int | None] = {}
     for label in dict.fromkeys(labels):
-        name, params = options.get(label, (label, {}) if "(" not in label else (None, {}))
+        name, params = options.get(_canonical(label), (label, {}) if "(" not in label else (None, {}))
         try:
             sizes = registry.datasets.create(name, **params).sizes() if name else None
         except Exception:  # not installed here, or options it no longer takes: the count is unknown
@@ -177,6 +177,25 @@ def _dataset_points(entries: Any, registry: Any) -> list[tuple[str, dict[str, An
         except Exception:  # a dataset not installed here: its label stays unknown
             continue
     return points
+
+
+def _canonical(label: str) -> str:
+    """A label with its options in sorted order: a recorded suite may hold its options sorted (a submission stores
+    canonical JSON) while a job's label keeps the order the suite file gave them."""
+    if not label.endswith(")") or "(" not in label:
+        return label
+    name, inner = label[:-1].split("(", 1)
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(inner):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(inner[start:i].strip())
+            start = i + 1
+    parts.append(inner[start:].strip())
+    return f"{name}({', '.join(sorted(parts))})"
 
 
 def _label(name: str, params: Mapping[str, Any]) -> str:
