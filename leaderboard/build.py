@@ -5,8 +5,9 @@
     index.html                      rejected folders, then the heatmaps of Δ against erm (per dataset, one per table),
                                     every table (anchor ``#<dataset>--<backbone>[--<train hash>]``), the submissions
                                     with their verification badges
-    tables/<anchor>.html            one table again, with its pictures: saliency gallery, GAN-test samples, curves,
-                                    accuracy-vs-interpretability scatter plots with the Pareto front
+    tables/<anchor>.html            one table again, with its strength curves (selection records, each evaluator
+                                    against a swept strength) and its pictures: saliency gallery, GAN-test samples,
+                                    curves, accuracy-vs-interpretability scatter plots with the Pareto front
     tables/<anchor>/*.png           those pictures (copied from the submissions' artifacts, or drawn by matplotlib)
     tables/<anchor>.csv, .json      that table's numbers for every metric
     regularizers/<name>.html        paper, objective, parameters and defaults, step cost relative to erm
@@ -33,6 +34,10 @@ Choices (also stated on the pages):
 * Pictures: :mod:`gibench.leaderboard.pictures` (which artifacts, and the check that the gallery shows the same test
   images under every regularizer) and :mod:`gibench.leaderboard.figures` (matplotlib). Plugin pages, the sanity view
   and the verification badges: :mod:`gibench.leaderboard.pages`.
+* A table page whose submissions swept a regularizer's strength shows, before its pictures, each selection record's
+  curve (mean validation accuracy against the swept value, erm's mean, the budget, the choice) and, where the table
+  holds several strengths of one entry, each evaluator headline and test accuracy against the strength, drawn inline
+  as SVG (:mod:`gibench.leaderboard.strength`); a table without a sweep shows nothing more.
 * The page works without JavaScript (every row and the headline columns are there, unsortable); with it
   (static/leaderboard.js) a table sorts by any column, filters by free text, family and evaluator, and shows the
   columns chosen in its column chooser.
@@ -59,6 +64,7 @@ from gibench.core.fsio import atomic_folder
 from gibench.leaderboard.heatmap import dataset_groups, make_heatmaps
 from gibench.leaderboard.pages import evaluator_pages, regularizer_pages, sanity_view, verification
 from gibench.leaderboard.pictures import make_pictures
+from gibench.leaderboard.strength import strength_sections
 from gibench.leaderboard.tables import (
     Table,
     aggregate,
@@ -142,10 +148,11 @@ def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out:
     regularizers = regularizer_pages(tables)
     evaluators = evaluator_pages(tables, valid, info)
     common |= {"reg_files": {p.name: p.file for p in regularizers}, "ev_files": {p.name: p.file for p in evaluators}}
+    strength = strength_sections(tables, summary, valid)
     for table in tables:
         pictures = make_pictures(table, valid, out / "tables" / table.anchor, f"{table.anchor}/")
         _page(env, "table.html.j2", out / "tables" / f"{table.anchor}.html", "../", t=table, pictures=pictures,
-              twin=twin_section(table, tables), xdnn_note=XDNN_NOTE, **common)
+              twin=twin_section(table, tables), xdnn_note=XDNN_NOTE, strength=strength[table.anchor], **common)
     for kind, pages in (("regularizers", regularizers), ("evaluators", evaluators)):
         for page in pages:
             _page(env, "plugin.html.j2", out / kind / page.file, "../", page=page, **common)

@@ -12,12 +12,23 @@ Each row of a table keeps one colour in all its figures.
 
 Both write an SVG (text as text; no date, fixed ids, so the same numbers give the same bytes), which is
 smaller and about a third faster to make than a PNG of the same figure.
+
+* :func:`inline_chart`: the layout of a small chart drawn inline in the page (``templates/_strength.html.j2`` turns
+  it into ``<svg>`` elements): points with optional whiskers and per-seed dots, a line through them, horizontal
+  reference lines. No matplotlib: a few dozen elements per chart, each point an element of its own that carries its
+  numbers as data attributes and a tooltip, and text escaped by the template like every other submitted label. The
+  x axis is logarithmic when asked (and every x is positive), with the values themselves as ticks when there are at
+  most six; the y axis is linear with 1-2-5 ticks, padded so that no point sits on the frame, and fits the values and
+  the lines: a whisker widens it by at most the values' own span (a 95 % interval from two seeds is 12.7 standard
+  errors wide and would flatten every point), and one longer than that is cut at the plot's edge, drawn without its
+  cap. A point without a value (a failed training) is drawn on the x axis.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "CurveSeries", "ScatterPoint", "curve_figure", "log_axis", "pareto_front", "plain", "scatter_figure",
+    "ChartPoint", "ChartRule", "CurveSeries", "InlineChart", "PlacedPoint", "PlacedRule", "ScatterPoint",
+    "curve_figure", "inline_chart", "log_axis", "nice_ticks", "pareto_front", "plain", "scatter_figure",
     "symlog_threshold",
 ]
 
@@ -157,3 +168,166 @@ def scatter_figure(path: Path, points: list[ScatterPoint], x_label: str, higher_
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelsize=8)
     return _save(figure, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inline charts: laid out here, drawn as <svg> by the page's template
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    """One point of an inline chart, in data units; ``y`` None for a point without a value (drawn on the x axis)."""
+
+    x: float
+    y: float | None
+    low: float = math.nan  # the 95 % interval (a whisker); NaN for none
+    high: float = math.nan
+    state: str = "value"  # the point's kind: its CSS class and data-state on the page
+    title: str = ""  # the tooltip
+    seeds: tuple[float, ...] = ()  # per-seed values, drawn as small dots
+    mark: str = ""  # a word written above the point ("selected"); "" for none
+    attrs: tuple[tuple[str, str], ...] = ()  # data attributes of the point: (name without "data-", value)
+
+
+@dataclass(frozen=True)
+class ChartRule:
+    """A horizontal line across the plot at ``y`` (``kind``: its CSS class), labelled at its right end."""
+
+    y: float
+    label: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class PlacedPoint:
+    point: ChartPoint
+    cx: float
+    cy: float
+    whisker: tuple[float, float] | None  # (top, bottom) in pixels
+    seeds: tuple[float, ...]  # the y of each seed dot in pixels
+    on_axis: bool  # no value: drawn on the x axis
+    clipped: bool = False  # the whisker runs past the plot and is cut at its edge (drawn without caps)
+
+
+@dataclass(frozen=True)
+class PlacedRule:
+    rule: ChartRule
+    y: float
+    label_y: float  # moved apart from the other rules' labels when they would overlap
+
+
+@dataclass(frozen=True)
+class InlineChart:
+    """A chart laid out in pixels (the ``viewBox`` is ``0 0 width height``; the plot is the box from ``left, top``
+    to ``right, bottom``)."""
+
+    width: int
+    height: int
+    left: float
+    top: float
+    right: float
+    bottom: float
+    x_ticks: tuple[tuple[float, str], ...]
+    y_ticks: tuple[tuple[float, str], ...]
+    path: str  # the line through the points with a value, in x order, broken at those without one ("" for none)
+    points: tuple[PlacedPoint, ...]
+    rules: tuple[PlacedRule, ...]
+    x_label: str
+    y_label: str
+    log_x: bool
+
+
+def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
+    """About ``count`` round values (steps of 1, 2 or 5 × 10^k) within [low, high], and never fewer than three."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low] if math.isfinite(low) else []
+    raw = (high - low) / count
+    power = 10 ** math.floor(math.log10(raw))
+    steps = [m * power for m in (10, 5, 2, 1, 0.5, 0.2, 0.1)]
+    ticks: list[float] = []
+    for step in steps[steps.index(next(s for s in reversed(steps) if s >= raw)):]:
+        first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
+        ticks = [round(k * step, 12) + 0.0 for k in range(first, last + 1)]
+        if len(ticks) >= 3:
+            break
+    return ticks
+
+
+def _tick(value: float) -> str:
+    return f"{value:g}".replace("-", "−")
+
+
+def inline_chart(points: list[ChartPoint], rules: list[ChartRule] | None = None, *, log_x: bool, x_label: str,
+                 y_label: str, width: int = 300, height: int = 190, right_margin: int = 12) -> InlineChart:
+    """Lay out ``points`` and ``rules`` in a ``width`` × ``height`` chart (see the module docstring).
+
+    ``log_x`` is honoured only when every x is positive (a log axis cannot place 0). ``right_margin`` leaves room
+    for the rules' labels, written to the right of the plot.
+    """
+    rules = list(rules or [])
+    log_x = log_x and all(p.x > 0 for p in points)
+    left, top, right, bottom = 46.0, 16.0, float(width - right_margin), float(height - 34)
+
+    def t(x: float) -> float:
+        return math.log10(x) if log_x else x
+
+    xs = sorted({t(p.x) for p in points})
+    if not xs:
+        x0, x1 = 0.0, 1.0
+    elif xs[0] == xs[-1]:
+        x0, x1 = xs[0] - 0.5, xs[0] + 0.5
+    else:
+        pad = 0.07 * (xs[-1] - xs[0])
+        x0, x1 = xs[0] - pad, xs[-1] + pad
+
+    def px(x: float) -> float:
+        return round(left + (t(x) - x0) / (x1 - x0) * (right - left), 2)
+
+    ys = [v for p in points for v in (p.y, *p.seeds) if v is not None and math.isfinite(v)]
+    ys += [r.y for r in rules if math.isfinite(r.y)]
+    y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    span = (y1 - y0) or max(abs(y1) * 0.1, 0.01)  # equal values: a range around them
+    ends = [v for p in points if p.y is not None for v in (p.low, p.high) if math.isfinite(v)]
+    y0 = max(min([y0, *ends]), y0 - span)  # whiskers widen the axis by at most the values' own span
+    y1 = min(max([y1, *ends]), y1 + span)
+    span = (y1 - y0) or span
+    y0, y1 = (y0, y1) if y1 > y0 else (y0 - span / 2, y1 + span / 2)
+    y0, y1 = y0 - 0.08 * span, y1 + 0.08 * span
+
+    def py(y: float) -> float:
+        return round(bottom - (y - y0) / (y1 - y0) * (bottom - top), 2)
+
+    values = sorted({p.x for p in points})
+    if len(values) <= 6:
+        x_ticks = values
+    elif log_x:
+        x_ticks = [10.0 ** k for k in range(math.ceil(x0 - 1e-9), math.floor(x1 + 1e-9) + 1)] or values[::2]
+    else:
+        x_ticks = nice_ticks(x0, x1, 5)
+    placed = []
+    for p in sorted(points, key=lambda p: p.x):
+        whisker = None if p.y is None or math.isnan(p.low) else (py(min(p.high, y1)), py(max(p.low, y0)))
+        clipped = whisker is not None and (p.high > y1 or p.low < y0)
+        placed.append(PlacedPoint(p, px(p.x), bottom if p.y is None else py(p.y), whisker,
+                                  tuple(py(s) for s in p.seeds if math.isfinite(s)), p.y is None, clipped))
+    segments, current = [], []
+    for q in placed:
+        if q.on_axis:
+            segments, current = segments + [current], []
+        else:
+            current.append(q)
+    path = " ".join("M" + " L".join(f"{q.cx},{q.cy}" for q in run) for run in [*segments, current] if len(run) > 1)
+    return InlineChart(width, height, left, top, right, bottom, tuple((px(x), _tick(x)) for x in x_ticks),
+                       tuple((py(y), _tick(y)) for y in nice_ticks(y0, y1)), path, tuple(placed),
+                       _place_rules([(r, py(r.y)) for r in rules if math.isfinite(r.y)]), x_label, y_label, log_x)
+
+
+def _place_rules(rules: list[tuple[ChartRule, float]], gap: float = 11.0) -> tuple[PlacedRule, ...]:
+    """Each rule with its label's y: its own line's, pushed down (in order of height) until it is ``gap`` pixels
+    below the label above it, so that two close lines (erm and a small budget below it) keep readable labels."""
+    out, last = [], -math.inf
+    for rule, y in sorted(rules, key=lambda item: item[1]):
+        label_y = max(y, last + gap)
+        out.append(PlacedRule(rule, y, round(label_y, 2)))
+        last = label_y
+    return tuple(out)
