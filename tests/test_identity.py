@@ -27,19 +27,21 @@ from gibench.api import registry
 from gibench.core.identity import SIGNIFICANT_DIGITS, canonical_float, canonical_values, identity_hash
 from gibench.store.auxiliary import aux_key
 from gibench.store.runs import result_key
-from gibench.suites.jobs import expand
+from gibench.suites.jobs import rebuildable_jobs
 from gibench.suites.suite import PluginSpec, Suite, TrainConfig, load_suite, shipped_suites
 
 ROOT = Path(__file__).resolve().parents[1]
 
 #: SHA-256 (16 hex digits) of every job key and every "<job key>/<result key>" of each shipped suite, in order.
-PINNED_SUITE_KEYS = {"smoke": "765dc35f179a7867", "standard": "7b8074d7ab639646", "full": "ed43c55a4d43cbee"}
+PINNED_SUITE_KEYS = {"smoke": "765dc35f179a7867", "standard": "7b8074d7ab639646", "full": "ed43c55a4d43cbee",
+                     "tuned": "da427f6a22bb9ffd"}
 
 
 def suite_keys(suite: Suite) -> list[str]:
-    """Every job key of ``suite`` and, after each, the result key of each of its evaluations."""
+    """Every job key of ``suite`` (of a suite that selects: its sweep and every setting it could score) and, after each,
+    the result key of each of its evaluations."""
     keys = []
-    for job in expand(suite):
+    for job in rebuildable_jobs(suite):
         keys.append(job.hash)
         for spec in job.evaluators:
             version = registry.evaluators.get(spec.name).version
@@ -178,7 +180,7 @@ def _auxiliary_requests(suite_name: str, tmp_path: Path) -> list[tuple[str, str,
     from gibench.training.models import build_model
 
     suite, found, seen = load_suite(suite_name), [], set()
-    for job in expand(suite):
+    for job in rebuildable_jobs(suite):
         for spec in job.evaluators:
             evaluator = registry.evaluators.create(spec.name, **spec.params)
             if spec.name not in ("gan_test", "diffroar", "score_alignment") or (job.dataset, spec) in seen:
@@ -232,7 +234,8 @@ import json, numpy as np
 from gibench.suites.suite import load_suite
 from tests.test_identity import digest, suite_keys
 print(json.dumps({"tenth_fraction": float(np.logspace(-2, 0, 25)[9]),
-                  "keys": {name: digest(suite_keys(load_suite(name))) for name in ("smoke", "standard", "full")}}))
+                  "keys": {name: digest(suite_keys(load_suite(name)))
+                           for name in ("smoke", "standard", "full", "tuned")}}))
 """
 
 
