@@ -25,6 +25,7 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,18 @@ def make_data(backbone: str, n: int):
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(epochs=1, batch_size=args.batch_size, optimizer="sgd", lr=0.1, momentum=0.9,
-                       weight_decay=5e-4, log_every=10**9, channels_last=args.channels_last)
+    return make_train_config(args.batch_size, args.channels_last)
+
+
+def make_train_config(batch_size: int, channels_last: bool = False) -> TrainConfig:
+    return TrainConfig(epochs=1, batch_size=batch_size, optimizer="sgd", lr=0.1, momentum=0.9,
+                       weight_decay=5e-4, log_every=10**9, channels_last=channels_last)
+
+
+def backbone_spec(backbone: str) -> PluginSpec:
+    """The backbone as the suites use it: softplus (the linear net has no activation)."""
+    options = {} if backbone == "gibench_linear" else {"act": "softplus"}
+    return PluginSpec.of(backbone, options, options)
 
 
 def run_fit(bundle, spec: PluginSpec, train: TrainConfig, device: torch.device, warmup: int) -> float:
@@ -97,6 +108,32 @@ def run_bare(bundle, spec: PluginSpec, train: TrainConfig, device: torch.device,
     return (steps - warmup) * train.batch_size / (time.perf_counter() - start)
 
 
+def compare(backbone: str, device: torch.device, *, batch_size: int = 128, steps: int = 60, warmup: int = 5,
+            repeats: int = 3, channels_last: bool = False, deadline: float | None = None,
+            log: Callable[[str], None] | None = print) -> dict:
+    """fit against the bare loop, alternating (fit, bare, bare, fit, ...) for ``repeats`` rounds: the images per
+    second of every run and the ratio of the medians. With a ``deadline`` (a ``time.perf_counter()`` value), no
+    further round starts once it has passed (the first round always runs)."""
+    bundle = make_data(backbone, steps * batch_size)
+    spec = backbone_spec(backbone)
+    train = make_train_config(batch_size, channels_last)
+    rates: dict[str, list[float]] = {"fit": [], "bare": []}
+    for repeat in range(repeats):
+        if repeat and deadline is not None and time.perf_counter() > deadline:
+            break
+        order = ("fit", "bare") if repeat % 2 == 0 else ("bare", "fit")
+        for which in order:
+            run = run_fit if which == "fit" else run_bare
+            rates[which].append(run(bundle, spec, train, device, warmup))
+            if log:
+                log(f"  repeat {repeat + 1} {which:4s}: {rates[which][-1]:9.1f} images/s")
+    fit_rate, bare_rate = statistics.median(rates["fit"]), statistics.median(rates["bare"])
+    return {"backbone": backbone, "channels_last": channels_last, "batch_size": batch_size, "steps": steps,
+            "warmup": warmup, "repeats": len(rates["fit"]), "fit_images_per_s": rates["fit"],
+            "bare_images_per_s": rates["bare"], "fit_median": fit_rate, "bare_median": bare_rate,
+            "ratio": fit_rate / bare_rate}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -114,20 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {name}, device {device}, threads {torch.get_num_threads()}, {args.backbone}, "
           f"batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, "
           f"channels_last {args.channels_last}")
-    bundle = make_data(args.backbone, args.steps * args.batch_size)
-    options = {} if args.backbone == "gibench_linear" else {"act": "softplus"}  # the linear net has no activation
-    spec = PluginSpec.of(args.backbone, options, options)
-    train = train_config(args)
-    rates: dict[str, list[float]] = {"fit": [], "bare": []}
-    for repeat in range(args.repeats):
-        order = ("fit", "bare") if repeat % 2 == 0 else ("bare", "fit")
-        for which in order:
-            run = run_fit if which == "fit" else run_bare
-            rates[which].append(run(bundle, spec, train, device, args.warmup))
-            print(f"  repeat {repeat + 1} {which:4s}: {rates[which][-1]:9.1f} images/s", flush=True)
-    fit_rate, bare_rate = statistics.median(rates["fit"]), statistics.median(rates["bare"])
-    print(f"median: fit {fit_rate:.1f} images/s, bare loop {bare_rate:.1f} images/s, "
-          f"ratio {fit_rate / bare_rate:.3f} (target on a GPU: >= 0.90)")
+    result = compare(args.backbone, device, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                     repeats=args.repeats, channels_last=args.channels_last, log=lambda line: print(line, flush=True))
+    print(f"median: fit {result['fit_median']:.1f} images/s, bare loop {result['bare_median']:.1f} images/s, "
+          f"ratio {result['ratio']:.3f} (target on a GPU: >= 0.90)")
 
 
 if __name__ == "__main__":

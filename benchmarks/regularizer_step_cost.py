@@ -103,9 +103,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(runners: list[Runner], device: torch.device, warmup: int, steps: int) -> dict[str, list[float]]:
+def time_steps(runners: list[Runner], device: torch.device, warmup: int, steps: int,
+               deadline: float | None = None) -> dict[str, list[float]]:
+    """Step times per runner (``name`` → seconds of each timed step), interleaved round-robin. With a ``deadline``
+    (a ``time.perf_counter()`` value), no further round starts once it has passed after the first timed round, so
+    every runner has the same number of timed steps."""
     times: dict[str, list[float]] = {r.name: [] for r in runners}
     for round_ in range(warmup + steps):
+        if deadline is not None and round_ > warmup and time.perf_counter() > deadline:
+            break
         order = runners[round_ % len(runners):] + runners[: round_ % len(runners)]  # rotate the start
         for runner in order:
             sync(device)
@@ -182,6 +188,12 @@ def bench_backbone(backbone: str, names: list[str], device: torch.device, batch:
                 memory = pool.apply(_cpu_memory_child, (backbone, names, batch))
         else:
             memory = peak_memory(runners, device)
+    return make_rows(backbone, names, times, memory)
+
+
+def make_rows(backbone: str, names: list[str], times: dict[str, list[float]],
+              memory: dict[str, float]) -> list[dict]:
+    """One row per regularizer: median step time and peak step memory, each also relative to ``erm``'s."""
     base_t, base_m = statistics.median(times["erm"]), memory["erm"]
     channels, size = BACKBONES.get(backbone, (3, 32))
     rows = []

@@ -13,21 +13,52 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def timed_run(suite: str, runs_dir: Path, device: str) -> tuple[float, str]:
+@dataclass
+class CliRun:
+    """One ``gibench`` command run in a child process."""
+
+    argv: list[str]
+    returncode: int | None  # None: stopped at the timeout
+    seconds: float
+    stdout: str
+    stderr: str
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+
+def run_cli(argv: list[str], timeout: float | None = None) -> CliRun:
+    """``python -m gibench ARGV`` in a child process (wide console lines), its wall time and output; with a
+    ``timeout`` in seconds the child and every process it started (its own process group) are killed when it runs
+    past it (returncode None)."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "gibench", "run", "--suite", suite, "--runs-dir", str(runs_dir),
-                           "--device", device], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
-    elapsed = time.perf_counter() - start
+    command = [sys.executable, "-m", "gibench", *argv]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, start_new_session=True) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            out, err = child.communicate()
+            return CliRun(argv, None, time.perf_counter() - start, out, err)
+    return CliRun(argv, child.returncode, time.perf_counter() - start, out, err)
+
+
+def timed_run(suite: str, runs_dir: Path, device: str) -> tuple[float, str]:
+    done = run_cli(["run", "--suite", suite, "--runs-dir", str(runs_dir), "--device", device])
     if done.returncode != 0:
         sys.exit(f"gibench run failed:\n{done.stderr}")
-    return elapsed, done.stderr
+    return done.seconds, done.stderr
 
 
 def training_seconds(runs_dir: Path) -> dict[str, float]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from unittest import mock
 
@@ -140,6 +141,43 @@ def autocast_table(device: torch.device) -> None:
               f"{float((g16 - g32).norm() / g32.norm()):.1e} |", flush=True)
 
 
+def settings_for(device: torch.device) -> list[str]:
+    """The arithmetic settings compared with the float64 reference on ``device`` (TF32 on CUDA only)."""
+    return (["float32, TF32 on"] if device.type == "cuda" else []) + ["float32, TF32 off", "bfloat16 autocast"]
+
+
+def h_errors(device: torch.device, batch_size: int = 64, logit_scale: float = 10.0,
+             log: Callable[[dict], None] | None = None, header: Callable[[str], None] | None = None) -> dict:
+    """|h − h₆₄| per setting of :func:`settings_for` (see the module docstring): the reference's mean and spread over
+    the batch, one row per setting (mean and max absolute error, mean error over the spread), and a note on the CPU,
+    where TF32 does not exist. ``header`` receives the lines printed before the rows, ``log`` each row."""
+    say = header or (lambda line: None)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, 3, 32, 32, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 10, (batch_size,), generator=generator)
+    v = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    model = build(logit_scale, x, y)
+    reference = h_estimate(model, x, y, v, "float64 cpu", device)
+    spread = float(reference.std())
+    say(f"h (float64, cpu): mean {float(reference.mean()):.4g}, std over the batch {spread:.4g}")
+    note = None
+    if device.type != "cuda":
+        note = ("TF32 does not apply on the CPU (it is a CUDA tensor-core format); run with --device cuda on an Ampere "
+                "or newer GPU for the TF32 figures. CPU float32 and bfloat16 errors follow.")
+        say(note)
+    say("| setting | device | mean abs error of h | max abs error | mean error / std(h) |")
+    say("| --- | --- | ---: | ---: | ---: |")
+    rows = []
+    for setting in settings_for(device):
+        error = (h_estimate(model, x, y, v, setting, device) - reference).abs()
+        rows.append({"setting": setting, "device": str(device), "mean_abs_error": float(error.mean()),
+                     "max_abs_error": float(error.max()), "mean_error_over_std": float(error.mean()) / spread})
+        if log:
+            log(rows[-1])
+    return {"batch_size": batch_size, "logit_scale": logit_scale, "sigma": SIGMA,
+            "reference_mean": float(reference.mean()), "reference_std": spread, "rows": rows, "note": note}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -155,26 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"torch {torch.__version__}, {name}, device {device}, cifar_resnet18 softplus, batch {args.batch_size}, "
           f"sigma {SIGMA}, mean |f_y| {args.logit_scale}")
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch_size, 3, 32, 32, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, 10, (args.batch_size,), generator=generator)
-    v = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-    model = build(args.logit_scale, x, y)
-    reference = h_estimate(model, x, y, v, "float64 cpu", device)
-    spread = float(reference.std())
-    print(f"h (float64, cpu): mean {float(reference.mean()):.4g}, std over the batch {spread:.4g}")
-    settings = ["float32, TF32 off", "bfloat16 autocast"]
-    if device.type == "cuda":
-        settings.insert(0, "float32, TF32 on")
-    else:
-        print("TF32 does not apply on the CPU (it is a CUDA tensor-core format); run with --device cuda on an Ampere "
-              "or newer GPU for the TF32 figures. CPU float32 and bfloat16 errors follow.")
-    print("| setting | device | mean abs error of h | max abs error | mean error / std(h) |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for setting in settings:
-        error = (h_estimate(model, x, y, v, setting, device) - reference).abs()
-        print(f"| {setting} | {device} | {float(error.mean()):.4g} | {float(error.max()):.4g} | "
-              f"{float(error.mean()) / spread:.3g} |", flush=True)
+    h_errors(device, args.batch_size, args.logit_scale, log=lambda row: print(
+        f"| {row['setting']} | {row['device']} | {row['mean_abs_error']:.4g} | {row['max_abs_error']:.4g} | "
+        f"{row['mean_error_over_std']:.3g} |", flush=True), header=print)
+
 
 
 if __name__ == "__main__":
