@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 import datetime as dt
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -263,9 +264,16 @@ def _result_body(result: EvalResult, key: str) -> dict[str, Any]:
 
 
 def _check_metrics(evaluator: Evaluator, result: EvalResult) -> None:
+    """Every declared metric is returned, as a finite number: an ``ok`` result with a NaN could not be submitted
+    (``gibench validate`` refuses it), so it is recorded as failed now, with the metrics named."""
     missing = [m.name for m in evaluator.metrics if m.name not in result.scalars]
     if missing:
         raise GibenchError(f"evaluator {evaluator.name!r} declared metrics {missing} but did not return them")
+    undefined = {name: value for name, value in result.scalars.items() if not math.isfinite(float(value))}
+    if undefined:
+        raise GibenchError(f"evaluator {evaluator.name!r} returned non-finite values {undefined}: the metric is "
+                           "undefined for this model (for example a normalized area when no evaluated image is "
+                           "classified correctly), so the evaluation is recorded as failed rather than as a score")
 
 
 def now() -> str:
