@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from gibench.running.options import ISOLATION_ENV
 from gibench.testing import registered
+
+# Tests run their jobs in the test's own process, and so do the `gibench run` processes they start (which inherit the
+# environment): the plugins tests register in-process are invisible to a worker process, and a worker's start costs
+# seconds. Tests of process isolation ask for it explicitly (isolation="process", --isolation process);
+# GIBENCH_ISOLATION=process in the environment runs every test's jobs in worker processes instead.
+os.environ.setdefault(ISOLATION_ENV, "none")
 
 TINY_SUITE = {
     "name": "tiny",
@@ -64,3 +72,4 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+

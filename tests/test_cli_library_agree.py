@@ -106,6 +106,10 @@ BAD_VALUES = [
     ("claim-timeout-0", {"claim_timeout_s"}, ["--claim-timeout", "0"], {"claim_timeout_s": 0.0}, None),
     ("claim-timeout-nan", {"claim_timeout_s"}, ["--claim-timeout", "nan"], {"claim_timeout_s": float("nan")}, None),
     ("device-tpu", {"device"}, ["--device", "tpu"], {"device": "tpu"}, None),
+    ("isolation-thread", {"isolation"}, ["--isolation", "thread"], {"isolation": "thread"}, None),
+    ("job-timeout-0", {"job_timeout_s"}, ["--job-timeout", "0"], {"job_timeout_s": 0.0}, None),
+    ("job-timeout-inf", {"job_timeout_s"}, ["--job-timeout", "inf"], {"job_timeout_s": float("inf")}, None),
+    ("eval-timeout-negative", {"eval_timeout_s"}, ["--eval-timeout", "-3"], {"eval_timeout_s": -3.0}, None),
     ("device-cuda-minus-1", {"device"}, ["--device", "cuda:-1"], {"device": "cuda:-1"}, None),
     ("executor-slurm", {"executor"}, ["--executor", "slurm"], {"executor": "slurm"}, None),
     ("address-local", {"address"}, ["--address", "10.0.0.1:6379"], {"address": "10.0.0.1:6379"}, None),
@@ -160,7 +164,7 @@ def test_a_bad_value_is_the_same_error_from_the_cli_and_the_library(tiny_suite_f
     message = str(caught.value)
     printed = stderr_text.getvalue()
     assert printed.endswith(f"error: {message}\n") and "Traceback" not in printed
-    flags = {"claim_timeout_s": "--claim-timeout"}
+    flags = {"claim_timeout_s": "--claim-timeout", "job_timeout_s": "--job-timeout", "eval_timeout_s": "--eval-timeout"}
     assert any(flags.get(name, "--" + name.replace("_", "-")) in message for name in names), message
     if prepare is None:  # refused before the preflight, which creates the runs directory to probe it
         assert not runs.exists()

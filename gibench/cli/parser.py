@@ -14,7 +14,7 @@ from gibench.cli.run import cmd_run
 from gibench.cli.submit import cmd_submit
 from gibench.cli.validate import cmd_validate
 from gibench.cli.verify import cmd_verify
-from gibench.running.options import EXECUTORS
+from gibench.running.options import EXECUTORS, ISOLATION_ENV, ISOLATIONS
 
 __all__ = ["DEFAULT_RUNS_DIR", "_parser"]
 
@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
                         "--device; trains and downloads nothing")
     p.add_argument("--claim-timeout", type=float, default=120.0, dest="claim_timeout_s", metavar="CLAIM_TIMEOUT",
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
+    # No argparse `choices`: RunOptions rejects an unknown mode with the message run_suite gives.
+    p.add_argument("--isolation", default=None, metavar="{" + ",".join(ISOLATIONS) + "}",
+                   help="with --executor local: process runs each job in a supervised worker process (a job that "
+                        "crashes or hangs fails alone), none in this process (for a debugger in a plugin; no time "
+                        f"limits). Default: ${ISOLATION_ENV} when set, else process")
+    p.add_argument("--job-timeout", type=float, default=None, dest="job_timeout_s", metavar="SECONDS",
+                   help="stop a job that runs longer and record it as timed out (default: the suite's "
+                        "limits.job_timeout_s, else no limit); needs --isolation process")
+    p.add_argument("--eval-timeout", type=float, default=None, dest="eval_timeout_s", metavar="SECONDS",
+                   help="stop an evaluation that runs longer and record it as timed out (default: the suite's "
+                        "limits.eval_timeout_s, else no limit); needs --isolation process")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("doctor", help="scan a runs directory for damaged, stale or orphaned files")

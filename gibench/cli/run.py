@@ -31,7 +31,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # estimate reads the device, data root and batch size, so it is held to the same rules.
     options = RunOptions(data_root=args.data_root, download=args.download, device=args.device,
                          retry_failed=args.retry_failed, eval_batch_size=args.eval_batch_size,
-                         claim_timeout_s=args.claim_timeout_s)
+                         claim_timeout_s=args.claim_timeout_s, isolation=args.isolation,
+                         job_timeout_s=args.job_timeout_s, eval_timeout_s=args.eval_timeout_s)
     check_executor_options(args.executor, options.device, address=args.address, gpus_per_job=args.gpus_per_job)
     if args.estimate:
         return _print_estimate(args)

@@ -14,7 +14,8 @@ the executor and its options by :func:`check_executor_options`. The command line
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_HEARTBEAT_S", "EXECUTORS", "RAY_OPTIONS", "RunObserver", "RunOptions", "RunSummary",
+    "DEFAULT_HEARTBEAT_S", "EXECUTORS", "ISOLATIONS", "ISOLATION_ENV", "RAY_OPTIONS", "RunObserver", "RunOptions",
+    "RunSummary",
     "check_device", "check_executor_options", "check_gpus_per_job", "load_bundle", "load_job_bundle", "resolve_device",
 ]
 
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
 #: The heartbeat of a claim when ``claim_timeout_s`` allows it (at most a quarter of the timeout, see RunOptions).
 DEFAULT_HEARTBEAT_S = 10.0
 
+#: How the local executor runs a job: in a supervised worker process, or in the run's own process.
+ISOLATIONS = ("process", "none")
+#: The environment variable that chooses ``isolation`` when the option is left at None (the test suite sets "none").
+ISOLATION_ENV = "GIBENCH_ISOLATION"
+
 #: The executors of a run: ``local`` (the jobs one after another in this process) and ``ray`` (one Ray task per job).
 EXECUTORS = ("local", "ray")
 
@@ -56,6 +62,12 @@ class RunOptions:
     process that dispatches the jobs, not the jobs, which receive these options (``run_job``, pickled to every Ray
     task); :func:`check_executor_options` validates them, and ``run_suite`` takes them as its own arguments.
 
+    ``isolation`` (``--isolation``): ``"process"`` runs each job of the local executor in a worker process that the
+    run supervises (:mod:`gibench.running.isolation`), ``"none"`` in the run's own process (for a debugger in a
+    plugin); None is ``$GIBENCH_ISOLATION`` when set, else ``"process"``. ``job_timeout_s`` and ``eval_timeout_s``
+    (``--job-timeout``, ``--eval-timeout``; None: the suite's ``limits``, else no limit) bound a job's time and one
+    evaluation's, enforced by the supervising process (so only with process isolation).
+
     ``heartbeat_s`` left at None becomes ``min(10, claim_timeout_s / 4)``: a live owner refreshes its claim four
     times within the timeout, so ``claim_timeout_s=5`` alone is a valid run (heartbeat 1.25 s), as ``gibench run
     --claim-timeout 5`` is. A value given is taken as given and must be shorter than ``claim_timeout_s``.
@@ -70,6 +82,9 @@ class RunOptions:
     heartbeat_s: float | None = None
     claim_poll_s: float = 2.0
     preflight: bool = True
+    isolation: str | None = None
+    job_timeout_s: float | None = None
+    eval_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.data_root is not None and not isinstance(self.data_root, Path):
@@ -92,10 +107,27 @@ class RunOptions:
                 continue
             if not _is_number(value) or not value > 0:
                 raise ConfigError(f"{shown} must be a positive number of seconds ({meaning}), got {_shown(value)}.")
+        if self.isolation not in ISOLATIONS + (None,):
+            raise ConfigError(f"--isolation must be one of {', '.join(ISOLATIONS)}, got {_shown(self.isolation)} "
+                              "(process: each job in a supervised worker process; none: in the run's own process).")
+        for name, flag, what in (("job_timeout_s", "--job-timeout", "a job"),
+                                 ("eval_timeout_s", "--eval-timeout", "one evaluation")):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{flag} must be a positive number of seconds (how long {what} may run before its "
+                                  f"process is stopped and it is recorded as timed out), got {_shown(value)}.")
         if self.claim_heartbeat_s >= self.claim_timeout_s:
             raise ConfigError(f"RunOptions.heartbeat_s ({self.heartbeat_s}) must be shorter than claim_timeout_s "
                               f"({self.claim_timeout_s}), or a live owner's claim would look dead.")
         check_device(self.device)
+
+    @property
+    def isolation_mode(self) -> str:
+        """``isolation`` resolved: as given, else ``$GIBENCH_ISOLATION`` (when it names a mode), else ``"process"``."""
+        if self.isolation is not None:
+            return self.isolation
+        env = os.environ.get(ISOLATION_ENV, "").strip()
+        return env if env in ISOLATIONS else "process"
 
     @property
     def claim_heartbeat_s(self) -> float:

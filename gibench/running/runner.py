@@ -39,7 +39,10 @@ executor_options=None, dry_run=False, **option_fields) -> RunSummary``
     here, with the flag's default, and a bad value raises the ConfigError the command prints. Then the preflight
     (:mod:`gibench.running.preflight`; errors raise one :class:`gibench.running.preflight.PreflightError` listing
     them all, before anything trains), a manifest entry (locked read-modify-write), then the jobs.
-    ``executor="local"`` runs them in this process in the suite's order; ``executor="ray"`` imports
+    ``executor="local"`` runs them in the suite's order, each in a worker process this process supervises
+    (``isolation="process"``, the default: a job that kills its process, segfaults or passes ``job_timeout_s`` /
+    ``eval_timeout_s`` is recorded as failed and the run goes on; :mod:`gibench.running.isolation`), or in this
+    process (``isolation="none"``, for a debugger in a plugin; no time limits); ``executor="ray"`` imports
     :mod:`gibench.running.ray_executor` lazily and calls
     ``run_jobs(jobs, runs_dir, options, observer, address=..., gpus_per_job=...) -> list[JobReport]`` (in job order)
     with the Ray options given: ``address`` and ``gpus_per_job`` (``--address``, ``--gpus-per-job``; None: Ray's
@@ -64,6 +67,7 @@ importing the runner back.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -116,6 +120,8 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     if options is not None and option_fields:
         raise TypeError("give either options=RunOptions(...) or option fields, not both")
     options = options or RunOptions(**option_fields)
+    options = dataclasses.replace(options, **{key: value for key, value in suite.limits  # the flags win over the file
+                                              if getattr(options, key) is None})
     ray_options = check_executor_options(executor, options.device, address=address, gpus_per_job=gpus_per_job,
                                          executor_options=executor_options)
     observer = observer or RunObserver()
@@ -196,20 +202,37 @@ def _rekey(runs_dir: Path, observer: RunObserver) -> None:
 
 
 def _run_local(jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver) -> list[JobReport]:
-    """Jobs in order; those another worker holds are looked at again once the others are done."""
-    reports: dict[int, JobReport] = {}
-    waiting = []
-    for number, job in enumerate(jobs, 1):
-        report = run_job(job, runs_dir, options, observer, number=number, total=len(jobs))
-        (waiting.append(number) if report.state == "busy" else reports.__setitem__(number, report))
-    while waiting:
-        time.sleep(options.claim_poll_s)
-        still = []
-        for number in waiting:
-            report = run_job(jobs[number - 1], runs_dir, options, _QuietWhileBusy(observer), number=number,
-                             total=len(jobs))
-            (still.append(number) if report.state == "busy" else reports.__setitem__(number, report))
-        waiting = still
+    """Jobs in order; those another worker holds are looked at again once the others are done. With
+    ``isolation="process"`` (the default) each job runs in a supervised worker process
+    (:mod:`gibench.running.isolation`), else in this process."""
+    with contextlib.ExitStack() as stack:
+        if options.isolation_mode == "process":
+            from gibench.running.isolation import Supervisor
+
+            supervisor = stack.enter_context(Supervisor(runs_dir, options, warn=observer.warning))
+
+            def execute(job: Job, seen: RunObserver, number: int) -> JobReport:
+                return supervisor.run_job(job, seen, number=number, total=len(jobs))
+        else:
+            if options.job_timeout_s is not None or options.eval_timeout_s is not None:
+                observer.warning("the time limits (--job-timeout, --eval-timeout, the suite's limits) are enforced "
+                                 "only with --isolation process; this run has none.")
+
+            def execute(job: Job, seen: RunObserver, number: int) -> JobReport:
+                return run_job(job, runs_dir, options, seen, number=number, total=len(jobs))
+
+        reports: dict[int, JobReport] = {}
+        waiting = []
+        for number, job in enumerate(jobs, 1):
+            report = execute(job, observer, number)
+            (waiting.append(number) if report.state == "busy" else reports.__setitem__(number, report))
+        while waiting:
+            time.sleep(options.claim_poll_s)
+            still = []
+            for number in waiting:
+                report = execute(jobs[number - 1], _QuietWhileBusy(observer), number)
+                (still.append(number) if report.state == "busy" else reports.__setitem__(number, report))
+            waiting = still
     return [reports[number] for number in range(1, len(jobs) + 1)]
 
 

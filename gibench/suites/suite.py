@@ -18,6 +18,10 @@ union over all grids (what preflight and provenance see); :meth:`Suite.all_grids
 :func:`gibench.suites.jobs.expand`. An X-DNN backbone with a regularizer that needs a smooth activation (the
 score-matching family) is an error in any grid.
 
+``limits`` (optional): ``{job_timeout_s: s, eval_timeout_s: s}``, the time limits of a job and of one evaluation
+under process isolation (:mod:`gibench.running.isolation`; ``--job-timeout`` and ``--eval-timeout`` win over them); a
+suite without it is hashed as before.
+
 ``collapse`` (optional): ``{keep_fraction: f}``, the accuracy floor below which a row is reported as collapsed
 (:mod:`gibench.results.collapse`, which holds the default); a suite without it is hashed as before.
 
@@ -58,11 +62,12 @@ from gibench.suites.selection_plan import SelectionPlan, parse_selection_plan
 from gibench.training.specs import HASHED_UNLESS_DEFAULT, PluginSpec, TrainConfig  # noqa: F401  (re-exported)
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train",
-                  "train_per_dataset", "extra_grids", "collapse", "validation", "sweep", "select")
+                  "train_per_dataset", "extra_grids", "collapse", "validation", "sweep", "select", "limits")
 GRID_KEYS = ("datasets", "backbones", "regularizers", "evaluators")
 EXTRA_GRID_KEYS = GRID_KEYS + ("add_evaluators",)
 REQUIRED_KEYS = ("name", "datasets", "backbones", "regularizers", "evaluators")
 COLLAPSE_KEYS = ("keep_fraction",)
+LIMITS_KEYS = ("job_timeout_s", "eval_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class Suite:
     validation: ValidationSplit | None = None
     #: ``sweep`` and ``select`` (:mod:`gibench.suites.selection_plan`); None: regularizers are scored as listed
     selection: SelectionPlan | None = None
+    #: ``limits``: (key, seconds) of the time limits the file sets (job_timeout_s, eval_timeout_s); the run's options
+    #: (``--job-timeout``, ``--eval-timeout``) win over them
+    limits: tuple[tuple[str, float], ...] = ()
 
     def all_grids(self) -> tuple[Grid, ...]:
         """The suite's cross products, main grid first (see the module docstring)."""
@@ -196,6 +204,7 @@ def parse_suite(raw: Any, source: str = "<suite>") -> Suite:
         collapse_keep_fraction=collapse_option(raw.get("collapse"), source),
         validation=validation,
         selection=selection,
+        limits=limits_option(raw.get("limits"), source),
     )
 
 
@@ -330,6 +339,26 @@ def _train_per_dataset(raw: Mapping[str, Any], datasets: tuple[PluginSpec, ...],
             options = {**base, **{k: v for key in keys for k, v in (entries[key] or {}).items()}}
             merged.append((dataset.label, _train_config(options, f"{where}.{keys[-1]}")))
     return tuple(merged)
+
+
+def limits_option(value: Any, source: str) -> tuple[tuple[str, float], ...]:
+    """``limits: {job_timeout_s: s, eval_timeout_s: s}``: positive seconds (process isolation's time limits,
+    :mod:`gibench.running.isolation`); empty when the key is absent or null."""
+    if value is None:
+        return ()
+    where = f"{source}: limits"
+    options = _mapping(value, where)
+    limits = []
+    for key, seconds in options.items():
+        if key not in LIMITS_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(str(key), LIMITS_KEYS)} Valid keys: "
+                              f"{', '.join(LIMITS_KEYS)}.")
+        if seconds is None:
+            continue
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+            raise ConfigError(f"{where}.{key}: expected a positive number of seconds, got {seconds!r}.")
+        limits.append((key, float(seconds)))
+    return tuple(limits)
 
 
 def collapse_option(value: Any, source: str) -> float | None:
