@@ -51,6 +51,9 @@ def run_suite(
     claim_timeout_s: float = 120.0,
     heartbeat_s: float | None = None,
     claim_poll_s: float = 2.0,
+    isolation: Literal["process", "none"] | None = None,
+    job_timeout_s: float | None = None,
+    eval_timeout_s: float | None = None,
     executor: Literal["local", "ray"] = "local",
     address: str | None = None,
     gpus_per_job: float | None = None,
@@ -76,6 +79,11 @@ def run_suite(
         heartbeat_s: how often a worker refreshes its claim (must be shorter than ``claim_timeout_s``; default
             ``min(10, claim_timeout_s / 4)``).
         claim_poll_s: how often the local executor looks again at jobs that other workers hold.
+        isolation: ``"process"`` runs each job of the local executor in a supervised worker process (a job that
+            exits, segfaults or hangs fails alone), ``"none"`` in this process; None: ``$GIBENCH_ISOLATION``, else
+            ``"process"``. Under ``"process"`` call this from a script only under ``if __name__ == "__main__":``.
+        job_timeout_s: stop a job (and record it as timed out) after this many seconds; None: no limit.
+        eval_timeout_s: the same for each evaluation; None: no limit.
         executor: ``"local"`` (this process, in the suite's order) or ``"ray"`` (one task per job).
         address: the Ray cluster to join (``--address``: ``"auto"``, ``"ray://host:10001"``); Ray only.
         gpus_per_job: GPUs each Ray task reserves (``--gpus-per-job``; a fraction packs several jobs on one GPU);
@@ -105,7 +113,8 @@ def run_suite(
     options = RunOptions(data_root=Path(data_root) if data_root is not None else None, download=download,
                          device=device, retry_failed=retry_failed, eval_batch_size=eval_batch_size,
                          claim_timeout_s=claim_timeout_s, heartbeat_s=heartbeat_s, claim_poll_s=claim_poll_s,
-                         preflight=preflight)
+                         preflight=preflight, isolation=isolation, job_timeout_s=job_timeout_s,
+                         eval_timeout_s=eval_timeout_s)
     return _run(suite, Path(runs_dir), options, observer=observer, executor=executor, address=address,
                 gpus_per_job=gpus_per_job, executor_options=executor_options, dry_run=dry_run)
 
