@@ -52,7 +52,7 @@ def test_full_expands_to_the_cross_product_of_its_lists(raw, suite):
     regularizer_points = sum(_grid_points(e) for e in raw["regularizers"])
     assert regularizer_points == len(raw["regularizers"]) + 2  # pgd's three L2 radii
     expected = len(raw["datasets"]) * len(raw["backbones"]) * regularizer_points * len(raw["seeds"])
-    assert expected == 6 * 2 * 15 * 3
+    assert expected == 6 * 2 * 16 * 3
     assert len(expand(suite)) == expected + _extra_jobs(raw)
     assert _extra_jobs(raw) >= 6 * 2 * 3  # the X-ResNet-18 and its ReLU twin with erm (Hesse et al.)
     assert suite.seeds == (0, 1, 2)
@@ -68,6 +68,9 @@ def test_every_built_in_regularizer_and_evaluator_is_in_full(raw, suite):
     assert {s.name for s in suite.evaluators} == _builtins(registry.evaluators) - {"validation_accuracy"}
     pgd = sorted((s.config["norm"], s.config["epsilon"]) for s in suite.regularizers if s.name == "pgd")
     assert pgd == [("l2", 0.25), ("l2", 0.5), ("l2", 1.0), ("linf", pytest.approx(8 / 255))]
+    trades = [{k: s.config[k] for k in ("norm", "epsilon", "steps", "step_size", "beta")}
+              for s in suite.regularizers if s.name == "trades"]
+    assert trades == [{"norm": "linf", "epsilon": 0.031, "steps": 10, "step_size": 0.007, "beta": 6.0}]  # CIFAR-10's
     gan = next(s for s in suite.evaluators if s.name == "gan_test").config
     assert (gan["num_samples"], gan["steps"]) == (1000, 500)
     diffroar = next(s for s in suite.evaluators if s.name == "diffroar").config
@@ -129,7 +132,7 @@ def test_the_work_of_full_is_planned_without_its_datasets(tmp_path):
     data.mkdir()
     rows, shared, not_estimated = plan_suite(load_suite("full"), tmp_path / "runs", data_root=data)
     raw = yaml.safe_load(resolve_suite_path("full").read_text())
-    assert sum(r.jobs_left for r in rows) == 540 + _extra_jobs(raw) and not_estimated == []
+    assert sum(r.jobs_left for r in rows) == 576 + _extra_jobs(raw) and not_estimated == []
     row = next(r for r in rows if (r.dataset, r.backbone, r.regularizer) ==
                ("cifar10", "cifar_resnet18(act=softplus)", "erm"))
     steps = 200 * math.ceil(50_000 / 128)  # one job: 200 epochs of CIFAR-10's 50,000 images at batch 128

@@ -24,7 +24,7 @@ from gibench.testing import registered
 BUILTIN_SWEEPS = {
     "anti_score_matching": ("weight", (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)),
     "attribution_prior": ("weight", (0.01, 0.1, 1.0, 10.0, 100.0)),
-    "denoising_score_matching": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
+    "denoising_score_matching": ("weight", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
     "erm": None,
     "fooled": None,
     "gaussian_noise": ("sigma", (0.03, 0.06, 0.12, 0.25, 0.5, 1.0)),
@@ -34,7 +34,8 @@ BUILTIN_SWEEPS = {
     "score_matching": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
     "score_matching_antithetic": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
     "score_matching_hutchinson": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
-    "sliced_score_matching": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
+    "sliced_score_matching": ("weight", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
+    "trades": ("beta", (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)),
 }
 
 
