@@ -50,7 +50,7 @@ from typing import Any
 import pandas as pd
 
 from gibench.leaderboard.figures import ChartPoint, ChartRule, InlineChart, inline_chart, log_axis
-from gibench.leaderboard.tables import ACCURACY_EVALUATOR, Column, Row, Table, fmt, params_label
+from gibench.leaderboard.tables import ACCURACY_EVALUATOR, Column, Row, Table, fmt, params_label, unique_name
 from gibench.results.tables import BASELINE, METRIC_KEYS, TABLE_KEYS, TRAINING, complete, metric_label
 from gibench.submissions.build import LoadedSubmission, slugify
 from gibench.training.specs import PluginSpec
@@ -444,7 +444,7 @@ def _block(table: Table, records: dict, columns: list[Column], labels: list[str]
         return None
     submission = drawn[0][1]
     entry = f"{name}{params_label(json.dumps(rest, sort_keys=True))}"
-    block_id = _unique(f"strength--{slugify(submission.submission_id, 60)}--{slugify(entry, 60)}--"
+    block_id = unique_name(f"strength--{slugify(submission.submission_id, 60)}--{slugify(entry, 60)}--"
                        f"{slugify(parameter, 30)}", taken)
     one_seed = all(math.isnan(q.point.low) for p in panels for q in p.chart.points)
     return StrengthBlock(block_id, submission.submission, submission.submission_id, name, entry, parameter,
@@ -470,9 +470,3 @@ def _strength_point(parameter: str, value: float, row: Row, record: dict, select
                              ("variant", row.variant), *((("collapsed", "true"),) if row.collapsed else ())))
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, i = name, 2
-    while candidate in taken:
-        candidate, i = f"{name}-{i}", i + 1
-    taken.add(candidate)
-    return candidate

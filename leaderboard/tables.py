@@ -31,7 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "Agreement", "Cell", "Column", "HeldBack", "MetricInfo", "Omitted", "Problem", "Row", "Table", "aggregate",
-    "combine", "fmt", "link_twins", "make_tables", "metric_info", "params_label",
+    "combine", "fmt", "link_twins", "make_tables", "metric_info", "params_label", "unique_name",
 ]
 
 import json
@@ -330,7 +330,7 @@ def make_tables(summary: pd.DataFrame, info: Mapping[tuple[str, str], MetricInfo
         dataset, backbone, backbone_params, train_hash, train_label = key
         label = f"{backbone}{params_label(backbone_params)}"
         anchor = f"{slugify(dataset, 60)}--{slugify(label, 60)}" + (f"--{train_hash}" if train_hash else "")
-        anchor = _unique(anchor, anchors)
+        anchor = unique_name(anchor, anchors)
         columns, omitted, held_back = _columns(part, info or {})
         rows = [_row(k, group, columns, families or {}) for k, group in part.groupby(ROW_KEYS, sort=False)]
         rows.sort(key=lambda r: (r.regularizer != BASELINE, r.regularizer, r.variant, r.submission, r.submission_id))
@@ -469,7 +469,7 @@ def _beside_companions(columns: list[Column]) -> tuple[list[Column], list[HeldBa
 
 def _with_id(column: Column, taken: set[str]) -> Column:
     """``column`` with its DOM id, unique among ``taken`` (which it joins)."""
-    return replace(column, id=_unique(f"{slugify(column.evaluator, 40)}--{slugify(column.metric, 60)}", taken))
+    return replace(column, id=unique_name(f"{slugify(column.evaluator, 40)}--{slugify(column.metric, 60)}", taken))
 
 
 def _row(key: tuple[Any, ...], group: pd.DataFrame, columns: list[Column], families: Mapping[str, str]) -> Row:
@@ -547,7 +547,8 @@ def params_label(params_json: str) -> str:
     return "(" + ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items())) + ")"
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when taken; the result is added to ``taken`` (page anchors and ids)."""
     candidate, i = name, 2
     while candidate in taken:
         candidate, i = f"{name}-{i}", i + 1

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.passes import batch_view, module_modes, per_sample_norm
+from gibench.api.passes import ball_ascent_step, batch_view, module_modes, per_sample_norm, project_to_ball
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, plugin_config
 
@@ -88,35 +88,19 @@ def _random_start(x: Tensor, epsilon: float, norm: str) -> Tensor:
     return direction * batch_view(radius, x)
 
 
-def _ascent_step(delta: Tensor, grad: Tensor, alpha: float, norm: str) -> Tensor:
-    if norm == "linf":
-        return delta + alpha * grad.sign()
-    return delta + alpha * grad / batch_view(per_sample_norm(grad).clamp_min(1e-12), grad)
-
-
-def _project(x: Tensor, delta: Tensor, epsilon: float, norm: str) -> Tensor:
-    """Onto the ε-ball of each sample, then onto the pixel range: returns the new δ."""
-    if norm == "linf":
-        delta = delta.clamp(-epsilon, epsilon)
-    else:
-        scale = (epsilon / per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
-        delta = delta * batch_view(scale, delta)
-    return (x + delta).clamp(0.0, 1.0) - x
-
-
 def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, config: PGDConfig) -> Tensor:
     """Adversarial examples within each sample's ε-ball (detached, in [0, 1]); no parameter gradients."""
     x = x.detach()
     if config.epsilon == 0:
         return x
     eps, norm = config.epsilon, config.norm
-    delta = _project(x, _random_start(x, eps, norm), eps, norm) if config.random_start else torch.zeros_like(x)
+    delta = project_to_ball(x, _random_start(x, eps, norm), eps, norm) if config.random_start else torch.zeros_like(x)
     with module_modes(model, train=config.attack_mode == "train"), torch.enable_grad():
         for _ in range(config.steps):
             delta.requires_grad_(True)
             loss = F.cross_entropy(model(x + delta), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, delta)
-            delta = _project(x, _ascent_step(delta.detach(), grad, config.alpha, norm), eps, norm)
+            delta = project_to_ball(x, ball_ascent_step(delta.detach(), grad, config.alpha, norm), eps, norm)
     return (x + delta).clamp(0.0, 1.0).detach()
 
 

@@ -88,7 +88,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.passes import batch_view, module_modes, per_sample_norm
+from gibench.api.passes import ball_ascent_step, module_modes, per_sample_norm, project_to_ball
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, Weight, plugin_config
 
@@ -116,22 +116,6 @@ class TRADESConfig:
         return self.step_size if self.step_size else 2.0 * self.epsilon / self.steps
 
 
-def _ascent_step(delta: Tensor, grad: Tensor, alpha: float, norm: str) -> Tensor:
-    if norm == "linf":
-        return delta + alpha * grad.sign()
-    return delta + alpha * grad / batch_view(per_sample_norm(grad).clamp_min(1e-12), grad)
-
-
-def _project(x: Tensor, delta: Tensor, epsilon: float, norm: str) -> Tensor:
-    """Onto the ε-ball of each sample, then onto the pixel range: returns the new δ."""
-    if norm == "linf":
-        delta = delta.clamp(-epsilon, epsilon)
-    else:
-        scale = (epsilon / per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
-        delta = delta * batch_view(scale, delta)
-    return (x + delta).clamp(0.0, 1.0) - x
-
-
 def kl_divergence(log_p: Tensor, log_q: Tensor) -> Tensor:
     """KL(p_b ‖ q_b) of each sample from log-probabilities over the classes (dim 1), shape (N,)."""
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
@@ -146,12 +130,12 @@ def trades_attack(model: nn.Module, x: Tensor, config: TRADESConfig) -> Tensor:
     with module_modes(model, train=config.attack_mode == "train"), torch.enable_grad():
         with torch.no_grad():
             log_p = F.log_softmax(model(x), dim=1)
-        delta = _project(x, config.start_std * torch.randn_like(x), eps, norm)
+        delta = project_to_ball(x, config.start_std * torch.randn_like(x), eps, norm)
         for _ in range(config.steps):
             delta.requires_grad_(True)
             kl = kl_divergence(log_p, F.log_softmax(model(x + delta), dim=1)).sum()
             (grad,) = torch.autograd.grad(kl, delta)
-            delta = _project(x, _ascent_step(delta.detach(), grad, config.alpha, norm), eps, norm)
+            delta = project_to_ball(x, ball_ascent_step(delta.detach(), grad, config.alpha, norm), eps, norm)
     return (x + delta).clamp(0.0, 1.0).detach()
 
 

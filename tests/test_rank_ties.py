@@ -186,6 +186,7 @@ RANK_BASED: dict[str, dict] = {
 #: Built-in evaluators that rank nothing, and why (so that a new evaluator has to be placed in one of the two lists).
 NOT_RANK_BASED = {
     "accuracy": "no saliency map",
+    "validation_accuracy": "no saliency map: accuracy on the held-out validation split",
     "density_ratio": "no saliency map: logits of noisy copies",
     "gan_test": "no saliency map: a judge classifies generated images",
     "complexity": "Gini and entropy are symmetric functions of the scores: swapping tied scores changes nothing",

@@ -21,19 +21,7 @@ from gibench.leaderboard.tables import aggregate, combine, make_tables, metric_i
 from gibench.running.selection import read_selections
 from gibench.submissions.build import build_submission, load_submission
 from tests.site_helpers import submit_rows
-
-VALUES = [0.001, 0.1, 10.0]
-SUITE = {
-    "name": "select-tiny",
-    "datasets": [{"gaussian_mixture": {"train_size": 400, "test_size": 200, "height": 8, "width": 8}}],
-    "backbones": ["gibench_linear"],
-    "regularizers": ["erm", "gradient_norm"],
-    "evaluators": ["accuracy"],
-    "seeds": [0, 1],
-    "train": {"epochs": 1, "batch_size": 64, "lr": 1.0e-2},
-    "sweep": {"seeds": [0], "values": {"gradient_norm": VALUES}},
-    "select": {"rule": "max_drop", "max_drop": 0.05},
-}
+from tests.test_selection import SUITE, VALUES  # the tiny selecting suite, run in about a second
 
 
 def run_and_submit(root: Path, **changes) -> Path:

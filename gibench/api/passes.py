@@ -28,7 +28,8 @@ Public core module: the trainer uses :func:`tf32_off`, the built-in regularizers
 
 from __future__ import annotations
 
-__all__ = ["BN_MODES", "batch_view", "extra_pass_bn", "full_precision", "module_modes", "per_sample_norm", "tf32_off"]
+__all__ = ["BN_MODES", "ball_ascent_step", "batch_view", "extra_pass_bn", "full_precision", "module_modes",
+           "per_sample_norm", "project_to_ball", "tf32_off"]
 
 import typing
 from collections.abc import Iterator
@@ -172,3 +173,22 @@ def per_sample_norm(t: Tensor, norm: str = "l2") -> Tensor:
 def batch_view(v: Tensor, like: Tensor) -> Tensor:
     """Reshape a per-sample vector (N,) to broadcast against ``like`` (N, ...)."""
     return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def ball_ascent_step(delta: Tensor, grad: Tensor, alpha: float, norm: str) -> Tensor:
+    """One ascent step of an attack in each sample's ball: ``alpha``·sign(grad) for ``"linf"``, ``alpha`` along
+    grad / ‖grad_b‖₂ for ``"l2"`` (a zero gradient does not move its sample). Shared by ``pgd`` and ``trades``."""
+    if norm == "linf":
+        return delta + alpha * grad.sign()
+    return delta + alpha * grad / batch_view(per_sample_norm(grad).clamp_min(1e-12), grad)
+
+
+def project_to_ball(x: Tensor, delta: Tensor, epsilon: float, norm: str) -> Tensor:
+    """δ projected onto each sample's ε-ball (``"linf"``: clamped; ``"l2"``: rescaled when longer than ε), then onto
+    the pixel range: returns the new δ, with x + δ in [0, 1]."""
+    if norm == "linf":
+        delta = delta.clamp(-epsilon, epsilon)
+    else:
+        scale = (epsilon / per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+        delta = delta * batch_view(scale, delta)
+    return (x + delta).clamp(0.0, 1.0) - x
