@@ -168,6 +168,21 @@ def test_an_evaluation_that_dies_or_hangs_keeps_the_training_and_the_finished_ev
     assert not list((runs / "claims").glob("*.owner.json"))
 
 
+def test_a_cached_rerun_starts_no_worker(tmp_path, monkeypatch, one_thread):
+    from gibench.running.isolation import Supervisor
+
+    suite = load_suite(write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"]))
+    runs = tmp_path / "runs"
+    assert run_suite(suite, runs, device="cpu", isolation="process").ok
+
+    def no_worker(self):
+        raise AssertionError("a worker was started for a job the store already holds")
+
+    monkeypatch.setattr(Supervisor, "_start", no_worker)
+    again = run_suite(suite, runs, device="cpu", isolation="process")
+    assert [(r.state, [e.state for e in r.evaluations]) for r in again.jobs] == [("cached", ["cached"])]
+
+
 def _hash(suite, regularizer: str) -> str:
     from gibench.suites.jobs import expand
 

@@ -293,7 +293,7 @@ class Supervisor:
     # -- a job ---------------------------------------------------------------------------------------------------------
 
     def run_job(self, job: Job, observer: RunObserver, *, number: int, total: int) -> JobReport:
-        if not self.in_process:
+        if not self.in_process and not self._nothing_to_run(job):
             try:
                 return self._run_isolated(job, observer, number, total)
             except _Fallback as exc:
@@ -301,6 +301,28 @@ class Supervisor:
         from gibench.running.run_job import run_job
 
         return run_job(job, self.runs_dir, self.options, observer, number=number, total=total)
+
+    def _nothing_to_run(self, job: Job) -> bool:
+        """True when the store already holds all of ``job``: trained with every evaluation stored, or failed for good
+        (not retried). Such a job only reads files, so it runs here, and a cached rerun starts no worker."""
+        from gibench.api import registry
+        from gibench.store.runs import RunStore, evaluation_key
+
+        folder = RunStore(self.runs_dir, repair=False, warn=lambda message: None).job(job.hash)
+        status = folder.status()
+        if status is not None and status.state == "failed":
+            return not (self.options.retry_failed or status.retryable)
+        if not folder.is_trained():
+            return False
+        try:
+            keys = [evaluation_key(spec.name, registry.evaluators.get(spec.name).version,
+                                   spec.config) for spec in job.evaluators]
+        except Exception:  # a plugin that does not load: let the worker record it
+            return False
+        checkpoint = status.checkpoint_sha256 if status is not None else None
+        results = [folder.result(key) for key in keys]  # done, and computed from today's checkpoint
+        return all(r is not None and r.done and (r.status == "skipped" or r.checkpoint_sha256 in (None, checkpoint))
+                   for r in results)
 
     def _run_isolated(self, job: Job, observer: RunObserver, number: int, total: int) -> JobReport:
         if self.worker is None or self.worker.jobs >= WORKER_MAX_JOBS or not self.worker.process.is_alive():
