@@ -123,12 +123,14 @@ def print_frame(frame, all_metrics: bool, rule=None, suites=()) -> None:
 
 def _print_collapse(stats, rule) -> None:
     """The floor the rows were judged by, and the variants it could not judge (with the reason), once per table."""
+    from gibench.suites.jobs import VALIDATION_EVALUATOR
+
     _shared.stdout.print(f"collapse: {escape(rule.text)}. A variant below it is listed apart, last in its table, with "
                          "its reason: it is not ranked and is left out of the agreement (ρ) and the sanity gate.")
     unjudged = stats[stats["collapse"] == "not judged"]
     if len(unjudged):  # a sweep point has validation accuracy only: it is not a row to judge
         scored = unjudged.groupby([*_TABLE, "variant"])["evaluator"].transform(
-            lambda evaluators: (evaluators != "validation_accuracy").any())
+            lambda evaluators: (evaluators != VALIDATION_EVALUATOR.name).any())
         unjudged = unjudged[scored.astype(bool)]
     unjudged = unjudged.drop_duplicates([*_TABLE, "variant"])
     for _, rows in unjudged.groupby([*_TABLE, "collapse_reason"], sort=True):

@@ -50,10 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_frame(frame, all_metrics=False, rule=rule_of([suite.raw]), suites=[suite.raw])
         site = _build_local_site(args.runs_dir, suite.name, frame)
         _shared.stdout.print(f"leaderboard page: {site}", soft_wrap=True)
-    if suite.selection is not None and suite.selection.rule == "max_drop":
-        from gibench.running.selection import read_json_selection
-
-        print_selections(read_json_selection(args.runs_dir, suite))
+    if summary.selection is not None:
+        print_selections([summary.selection.to_json()])
     failures = summary.failures()
     if failures:
         _shared.stderr.print(f"[red]{len(failures)} failure(s)[/] ({summary.count('failed')} of {len(summary.jobs)} "
@@ -112,10 +110,8 @@ def _print_dry_run(summary) -> int:
                       escape("\n".join(report.findings)) or "ok")
     _shared.stdout.print(table)
     _shared.stdout.print("evaluators: " + ", ".join(spec.label for spec in suite.evaluators))
-    if suite.selection is not None and suite.selection.rule == "max_drop":
-        from gibench.running.selection import select, stored_accuracies
-
-        waiting = select(suite, stored_accuracies(summary.runs_dir)).pending()
+    if summary.selection is not None:
+        waiting = summary.selection.pending()
         _shared.stdout.print(f"selection: the sweep (seeds {list(suite.selection.seeds)}) is scored by "
                              "validation_accuracy only; then the strongest setting within "
                              f"{suite.selection.max_drop:g} of erm's validation accuracy is trained with seeds "

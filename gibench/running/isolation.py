@@ -321,8 +321,7 @@ class Supervisor:
             return False
         checkpoint = status.checkpoint_sha256 if status is not None else None
         results = [folder.result(key) for key in keys]  # done, and computed from today's checkpoint
-        return all(r is not None and r.done and (r.status == "skipped" or r.checkpoint_sha256 in (None, checkpoint))
-                   for r in results)
+        return all(r is not None and r.done and r.computed_from(checkpoint) for r in results)
 
     def _run_isolated(self, job: Job, observer: RunObserver, number: int, total: int) -> JobReport:
         if self.worker is None or self.worker.jobs >= WORKER_MAX_JOBS or not self.worker.process.is_alive():

@@ -169,7 +169,7 @@ class JobRunner:
         checkpoint = self._checkpoint_sha256()
         stored = self.folder.result(key)
         if stored is not None and stored.done:
-            if stored.checkpoint_sha256 in (None, checkpoint) or stored.status == "skipped":
+            if stored.computed_from(checkpoint):
                 return EvaluationReport(spec.name, "cached")
             self.folder.set_aside_result(key, f"computed from checkpoint {stored.checkpoint_sha256}, but the job's "
                                               f"checkpoint is now {checkpoint}")

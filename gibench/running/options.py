@@ -291,7 +291,7 @@ class RunSummary:
     ``warnings`` are the run's warnings (damaged files moved aside, capability mismatches); ``dry_run`` marks the
     reports of a dry run (states planned / cached / failed / invalid, nothing written). ``ok`` is True when no
     training and no evaluation failed; ``failures()`` lists them, one line each; ``count(state)`` counts the jobs in a
-    state (trained, cached, failed, busy, planned, invalid).
+    state (trained, cached, failed, busy, planned, invalid); ``selection`` is the selection of a suite that selects.
     """
 
     runs_dir: Path
@@ -299,6 +299,9 @@ class RunSummary:
     jobs: list[JobReport]
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
+    #: a suite with ``select: {rule: max_drop}``: the selection the run made after its sweep (a dry run: the one the
+    #: store gives now), a :class:`gibench.running.selection.Selection`; None for any other suite
+    selection: Any = None
 
     def count(self, state: str) -> int:
         return sum(report.state == state for report in self.jobs)

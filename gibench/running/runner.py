@@ -99,7 +99,7 @@ from gibench.store.provenance import environment_info
 from gibench.store.records import RunEntry, plugin_source
 from gibench.store.rekey import rekey_store, stale_keys
 from gibench.store.runs import RunStore
-from gibench.suites.jobs import Job, expand, planned_jobs, sweep_jobs
+from gibench.suites.jobs import Job, expand, merge_jobs, planned_jobs, sweep_jobs
 from gibench.suites.suite import Suite
 
 __all__ = [
@@ -136,10 +136,10 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
             observer.warning(f"{pending.counts()} are stored under keys of an older identity rule, and "
                              f"{len(pending.set_aside)} superseded copies under them; `gibench run` (or `gibench "
                              "doctor --fix`) re-keys them before anything trains.")
-        jobs = _union(sweep, expand(suite, _selection(suite, runs_dir).chosen()) if sweep
-                      else expand(suite))
+        selection = _selection(suite, runs_dir) if sweep else None
+        jobs = merge_jobs(sweep, expand(suite, selection.chosen())) if selection else expand(suite)
         return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
-                          warnings=store.warnings, dry_run=True)
+                          warnings=store.warnings, dry_run=True, selection=selection)
     store = RunStore(runs_dir, repair=True, warn=observer.warning)
     _rekey(runs_dir, observer)
     # Under Ray each worker resolves the device it was given; the driver records what was asked for.
@@ -154,16 +154,16 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
             return list(_ray_executor().run_jobs(jobs, runs_dir, options, observer, **ray_options))
         return _run_local(jobs, runs_dir, options, observer)
 
-    reports = run(first)
+    reports, selection = run(first), None
     if sweep:  # the sweep is stored: select from it, then score the selected settings
         selection = _selection(suite, runs_dir)
         write_selection(runs_dir, suite, selection)
         observer.selection_made(selection)
         scored = expand(suite, selection.chosen())
-        entry = dataclasses.replace(entry, jobs=[job.hash for job in _union(sweep, scored)])
+        entry = dataclasses.replace(entry, jobs=[job.hash for job in merge_jobs(sweep, scored)])
         store.record_run(entry)
         reports = _merge_reports(reports, run(scored))
-    summary = RunSummary(runs_dir, suite, list(reports), warnings=list(store.warnings))
+    summary = RunSummary(runs_dir, suite, list(reports), warnings=list(store.warnings), selection=selection)
     store.record_run(dataclasses.replace(entry, finished=now(),
                                          failed_jobs=[r.job.hash for r in reports if r.state == "failed"]))
     observer.suite_finished(summary)
@@ -173,13 +173,6 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
 def _selection(suite: Suite, runs_dir: Path) -> Selection:
     """The selection from what the store holds now (:mod:`gibench.running.selection`)."""
     return select(suite, stored_accuracies(runs_dir))
-
-
-def _union(first: list[Job], second: list[Job]) -> list[Job]:
-    """The jobs of both lists once each, in order; a job in both keeps the second's (fuller) evaluators."""
-    merged = {job.hash: job for job in first}
-    merged.update({job.hash: job for job in second})
-    return list(merged.values())
 
 
 def _merge_reports(first: list[JobReport], second: list[JobReport]) -> list[JobReport]:

@@ -21,12 +21,12 @@ carries it.
 from __future__ import annotations
 
 __all__ = [
-    "FAILED", "CurvePoint", "Lookup", "Selection", "UnitChoice", "read_json_selection", "read_selections", "select",
-    "selection_path", "stored_accuracies", "units_of", "write_selection",
+    "FAILED", "CurvePoint", "Lookup", "Selection", "UnitChoice", "read_selections", "select", "selection_path",
+    "stored_accuracies", "write_selection",
 ]
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,15 +202,6 @@ def write_selection(runs_dir: Path, suite: Suite, selection: Selection) -> Path:
     return path
 
 
-def read_json_selection(runs_dir: Path, suite: Suite) -> list[dict[str, Any]]:
-    """The selection record of ``suite`` in ``runs_dir`` (a list of one, or empty when there is none)."""
-    path = selection_path(runs_dir, suite)
-    try:
-        return [read_json(path)] if path.exists() else []
-    except DamagedFileError:
-        return []
-
-
 def read_selections(runs_dir: Path, warn: Callable[[str], None] = lambda message: None) -> list[dict[str, Any]]:
     """Every selection record under ``runs_dir`` (a damaged one is skipped with a warning naming it)."""
     records = []
@@ -225,6 +216,3 @@ def read_selections(runs_dir: Path, warn: Callable[[str], None] = lambda message
         records.append(record)
     return records
 
-
-def units_of(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [unit for record in records for unit in record["units"]]

@@ -131,6 +131,11 @@ class ResultRecord(Record):
         """ok and skipped results are final; failed ones are retried by the next run."""
         return self.status in ("ok", "skipped")
 
+    def computed_from(self, checkpoint_sha256: str | None) -> bool:
+        """True when this result stands for the job's checkpoint ``checkpoint_sha256``: a skip (no model was read),
+        or a result that recorded that checkpoint (or none, as the oldest results did)."""
+        return self.status == "skipped" or self.checkpoint_sha256 in (None, checkpoint_sha256)
+
 
 @dataclass
 class RunEntry(Record):

@@ -215,12 +215,13 @@ def _read_runs(runs_dir: Path, suite_name: str | None,
             raise SubmissionError(f"{path}: no run of suite {suite_name!r}. Suites run here: {', '.join(names)}.")
     suites: dict[str, SuiteRecord] = {}
     runs = []
+    selections = _selection_records(runs_dir)
     for i, entry in enumerate(entries):
         where = f"{path}: runs[{i}]"
         if not isinstance(entry, Mapping):
             raise SubmissionError(f"{where} is not an object; the run store is damaged. Re-run `gibench run`.")
         fields = {"name": entry.get("suite_name"), "suite": entry.get("suite"), "hash": entry.get("suite_hash")}
-        selection = _selection_record(runs_dir, entry)
+        selection = selections.get((entry.get("suite_name"), entry.get("suite_hash")))
         record = parse_model(SuiteRecord, {**fields, **({"selection": selection} if selection else {})}, where)
         suites.setdefault(record.hash, record)
         # only the recorded fields: other manifest keys (e.g. the suite file's local path) stay private
@@ -228,15 +229,12 @@ def _read_runs(runs_dir: Path, suite_name: str | None,
     return list(suites.values()), runs
 
 
-def _selection_record(runs_dir: Path, entry: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The selection record the run of a suite that selects wrote (:mod:`gibench.running.selection`), if any."""
+def _selection_records(runs_dir: Path) -> dict[tuple[Any, Any], dict[str, Any]]:
+    """(suite name, suite hash) → the selection record the run of a suite that selects wrote
+    (:mod:`gibench.running.selection`), read once for every manifest entry."""
     from gibench.running.selection import read_selections
 
-    name, suite_hash = entry.get("suite_name"), entry.get("suite_hash")
-    for record in read_selections(runs_dir):
-        if record.get("suite") == name and record.get("suite_hash") == suite_hash:
-            return record
-    return None
+    return {(record.get("suite"), record.get("suite_hash")): record for record in read_selections(runs_dir)}
 
 
 def _select_rows(table: pd.DataFrame, runs: list[RunRecord], suite_name: str | None, runs_dir: Path) -> pd.DataFrame:

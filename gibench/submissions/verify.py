@@ -365,12 +365,13 @@ def recheck_selections(submission: LoadedSubmission) -> list[dict[str, Any]]:
     """Each recorded selection against the one the submitted rows give (see the module docstring): per suite that
     selects, ``{"suite", "outcome": agrees | disagrees | not checked, "differences": [...]}``."""
     from gibench.running.selection import FAILED, select
+    from gibench.suites.jobs import VALIDATION_EVALUATOR
     from gibench.suites.suite import parse_suite
 
     results = submission.results
-    accuracy = results[(results["evaluator"] == "validation_accuracy") & (results["status"] == "ok")]
+    accuracy = results[(results["evaluator"] == VALIDATION_EVALUATOR.name) & (results["status"] == "ok")]
     values: dict[str, Any] = dict(zip(accuracy["job_hash"], accuracy["value"].astype(float)))
-    values.update({h: FAILED for h in results.loc[results["evaluator"] == "training", "job_hash"]})
+    values.update({h: FAILED for h in results.loc[results["evaluator"] == TRAINING, "job_hash"]})
     checks = []
     for record in submission.submission.provenance.suites:
         if record.selection is None:

@@ -20,12 +20,12 @@ they meet (same setting and seed), so its training is reused.
 from __future__ import annotations
 
 __all__ = [
-    "Job", "SelectionUnit", "TRAINING_CODE_VERSION", "VALIDATION_EVALUATOR", "expand", "planned_jobs",
+    "Job", "SelectionUnit", "TRAINING_CODE_VERSION", "VALIDATION_EVALUATOR", "expand", "merge_jobs", "planned_jobs",
     "rebuildable_jobs", "selection_units", "sweep_jobs", "sweep_point", "training_identity",
 ]
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -123,14 +123,20 @@ def swept_values(suite: Suite, spec: PluginSpec) -> tuple[str, tuple[float, ...]
 def selection_units(suite: Suite) -> dict[SelectionUnit, tuple[Grid, PluginSpec, PluginSpec, PluginSpec]]:
     """Every unit a suite that selects chooses a setting for → (its grid, dataset, backbone, regularizer entry)."""
     units = {}
+    for grid, dataset, backbone, regularizer in _entries(suite):
+        if swept_values(suite, regularizer) is not None:
+            unit = SelectionUnit(dataset.label, backbone.label, regularizer.label)
+            units.setdefault(unit, (grid, dataset, backbone, regularizer))
+    return units
+
+
+def _entries(suite: Suite) -> Iterator[tuple[Grid, PluginSpec, PluginSpec, PluginSpec]]:
+    """(grid, dataset, backbone, regularizer entry) of every grid in turn, in the suite's nesting order."""
     for grid in suite.all_grids():
         for dataset in grid.datasets:
             for backbone in grid.backbones:
                 for regularizer in grid.regularizers:
-                    if swept_values(suite, regularizer) is not None:
-                        unit = SelectionUnit(dataset.label, backbone.label, regularizer.label)
-                        units.setdefault(unit, (grid, dataset, backbone, regularizer))
-    return units
+                    yield grid, dataset, backbone, regularizer
 
 
 def sweep_jobs(suite: Suite) -> list[Job]:
@@ -139,19 +145,15 @@ def sweep_jobs(suite: Suite) -> list[Job]:
     if suite.selection is None or suite.selection.rule != "max_drop":
         return []
     jobs: dict[str, Job] = {}
-    for grid in suite.all_grids():
-        for dataset in grid.datasets:
-            for backbone in grid.backbones:
-                for regularizer in grid.regularizers:
-                    swept = swept_values(suite, regularizer)
-                    if swept is None and regularizer.name != "erm":
-                        continue
-                    points = [regularizer] if swept is None else [sweep_point(regularizer, swept[0], v)
-                                                                  for v in swept[1]]
-                    for point in points:
-                        for seed in suite.selection.seeds:
-                            _add(jobs, Job(dataset, backbone, point, seed, suite.train_for(dataset),
-                                           (VALIDATION_EVALUATOR,), suite.validation))
+    for _, dataset, backbone, regularizer in _entries(suite):
+        swept = swept_values(suite, regularizer)
+        if swept is None and regularizer.name != "erm":
+            continue
+        points = [regularizer] if swept is None else [sweep_point(regularizer, swept[0], v) for v in swept[1]]
+        for point in points:
+            for seed in suite.selection.seeds:
+                _add(jobs, Job(dataset, backbone, point, seed, suite.train_for(dataset), (VALIDATION_EVALUATOR,),
+                               suite.validation))
     return list(jobs.values())
 
 
@@ -170,24 +172,21 @@ def expand(suite: Suite, chosen: Mapping[SelectionUnit, float] | None = None, *,
     """
     jobs: dict[str, Job] = {}
     chosen = chosen or {}
-    for grid in suite.all_grids():
+    for grid, dataset, backbone, regularizer in _entries(suite):
         evaluators = grid.evaluators
         if suite.validation is not None and VALIDATION_EVALUATOR not in evaluators:
             evaluators = (*evaluators, VALIDATION_EVALUATOR)
-        for dataset in grid.datasets:
-            for backbone in grid.backbones:
-                for regularizer in grid.regularizers:
-                    for point in _scored_points(suite, dataset, backbone, regularizer, chosen, every_setting):
-                        for seed in suite.seeds:
-                            _add(jobs, Job(dataset, backbone, point, seed, suite.train_for(dataset), evaluators,
-                                           suite.validation))
+        for point in _scored_points(suite, dataset, backbone, regularizer, chosen, every_setting):
+            for seed in suite.seeds:
+                _add(jobs, Job(dataset, backbone, point, seed, suite.train_for(dataset), evaluators,
+                               suite.validation))
     return list(jobs.values())
 
 
 def rebuildable_jobs(suite: Suite) -> list[Job]:
     """Every job a run of ``suite`` could have trained, whatever its selection chose: the sweep and every swept
     setting with the suite's seeds (for a suite that does not select: :func:`expand`)."""
-    return _merged(sweep_jobs(suite) + expand(suite, every_setting=True))
+    return merge_jobs(sweep_jobs(suite), expand(suite, every_setting=True))
 
 
 def planned_jobs(suite: Suite) -> list[Job]:
@@ -199,13 +198,16 @@ def planned_jobs(suite: Suite) -> list[Job]:
         parameter, values = swept_values(suite, regularizer)
         default = getattr(registry.regularizers.get(regularizer.name).Config(), parameter)
         defaults[unit] = default if default in values else values[0]
-    return _merged(sweep_jobs(suite) + expand(suite, defaults))
+    return merge_jobs(sweep_jobs(suite), expand(suite, defaults))
 
 
-def _merged(jobs: list[Job]) -> list[Job]:
+def merge_jobs(*lists: list[Job]) -> list[Job]:
+    """The jobs of the lists once each, in order of first appearance; a job listed again (the sweep's job that is also
+    scored) keeps the evaluators of every listing."""
     merged: dict[str, Job] = {}
-    for job in jobs:
-        _add(merged, job)
+    for jobs in lists:
+        for job in jobs:
+            _add(merged, job)
     return list(merged.values())
 
 
