@@ -9,7 +9,8 @@ Contracts (:mod:`gibench.api`)
     ``Regularizer``, ``TrainingLoss``, ``Sweep`` (a regularizer's strength knob and the settings to compare it at);
     ``Evaluator``, ``Metric``, ``EvalContext``, ``EvalResult``, ``Curve``;
     ``Dataset``, ``DatasetBundle``, ``Split``, ``DataSizes`` (what ``Dataset.sizes`` says without loading); the dataset
-    capabilities ``SIGNAL_MASK``, ``ANALYTIC_SCORE`` and the set of all of them, ``CAPABILITIES``.
+    capabilities ``SIGNAL_MASK``, ``ANALYTIC_SCORE``, ``IRRELEVANT_MASK``, ``DECOY_SHORTCUT`` and the set of all of
+    them, ``CAPABILITIES``; ``TRAINING_ANNOTATIONS``, those a regularizer may require.
 Cost, for ``gibench run --estimate`` (:mod:`gibench.api.cost`)
     ``CostContext`` (what ``Evaluator.cost`` is given) and ``EvaluationCost`` (what it returns: work units counted).
 Saliency (:mod:`gibench.api.saliency`)
@@ -67,7 +68,10 @@ from gibench._lazy import collect_results, lazy_attributes, run_suite
 from gibench.api import (
     ANALYTIC_SCORE,
     CAPABILITIES,
+    DECOY_SHORTCUT,
+    IRRELEVANT_MASK,
     SIGNAL_MASK,
+    TRAINING_ANNOTATIONS,
     CostContext,
     Curve,
     Dataset,
@@ -163,13 +167,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "CostContext", "Curve",
-    "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
+    "DECOY_SHORTCUT", "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
     "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES", "GibenchError",
-    "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
+    "IGSteps", "IRRELEVANT_MASK", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
     "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
     "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
     "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "Sweep", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
+    "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
     "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
     "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
     "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",

@@ -22,13 +22,13 @@ from gibench.running.runner import RunOptions, RunSummary
 
 EXPORTED = [
     "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "CostContext", "Curve",
-    "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
+    "DECOY_SHORTCUT", "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
     "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES", "GibenchError",
-    "IGSteps", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
+    "IGSteps", "IRRELEVANT_MASK", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
     "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
     "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
     "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "Sweep", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
+    "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
     "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
     "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
     "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",
@@ -40,8 +40,8 @@ EXPORTED = [
 #: the command line is not an import API; __main__ only calls it
 NOT_AN_IMPORT_API = {"gibench.cli", "gibench.__main__"}
 #: dataset plugin modules: their public names are the registered classes
-PLUGIN_MODULES = {"gibench.data.blockmnist", "gibench.data.bundled", "gibench.data.gaussian_mixture",
-                  "gibench.data.torchvision_sets"}
+PLUGIN_MODULES = {"gibench.data.blockmnist", "gibench.data.bundled", "gibench.data.decoy_mnist",
+                  "gibench.data.gaussian_mixture", "gibench.data.torchvision_sets"}
 
 
 def test_exported_names_are_pinned():

@@ -178,7 +178,12 @@ BAD_PLUGINS = {
                          "it declares the metric name(s) 'b' more than once; metric names must be unique"),
     "unknown_capability": ("evaluator", _evaluator(metrics=_metrics(("a", True)), requires=frozenset({"signal_msk"})),
                            "it requires the unknown capability 'signal_msk'. Did you mean 'signal_mask'? Known "
-                           "capabilities: analytic_score, signal_mask, validation_split (gibench.CAPABILITIES)"),
+                           "capabilities: analytic_score, decoy_shortcut, irrelevant_mask, signal_mask, "
+                           "validation_split (gibench.CAPABILITIES)"),
+    "regularizer_requires_a_test_capability": (
+        "regularizer", type("NeedsSignal", (CrossEntropy,), {"requires": frozenset({"signal_mask"})}),
+        "it requires the capability 'signal_mask', which it cannot: it may require only irrelevant_mask "
+        "(gibench.TRAINING_ANNOTATIONS)"),
     "config_not_dataclass": ("regularizer", type("BadConfig", (CrossEntropy,), {"Config": PlainConfig}),
                              "its Config ('PlainConfig') is not a dataclass; declare it with "
                              "@dataclasses.dataclass(frozen=True) or @pydantic.dataclasses.dataclass(frozen=True)"),

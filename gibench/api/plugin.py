@@ -19,12 +19,23 @@ from __future__ import annotations
 from gibench.api.cost import CostContext, EvaluationCost, ModelPass, PluginWork, TrainStep, WorkTimer
 from gibench.api.dataset import Dataset, DatasetBundle, DataSizes, Split
 from gibench.api.evaluator import AuxCache, Curve, EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.plugin_base import ANALYTIC_SCORE, CAPABILITIES, SIGNAL_MASK, VALIDATION_SPLIT, EmptyConfig, Plugin
+from gibench.api.plugin_base import (
+    ANALYTIC_SCORE,
+    CAPABILITIES,
+    DECOY_SHORTCUT,
+    IRRELEVANT_MASK,
+    SIGNAL_MASK,
+    TRAINING_ANNOTATIONS,
+    VALIDATION_SPLIT,
+    EmptyConfig,
+    Plugin,
+)
 from gibench.api.protocols import AuxiliaryModel, AuxiliaryStore, EvaluatedJob, set_default_aux_store
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 
 __all__ = [
-    "ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "AuxCache", "AuxiliaryModel", "AuxiliaryStore", "CostContext",
+    "ANALYTIC_SCORE", "CAPABILITIES", "DECOY_SHORTCUT", "IRRELEVANT_MASK", "SIGNAL_MASK", "TRAINING_ANNOTATIONS",
+    "AuxCache", "AuxiliaryModel", "AuxiliaryStore", "CostContext",
     "Curve", "DataSizes", "Dataset", "DatasetBundle", "EmptyConfig", "EvalContext", "EvalResult", "EvaluatedJob",
     "EvaluationCost", "Evaluator", "Metric", "ModelPass", "Plugin", "PluginWork", "Regularizer", "Split", "Sweep",
     "TrainStep", "TrainingLoss", "VALIDATION_SPLIT", "WorkTimer", "set_default_aux_store",

@@ -3,7 +3,8 @@ dataset capabilities evaluators may require. Part of the contracts (:mod:`gibenc
 
 from __future__ import annotations
 
-__all__ = ["ANALYTIC_SCORE", "CAPABILITIES", "SIGNAL_MASK", "VALIDATION_SPLIT", "EmptyConfig", "Plugin"]
+__all__ = ["ANALYTIC_SCORE", "CAPABILITIES", "DECOY_SHORTCUT", "IRRELEVANT_MASK", "SIGNAL_MASK", "TRAINING_ANNOTATIONS",
+           "VALIDATION_SPLIT", "EmptyConfig", "Plugin"]
 
 import dataclasses
 from collections.abc import Mapping
@@ -16,8 +17,18 @@ ANALYTIC_SCORE = "analytic_score"  # bundle.extras["score"]: callable (x, y | No
 #: bundle.validation: a part of the training split held out for selection. No dataset declares it: the runner holds the
 #: part out (gibench.data.validation) for the jobs of a suite that selects, and only those bundles have it.
 VALIDATION_SPLIT = "validation_split"
+#: extras["irrelevant_mask"] in both splits: (N, 1, H, W) bool, True on the pixels annotated as irrelevant to the label
+#: (the annotation matrix A of Ross, Hughes & Doshi-Velez, "Right for the Right Reasons", IJCAI 2017): a decoy swatch.
+IRRELEVANT_MASK = "irrelevant_mask"
+#: test split extras["decoy_shortcut"]: (N, C, H, W) float in [0, 1], each test image with its decoy drawn by the
+#: training split's rule from its own label, so the shortcut a model may have learned holds again (DecoyMNIST).
+DECOY_SHORTCUT = "decoy_shortcut"
 #: Every capability a dataset can offer; an evaluator's ``requires`` may name only these (checked when it loads).
-CAPABILITIES: frozenset[str] = frozenset({SIGNAL_MASK, ANALYTIC_SCORE, VALIDATION_SPLIT})
+CAPABILITIES: frozenset[str] = frozenset({SIGNAL_MASK, ANALYTIC_SCORE, VALIDATION_SPLIT, IRRELEVANT_MASK,
+                                          DECOY_SHORTCUT})
+#: The capabilities a regularizer may require (``Regularizer.requires``): per-sample annotations of the training
+#: split, which the trainer hands to ``training_loss`` batch by batch.
+TRAINING_ANNOTATIONS: frozenset[str] = frozenset({IRRELEVANT_MASK})
 
 
 @dataclass(frozen=True)

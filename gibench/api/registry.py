@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gibench.api.plugin import CAPABILITIES, Dataset, Evaluator, Metric, Plugin, Regularizer, Sweep
+from gibench.api.plugin import CAPABILITIES, TRAINING_ANNOTATIONS, Dataset, Evaluator, Metric, Plugin, Regularizer, Sweep
 from gibench.core.errors import ConfigError, PluginLoadError, UnknownPluginError
 from gibench.core.identity import canonical_float
 from gibench.core.params import build_config, did_you_mean
@@ -81,13 +81,16 @@ def declaration_problems(cls: type[Plugin]) -> list[str]:
     declared ``history`` (version -> what it changed) contains ``version``.
     Evaluators: ``metrics`` is a non-empty sequence of :class:`gibench.Metric` with unique names and exactly one
     ``headline``, each ``read_beside`` of the form ``"evaluator.metric"`` and with a ``caveat``; ``requires`` names
-    only :data:`gibench.CAPABILITIES`. Regularizers: every ``zero_strength`` key is
+    only :data:`gibench.CAPABILITIES`. Regularizers: ``requires`` names only :data:`gibench.TRAINING_ANNOTATIONS`; every
+    ``zero_strength`` key is
     a field of ``Config`` (``zero_strength = None`` declares that no setting turns the regularizer into ``erm``), and
     a declared ``sweep`` (:class:`gibench.Sweep`) passes :func:`sweep_problems`.
     """
     problems = _config_problems(cls)
     if issubclass(cls, Evaluator):
         problems += _metric_problems(cls.metrics) + _requires_problems(cls.requires)
+    if issubclass(cls, Regularizer):
+        problems += _requires_problems(cls.requires, TRAINING_ANNOTATIONS, "gibench.TRAINING_ANNOTATIONS")
     if issubclass(cls, Regularizer) and not problems:  # zero_strength and sweep are checked against a valid Config
         problems += _zero_strength_problems(cls) + sweep_problems(cls)
     return problems
@@ -154,12 +157,22 @@ def _companion_problems(metric: Metric) -> list[str]:
     return []
 
 
-def _requires_problems(requires: Any) -> list[str]:
+def _requires_problems(requires: Any, allowed: frozenset[str] = CAPABILITIES,
+                       allowed_name: str = "gibench.CAPABILITIES") -> list[str]:
+    """``requires`` is a set of capability names from ``allowed`` (all of them for an evaluator; the training
+    annotations for a regularizer)."""
     if isinstance(requires, str) or not isinstance(requires, Iterable):
         return [f"its requires must be a frozenset of capability names, got {requires!r}"]
-    known = sorted(CAPABILITIES)
-    return [f"it requires the unknown capability {cap!r}.{did_you_mean(str(cap), known)} Known capabilities: "
-            f"{', '.join(known)} (gibench.CAPABILITIES)" for cap in sorted(map(str, requires)) if cap not in known]
+    known = sorted(allowed)
+    problems = []
+    for cap in sorted(map(str, requires)):
+        if cap not in CAPABILITIES:
+            problems.append(f"it requires the unknown capability {cap!r}.{did_you_mean(cap, known)} Known "
+                            f"capabilities: {', '.join(known)} ({allowed_name})")
+        elif cap not in allowed:
+            problems.append(f"it requires the capability {cap!r}, which it cannot: it may require only "
+                            f"{', '.join(known)} ({allowed_name})")
+    return problems
 
 
 def _zero_strength_problems(cls: type[Regularizer]) -> list[str]:

@@ -124,6 +124,14 @@ class Regularizer(Plugin):
     #: (:func:`declares_sweep`); every built-in assigns it in its own class body.
     sweep: ClassVar[Sweep | None] = None
 
+    #: Dataset capabilities this regularizer reads while training: per-sample annotations of the training split,
+    #: only from :data:`gibench.TRAINING_ANNOTATIONS` (``IRRELEVANT_MASK``; checked when the plugin loads). The trainer
+    #: calls a regularizer that requires some as ``training_loss(model, x, y, annotations=...)``, ``annotations``
+    #: mapping each capability to the batch's rows of it (moved with ``x`` by a geometric ``train.augment``); one
+    #: that requires none is called ``training_loss(model, x, y)``, so its jobs are unchanged. A suite that trains
+    #: it on a dataset without them is a preflight error naming the datasets that have them.
+    requires: ClassVar[frozenset[str]] = frozenset()
+
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         """The full training loss of one batch: cross-entropy plus this regularizer's penalty.
 

@@ -27,7 +27,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gibench.api.plugin import ANALYTIC_SCORE, SIGNAL_MASK, VALIDATION_SPLIT, DatasetBundle, Split
+from gibench.api.plugin import (
+    ANALYTIC_SCORE,
+    DECOY_SHORTCUT,
+    IRRELEVANT_MASK,
+    SIGNAL_MASK,
+    VALIDATION_SPLIT,
+    DatasetBundle,
+    Split,
+)
 from gibench.core.errors import DataError
 
 ArrayLike = Any  # torch.Tensor or numpy.ndarray
@@ -99,8 +107,10 @@ def make_bundle(
     ``*_x``: floating (N, C, H, W) in [0, 1] (tensor or array; cast to float32); ``*_y``: integer (N,) labels in
     ``[0, num_classes)`` (cast to int64); train and test must share C, H, W. ``*_extras``: per-sample tensors whose
     first dimension is N (kept in their dtype). ``capabilities`` must be backed: ``SIGNAL_MASK`` needs
-    ``test_extras["signal_mask"]`` of shape (N, 1, H, W) and dtype bool; ``ANALYTIC_SCORE`` needs a callable
-    ``extras["score"]``. Raises :class:`DataError` on any violation.
+    ``test_extras["signal_mask"]`` of shape (N, 1, H, W) and dtype bool; ``IRRELEVANT_MASK`` needs
+    ``extras["irrelevant_mask"]`` of that shape and dtype in both splits; ``DECOY_SHORTCUT`` needs
+    ``test_extras["decoy_shortcut"]`` shaped like the test images, floating, in [0, 1]; ``ANALYTIC_SCORE`` needs a
+    callable ``extras["score"]``. Raises :class:`DataError` on any violation.
     """
     if num_classes < 2:
         raise DataError(f"dataset {name!r}: num_classes must be >= 2, got {num_classes}.")
@@ -116,7 +126,7 @@ def make_bundle(
         raise DataError(f"dataset {name!r}: {len(class_names)} class names for {num_classes} classes.")
     extras = dict(extras or {})
     capabilities = frozenset(capabilities)
-    _check_capabilities(name, capabilities, extras, test)
+    _check_capabilities(name, capabilities, extras, train, test)
     mean, std = channel_stats(train.x)
     for c, s in enumerate(std):
         if not s > 0:
@@ -182,19 +192,34 @@ def _split(
     return Split(x=x, y=y, extras=checked)
 
 
-def _check_capabilities(name: str, capabilities: frozenset[str], extras: Mapping[str, Any], test: Split) -> None:
+def _check_capabilities(name: str, capabilities: frozenset[str], extras: Mapping[str, Any], train: Split,
+                        test: Split) -> None:
     if SIGNAL_MASK in capabilities:
-        mask = test.extras.get("signal_mask")
-        expected = (test.x.shape[0], 1, *test.x.shape[2:])
-        if mask is None or mask.dtype != torch.bool or tuple(mask.shape) != expected:
-            got = "missing" if mask is None else f"{mask.dtype} {tuple(mask.shape)}"
-            raise DataError(
-                f"dataset {name!r} declares {SIGNAL_MASK!r} but test_extras['signal_mask'] is {got}; expected "
-                f"torch.bool {expected}."
-            )
+        _check_mask(name, SIGNAL_MASK, "test", test)
+    if IRRELEVANT_MASK in capabilities:
+        _check_mask(name, IRRELEVANT_MASK, "train", train)
+        _check_mask(name, IRRELEVANT_MASK, "test", test)
+    if DECOY_SHORTCUT in capabilities:
+        images = test.extras.get(DECOY_SHORTCUT)
+        if images is None or not images.is_floating_point() or images.shape != test.x.shape:
+            got = "missing" if images is None else f"{images.dtype} {tuple(images.shape)}"
+            raise DataError(f"dataset {name!r} declares {DECOY_SHORTCUT!r} but test_extras[{DECOY_SHORTCUT!r}] is "
+                            f"{got}; expected floating images shaped like the test images, {tuple(test.x.shape)}.")
+        if float(images.min()) < 0.0 or float(images.max()) > 1.0:
+            raise DataError(f"dataset {name!r}: test_extras[{DECOY_SHORTCUT!r}] must lie in [0, 1] like the images.")
     if ANALYTIC_SCORE in capabilities and not callable(extras.get("score")):
         raise DataError(f"dataset {name!r} declares {ANALYTIC_SCORE!r} but extras['score'] is not a callable.")
     if VALIDATION_SPLIT in capabilities:
         raise DataError(f"dataset {name!r} declares {VALIDATION_SPLIT!r}, which no dataset declares: the runner holds "
                         "a validation split out of the training split for the jobs of a suite that selects "
                         "(gibench.data.validation); remove it from the dataset's capabilities.")
+
+
+def _check_mask(name: str, capability: str, split_name: str, split: Split) -> None:
+    """``split.extras[capability]`` is a (N, 1, H, W) bool mask of the split's images."""
+    mask = split.extras.get(capability)
+    expected = (split.x.shape[0], 1, *split.x.shape[2:])
+    if mask is None or mask.dtype != torch.bool or tuple(mask.shape) != expected:
+        got = "missing" if mask is None else f"{mask.dtype} {tuple(mask.shape)}"
+        raise DataError(f"dataset {name!r} declares {capability!r} but {split_name}_extras[{capability!r}] is {got}; "
+                        f"expected torch.bool {expected}.")

@@ -14,7 +14,9 @@ What is checked (all problems are collected and reported together, never one tra
   catches options timm rejects (``resnet18`` with ``drop_rate: -3``) and architectures that do not fit the input
   (``vit_tiny_patch16_224`` on 28×28 digits);
 * every regularizer and evaluator constructs with its options;
-* evaluator × dataset capability mismatches are **warnings**: those evaluations would be recorded as skipped.
+* evaluator × dataset capability mismatches are **warnings**: those evaluations would be recorded as skipped;
+* a regularizer that trains on annotations (``Regularizer.requires``, e.g. ``rrr``'s irrelevant-region mask) on a
+  dataset without them is an **error** that names the installed datasets that have them.
 
 Findings name the jobs they concern (by hash), so ``gibench run --dry-run`` shows them per job.
 """
@@ -22,7 +24,7 @@ Findings name the jobs they concern (by hash), so ``gibench run --dry-run`` show
 from __future__ import annotations
 
 __all__ = [
-    "Finding", "PreflightError", "PreflightReport", "is_error", "preflight",
+    "Finding", "PreflightError", "PreflightReport", "datasets_with", "is_error", "preflight",
 ]
 
 import dataclasses
@@ -273,6 +275,7 @@ def _check_plugins(jobs: list[Job], add) -> None:
 
 
 def _check_capabilities(suite: Suite, jobs: list[Job], bundles: dict, add) -> None:
+    _check_annotations(jobs, bundles, add)
     for dataset, bundle in bundles.items():
         for spec in suite.evaluators:
             try:  # the instance: its requirements may depend on its options (score_alignment's `score: analytic`)
@@ -288,3 +291,40 @@ def _check_capabilities(suite: Suite, jobs: list[Job], bundles: dict, add) -> No
                 add(Finding("warning", f"evaluator {spec.label} requires {missing}, which dataset {dataset.label} "
                                        f"lacks: it will be recorded as skipped on its {len(concerned)} job(s).",
                             concerned))
+
+
+def _check_annotations(jobs: list[Job], bundles: dict, add) -> None:
+    """A regularizer that trains on annotations (``Regularizer.requires``) on a dataset without them is an error."""
+    lacking: dict[tuple, list[str]] = {}
+    for job in jobs:
+        bundle = bundles.get(job.dataset)
+        try:
+            requires = registry.regularizers.get(job.regularizer.name).requires
+        except Exception:  # _check_plugins reports regularizers that cannot be constructed
+            continue
+        if bundle is None or not requires:
+            continue
+        missing = sorted(set(requires) - bundle.capabilities)
+        if missing:
+            lacking.setdefault((job.regularizer.label, job.dataset.label, tuple(missing)), []).append(job.hash)
+    for (regularizer, dataset, missing), hashes in lacking.items():
+        having = datasets_with(frozenset(missing))
+        where = (f"datasets that have them: {', '.join(having)}" if having else
+                 "no installed dataset has them")
+        add(Finding("error", f"regularizer {regularizer} trains on the annotations {list(missing)}, which dataset "
+                             f"{dataset} does not provide ({where}); train it on one of those or drop it from this "
+                             "dataset's grid.", tuple(hashes)))
+
+
+def datasets_with(capabilities: frozenset[str]) -> list[str]:
+    """The installed datasets whose default configuration offers every one of ``capabilities`` (by
+    :meth:`Dataset.sizes`, without loading; a dataset that cannot say is left out)."""
+    names = []
+    for name in registry.datasets.names():
+        try:
+            sizes = registry.datasets.create(name).sizes()
+        except Exception:
+            continue
+        if sizes is not None and capabilities <= sizes.capabilities:
+            names.append(name)
+    return names

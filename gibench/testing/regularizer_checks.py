@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gibench.api import Regularizer, registry
+from gibench.api import IRRELEVANT_MASK, TRAINING_ANNOTATIONS, Regularizer, registry
 from gibench.core.params import build_config
 from gibench.testing.conformance import Checks, assert_declarations, resolve_plugin
 from gibench.testing.fixtures import tiny_model
 
-__all__ = ["HOST_READS", "check_regularizer"]
+__all__ = ["HOST_READS", "check_regularizer", "default_annotations"]
 
 #: Tensor methods that read a value on the host (a device synchronization on a GPU).
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
@@ -45,9 +45,21 @@ def _default_batch() -> tuple[Tensor, Tensor]:
     return torch.rand(8, 1, 6, 6, generator=generator), torch.randint(0, 3, (8,), generator=generator)
 
 
+def default_annotations(requires: frozenset[str], x: Tensor) -> dict[str, Tensor]:
+    """Annotations for the batch ``x`` of each training annotation in ``requires``: ``IRRELEVANT_MASK`` marks the
+    left half of every image, as a decoy region would be."""
+    unknown = sorted(set(requires) - TRAINING_ANNOTATIONS)
+    if unknown:
+        raise ValueError(f"no default annotations for {unknown}; pass annotations=... to check_regularizer")
+    mask = torch.zeros(x.shape[0], 1, *x.shape[2:], dtype=torch.bool)
+    mask[..., : x.shape[-1] // 2] = True
+    return {IRRELEVANT_MASK: mask} if IRRELEVANT_MASK in requires else {}
+
+
 def check_regularizer(
     regularizer: str | type[Regularizer], *, params: Mapping[str, Any] | None = None,
     model_factory: Callable[[], nn.Module] = tiny_model, batch: tuple[Tensor, Tensor] | None = None,
+    annotations: Mapping[str, Tensor] | None = None,
 ) -> None:
     """Run gibench's regularizer conformance checks (listed in :mod:`gibench.testing`) on one regularizer.
 
@@ -58,6 +70,8 @@ def check_regularizer(
         model_factory: builds a fresh model in train mode for each check (default :func:`tiny_model`, with BatchNorm).
         batch: ``(x, y)``, images in [0, 1] and labels, matching the model (default: 8 random 1×6×6 images and
             labels in {0, 1, 2}, what the default model takes).
+        annotations: for a regularizer that ``requires`` training annotations, the batch's (passed as
+            ``training_loss(model, x, y, annotations=...)``; default :func:`default_annotations`).
 
     Returns:
         None when every check passes.
@@ -74,13 +88,18 @@ def check_regularizer(
         checks.finish()
     params = dict(params or {})
     x, y = batch if batch is not None else _default_batch()
+    if cls.requires and annotations is None:
+        annotations = default_annotations(frozenset(cls.requires), x)
 
     def make(**overrides: Any) -> Regularizer:
         return cls(build_config(cls.Config, {**params, **overrides}, plugin))
 
     def loss_of(model: nn.Module, reg: Regularizer | None = None, seed: int = 0):
         torch.manual_seed(seed)
-        return (reg or make()).training_loss(model, x, y)
+        reg = reg or make()
+        if reg.requires:
+            return reg.training_loss(model, x, y, annotations=dict(annotations or {}))
+        return reg.training_loss(model, x, y)
 
     def config_round_trip() -> None:
         config = make().config
@@ -121,8 +140,11 @@ def check_regularizer(
 
     def inputs_unchanged() -> None:
         x0, y0 = x.clone(), y.clone()
+        masks = {key: value.clone() for key, value in (annotations or {}).items()}
         loss_of(model_factory().train())
         assert torch.equal(x, x0) and torch.equal(y, y0), "training_loss modified its input batch in place"
+        assert all(torch.equal(annotations[key], value) for key, value in masks.items()), (
+            "training_loss modified its annotations in place")
 
     def no_host_reads() -> None:
         model, reg = model_factory().train(), make()

@@ -29,6 +29,12 @@ Choices (all part of the job hash through TrainConfig and TRAINING_CODE_VERSION)
 * Out of memory inside the loop raises :class:`TrainingOutOfMemory` (a GibenchError) with what to change.
 * A regularizer that needs a smooth activation (input Hessians) on a piecewise-linear backbone triggers a warning,
   recorded in the training log too.
+* Annotations: a regularizer whose ``requires`` names training annotations (``IRRELEVANT_MASK``, for Right for the
+  Right Reasons) gets the batch's rows of each as ``training_loss(..., annotations=...)``. Augmentation moves them
+  with the images: the batch and its masks are augmented as one stack of channels (one draw per image, so the images
+  are exactly those of the same job without annotations) and a mask pixel stays True where its augmented value is
+  above 1/2. Augmentations are geometric (crop, flip), so a mask follows its pixels. Every other regularizer is
+  called with (model, x, y) as before.
 
 The seed papers' CIFAR recipe is reachable from a suite: ``train: {optimizer: sgd, lr: 0.1, momentum: 0.9,
 weight_decay: 5.0e-4, batch_size: 128, epochs: 200, schedule: multistep, milestones: [0.5, 0.75], augment:
@@ -207,6 +213,7 @@ def _train_loop(
     order_generator = torch.Generator().manual_seed(seed)
     augment = None if train.augment == "none" else augmentation(train.augment)
     augment_generator = torch.Generator(device=device).manual_seed(seed + AUGMENT_SEED_OFFSET)
+    annotations_all = training_annotations(regularizer, bundle, device)
     log["autocast"] = "bfloat16" if uses_autocast(regularizer, train, device) else None
     log["tf32_off"] = not reduced_precision(regularizer, train)
     sums: dict[str, Tensor] = {}
@@ -220,9 +227,11 @@ def _train_loop(
             for batch in range(steps_per_epoch):
                 index = order[batch * train.batch_size : (batch + 1) * train.batch_size]
                 x = x_all[index]
+                annotations = {key: value[index] for key, value in annotations_all.items()}
                 if augment is not None:
-                    x = augment(x, augment_generator).contiguous(memory_format=memory_format)
-                lr = _step(model, regularizer, optimizer, train, device, x, y_all[index], sums, step)
+                    x, annotations = _augmented(augment, augment_generator, x, annotations)
+                    x = x.contiguous(memory_format=memory_format)
+                lr = _step(model, regularizer, optimizer, train, device, x, y_all[index], sums, step, annotations)
                 schedule.step()
                 window += 1
                 step += 1
@@ -233,13 +242,44 @@ def _train_loop(
                     window = 0
 
 
+def training_annotations(regularizer: Regularizer, bundle: DatasetBundle, device: torch.device) -> dict[str, Tensor]:
+    """The training split's annotations the regularizer requires, on the device (empty when it requires none).
+
+    Raises :class:`GibenchError` naming what is missing when the dataset lacks one (the preflight reports it for a
+    suite before anything trains; this covers a direct call of :func:`fit`).
+    """
+    missing = sorted(set(regularizer.requires) - set(bundle.capabilities))
+    if missing:
+        raise GibenchError(f"regularizer {regularizer.name or type(regularizer).__name__} requires the annotations "
+                           f"{missing}, which dataset {bundle.name!r} does not provide; train it on a dataset that "
+                           "has them (gibench list datasets shows each dataset's capabilities).")
+    return {key: bundle.train.extras[key].to(device) for key in sorted(regularizer.requires)}
+
+
+def _augmented(augment: Callable[[Tensor, torch.Generator], Tensor], generator: torch.Generator, x: Tensor,
+               annotations: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Augment the batch and its masks alike: one call on the images with the masks stacked as extra channels."""
+    if not annotations:
+        return augment(x, generator), annotations
+    keys = sorted(annotations)
+    stacked = torch.cat([x] + [annotations[key].to(x.dtype) for key in keys], dim=1)
+    out = augment(stacked, generator)
+    channels = x.shape[1]
+    moved = {key: out[:, channels + i : channels + i + 1] > 0.5 for i, key in enumerate(keys)}
+    return out[:, :channels], moved
+
+
 def _step(model: nn.Module, regularizer: Regularizer, optimizer: torch.optim.Optimizer, train: TrainConfig,
-          device: torch.device, x: Tensor, y: Tensor, sums: dict[str, Tensor], step: int) -> float:
+          device: torch.device, x: Tensor, y: Tensor, sums: dict[str, Tensor], step: int,
+          annotations: dict[str, Tensor]) -> float:
     """One optimizer step on the batch (x, y); returns the learning rate it used. No host synchronization."""
     whole_step, forward = step_contexts(regularizer, train, device)
     with whole_step:
         with forward:
-            loss = regularizer.training_loss(model, x, y)
+            if annotations:
+                loss = regularizer.training_loss(model, x, y, annotations=annotations)
+            else:
+                loss = regularizer.training_loss(model, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
     if train.grad_clip:
