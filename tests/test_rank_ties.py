@@ -192,6 +192,7 @@ NOT_RANK_BASED = {
     "complexity": "Gini and entropy are symmetric functions of the scores: swapping tied scores changes nothing",
     "sensitivity": "norms of map differences: continuous in the scores",
     "infidelity": "a least-squares fit of output changes on the map: continuous in the scores",
+    "decoy_reliance": "a mass share on a mask and accuracies: continuous in the scores",
 }
 #: Scalars of a rank-based evaluator that are continuous in the map's values (not ranks): float noise moves them by
 #: about its own size, so they are compared within 1e-6, every other scalar exactly.

@@ -176,8 +176,8 @@ def test_make_eval_context_takes_a_method_name() -> None:
 # Identity: hashes, result rows
 
 
-SALIENCY_EVALUATORS = ("blockmnist", "complexity", "diffroar", "infidelity", "keep_remove", "pixel_perturbation",
-                       "random_logit", "randomisation", "road", "score_alignment", "sensitivity")
+SALIENCY_EVALUATORS = ("blockmnist", "complexity", "decoy_reliance", "diffroar", "infidelity", "keep_remove",
+                       "pixel_perturbation", "random_logit", "randomisation", "road", "score_alignment", "sensitivity")
 
 
 def _evaluator_specs(*entries):

@@ -30,8 +30,8 @@ from gibench.testing import tiny_bundle, tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 
 #: the built-in evaluators that explain a saliency map
-SALIENCY_EVALUATORS = {"blockmnist", "complexity", "diffroar", "infidelity", "keep_remove", "pixel_perturbation",
-                       "random_logit", "randomisation", "road", "score_alignment", "sensitivity"}
+SALIENCY_EVALUATORS = {"blockmnist", "complexity", "decoy_reliance", "diffroar", "infidelity", "keep_remove",
+                       "pixel_perturbation", "random_logit", "randomisation", "road", "score_alignment", "sensitivity"}
 
 
 def builtin_evaluator_configs() -> dict[str, type]:

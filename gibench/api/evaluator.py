@@ -132,7 +132,7 @@ class EvalContext:
         >>> ctx = make_eval_context(tiny_model(bundle), bundle, tempfile.mkdtemp(), batch_size=16)
         >>> x, y, extras = eval_subset(ctx, max_images=40)
         >>> [len(y[sl]) for sl in batches(len(y), ctx.batch_size)], sorted(extras)
-        ([16, 16, 8], ['signal_mask'])
+        ([16, 16, 8], ['decoy_shortcut', 'irrelevant_mask', 'signal_mask'])
     """
 
     model: nn.Module

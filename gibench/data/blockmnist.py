@@ -23,16 +23,17 @@ from the paper's description; every detail below is gibench's definition:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from gibench.api.plugin import SIGNAL_MASK, Dataset, DatasetBundle, DataSizes
+from gibench.api.plugin import SIGNAL_MASK, DatasetBundle, DataSizes
 from gibench.core.config_types import Distinct, Rule, Seed, plugin_config
 from gibench.core.errors import DataError
+from gibench.data.digits import BuiltFromDigits, DigitSource
 from gibench.data.tensors import make_bundle
 
 BLOCK = 28
@@ -69,7 +70,7 @@ def compose(digits: Tensor, on_top: Tensor) -> tuple[Tensor, Tensor]:
 
 @plugin_config
 class BlockMNISTConfig:
-    source: Literal["mnist_subset", "mnist"] = "mnist_subset"
+    source: DigitSource = "mnist_subset"
     """mnist_subset: the bundled digits (default); mnist: full MNIST from the data root."""
     classes: DigitSelection = ()
     """Digits to keep, e.g. (0, 1); empty = all 10."""
@@ -77,7 +78,7 @@ class BlockMNISTConfig:
     """Seed of the top/bottom placement (ignored by blockmnist_top)."""
 
 
-class BlockMNIST(Dataset):
+class BlockMNIST(BuiltFromDigits):
     """56×28 images: an MNIST digit block and a fixed null block, the digit on top or bottom at random."""
 
     name: ClassVar[str] = "blockmnist"
@@ -87,7 +88,7 @@ class BlockMNIST(Dataset):
 
     def load(self, data_root: Path | None = None, download: bool = False) -> DatasetBundle:
         cfg = self.config
-        base = self._source_bundle(data_root, download)
+        base = self.source_bundle(data_root, download)
         classes = tuple(cfg.classes) or tuple(range(10))
         (train_x, train_y), (test_x, test_y) = (
             _select(split.x, split.y, classes) for split in (base.train, base.test)
@@ -112,23 +113,10 @@ class BlockMNIST(Dataset):
 
     def sizes(self) -> DataSizes:
         """From the source's images per digit (the bundled subset's split, or full MNIST's files), without loading."""
-        from gibench.data.bundled import MNISTSubset
-        from gibench.data.torchvision_sets import MNIST
-
-        counts = MNISTSubset().digit_counts() if self.config.source == "mnist_subset" else MNIST.digit_counts
+        counts = self.source_digit_counts()
         classes = tuple(self.config.classes) or tuple(range(10))
         return DataSizes((1, 2 * BLOCK, BLOCK), len(classes), sum(counts["train"][d] for d in classes),
                          sum(counts["test"][d] for d in classes), frozenset({SIGNAL_MASK}))
-
-    def _source_bundle(self, data_root: Path | None, download: bool) -> DatasetBundle:
-        if self.config.source == "mnist_subset":
-            from gibench.data.bundled import MNISTSubset
-
-            return MNISTSubset().load(data_root)
-        from gibench.data import default_data_root
-        from gibench.data.torchvision_sets import MNIST
-
-        return MNIST().load(Path(data_root) if data_root else default_data_root(), download=download)
 
 
 class BlockMNISTTop(BlockMNIST):

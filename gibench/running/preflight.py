@@ -167,8 +167,8 @@ def _check_datasets(suite: Suite, jobs: list[Job], options: RunOptions, add) -> 
 def data_folders(spec: PluginSpec, options: RunOptions) -> list[tuple[str, Path, str]]:
     """The file datasets ``spec`` reads: (name, folder, what torchvision expects inside); [] for in-memory ones."""
     from gibench.data import default_data_root
-    from gibench.data.blockmnist import BlockMNIST
-    from gibench.data.torchvision_sets import MNIST, TorchvisionDataset
+    from gibench.data.digits import BuiltFromDigits
+    from gibench.data.torchvision_sets import TorchvisionDataset
 
     root = Path(options.data_root or default_data_root()).expanduser()
     try:
@@ -177,8 +177,9 @@ def data_folders(spec: PluginSpec, options: RunOptions) -> list[tuple[str, Path,
         return []
     if isinstance(dataset, TorchvisionDataset):
         return [(dataset.folder, root / dataset.folder, dataset.expected_files)]
-    if isinstance(dataset, BlockMNIST) and dataset.config.source == "mnist":
-        return [(MNIST.folder, root / MNIST.folder, MNIST.expected_files)]
+    source = dataset.file_source() if isinstance(dataset, BuiltFromDigits) else None
+    if source is not None:
+        return [(source.folder, root / source.folder, source.expected_files)]
     return []
 
 
@@ -309,11 +310,11 @@ def _check_annotations(jobs: list[Job], bundles: dict, add) -> None:
             lacking.setdefault((job.regularizer.label, job.dataset.label, tuple(missing)), []).append(job.hash)
     for (regularizer, dataset, missing), hashes in lacking.items():
         having = datasets_with(frozenset(missing))
-        where = (f"datasets that have them: {', '.join(having)}" if having else
-                 "no installed dataset has them")
+        fix = (f"(datasets that have them: {', '.join(having)}); train it on one of those" if having else
+               "(no installed dataset has them); install a dataset that provides them")
         add(Finding("error", f"regularizer {regularizer} trains on the annotations {list(missing)}, which dataset "
-                             f"{dataset} does not provide ({where}); train it on one of those or drop it from this "
-                             "dataset's grid.", tuple(hashes)))
+                             f"{dataset} does not provide {fix}, or drop it from this dataset's grid.",
+                    tuple(hashes)))
 
 
 def datasets_with(capabilities: frozenset[str]) -> list[str]:

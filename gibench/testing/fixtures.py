@@ -11,7 +11,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gibench.api import ANALYTIC_SCORE, SIGNAL_MASK, DatasetBundle, EvalContext, registry
+from gibench.api import (
+    ANALYTIC_SCORE,
+    DECOY_SHORTCUT,
+    IRRELEVANT_MASK,
+    SIGNAL_MASK,
+    DatasetBundle,
+    EvalContext,
+    registry,
+)
 from gibench.api.saliency import SaliencyFunction, input_gradient, saliency_function
 from gibench.core.errors import GibenchError
 from gibench.data.gaussian_mixture import GaussianMixtureDensity
@@ -101,20 +109,26 @@ def tiny_bundle(
     *, num_classes: int = 3, channels: int = 1, image_size: tuple[int, int] = (8, 8), train_size: int = 240,
     test_size: int = 60, sigma: float = 0.05, seed: int = 0,
 ) -> DatasetBundle:
-    """A synthetic dataset with every capability, so that every evaluator can run on it: ``SIGNAL_MASK`` and
-    ``ANALYTIC_SCORE``.
+    """A synthetic dataset with every capability, so that every evaluator can run on it: ``SIGNAL_MASK``,
+    ``ANALYTIC_SCORE``, ``IRRELEVANT_MASK`` and ``DECOY_SHORTCUT``.
 
     Class k is the Gaussian N(μ_k, σ²I) over the C×H×W pixels, prior 1/K. The class means differ only in the top
     half of the image (the signal block): class k's level, one of K evenly spaced values in [0.3, 0.7] (assigned to
     the classes in random order), plus a per-pixel jitter U(−0.05, 0.05). In the bottom half all classes share one
     mean (per pixel U(0.25, 0.75)), and σ is the same for every class, so the bottom half carries no information
     about the label: the test split's ``signal_mask`` (True in the top half) marks exactly where the label signal
-    lives. The score is exact (``extras["score"](x, y=None)``, from
+    lives, and ``irrelevant_mask`` (True in the bottom half, rows H//2 and below, in both splits) marks the pixels
+    annotated as irrelevant. The score is exact (``extras["score"](x, y=None)``, from
     :class:`gibench.data.gaussian_mixture.GaussianMixtureDensity`, as are ``log_prob``, ``bayes_logits`` and
     ``density``). With the defaults neighbouring class means lie 0.2 apart in each of 32 signal pixels against
     σ = 0.05, so a small classifier reaches near-perfect accuracy in one epoch. Samples are clipped to [0, 1] (every
     mean lies ≥ 0.25 = 5σ inside, so the clip touches a vanishing tail). Labels are balanced (i mod K, shuffled).
     Deterministic in ``seed``.
+
+    The test split's ``decoy_shortcut`` holds the test images with a decoy that encodes the label: the bottom-left
+    corner of the bottom half, max(1, H//4) rows × max(1, W//4) columns in every channel (2×2 of 8×8), set to
+    (k + 1)/(K + 1) for label k. The decoy lies inside the irrelevant mask and is absent from both splits' images, so
+    no model here learns it (a model's accuracy on those images measures how it reacts to an unseen patch).
 
     Args:
         num_classes, channels, image_size: the shape of the data; the image height must be at least 2.
@@ -127,8 +141,10 @@ def tiny_bundle(
 
     Example:
         >>> bundle = tiny_bundle()
-        >>> sorted(bundle.capabilities), bundle.test.extras["signal_mask"].shape
-        (['analytic_score', 'signal_mask'], torch.Size([60, 1, 8, 8]))
+        >>> sorted(bundle.capabilities)
+        ['analytic_score', 'decoy_shortcut', 'irrelevant_mask', 'signal_mask']
+        >>> bundle.test.extras["signal_mask"].shape, bundle.train.extras["irrelevant_mask"].shape
+        (torch.Size([60, 1, 8, 8]), torch.Size([240, 1, 8, 8]))
     """
     h, w = image_size
     if h < 2 or not 0 < sigma <= 0.05:
@@ -154,13 +170,24 @@ def tiny_bundle(
     (train_x, train_y), (test_x, test_y) = draw(train_size), draw(test_size)
     mask = torch.zeros((test_size, 1, h, w), dtype=torch.bool)
     mask[:, :, : h // 2] = True
+    decoy = test_x.clone()
+    decoy[:, :, h - max(1, h // 4):, : max(1, w // 4)] = ((test_y + 1.0) / (num_classes + 1)).view(-1, 1, 1, 1)
     return make_bundle(
         "tiny", train_x, train_y, test_x, test_y, num_classes=num_classes,
-        class_names=tuple(str(k) for k in range(num_classes)), capabilities={SIGNAL_MASK, ANALYTIC_SCORE},
+        class_names=tuple(str(k) for k in range(num_classes)),
+        capabilities={SIGNAL_MASK, ANALYTIC_SCORE, IRRELEVANT_MASK, DECOY_SHORTCUT},
         extras={"score": density.score, "log_prob": density.log_prob, "bayes_logits": density.bayes_logits,
                 "density": density},
-        test_extras={"signal_mask": mask},
+        train_extras={IRRELEVANT_MASK: _bottom_half(train_size, h, w)},
+        test_extras={SIGNAL_MASK: mask, IRRELEVANT_MASK: ~mask, DECOY_SHORTCUT: decoy},
     )
+
+
+def _bottom_half(n: int, h: int, w: int) -> Tensor:
+    """(n, 1, h, w) bool, True from row h // 2 down."""
+    mask = torch.zeros((n, 1, h, w), dtype=torch.bool)
+    mask[:, :, h // 2:] = True
+    return mask
 
 
 def make_eval_context(
