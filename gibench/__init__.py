@@ -52,6 +52,9 @@ Auxiliary models, for evaluators that train their own (:mod:`gibench.store.auxil
 Running
     ``load_suite`` (a ``Suite``), ``run_suite`` (a ``RunSummary``, events to a ``RunObserver``),
     ``collect_results``; ``__version__``.
+Trained models (:mod:`gibench.submissions.model_load`)
+    ``load_model``: one trained model by name (dataset, backbone, regularizer, seed or job hash), from a runs
+    directory, an exported folder (``gibench export``), a submission or a URL, every file checked against its SHA-256.
 
 Testing plugins: :mod:`gibench.testing` (``check_regularizer``, ``check_evaluator``, ``tiny_model``, ``tiny_bundle``,
 ``make_eval_context``, ``registered``).
@@ -167,19 +170,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "CostContext", "Curve",
-    "DECOY_SHORTCUT", "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
-    "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES", "GibenchError",
-    "IGSteps", "IRRELEVANT_MASK", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
-    "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
-    "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
-    "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
-    "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
-    "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
-    "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",
-    "list_evaluators", "list_regularizers", "load_dataset", "load_suite", "logits_and_input_gradient", "make_bundle",
-    "pixel_scores", "plugin_config", "rankdata_average", "require_quality", "run_suite", "saliency_function",
-    "save_curves", "save_grid", "save_saliency_grid", "spearman", "tensors_sha256", "to_unit", "x_gradient",
+    "DECOY_SHORTCUT", "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions",
+    "EvalContext", "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES",
+    "GibenchError", "IGSteps", "IRRELEVANT_MASK", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit",
+    "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue",
+    "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer",
+    "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma",
+    "Split", "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig", "TrainingError",
+    "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline", "auxiliary_classifier",
+    "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
+    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
+    "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
+    "load_model", "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config",
+    "rankdata_average", "require_quality", "run_suite", "saliency_function", "save_curves", "save_grid",
+    "save_saliency_grid", "spearman", "tensors_sha256", "to_unit", "x_gradient",
 ]
 
 #: Public names whose modules are heavy (timm, the runner): imported on first access.
@@ -322,6 +326,57 @@ def build_model(backbone: str, options: Mapping[str, Any], bundle: DatasetBundle
     """
     from gibench.training.models import build_model as _build
     return _build(backbone, options, bundle)
+
+
+def load_model(source: str | Path, *, dataset: str | None = None, backbone: str | None = None,
+               regularizer: str | None = None, seed: int | None = None, job: str | None = None,
+               train: str | None = None, sha256: str | None = None, download: bool = False,
+               device: str = "cpu", cache_dir: str | Path | None = None,
+               data_root: str | Path | None = None) -> nn.Module:
+    """One trained model, by name: in eval mode, with its normalization layer, the network the evaluators scored
+    (:mod:`gibench.submissions.model_load`; docs/models.md has the rules).
+
+    Args:
+        source: a runs directory, a folder written by ``gibench export`` (its ``models.json``), a submission folder
+            that lists its models, a ``.safetensors`` file, or a URL (``https://``, ``http://``, ``file://``) of a
+            weights file or of a ``models.json``.
+        dataset: the dataset's name (any options) or label (``"blockmnist"``, ``"gaussian_mixture(dim=8)"``).
+        backbone: the backbone's name (any options) or label with options in any order
+            (``"gibench_cnn(act=softplus)"``).
+        regularizer: the regularizer's name (any options) or its label (``"gradient_norm(weight=1e-3)"``; numbers
+            compare by value).
+        seed: the training seed.
+        job: the job hash, or a prefix of it of at least 4 hex digits.
+        train: the training config's label as ``gibench report`` prints it, or its train hash.
+        sha256: for a URL, the SHA-256 of the file it names (required); for a local file or index, checked when
+            given.
+        download: allow fetching a URL that is not in the cache yet (nothing is downloaded otherwise); downloads
+            land in ``models/`` of the user cache folder and are checked before they are read.
+        device: where the model is put (``"cpu"``, ``"cuda"``, ...).
+        cache_dir: the download cache (default: ``models/`` in gibench's user cache folder).
+        data_root: where datasets live, for a runs directory whose dataset states no sizes and must be loaded to
+            know the image shape.
+
+    Returns:
+        ``Sequential(normalize=..., backbone=...)`` with the trained weights, in eval mode; it takes images in
+        [0, 1] and returns logits.
+
+    Raises:
+        ModelSelectionError: no model or several match (the message lists the candidates).
+        ModelFileError: a file is missing, differs from its SHA-256 or size, or is not safetensors (an HTML page, a
+        pickle, a truncated file), naming the file and the expected hash; a URL not in the cache without
+        ``download=True``. Both are :class:`GibenchError`.
+
+    Example:
+        >>> model = load_model("models", dataset="blockmnist", backbone="gibench_cnn(act=softplus)",
+        ...                    regularizer="score_matching", seed=1)  # doctest: +SKIP
+        >>> model(torch.rand(8, 1, 28, 28)).shape  # doctest: +SKIP
+        torch.Size([8, 10])
+    """
+    from gibench.submissions.model_load import load_model as _load
+    return _load(source, dataset=dataset, backbone=backbone, regularizer=regularizer, seed=seed, job=job,
+                 train=train, sha256=sha256, download=download, device=device, cache_dir=cache_dir,
+                 data_root=data_root)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:

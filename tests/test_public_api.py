@@ -22,19 +22,20 @@ from gibench.running.runner import RunOptions, RunSummary
 
 EXPORTED = [
     "ANALYTIC_SCORE", "AuxModel", "BNMode", "CAPABILITIES", "ChannelReduction", "ConfigError", "CostContext", "Curve",
-    "DECOY_SHORTCUT", "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions", "EvalContext",
-    "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES", "GibenchError",
-    "IGSteps", "IRRELEVANT_MASK", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit", "Metric", "NoiseStd", "NonEmpty",
-    "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue", "PluginLoadError", "PluginSpec",
-    "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer", "Rule", "RunObserver",
-    "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma", "Split",
-    "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig", "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight",
-    "__version__", "attribution_baseline", "auxiliary_classifier", "batches", "build_model", "check",
-    "collect_results", "create_backbone", "create_evaluator", "create_regularizer", "did_you_mean", "eval_subset",
-    "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient", "list_datasets",
-    "list_evaluators", "list_regularizers", "load_dataset", "load_suite", "logits_and_input_gradient", "make_bundle",
-    "pixel_scores", "plugin_config", "rankdata_average", "require_quality", "run_suite", "saliency_function",
-    "save_curves", "save_grid", "save_saliency_grid", "spearman", "tensors_sha256", "to_unit", "x_gradient",
+    "DECOY_SHORTCUT", "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions",
+    "EvalContext", "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES",
+    "GibenchError", "IGSteps", "IRRELEVANT_MASK", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit",
+    "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue",
+    "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer",
+    "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma",
+    "Split", "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig", "TrainingError",
+    "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline", "auxiliary_classifier",
+    "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
+    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
+    "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
+    "load_model", "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config",
+    "rankdata_average", "require_quality", "run_suite", "saliency_function", "save_curves", "save_grid",
+    "save_saliency_grid", "spearman", "tensors_sha256", "to_unit", "x_gradient",
 ]
 
 #: the command line is not an import API; __main__ only calls it

@@ -10,14 +10,18 @@
                    [--max-artifact-mb MB]
     gibench validate SUBMISSION_DIR
     gibench verify SUBMISSION_DIR [--jobs N] [--seed S] [--runs-dir DIR] [--tolerance T] [--device D] [--data-root DIR]
+    gibench export --out DIR [--runs-dir DIR] [--dataset D] [--backbone B] [--regularizer R] [--seed S] [--job H]
+                   [--train T] [--overwrite] [--data-root DIR]
+    gibench load SOURCE [--dataset D] [--backbone B] [--regularizer R] [--seed S] [--job H] [--train T]
+                 [--sha256 HEX] [--download] [--cache-dir DIR] [--device D] [--data-root DIR] [--json]
     gibench leaderboard build [--submissions DIR] [--out DIR] [--skip-invalid]
     gibench leaderboard serve [--out DIR] [--port N]
 
 User errors (gibench.core.errors.GibenchError) print one message without a traceback and exit with status 2.
 
 The parser is :mod:`gibench.cli.parser`; each command lives in its own module (``list_plugins``, ``run``, ``doctor``,
-``report``, ``submit``, ``validate``, ``verify``, ``leaderboard``). Every command prints to the consoles of
-:mod:`gibench.cli._shared`; a test captures the output by replacing ``gibench.cli._shared.stdout``.
+``report``, ``submit``, ``validate``, ``verify``, ``export``, ``load``, ``leaderboard``). Every command prints to the
+consoles of :mod:`gibench.cli._shared`; a test captures the output by replacing ``gibench.cli._shared.stdout``.
 """
 
 from __future__ import annotations

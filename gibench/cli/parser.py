@@ -7,8 +7,10 @@ import argparse
 from pathlib import Path
 
 from gibench.cli.doctor import cmd_doctor
+from gibench.cli.export import cmd_export
 from gibench.cli.leaderboard import cmd_leaderboard_build, cmd_leaderboard_serve
 from gibench.cli.list_plugins import cmd_list
+from gibench.cli.load import cmd_load
 from gibench.cli.report import cmd_report
 from gibench.cli.run import cmd_run
 from gibench.cli.submit import cmd_submit
@@ -134,6 +136,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=None, help="where datasets other than the bundled ones live")
     p.set_defaults(handler=cmd_verify)
 
+    p = sub.add_parser("export", help="pack trained models (safetensors weights, a model card each) into a folder")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="the runs directory to export from")
+    p.add_argument("--out", type=Path, required=True, help="the folder to create (refused if it exists and is not "
+                                                           "empty, unless --overwrite)")
+    _model_selection(p, many=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="dataset folder, for a dataset whose image shape is known only by loading it")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("load", help="load one trained model by name, check every file, and print its card")
+    p.add_argument("source", help="a runs directory, an exported folder, a submission, a .safetensors file, or an "
+                                  "https://, http:// or file:// URL of a weights file or a models.json")
+    _model_selection(p, many=False)
+    p.add_argument("--sha256", default=None, help="the SHA-256 of the file a URL names (required for a URL)")
+    p.add_argument("--download", action="store_true",
+                   help="allow fetching a URL that is not in the cache (~/.cache/gibench/models) yet")
+    p.add_argument("--cache-dir", type=Path, default=None, help="the download cache (default ~/.cache/gibench/models)")
+    p.add_argument("--device", default="cpu", help="where to load the model (default cpu)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="dataset folder, for a runs directory whose dataset's shape is known only by loading it")
+    p.add_argument("--json", action="store_true", help="print the card as JSON instead of Markdown")
+    p.set_defaults(handler=cmd_load)
+
     p = sub.add_parser("leaderboard", help="build or serve the static leaderboard site")
     lsub = p.add_subparsers(title="leaderboard commands")
     b = lsub.add_parser("build", help="render submissions/ into a static site")
@@ -148,4 +174,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000, help="the port on 127.0.0.1")
     s.set_defaults(handler=cmd_leaderboard_serve)
     return parser
+
+
+def _model_selection(p: argparse.ArgumentParser, many: bool) -> None:
+    """The options that name models (gibench.submissions.model_cards.Selection); repeatable for ``export``."""
+    action, more = ("append", "; repeat for several") if many else ("store", "")
+    p.add_argument("--dataset", action=action, help=f"dataset name (any options) or label, e.g. blockmnist{more}")
+    p.add_argument("--backbone", action=action,
+                   help=f"backbone name (any options) or label, e.g. 'gibench_cnn(act=softplus)'{more}")
+    p.add_argument("--regularizer", action=action,
+                   help=f"regularizer name (any options) or label, e.g. 'gradient_norm(weight=1e-3)'{more}")
+    p.add_argument("--seed", action=action, type=int, help=f"training seed{more}")
+    p.add_argument("--job", action=action, help=f"job hash, or a prefix of at least 4 hex digits{more}")
+    p.add_argument("--train", action=action,
+                   help=f"training config: its label as `gibench report` prints it, or its train hash{more}")
 
