@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from gibench import require_quality, tensors_sha256
 from gibench.api import denoiser
 from gibench.api.artifacts import GRID_IMAGES, batches, eval_subset, save_grid, to_unit
-from gibench.api.cost import CostContext, EvaluationCost, PluginWork, WorkTimer, work
+from gibench.api.cost import CostContext, EvaluationCost, Passes, PluginWork, WorkTimer, work
 from gibench.api.denoiser import DenoiserOptions
 from gibench.api.plugin import ANALYTIC_SCORE, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import spearman
@@ -277,8 +277,9 @@ class ScoreAlignment(Evaluator):
             return EvaluationCost(work(maps))
         training = cfg.denoiser_training()
         options = dataclasses.asdict(training)
-        step = ctx.plugin_work(self.name, "denoiser_step", options, batch_size=training.batch_size, per="step")
-        forward = ctx.plugin_work(self.name, "denoiser_forward", options)
+        step = ctx.plugin_work(self.name, "denoiser_step", options, batch_size=training.batch_size, per="step",
+                               passes=Passes(forward=1, backward=1))  # the denoiser's loss: one forward, backward
+        forward = ctx.plugin_work(self.name, "denoiser_forward", options, passes=Passes(forward=1))
         n_train = min(training.max_train, ctx.data.n_train) if training.max_train > 0 else ctx.data.n_train
         shared = work((step, ctx.training_steps(training, n_train)), (forward, 2 * ctx.data.n_test))
         key = ctx.shared_key({"denoiser": options})

@@ -12,7 +12,8 @@ Contracts (:mod:`gibench.api`)
     capabilities ``SIGNAL_MASK``, ``ANALYTIC_SCORE``, ``IRRELEVANT_MASK``, ``DECOY_SHORTCUT`` and the set of all of
     them, ``CAPABILITIES``; ``TRAINING_ANNOTATIONS``, those a regularizer may require.
 Cost, for ``gibench run --estimate`` (:mod:`gibench.api.cost`)
-    ``CostContext`` (what ``Evaluator.cost`` is given) and ``EvaluationCost`` (what it returns: work units counted).
+    ``CostContext`` (what ``Evaluator.cost`` is given) and ``EvaluationCost`` (what it returns: work units counted);
+    ``Passes``, model passes per image (what ``Regularizer.passes_per_step`` returns).
 Saliency (:mod:`gibench.api.saliency`)
     ``input_gradient``, ``logits_and_input_gradient``, ``leaf_logits_and_input_gradient``, ``label_logit``,
     ``pixel_scores``; ``x_gradient`` and its ``attribution_baseline`` (Hesse et al.'s X-Gradient),
@@ -85,6 +86,7 @@ from gibench.api import (
     EvaluationCost,
     Evaluator,
     Metric,
+    Passes,
     Regularizer,
     Split,
     Sweep,
@@ -173,13 +175,13 @@ __all__ = [
     "DECOY_SHORTCUT", "DataError", "DataSizes", "Dataset", "DatasetBundle", "Distinct", "DistinctFractions",
     "EvalContext", "EvalResult", "EvaluationCost", "Evaluator", "Fraction", "FractionOrAll", "GRID_IMAGES",
     "GibenchError", "IGSteps", "IRRELEVANT_MASK", "Increasing", "IncreasingFractions", "IncreasingSigmas", "Limit",
-    "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "PixelValue",
-    "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt", "PreflightError", "Probability", "Regularizer",
-    "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed", "Seeds", "Sigma",
-    "Split", "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig", "TrainingError",
-    "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline", "auxiliary_classifier",
-    "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator", "create_regularizer",
-    "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
+    "Metric", "NoiseStd", "NonEmpty", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "NumSamples", "Passes",
+    "PixelValue", "PluginLoadError", "PluginSpec", "PositiveFloat", "PositiveInt", "PreflightError", "Probability",
+    "Regularizer", "Rule", "RunObserver", "RunSummary", "SIGNAL_MASK", "SaliencyMethod", "SaliencyOptions", "Seed",
+    "Seeds", "Sigma", "Split", "SubmissionError", "Suite", "Sweep", "TRAINING_ANNOTATIONS", "TrainConfig",
+    "TrainingError", "TrainingLoss", "UnknownPluginError", "Weight", "__version__", "attribution_baseline",
+    "auxiliary_classifier", "batches", "build_model", "check", "collect_results", "create_backbone", "create_evaluator",
+    "create_regularizer", "did_you_mean", "eval_subset", "input_gradient", "integrated_gradients", "label_logit",
     "leaf_logits_and_input_gradient", "list_datasets", "list_evaluators", "list_regularizers", "load_dataset",
     "load_model", "load_suite", "logits_and_input_gradient", "make_bundle", "pixel_scores", "plugin_config",
     "rankdata_average", "require_quality", "run_suite", "saliency_function", "save_curves", "save_grid",

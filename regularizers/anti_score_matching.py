@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.hessian import taylor_trace
-from gibench.api.passes import full_precision
+from gibench.api.passes import Passes, full_precision
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import label_logit
 from gibench.core.config_types import BNMode, NumSamples, PositiveFloat, Sigma, Weight, plugin_config
@@ -68,6 +68,10 @@ class AntiScoreMatching(Regularizer):
     zero_strength: ClassVar[dict] = {"weight": 0.0}
     sweep = Sweep("weight", (1e-6, 1e-5, 1e-4, 1e-3, 1e-2), "log",
                   "decades around the paper's 1e-4 (the public scripts' 1e-5 included); λ·τ from 1e-3 to 10")
+
+    def passes_per_step(self) -> Passes:
+        """The clean forward and one noisy forward per draw, and the training backward through each."""
+        return Passes(forward=1 + self.config.num_samples, backward=1 + self.config.num_samples)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

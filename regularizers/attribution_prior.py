@@ -97,7 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.passes import batch_view, extra_pass_bn
+from gibench.api.passes import Passes, batch_view, extra_pass_bn
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import attribution_baseline, label_logit, logits_and_input_gradient
 from gibench.core.config_types import PositiveInt, Weight, plugin_config
@@ -171,6 +171,15 @@ class AttributionPrior(Regularizer):
                    "1; total_variation λ 1e-3), trained through the attribution"}
     sweep = Sweep("weight", (0.01, 0.1, 1.0, 10.0, 100.0), "log",
                   "FAA's grid for the default Gini prior; total_variation's λ is 1e-3 times these")
+
+    def passes_per_step(self) -> Passes:
+        """X-Gradient or gradient: one forward, the input gradient (``create_graph``) and the training backward
+        through both graphs. Expected gradients with k references: the clean forward, a forward of the k·N
+        interpolated images, their input gradient, and the training backward through the three graphs."""
+        if self.config.attribution == "expected_gradients":
+            k = self.config.references
+            return Passes(forward=1 + k, backward=1 + 3 * k)
+        return Passes(forward=1, backward=3)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         cfg = self.config

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.hessian import squared_norm
-from gibench.api.passes import extra_pass_bn, full_precision
+from gibench.api.passes import Passes, extra_pass_bn, full_precision
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import BNMode, NumSamples, Sigma, Weight, plugin_config
@@ -85,6 +85,12 @@ class DenoisingScoreMatching(Regularizer):
     zero_strength: ClassVar[dict] = {"weight": 0.0}
     sweep = Sweep("weight", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3), "log",
                   "half-decades at sigma 0.1, from nearly erm (1e-5) to clearly strong (1e-3, measured); default 1e-4")
+
+    def passes_per_step(self) -> Passes:
+        """The clean forward and, per draw, a noisy forward with its input gradient (``create_graph``); the training
+        backward through the clean graph and through each noisy forward's graph and its gradient's."""
+        n = self.config.num_samples
+        return Passes(forward=1 + n, backward=1 + 3 * n)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

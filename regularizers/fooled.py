@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.hessian import squared_norm
+from gibench.api.passes import Passes
 from gibench.api.regularizer import Regularizer, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, Seed, Weight, plugin_config
@@ -89,6 +90,10 @@ class Fooled(Regularizer):
             c = self.config
             self._targets[key] = target_map(key[0], c.seed, c.grid, c.target_scale).to(x.device, x.dtype)
         return self._targets[key]
+
+    def passes_per_step(self) -> Passes:
+        """As :mod:`gradient_norm`: one forward, the input gradient and the training backward through both graphs."""
+        return Passes(forward=1, backward=3)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         logits, grad = logits_and_input_gradient(model, x, y, create_graph=True)

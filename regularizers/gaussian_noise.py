@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.passes import Passes
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NoiseStd, NumSamples, plugin_config
 
@@ -56,6 +57,10 @@ class GaussianNoise(Regularizer):
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
     sweep = Sweep("sigma", (0.03, 0.06, 0.12, 0.25, 0.5, 1.0), "log",
                   "Cohen et al.'s CIFAR-10 grid 0.12, 0.25, 0.5, 1.0 and two halvings below it")
+
+    def passes_per_step(self) -> Passes:
+        """One forward per noisy copy, and the training backward through each."""
+        return Passes(forward=self.config.num_samples, backward=self.config.num_samples)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

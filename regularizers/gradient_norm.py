@@ -40,6 +40,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.passes import Passes
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import logits_and_input_gradient
 from gibench.core.config_types import Weight, plugin_config
@@ -60,6 +61,11 @@ class GradientNorm(Regularizer):
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
     sweep = Sweep("weight", (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), "log",
                   "decades from nearly erm to a hundredth of erm's squared gradient norm; default 1e-3 (paper)")
+
+    def passes_per_step(self) -> Passes:
+        """One forward; backwards: the input gradient (``create_graph``), then the training backward through the
+        forward's graph and through the input gradient's graph."""
+        return Passes(forward=1, backward=3)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         logits, grad = logits_and_input_gradient(model, x, y, create_graph=True)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.hessian import squared_norm
-from gibench.api.passes import extra_pass_bn
+from gibench.api.passes import Passes, extra_pass_bn
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import BNMode, NoiseStd, NumSamples, Weight, plugin_config
 
@@ -57,6 +57,10 @@ class NoiseConsistency(Regularizer):
     history = {"1": "first version: CE + λ·‖f(x) − f(x + δ)‖², δ ~ N(0, 0.1²), λ 1"}
     zero_strength: ClassVar[dict] = {"weight": 0.0}
     sweep = Sweep("weight", (1e-2, 1e-1, 1.0, 10.0, 100.0), "log", "decades of PAGs' c in logspace(-4, 4) around 1")
+
+    def passes_per_step(self) -> Passes:
+        """The clean forward and one noisy forward per draw, and the training backward through each."""
+        return Passes(forward=1 + self.config.num_samples, backward=1 + self.config.num_samples)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

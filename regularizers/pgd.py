@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.passes import ball_ascent_step, batch_view, module_modes, per_sample_norm, project_to_ball
+from gibench.api.passes import Passes, ball_ascent_step, batch_view, module_modes, per_sample_norm, project_to_ball
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, plugin_config
 
@@ -113,6 +113,12 @@ class PGD(Regularizer):
     zero_strength: ClassVar[dict] = {"epsilon": 0.0}
     sweep = Sweep("epsilon", (0.1, 0.25, 0.5, 1.0, 2.0, 4.0), "log",
                   "L2 radii: Shah et al.'s 0.25, 0.5, 1.0, Salman et al.'s 0.1, PAGs' MNIST 4; step size 2.5·ε/steps")
+
+    def passes_per_step(self) -> Passes:
+        """A forward and an input gradient per attack step, then the training forward and backward (ε = 0: no
+        attack)."""
+        attack = self.config.steps if self.config.epsilon > 0 else 0
+        return Passes(forward=attack + 1, backward=attack + 1)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         x_adv = pgd_attack(model, x, y, self.config)

@@ -28,7 +28,18 @@ Choices, and where they differ from the reference code:
   double backward, as ``gradient_norm``.
 
 Sweep: λ from 1.5e-4 to 1.5 in decades (log), the paper's λ₁ = 1000 (0.015 here) in the middle. The paper uses one
-λ₁ on DecoyMNIST and does not sweep it there.
+λ₁ on DecoyMNIST and does not sweep it there. Measured on the bundled digits (``benchmarks/suites/decoy_rrr.yaml``:
+``gibench_mlp``, 3 epochs, Adam 1e-3, batch 64, seeds 0-2; test accuracy with random swatches, the share of the
+input gradient's mass on the swatch (its area is 0.020), and the shortcut gap; ``erm`` on the same digits without
+swatches: 0.933):
+
+    erm:           0.639, 0.087, 0.328
+    λ = 0.0015:    0.891, 0.025, 0.054
+    λ = 0.015:     0.925, 0.006, 0.007   (the paper's λ₁)
+    λ = 0.15:      0.927, 0.002, 0.002
+
+A tenth of the paper's λ already removes most of the reliance; the paper's λ removes it and recovers the accuracy of
+a model that never saw a swatch.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gibench.api.passes import Passes
 from gibench.api.plugin_base import IRRELEVANT_MASK
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.api.saliency import label_logit
@@ -63,6 +75,10 @@ class RRR(Regularizer):
     history = {"1": "first version: Ross et al.'s right-reasons penalty, λ 0.015 (their 1000 in byte units)"}
     sweep = Sweep("weight", (1.5e-4, 1.5e-3, 1.5e-2, 1.5e-1, 1.5), "log",
                   "decades around Ross et al.'s λ₁ = 1000 (0.015 in [0, 1] pixels and a mean loss)")
+
+    def passes_per_step(self) -> Passes:
+        """As ``gradient_norm``: one forward, the input gradient and the training backward through both graphs."""
+        return Passes(forward=1, backward=3)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor, *,
                       annotations: Mapping[str, Tensor]) -> TrainingLoss:

@@ -49,6 +49,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from gibench.api.hessian import TaylorScoreMatchingConfig, taylor_score_matching_loss, taylor_trace
+from gibench.api.passes import Passes
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import plugin_config
 
@@ -70,6 +71,12 @@ class ScoreMatching(Regularizer):
     zero_strength: ClassVar[dict] = {"weight": 0.0}
     sweep = Sweep("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "log",
                   "decades from the public scripts' 1e-5 to 1e-1 (a collapse, measured); default 1e-3 (the paper)")
+
+    def passes_per_step(self) -> Passes:
+        """The clean forward, one noisy forward per draw; backwards: the input gradient (``create_graph``), then the
+        training backward through every forward's graph and the input gradient's."""
+        n = self.config.num_samples
+        return Passes(forward=1 + n, backward=3 + n)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         return taylor_score_matching_loss(model, x, y, self.config, taylor_trace)

@@ -31,6 +31,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from gibench.api.hessian import TaylorScoreMatchingConfig, antithetic_trace, taylor_score_matching_loss
+from gibench.api.passes import Passes
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import plugin_config
 
@@ -51,6 +52,12 @@ class AntitheticScoreMatching(Regularizer):
     zero_strength: ClassVar[dict] = {"weight": 0.0}
     sweep = Sweep("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "log",
                   "score_matching's decades, from the public scripts' 1e-5 to 1e-1; default 1e-3 (the paper)")
+
+    def passes_per_step(self) -> Passes:
+        """The clean forward, two noisy forwards (x ± v) per draw; backwards: the input gradient (``create_graph``),
+        then the training backward through every forward's graph and the input gradient's."""
+        n = self.config.num_samples
+        return Passes(forward=1 + 2 * n, backward=3 + 2 * n)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         return taylor_score_matching_loss(model, x, y, self.config, antithetic_trace)

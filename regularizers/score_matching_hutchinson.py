@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.hessian import clean_pass, hessian_quadratic_form, projection, score_matching_penalty
-from gibench.api.passes import full_precision
+from gibench.api.passes import Passes, full_precision
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NumSamples, Weight, plugin_config
 
@@ -67,6 +67,14 @@ class HutchinsonScoreMatching(Regularizer):
     zero_strength: ClassVar[dict] = {"weight": 0.0}
     sweep = Sweep("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "log",
                   "score_matching's decades, from the public scripts' 1e-5 to 1e-1; default 1e-3 (the paper)")
+
+    def passes_per_step(self) -> Passes:
+        """One forward and its input gradient (``create_graph``). Each probe's Hessian-vector product passes the
+        gradient's graph and the forward's (2 backwards) and, with the penalty trained (weight > 0), builds two
+        graphs that the training backward passes again (2 more). The training backward passes the forward's graph
+        and the input gradient's (2)."""
+        n = self.config.num_samples
+        return Passes(forward=1, backward=3 + (4 if self.config.weight > 0 else 2) * n)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

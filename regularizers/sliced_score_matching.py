@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gibench.api.hessian import clean_pass, hessian_quadratic_form, projection, squared_norm
-from gibench.api.passes import full_precision
+from gibench.api.passes import Passes, full_precision
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NumSamples, Weight, plugin_config
 
@@ -90,6 +90,13 @@ class SlicedScoreMatching(Regularizer):
     sweep = Sweep("weight", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3), "log",
                   "half-decades from nearly erm (1e-5) to the runaway of the unbounded Hessian term (1e-3, measured); "
                   "default 1e-4")
+
+    def passes_per_step(self) -> Passes:
+        """As ``score_matching_hutchinson``: one forward and its input gradient; per projection a Hessian-vector
+        product (2 backwards, and 2 more in the training backward when the penalty is trained); the training
+        backward through the forward's graph and the input gradient's."""
+        n = self.config.num_samples
+        return Passes(forward=1, backward=3 + (4 if self.config.weight > 0 else 2) * n)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

@@ -88,7 +88,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.passes import ball_ascent_step, module_modes, per_sample_norm, project_to_ball
+from gibench.api.passes import Passes, ball_ascent_step, module_modes, per_sample_norm, project_to_ball
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import NonNegativeFloat, PositiveInt, Weight, plugin_config
 
@@ -148,6 +148,17 @@ class TRADES(Regularizer):
     zero_strength: ClassVar[dict] = {"beta": 0.0}
     sweep = Sweep("beta", (0.01, 0.1, 0.3, 1.0, 3.0, 10.0), "log",
                   "nearly erm to strong at L∞ ε 0.3, 5 steps; holds the paper's MNIST β 1 (CIFAR-10's 6 inside)")
+
+    def passes_per_step(self) -> Passes:
+        """A no-grad reference forward, a forward and an input gradient per attack step, then the clean and the
+        adversarial training forwards with the backward through both (β = 0: cross-entropy alone; ε = 0: no
+        attack)."""
+        c = self.config
+        if c.beta == 0:
+            return Passes(forward=1, backward=1)
+        attacked = c.epsilon > 0
+        steps = c.steps if attacked else 0
+        return Passes(forward=int(attacked) + steps + 2, backward=steps + 2)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         c = self.config

@@ -37,6 +37,7 @@ CLI_ONLY = {
     "check": "runs `gibench doctor` on --runs-dir instead of a run (the library's is gibench.store.doctor)",
     "estimate": "prints the estimated device-hours instead of a run (the library's is "
                 "gibench.running.estimate.estimate_suite)",
+    "throughput": "prices --estimate's passes (the library's is estimate_suite's throughput argument)",
 }
 
 #: The options whose every value is valid, and why; every other option has a case in ``BAD_VALUES``.
@@ -46,6 +47,8 @@ NOTHING_TO_REJECT = {
     "dry_run": "a flag: True or False",
     "check": "CLI-only (see CLI_ONLY), a flag",
     "estimate": "CLI-only (see CLI_ONLY), a flag",
+    "throughput": "CLI-only (see CLI_ONLY), no run_suite argument to compare with: a bad value is the ConfigError of "
+                  "gibench.running.estimate.check_throughput, which estimate_suite raises too (tests/test_passes.py)",
     "suite": "CLI-only (see CLI_ONLY): a bad name or file is load_suite's error, which the command calls as the "
              "library does",
 }

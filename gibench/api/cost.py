@@ -15,7 +15,13 @@ estimated. The units:
   that retrains models, or trains a judge classifier, counts its steps; :meth:`CostContext.training_steps`).
 * :class:`PluginWork`: work only the evaluator itself can run, such as the training step of its own denoiser. The
   evaluator names it and times it in :meth:`~gibench.api.evaluator.Evaluator.time_work`, with the
-  :class:`WorkTimer` the estimate hands it.
+  :class:`WorkTimer` the estimate hands it, and says how many passes of its model it runs per image (``passes``).
+
+Besides the device-hours, the estimate counts the work in device-independent units,
+:class:`~gibench.api.passes.Passes` (re-exported here): model passes per image, forwards and backwards (a training
+step's are its regularizer's :meth:`~gibench.api.regularizer.Regularizer.passes_per_step` × the batch size; a forward
+pass is one forward per image, a saliency pass one forward and one backward per image; plugin work's are what it
+declares).
 
 Work done once for many jobs (an auxiliary model shared by every job of a dataset) goes into
 :attr:`EvaluationCost.shared` under a key (:meth:`CostContext.shared_key`): the estimate counts it once per key.
@@ -23,8 +29,8 @@ Work done once for many jobs (an auxiliary model shared by every job of a datase
 
 from __future__ import annotations
 
-__all__ = ["FORWARD", "SALIENCY", "CostContext", "EvaluationCost", "ModelPass", "PluginWork", "TrainStep", "Unit",
-           "Work", "WorkTimer", "add_work", "work"]
+__all__ = ["FORWARD", "SALIENCY", "CostContext", "EvaluationCost", "ModelPass", "Passes", "PluginWork", "TrainStep",
+           "Unit", "Work", "WorkTimer", "add_work", "work"]
 
 import math
 from collections.abc import Callable, Mapping
@@ -34,6 +40,7 @@ from typing import Any, Protocol
 import torch
 
 from gibench.api.dataset import DatasetBundle, DataSizes
+from gibench.api.passes import Passes
 from gibench.api.protocols import EvaluatedJob
 from gibench.core.fsio import canonical_json
 from gibench.core.identity import identity_hash
@@ -69,7 +76,8 @@ class ModelPass:
 class PluginWork:
     """Work only evaluator ``owner`` can run and time (its ``time_work``): ``kind`` names it (e.g.
     ``denoiser_step``), ``identity`` is the canonical JSON of every option that changes its cost, ``per`` says what
-    one unit is (``"step"`` or ``"image"``)."""
+    one unit is (``"step"`` or ``"image"``), ``passes`` the passes of the model it runs per image (a step's are
+    ``batch_size`` × these), or None when not declared (the estimate then lists it as not counted in passes)."""
 
     owner: str
     kind: str
@@ -78,6 +86,7 @@ class PluginWork:
     num_classes: int
     batch_size: int
     per: str = "image"
+    passes: Passes | None = None
 
     def options(self) -> dict[str, Any]:
         """``identity`` read back as a dict."""
@@ -156,11 +165,12 @@ class CostContext:
         return train.epochs * math.ceil(n_train / train.batch_size)
 
     def plugin_work(self, owner: str, kind: str, options: Mapping[str, Any], *, batch_size: int | None = None,
-                    per: str = "image") -> PluginWork:
+                    per: str = "image", passes: Passes | None = None) -> PluginWork:
         """A unit of evaluator ``owner``'s own work on this dataset's shape (``batch_size``: the evaluation batch
-        size unless given)."""
+        size unless given; ``passes``: the passes of its model per image, e.g. ``Passes(1, 1)`` for a training step
+        of plain regression)."""
         return PluginWork(owner, kind, canonical_json(dict(options)), self.data.shape, self.data.num_classes,
-                          batch_size or self.batch_size, per)
+                          batch_size or self.batch_size, per, passes)
 
     def shared_key(self, what: Mapping[str, Any]) -> str:
         """The key of work shared by every job of this dataset that needs the same ``what`` (e.g. a judge's

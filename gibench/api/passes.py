@@ -24,22 +24,69 @@ Public core module: the trainer uses :func:`tf32_off`, the built-in regularizers
   gives errors of order 10² in h for logits of order 10. The context covers the forward passes that the loss runs;
   the trainer runs the backward of such regularizers (those not ``amp_safe``) with TF32 off too.
 * :func:`per_sample_norm` and :func:`batch_view` are small shared utilities.
+* :class:`Passes` counts model passes per image (forwards, backwards), the device-independent unit of work that
+  :meth:`gibench.api.regularizer.Regularizer.passes_per_step` declares and ``gibench run --estimate`` adds up.
 """
 
 from __future__ import annotations
 
-__all__ = ["BN_MODES", "ball_ascent_step", "batch_view", "extra_pass_bn", "full_precision", "module_modes",
-           "per_sample_norm", "project_to_ball", "tf32_off"]
+__all__ = ["BACKWARD_IN_FORWARDS", "BN_MODES", "Passes", "ball_ascent_step", "batch_view", "extra_pass_bn",
+           "full_precision", "module_modes", "per_sample_norm", "project_to_ball", "tf32_off"]
 
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from gibench.core.config_types import BNMode
+
+#: The work of one backward in forwards: a backward computes the gradients with respect to a layer's input and its
+#: weights, each about one forward's arithmetic (the convention of Kaplan et al., "Scaling Laws for Neural Language
+#: Models", 2020: training costs 3 forwards per example). :attr:`Passes.forward_equivalents` uses it.
+BACKWARD_IN_FORWARDS = 2
+
+
+@dataclass(frozen=True)
+class Passes:
+    """Model passes per image: ``forward`` images through the model, ``backward`` gradients back through it.
+
+    The device-independent unit of gibench's work (``gibench run --estimate``). The counting rules are those of
+    :meth:`gibench.api.regularizer.Regularizer.passes_per_step`: every forward call counts its images (with or
+    without gradient, in train or eval mode); every passage of a gradient back through one graph of the model counts
+    one backward per image, whether that graph is a forward's (a training backward, an input gradient, an attack
+    step) or a backward's (the training backward through a ``create_graph`` input gradient: a double backward
+    counts as **one** backward). ``forward_equivalents`` weighs a backward as :data:`BACKWARD_IN_FORWARDS` forwards.
+
+    Example:
+        >>> step = Passes(forward=1, backward=3)  # gradient_norm: forward, input gradient, double backward
+        >>> step.forward_equivalents, (2 * step).forward_equivalents, (step + Passes(1, 1)).backward
+        (7, 14, 4)
+    """
+
+    forward: float = 0
+    backward: float = 0
+
+    @property
+    def forward_equivalents(self) -> float:
+        """``forward + BACKWARD_IN_FORWARDS × backward``: the work in forwards."""
+        return self.forward + BACKWARD_IN_FORWARDS * self.backward
+
+    def __add__(self, other: Passes) -> Passes:
+        if not isinstance(other, Passes):
+            return NotImplemented
+        return Passes(self.forward + other.forward, self.backward + other.backward)
+
+    def __mul__(self, count: float) -> Passes:
+        if isinstance(count, Passes):
+            return NotImplemented
+        return Passes(self.forward * count, self.backward * count)
+
+    __rmul__ = __mul__
+
 
 BN_MODES: tuple[str, ...] = typing.get_args(BNMode)
 

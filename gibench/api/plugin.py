@@ -19,6 +19,7 @@ from __future__ import annotations
 from gibench.api.cost import CostContext, EvaluationCost, ModelPass, PluginWork, TrainStep, WorkTimer
 from gibench.api.dataset import Dataset, DatasetBundle, DataSizes, Split
 from gibench.api.evaluator import AuxCache, Curve, EvalContext, EvalResult, Evaluator, Metric
+from gibench.api.passes import Passes
 from gibench.api.plugin_base import (
     ANALYTIC_SCORE,
     CAPABILITIES,
@@ -37,6 +38,6 @@ __all__ = [
     "ANALYTIC_SCORE", "CAPABILITIES", "DECOY_SHORTCUT", "IRRELEVANT_MASK", "SIGNAL_MASK", "TRAINING_ANNOTATIONS",
     "AuxCache", "AuxiliaryModel", "AuxiliaryStore", "CostContext",
     "Curve", "DataSizes", "Dataset", "DatasetBundle", "EmptyConfig", "EvalContext", "EvalResult", "EvaluatedJob",
-    "EvaluationCost", "Evaluator", "Metric", "ModelPass", "Plugin", "PluginWork", "Regularizer", "Split", "Sweep",
-    "TrainStep", "TrainingLoss", "VALIDATION_SPLIT", "WorkTimer", "set_default_aux_store",
+    "EvaluationCost", "Evaluator", "Metric", "ModelPass", "Passes", "Plugin", "PluginWork", "Regularizer", "Split",
+    "Sweep", "TrainStep", "TrainingLoss", "VALIDATION_SPLIT", "WorkTimer", "set_default_aux_store",
 ]

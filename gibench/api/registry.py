@@ -31,7 +31,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gibench.api.plugin import CAPABILITIES, TRAINING_ANNOTATIONS, Dataset, Evaluator, Metric, Plugin, Regularizer, Sweep
+from gibench.api.plugin import (
+    CAPABILITIES,
+    TRAINING_ANNOTATIONS,
+    Dataset,
+    Evaluator,
+    Metric,
+    Plugin,
+    Regularizer,
+    Sweep,
+)
 from gibench.core.errors import ConfigError, PluginLoadError, UnknownPluginError
 from gibench.core.identity import canonical_float
 from gibench.core.params import build_config, did_you_mean

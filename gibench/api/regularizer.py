@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
+from gibench.api.passes import Passes
 from gibench.api.plugin_base import Plugin
 
 
@@ -78,6 +79,8 @@ class Regularizer(Plugin):
     """A training objective: cross-entropy plus (optionally) a penalty, possibly with its own forward passes.
 
     Subclasses implement :meth:`training_loss`. The model arrives in train mode and must be left in train mode.
+    One whose step is not one forward and one backward per image (plain cross-entropy's) declares its model passes
+    in :meth:`passes_per_step`, the work ``gibench run --estimate`` counts.
 
     A regularizer with a strength knob declares it and the settings to compare it at as :attr:`sweep`, a
     :class:`Sweep` (checked when the plugin loads: the parameter is a Config field, the values are strictly
@@ -131,6 +134,52 @@ class Regularizer(Plugin):
     #: that requires none is called ``training_loss(model, x, y)``, so its jobs are unchanged. A suite that trains
     #: it on a dataset without them is a preflight error naming the datasets that have them.
     requires: ClassVar[frozenset[str]] = frozenset()
+
+    def passes_per_step(self) -> Passes:
+        """The model passes of one training step with this config, per image of the batch: what
+        ``gibench run --estimate`` counts as the work of a training (steps × batch size × these passes).
+
+        The default, one forward and one backward, is plain cross-entropy's; a regularizer that calls the model more
+        often, or back-propagates through a gradient, overrides it. The counting rules, checked by
+        :func:`gibench.testing.check_regularizer` against the passes a step really runs (counted with hooks,
+        :func:`gibench.testing.passes.count_passes`), the trainer's ``total.backward()`` included:
+
+        * **forward**: every call of the model counts its images, with or without gradient, in train or eval mode
+          (an attack step's forward, a no-grad reference forward, a noisy copy; a call on a batch of k·N images, such
+          as N images × k references, counts k per image).
+        * **backward**: every passage of a gradient back through one graph of the model counts one per image: through
+          a forward's graph (the training backward, an input gradient, an attack or sampler step) and through a
+          backward's graph (a gradient built with ``create_graph=True`` and differentiated again). One backward call
+          passes each graph once however many terms of the loss reach it: the training backward of cross-entropy
+          plus a gradient penalty passes the forward's graph once and the input gradient's graph once. So a
+          **double backward counts as one backward**, and a gradient penalty's step is 1 forward and 3 backwards
+          (the ``create_graph`` input gradient, then the training backward through the forward's graph and through
+          the input gradient's graph); a Hessian-vector product with ``create_graph`` adds the graphs it passes and
+          builds.
+
+        Weighting a backward as two forwards (:attr:`gibench.api.passes.Passes.forward_equivalents`), the count
+        matches the arithmetic of a step: the second backward of a gradient penalty differentiates an input gradient
+        (no weight gradients, about one forward's arithmetic) and so costs about one backward. It overcounts
+        input-only backwards (an attack step's input gradient has about half a training backward's arithmetic), as
+        the adversarial-training literature's "K + 1 forward-backward passes" of K-step PGD does.
+
+        Returns:
+            :class:`~gibench.api.passes.Passes` per image of the batch (depending on ``self.config`` where the count
+            does: attack or sampler steps, noise draws, a zero strength that skips work).
+
+        Example:
+            >>> from gibench import Passes, plugin_config
+            >>> @plugin_config
+            ... class TwoViewsConfig:
+            ...     views: int = 2
+            >>> class TwoViews(Regularizer):  # cross-entropy on `views` noisy copies of the batch
+            ...     Config = TwoViewsConfig
+            ...     def passes_per_step(self):
+            ...         return Passes(forward=self.config.views, backward=self.config.views)
+            >>> TwoViews().passes_per_step().forward_equivalents
+            6
+        """
+        return Passes(forward=1, backward=1)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingLoss:
         """The full training loss of one batch: cross-entropy plus this regularizer's penalty.

@@ -3,7 +3,7 @@
     gibench list {regularizers,evaluators,datasets,backbones,suites} [--verbose]
     gibench run --suite NAME|PATH [--runs-dir DIR] [--data-root DIR] [--download] [--device cpu|cuda] [--dry-run]
                 [--retry-failed] [--eval-batch-size N] [--executor local|ray] [--address ADDR] [--gpus-per-job F]
-                [--check] [--estimate]
+                [--check] [--estimate [--throughput PASSES_PER_SECOND]]
     gibench doctor [--runs-dir DIR] [--fix]
     gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics] [--ranks] [--sanity]
     gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]

@@ -66,8 +66,13 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: 1 on a cluster with GPUs, 0 on a CPU-only one)")
     p.add_argument("--check", action="store_true", help="only scan --runs-dir for damage (as `gibench doctor`)")
     p.add_argument("--estimate", action="store_true",
-                   help="print the jobs left and the estimated device-hours, from a short cached calibration on "
-                        "--device; trains and downloads nothing")
+                   help="print the jobs left, their work in model passes and the estimated device-hours, from a "
+                        "short cached calibration on --device (passes only where that device is absent); trains and "
+                        "downloads nothing")
+    p.add_argument("--throughput", type=float, default=None, metavar="PASSES_PER_SECOND",
+                   help="with --estimate: price the passes at this many forward-equivalent passes per second (images "
+                        "through the model per second, a backward counting as 2) instead of calibrating; needs no "
+                        "device")
     p.add_argument("--claim-timeout", type=float, default=120.0, dest="claim_timeout_s", metavar="CLAIM_TIMEOUT",
                    help="seconds without a heartbeat after which another host's claim on a job is taken over")
     # No argparse `choices`: RunOptions rejects an unknown mode with the message run_suite gives.

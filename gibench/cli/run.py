@@ -13,6 +13,7 @@ from rich.table import Table
 from gibench.cli import _shared
 from gibench.cli.doctor import cmd_doctor
 from gibench.cli.report import print_frame, print_selections
+from gibench.core.errors import ConfigError
 
 __all__ = ["cmd_run"]
 
@@ -34,6 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          claim_timeout_s=args.claim_timeout_s, isolation=args.isolation,
                          job_timeout_s=args.job_timeout_s, eval_timeout_s=args.eval_timeout_s)
     check_executor_options(args.executor, options.device, address=args.address, gpus_per_job=args.gpus_per_job)
+    if args.throughput is not None and not args.estimate:
+        raise ConfigError("--throughput prices the passes of --estimate; pass --estimate with it, or leave it out.")
     if args.estimate:
         return _print_estimate(args)
     suite = load_suite(args.suite)
@@ -62,40 +65,90 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_estimate(args: argparse.Namespace) -> int:
-    from gibench.running.estimate import estimate_suite
+    from gibench.running.estimate import check_throughput, estimate_suite, plan
+    from gibench.running.options import resolve_device
     from gibench.suites.suite import load_suite
 
+    throughput = None if args.throughput is None else check_throughput(args.throughput)
     suite = load_suite(args.suite)
-    with _shared.stderr.status(f"calibrating {suite.name} on {args.device or 'the default device'} (cached after the "
-                               "first time)"):
-        est = estimate_suite(suite, args.runs_dir, device=args.device, data_root=args.data_root,
-                             eval_batch_size=args.eval_batch_size)
-    where = f"{est.device} ({est.device_name})" if est.device_name else est.device
-    table = Table("dataset", "backbone", "regularizer", "jobs left", "training h", "evaluation h", "total h",
-                  title=f"suite {suite.name}: estimated device-hours on {escape(where)}")
+    absent = None  # why device-hours cannot be had: no throughput stated and the device is not on this machine
+    if throughput is None:
+        try:
+            resolve_device(args.device)
+        except ConfigError as exc:
+            absent = str(exc)
+    if absent is not None:
+        est = plan(suite, args.runs_dir, data_root=args.data_root, eval_batch_size=args.eval_batch_size)
+        title = f"suite {suite.name}: work in model passes"
+    elif throughput is not None:
+        est = estimate_suite(suite, args.runs_dir, data_root=args.data_root, eval_batch_size=args.eval_batch_size,
+                             throughput=throughput)
+        title = f"suite {suite.name}: estimated device-hours at {throughput:g} forward-equivalent passes/s"
+    else:
+        with _shared.stderr.status(f"calibrating {suite.name} on {args.device or 'the default device'} (cached after "
+                                   "the first time)"):
+            est = estimate_suite(suite, args.runs_dir, device=args.device, data_root=args.data_root,
+                                 eval_batch_size=args.eval_batch_size)
+        where = f"{est.device} ({est.device_name})" if est.device_name else est.device
+        title = f"suite {suite.name}: estimated device-hours on {escape(where)}"
+    priced = absent is None
+    caption = ("passes: images through the model and back, in forward-equivalents (forward + 2 × backward), "
+               "device-independent")
+    hours = ["training h", "evaluation h", "total h"] if priced else []
+    table = Table("dataset", "backbone", "regularizer", "jobs left", "training passes", "evaluation passes",
+                  *(hours or ["total passes"]), title=title, caption=caption)
     for r in [*est.rows, *est.auxiliary]:
         jobs = f"{r.jobs_left}/{r.jobs}" if r.jobs else "once"
-        table.add_row(escape(r.dataset), escape(r.backbone), escape(r.regularizer), jobs, _hours(r.train_seconds),
-                      _hours(r.eval_seconds), _hours(r.seconds))
+        table.add_row(escape(r.dataset), escape(r.backbone), escape(r.regularizer), jobs,
+                      _passes(r.train_passes), _passes(r.eval_passes),
+                      *([_hours(r.train_seconds), _hours(r.eval_seconds), _hours(r.seconds)] if priced
+                        else [_passes(r.passes)]))
     table.add_section()
-    table.add_row("total", "", "", f"{est.jobs_left}/{est.jobs}", _hours(est.train_seconds),
-                  _hours(est.seconds - est.train_seconds), _hours(est.seconds))
+    total, train = est.passes, est.train_passes
+    eval_total = total.forward_equivalents - train.forward_equivalents
+    table.add_row("total", "", "", f"{est.jobs_left}/{est.jobs}", _passes(train), f"{eval_total:.4g}",
+                  *([_hours(est.train_seconds), _hours(est.seconds - est.train_seconds), _hours(est.seconds)]
+                    if priced else [_passes(total)]))
     _shared.stdout.print(table)
-    cal = est.calibration
-    _shared.stdout.print(f"{est.jobs} job(s), {est.jobs_left} not yet complete in {args.runs_dir}: about "
-                         f"{est.seconds / 3600:.3g} device-hours ({est.seconds / 60:.3g} min). Calibration: "
-                         f"{cal.measured} unit(s) timed in {cal.measure_seconds:.0f} s, {cal.reused} from "
-                         f"{cal.cache.path}.", soft_wrap=True)
-    if cal.cache.problem:
-        _shared.warn(f"calibration cache: {cal.cache.problem}")
+    if est.evaluators:
+        per = Table("evaluator", "jobs left", "passes", *(["h"] if priced else []),
+                    title="evaluation work per evaluator (auxiliary models above)")
+        for e in est.evaluators:
+            per.add_row(escape(e.evaluator), str(e.jobs_left), _passes(e.passes),
+                        *([_hours(e.seconds)] if priced else []))
+        _shared.stdout.print(per)
+    work = (f"{est.jobs} job(s), {est.jobs_left} not yet complete in {args.runs_dir}: {total.forward:.4g} forward and "
+            f"{total.backward:.4g} backward passes, {total.forward_equivalents:.4g} forward-equivalent")
+    if absent is not None:
+        _shared.stdout.print(f"{work}. Device-hours need the device ({absent.rstrip('.')}) or a stated throughput: "
+                             "--throughput PASSES_PER_SECOND.", soft_wrap=True)
+    elif throughput is not None:
+        _shared.stdout.print(f"{work}; about {est.seconds / 3600:.3g} device-hours ({est.seconds / 60:.3g} min) at "
+                             f"the stated {throughput:g} forward-equivalent passes per second (no calibration).",
+                             soft_wrap=True)
+    else:
+        cal = est.calibration
+        _shared.stdout.print(f"{work}; about {est.seconds / 3600:.3g} device-hours ({est.seconds / 60:.3g} min). "
+                             f"Calibration: {cal.measured} unit(s) timed in {cal.measure_seconds:.0f} s, "
+                             f"{cal.reused} from {cal.cache.path}.", soft_wrap=True)
+        if cal.cache.problem:
+            _shared.warn(f"calibration cache: {cal.cache.problem}")
     if est.not_estimated:
         _shared.warn(f"not estimated (these evaluators declare no cost hook, Evaluator.cost): "
                      f"{', '.join(est.not_estimated)}")
+    if est.not_counted:
+        _shared.warn("not counted in passes (plugin work that declares none, PluginWork.passes)"
+                     + (", nor in the hours at a stated throughput" if throughput is not None else "")
+                     + f": {', '.join(est.not_counted)}")
     return 0
 
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.4g}"
+
+
+def _passes(passes) -> str:
+    return f"{passes.forward_equivalents:.4g}"
 
 
 def _print_dry_run(summary) -> int:

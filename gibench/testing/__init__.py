@@ -23,7 +23,9 @@ the defaults and at the weakest and the strongest value of the declared ``sweep`
 not modified; no tensor value is read on the host inside a step (``.item()``, ``.tolist()``, ``.cpu()``,
 ``.numpy()``, ``bool``/``float``/``int`` of a tensor; the first call may build caches and is exempt); and
 ``zero_strength`` reproduces the ``erm`` loss exactly (bit for bit, gradients to 1e-6), unless the class declares
-``zero_strength = None``.
+``zero_strength = None``; and ``passes_per_step()`` equals the model passes a step runs, training backward included,
+counted with hooks by :func:`gibench.testing.passes.count_passes` at the defaults, the ends of the sweep and zero
+strength.
 
 What :func:`check_evaluator` checks (the ``gibench.Evaluator`` contract): the declarations (exactly one headline
 metric, unique metric names, known capabilities, a dataclass ``Config``, a docstring); the dataset offers what the
@@ -36,7 +38,8 @@ not depend on the evaluation batch size (relative tolerance 1e-5).
 
 The package's modules: :mod:`~gibench.testing.fixtures` (the tiny model and dataset, a trained model, the context
 factory), :mod:`~gibench.testing.registration` (:func:`registered`), :mod:`~gibench.testing.conformance` (what the
-checks share), :mod:`~gibench.testing.regularizer_checks` and :mod:`~gibench.testing.evaluator_checks`.
+checks share), :mod:`~gibench.testing.regularizer_checks`, :mod:`~gibench.testing.evaluator_checks` and
+:mod:`~gibench.testing.passes` (counting a computation's model passes with hooks).
 """
 
 from __future__ import annotations

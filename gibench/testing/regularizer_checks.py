@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -14,9 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from gibench.api import IRRELEVANT_MASK, TRAINING_ANNOTATIONS, Regularizer, registry
+from gibench.api.passes import Passes
 from gibench.core.params import build_config
 from gibench.testing.conformance import Checks, assert_declarations, resolve_plugin
 from gibench.testing.fixtures import tiny_model
+from gibench.testing.passes import count_passes
 
 __all__ = ["HOST_READS", "check_regularizer", "default_annotations"]
 
@@ -168,6 +171,31 @@ def check_regularizer(
         for (pname, p), g in zip(model.named_parameters(), grads):
             torch.testing.assert_close(p.grad, g, rtol=1e-6, atol=1e-7, msg=f"gradient on {pname} differs from erm")
 
+    def declared_passes() -> None:
+        settings = [("the defaults", {})]
+        if cls.sweep is not None:
+            settings += [(f"{cls.sweep.parameter} = {v!r}", {cls.sweep.parameter: v})
+                         for v in (cls.sweep.values[0], cls.sweep.values[-1])]
+        if cls.zero_strength is not None:
+            settings.append((f"zero strength {dict(cls.zero_strength)}", dict(cls.zero_strength)))
+        wrong = []
+        for where, overrides in settings:
+            reg = make(**overrides)
+            declared = reg.passes_per_step()
+            assert isinstance(declared, Passes), (
+                f"passes_per_step() returned {declared!r}; it must return gibench.Passes")
+            model = model_factory().train()
+            with count_passes(model) as count:
+                loss_of(model, reg).total.backward()
+            counted = count.per_image(len(x))
+            if not (math.isclose(declared.forward, counted.forward, abs_tol=1e-9)
+                    and math.isclose(declared.backward, counted.backward, abs_tol=1e-9)):
+                wrong.append(f"at {where} it declares {declared.forward:g} forward(s) and {declared.backward:g} "
+                             f"backward(s) per image, a step ran {counted.forward:g} and {counted.backward:g}")
+        assert not wrong, ("passes_per_step() does not match the model passes of a step (training backward "
+                           "included; a backward through a create_graph gradient's graph counts as one): "
+                           + "; ".join(wrong))
+
     checks.run("config round trip", config_round_trip)
     checks.run("finite scalar total with gradients on every parameter", total_and_gradients)
     if cls.sweep is not None:  # the declaration is valid here: the ends of the sweep are valid settings
@@ -181,4 +209,5 @@ def check_regularizer(
     checks.run("no host synchronization in a step", no_host_reads)
     if cls.zero_strength is not None:
         checks.run("zero strength equals erm exactly", zero_strength_is_erm)
+    checks.run("passes_per_step matches the passes a step runs", declared_passes)
     checks.finish()

@@ -32,6 +32,7 @@ from gibench import (
     FractionOrAll,
     Limit,
     Metric,
+    Passes,
     Regularizer,
     Sweep,
     TrainingLoss,
@@ -56,6 +57,10 @@ class GradientL1(Regularizer):
 
     Config = GradientL1Config     # zero_strength defaults to {"weight": 0.0}
     sweep = Sweep("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "log", "decades around the default")
+
+    def passes_per_step(self) -> Passes:
+        """One forward; backwards: the input gradient, then the training backward through both graphs."""
+        return Passes(forward=1, backward=3)
 
     def training_loss(self, model, x, y) -> TrainingLoss:
         logits, grad = logits_and_input_gradient(model, x, y, create_graph=True)
