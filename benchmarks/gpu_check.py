@@ -14,9 +14,11 @@ deadline and stop early with a note.
    as YAML into the output folder) runs end to end through the command line: ``gibench run --suite ... --device D`` in
    a child process (killed at the part's deadline; a CUDA error there cannot poison this process), then ``gibench
    report``, ``gibench submit`` and ``gibench validate`` on what it stored. ``attribution_prior`` trains on the ReLU
-   X-DNN backbone (``{gibench_cnn: {act: relu, bias: false}}``, an ``extra_grids`` entry), every other regularizer on
-   ``gibench_cnn`` with softplus. Datasets: on CUDA the bundled ``mnist_subset``, ``blockmnist`` (digits 0 and 1) and
-   a 3×32×32 ``gaussian_mixture``; on the CPU the 3×32×32 mixture alone (64 training images). The part records each
+   X-DNN backbone (``{gibench_cnn: {act: relu, bias: false}}``, an ``extra_grids`` entry), a regularizer that trains
+   on annotations (``rrr``) beside ``erm`` on the bundled ``decoy_mnist`` (another entry), every other regularizer on
+   ``gibench_cnn`` with softplus. Datasets of the main grid: on CUDA the bundled ``mnist_subset``, ``blockmnist``
+   (digits 0 and 1) and a 3×32×32 ``gaussian_mixture``; on the CPU the 3×32×32 mixture alone (64 training images).
+   The part records each
    command's exit status and output tail, and from the store every failed training (with its traceback), every failed
    evaluation (with its reason) and the reasons of the skipped ones.
 2. **fit_vs_bare**: :func:`bare_loop.compare` (``erm`` throughput of gibench's ``fit`` against a hand-written loop,
@@ -110,7 +112,9 @@ FLOOR_TARGET = 1.10  # a regularizer's step over its pass-count floor, at most (
 #: forward for the cross-entropy and a noisy one with a create_graph gradient; noise_consistency and
 #: anti_score_matching one extra forward; pgd and trades one attack step per ``steps`` of their config (the count
 #: here is the default; :func:`passes_of` reads the config), trades also a clean and an adversarial forward, and one
-#: no-grad forward for the attack's reference, not counted (its floor is a little low, its check a little strict).
+#: no-grad forward for the attack's reference, not counted (its floor is a little low, its check a little strict);
+#: rrr is gradient_norm's passes with a mask; jem's SGLD steps are attack steps (a forward and an input-only backward
+#: each, ``sgld_steps`` of its config), then a data and a sample forward and one backward through both.
 PASSES: dict[str, tuple[int, int, int, int, int]] = {
     "erm": (1, 1, 0, 0, 0),
     "gaussian_noise": (1, 1, 0, 0, 0),
@@ -126,6 +130,8 @@ PASSES: dict[str, tuple[int, int, int, int, int]] = {
     "sliced_score_matching": (1, 1, 1, 1, 0),
     "pgd": (1, 1, 0, 0, 7),
     "trades": (2, 2, 0, 0, 5),
+    "rrr": (1, 1, 1, 0, 0),
+    "jem": (2, 2, 0, 0, 20),
 }
 PASS_KINDS = ("optimizer", "forward", "erm", "gradnorm", "hvp", "attack")
 
@@ -319,7 +325,9 @@ def mini_suite(sizes: Sizes) -> dict[str, Any]:
     softplus = {"gibench_cnn": {"act": "softplus", **sizes.cnn}}
     xdnn = {"gibench_cnn": {"act": "relu", "bias": False, **sizes.cnn}}
     relu_only = {"attribution_prior"}  # trained on the X-DNN (the score-matching family needs softplus)
-    regularizers = [name for name in builtin_names(registry.regularizers) if name not in relu_only]
+    annotated = {name for name in builtin_names(registry.regularizers)  # rrr: trained on DecoyMNIST's swatch mask
+                 if registry.regularizers.get(name).requires}
+    regularizers = [name for name in builtin_names(registry.regularizers) if name not in relu_only | annotated]
     n = sizes.max_images
     evaluators = [{name: evaluator_options(name, sizes)} for name in builtin_names(registry.evaluators)]
     evaluators.append({"complexity": {"max_images": n, "saliency": "integrated_gradients", "ig_steps": 4}})
@@ -332,7 +340,8 @@ def mini_suite(sizes: Sizes) -> dict[str, Any]:
         "evaluators": evaluators,
         "extra_grids": [{"backbones": [xdnn], "regularizers": sorted(relu_only & set(builtin_names(
             registry.regularizers))), "add_evaluators": [
-            {"pixel_perturbation": {**evaluator_options("pixel_perturbation", sizes), "saliency": "x_gradient"}}]}],
+            {"pixel_perturbation": {**evaluator_options("pixel_perturbation", sizes), "saliency": "x_gradient"}}]},
+            {"datasets": ["decoy_mnist"], "regularizers": ["erm", *sorted(annotated)]}],
         "validation": {"fraction": 0.1, "seed": 0},  # validation_accuracy needs a held-out split
         "seeds": [0],
         "train": dict(sizes.train),
@@ -553,7 +562,8 @@ def passes_of(name: str) -> tuple[int, int, int, int, int] | None:
         return None
     n_f, n_b, n_db, n_t, n_a = PASSES[name]
     if n_a:
-        n_a = int(getattr(registry.regularizers.create(name).config, "steps", n_a))
+        config = registry.regularizers.create(name).config
+        n_a = int(getattr(config, "steps", getattr(config, "sgld_steps", n_a)))
     return n_f, n_b, n_db, n_t, n_a
 
 

@@ -47,6 +47,7 @@ from torch import nn
 
 from gibench.api import registry
 from gibench.suites.suite import TrainConfig
+from gibench.testing.regularizer_checks import default_annotations
 from gibench.training.models import Normalize, create_backbone
 from gibench.training.train import cudnn_benchmark, step_contexts
 
@@ -87,13 +88,20 @@ class Runner:
         self.model = copy.deepcopy(model)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         self.x, self.y = x, y
+        # a regularizer that trains on annotations (rrr's irrelevant-region mask) gets the conformance checks' mask
+        self.annotations = ({key: value.to(x.device) for key, value in default_annotations(self.reg.requires,
+                                                                                           x.cpu()).items()}
+                            if self.reg.requires else None)
 
     def step(self) -> None:
         whole_step, forward = step_contexts(self.reg, TRAIN, self.x.device)
         with whole_step:
             self.opt.zero_grad(set_to_none=True)
             with forward:
-                loss = self.reg.training_loss(self.model, self.x, self.y)
+                if self.annotations is None:
+                    loss = self.reg.training_loss(self.model, self.x, self.y)
+                else:
+                    loss = self.reg.training_loss(self.model, self.x, self.y, annotations=self.annotations)
             loss.total.backward()
         self.opt.step()
 

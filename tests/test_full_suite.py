@@ -11,7 +11,7 @@ from gibench.api import registry
 from gibench.cli import main
 from gibench.running.preflight import PreflightError
 from gibench.running.runner import RunOptions, run_suite
-from gibench.suites.jobs import expand
+from gibench.suites.jobs import expand, planned_jobs, sweep_jobs, sweep_point, swept_values
 from gibench.suites.suite import load_suite, resolve_suite_path
 
 FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
@@ -48,14 +48,27 @@ def _extra_jobs(raw) -> int:
                for grid in raw.get("extra_grids", []))
 
 
-def test_full_expands_to_the_cross_product_of_its_lists(raw, suite):
-    regularizer_points = sum(_grid_points(e) for e in raw["regularizers"])
-    assert regularizer_points == len(raw["regularizers"]) + 2  # pgd's three L2 radii
-    expected = len(raw["datasets"]) * len(raw["backbones"]) * regularizer_points * len(raw["seeds"])
-    assert expected == 6 * 2 * 16 * 3
-    assert len(expand(suite)) == expected + _extra_jobs(raw)
-    assert _extra_jobs(raw) >= 6 * 2 * 3  # the X-ResNet-18 and its ReLU twin with erm (Hesse et al.)
-    assert suite.seeds == (0, 1, 2)
+def test_full_sweeps_every_regularizer_over_settings_that_hold_its_papers_default(raw, suite):
+    main = suite.grids[0]
+    values = {spec.label: swept_values(suite, spec) for spec in main.regularizers}
+    assert {label for label, sweep in values.items() if sweep is None} == {"erm", "fooled"}
+    assert values["pgd(norm=l2)"][0] == "epsilon" and {0.25, 0.5, 1.0} <= set(values["pgd(norm=l2)"][1])  # Shah et al.
+    assert values["pgd(norm=linf)"][1] == pytest.approx((2 / 255, 4 / 255, 8 / 255, 16 / 255))  # Madry et al.'s 8/255
+    trades = next(label for label in values if label.startswith("trades"))
+    assert values[trades] == ("beta", (0.3, 1.0, 3.0, 6.0, 10.0))  # the paper's CIFAR-10 β = 6
+    for name, paper_default in (("gradient_norm", 1e-3), ("score_matching", 1e-3), ("anti_score_matching", 1e-4),
+                                ("gaussian_noise", 0.25), ("noise_consistency", 1.0), ("jem", 1.0)):
+        assert paper_default in values[name][1], name
+    sweep = sweep_jobs(suite)
+    main_points = sum(len(v[1]) for v in values.values() if v is not None) + 1  # every swept value and erm
+    in_main = [j for j in sweep if j.backbone in main.backbones and j.dataset in main.datasets]
+    assert len(in_main) == 6 * 2 * main_points
+    assert sweep_point(main.regularizers[1], "weight", 1e-3) in {j.regularizer for j in in_main}  # gradient_norm
+    assert {j.seed for j in sweep} == {0} and all(j.validation is not None for j in sweep)
+    assert {j.regularizer.name for j in sweep} >= {"erm", "rrr", "attribution_prior"}  # the extra grids sweep too
+    scored = expand(suite)  # before a selection: only what is not swept, with every seed
+    assert {j.regularizer.name for j in scored} == {"erm", "fooled"} and suite.seeds == (0, 1, 2)
+    assert len(planned_jobs(suite)) > len(sweep)
 
 
 def _builtins(reg) -> set[str]:
@@ -66,11 +79,13 @@ def test_every_built_in_regularizer_and_evaluator_is_in_full(raw, suite):
     assert {s.name for s in suite.regularizers} == _builtins(registry.regularizers)  # over all grids
     # validation_accuracy is the selection's instrument: a suite that selects runs it on every job by itself
     assert {s.name for s in suite.evaluators} == _builtins(registry.evaluators) - {"validation_accuracy"}
-    pgd = sorted((s.config["norm"], s.config["epsilon"]) for s in suite.regularizers if s.name == "pgd")
-    assert pgd == [("l2", 0.25), ("l2", 0.5), ("l2", 1.0), ("linf", pytest.approx(8 / 255))]
-    trades = [{k: s.config[k] for k in ("norm", "epsilon", "steps", "step_size", "beta")}
+    pgd = sorted(s.config["norm"] for s in suite.regularizers if s.name == "pgd")
+    assert pgd == ["l2", "linf"]  # the radius is swept
+    trades = [{k: s.config[k] for k in ("norm", "epsilon", "steps", "step_size")}
               for s in suite.regularizers if s.name == "trades"]
-    assert trades == [{"norm": "linf", "epsilon": 0.031, "steps": 10, "step_size": 0.007, "beta": 6.0}]  # CIFAR-10's
+    assert trades == [{"norm": "linf", "epsilon": 0.031, "steps": 10, "step_size": 0.007}]  # CIFAR-10's attack
+    decoy = next(g for g in suite.grids if any(d.name == "decoy_mnist" for d in g.datasets))
+    assert [r.name for r in decoy.regularizers] == ["erm", "rrr"] and decoy.datasets[0].config["source"] == "mnist"
     gan = next(s for s in suite.evaluators if s.name == "gan_test").config
     assert (gan["num_samples"], gan["steps"]) == (1000, 500)
     diffroar = next(s for s in suite.evaluators if s.name == "diffroar").config
@@ -78,8 +93,8 @@ def test_every_built_in_regularizer_and_evaluator_is_in_full(raw, suite):
 
 
 def test_full_trains_with_the_papers_recipe_and_augments_cifar_only(suite):
-    jobs = expand(suite)
-    assert {(j.dataset.name, j.backbone.name, j.backbone.config["act"]) for j in jobs} >= {
+    jobs = planned_jobs(suite)
+    assert {(j.dataset.name, j.backbone.name, j.backbone.config.get("act")) for j in jobs} >= {
         ("cifar10", "cifar_resnet18", "softplus"), ("mnist", "cifar_vgg11_bn", "softplus")}
     for job in jobs:
         t = job.train
@@ -111,7 +126,8 @@ def test_missing_datasets_of_full_are_one_error_with_the_download_command(tmp_pa
     assert "5 dataset(s) are not on disk" in message
     for name in FILE_DATASETS:
         assert f"dataset {name!r} was not found (or is incomplete) in {data / name}" in message
-    assert "dataset mnist, blockmnist(source=mnist): dataset 'mnist' was not found" in message
+    assert "dataset mnist, blockmnist(source=mnist), decoy_mnist(source=mnist): dataset 'mnist' was not found" \
+        in message
     assert f"`gibench run --suite full --runs-dir {runs} --data-root {data} --device cpu --download`" in message
     assert not any(data.iterdir()), "nothing may be downloaded without --download"
     assert not (runs / "jobs").exists()
@@ -131,15 +147,15 @@ def test_the_work_of_full_is_planned_without_its_datasets(tmp_path):
     data = tmp_path / "empty"
     data.mkdir()
     rows, shared, not_estimated = plan_suite(load_suite("full"), tmp_path / "runs", data_root=data)
-    raw = yaml.safe_load(resolve_suite_path("full").read_text())
-    assert sum(r.jobs_left for r in rows) == 576 + _extra_jobs(raw) and not_estimated == []
+    assert sum(r.jobs_left for r in rows) == len(planned_jobs(load_suite("full"))) and not_estimated == []
     row = next(r for r in rows if (r.dataset, r.backbone, r.regularizer) ==
                ("cifar10", "cifar_resnet18(act=softplus)", "erm"))
-    steps = 200 * math.ceil(50_000 / 128)  # one job: 200 epochs of CIFAR-10's 50,000 images at batch 128
+    # one job: 200 epochs of CIFAR-10's 50,000 images less the held-out tenth, at batch 128
+    steps = 200 * math.ceil(45_000 / 128)
     (unit, count), = row.train_work.items()
     assert isinstance(unit, TrainStep) and unit.train.augment == "crop_flip" and count == 3 * steps
     retrain = [n for u, n in row.eval_work.items() if isinstance(u, TrainStep)]
     assert retrain == [3 * 2 * 7 * 3 * steps]  # seeds × (top, bottom) × levels × retrain seeds, 200 epochs each
     assert sorted(r.regularizer.split(" (")[0] for r in shared) == \
-        ["gan_test judge"] * 6 + ["score_alignment denoiser"] * 6  # one judge and one denoiser per dataset
+        ["gan_test judge"] * 7 + ["score_alignment denoiser"] * 7  # one judge and one denoiser per dataset
     assert not any(data.iterdir())
