@@ -13,8 +13,11 @@
     regularizers/<name>.html        paper, objective, parameters and defaults, step cost relative to erm
     evaluators/<name>.html          definition, metrics (direction, bounds, headline, diagnostic), versions
     regularizers/index.html, evaluators/index.html, sanity.html (``fooled`` against ``erm``)
-    submissions/<id>.html           metadata, provenance and verification of one submission
-    submissions/<id>/               a copy of each submission folder (submission.json, results.csv, artifacts/)
+    submissions/<id>.html           metadata, provenance, verification (and which check: re-trained or
+                                    re-evaluated) and the referenced models of one submission; a row of a submission
+                                    that references models links to them (``#models``)
+    submissions/<id>/               a copy of each submission folder (submission.json, results.csv, artifacts/,
+                                    models.json)
     submission.schema.json          the JSON Schema of submission.json
     static/style.css, static/leaderboard.js
 
@@ -62,7 +65,7 @@ import gibench
 from gibench.core.errors import SubmissionError
 from gibench.core.fsio import atomic_folder
 from gibench.leaderboard.heatmap import dataset_groups, make_heatmaps
-from gibench.leaderboard.pages import evaluator_pages, regularizer_pages, sanity_view, verification
+from gibench.leaderboard.pages import evaluator_pages, model_links, regularizer_pages, sanity_view, verification
 from gibench.leaderboard.pictures import make_pictures
 from gibench.leaderboard.strength import strength_sections
 from gibench.leaderboard.tables import (
@@ -76,6 +79,7 @@ from gibench.leaderboard.tables import (
 )
 from gibench.leaderboard.twins import XDNN_NOTE, twin_section
 from gibench.submissions.build import (
+    MODELS_FILE,
     RESULTS_FILE,
     SUBMISSION_FILE,
     LoadedSubmission,
@@ -142,6 +146,7 @@ def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out:
     common = {"gibench_version": gibench.__version__}
     _write_downloads(out / "tables", summary, tables)
     badges = {s.submission.id: verification(s) for s in valid}
+    env.globals["with_models"] = frozenset(s.submission.id for s in valid if s.submission.models is not None)
     _write_submission_pages(env, out / "submissions", valid, tables, badges, copy=not in_place)
     (out / "submission.schema.json").write_text(json.dumps(submission_json_schema(), indent=2) + "\n", "utf-8")
     shutil.copytree(STATIC_DIR, out / "static", ignore=shutil.ignore_patterns("__pycache__"))
@@ -196,6 +201,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("gibench.leaderboard", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["sentence"] = lambda text: text[:1].upper() + text[1:]
+    env.globals["with_models"] = frozenset()  # ids of the submissions that reference their models (set per build)
     env.filters["breakable"] = _breakable
     env.filters["fmt"] = fmt
     return env
@@ -270,7 +276,7 @@ def _write_submission_pages(env: jinja2.Environment, folder: Path, submissions: 
                           for kind, entries in run.plugins.items() for name, p in entries.items()})
         _page(env, "submission.html.j2", folder / f"{sub.id}.html", "../", sub=sub, tables=in_tables,
               statuses=statuses, plugins=plugins, n_rows=len(loaded.results), badge=badges[sub.id],
-              gibench_version=gibench.__version__)
+              models=model_links(loaded), gibench_version=gibench.__version__)
 
 
 def _copy_submission(loaded: LoadedSubmission, target: Path) -> None:
@@ -282,6 +288,8 @@ def _copy_submission(loaded: LoadedSubmission, target: Path) -> None:
     target.mkdir()
     (target / SUBMISSION_FILE).write_text(loaded.submission.model_dump_json(indent=2) + "\n", "utf-8")
     (target / RESULTS_FILE).write_bytes(loaded.data)
+    if loaded.models_data:
+        (target / MODELS_FILE).write_bytes(loaded.models_data)
     for artifact in loaded.artifact_files:
         source = loaded.artifact_path(artifact)
         if source is not None and source.is_file():

@@ -14,14 +14,19 @@
 * The sanity view: :func:`gibench.results.sanity_table` of each submission (``fooled`` against ``erm``), through
   :func:`gibench.results.collapse.sanity_gate`: a collapsed ``fooled`` row is left out of the gate and listed with its
   reason (judged by the floor the submission's recorded suites declare).
-* Verification: :func:`verification`, the badge of :func:`gibench.submissions.verify.verification_status`.
+* Verification: :func:`verification`, the badge of :func:`gibench.submissions.verify.verification_status`, which
+  says which check the submission passed: re-trained (``gibench verify``) or re-evaluated from its submitted models
+  (``gibench verify --reevaluate``, the weaker one).
+* Models: :func:`model_links`, the models a submission references in its ``models.json``, each with its weights and
+  card (a link for an ``https://`` URL; a ``file:`` URL is shown as text).
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "COST_FILE", "CostRow", "HistoryRow", "MetricRow", "PluginPage", "SanityLeftOut", "SanityRow", "Verification",
-    "evaluator_pages", "history_rows", "load_costs", "regularizer_pages", "sanity_rows", "sanity_view", "verification",
+    "COST_FILE", "CostRow", "HistoryRow", "MetricRow", "ModelLink", "PluginPage", "SanityLeftOut", "SanityRow",
+    "Verification", "evaluator_pages", "history_rows", "load_costs", "model_links", "regularizer_pages", "sanity_rows",
+    "sanity_view", "verification",
 ]
 
 import inspect
@@ -130,6 +135,20 @@ class Verification:
     state: str  # "verified" | "disagrees" | "stale" | "unverified"
     text: str  # what the badge says
     detail: str = ""  # the tooltip / the submission page's sentence
+    check: str = ""  # which check the record is of: "retrained" | "reevaluated" ("" when never verified)
+
+
+@dataclass(frozen=True)
+class ModelLink:
+    """One model a submission references (its ``models.json``): what the submission page lists."""
+
+    name: str  # dataset / backbone / variant / seed s
+    train_label: str
+    job_hash: str
+    weights: str  # the weights file's URL
+    card: str  # the card's URL (card.md, else card.json; "" when not listed)
+    sha256: str  # the weights file's SHA-256
+    web: bool  # https URLs: shown as links (file: URLs name a local disk, shown as text)
 
 
 def _registry():
@@ -334,23 +353,48 @@ def sanity_view(submissions: list[LoadedSubmission], tables: list[Table]
 def verification(loaded: LoadedSubmission) -> Verification:
     """The badge of one submission, from :func:`gibench.submissions.verify.verification_status` (its
     ``verification.json``, written by ``gibench verify``): ``verified`` with the date, tolerance and number of re-run
-    jobs; ``disagrees`` (some re-computed metric differed beyond the tolerance); ``stale`` (an evaluator's installed
-    version differs from the one it was verified with: the check no longer covers the installed code); ``unverified``
-    (no record, or one made for other results)."""
+    jobs (its text and ``check`` say whether they were re-trained or their submitted models re-evaluated);
+    ``disagrees`` (some re-computed metric differed beyond the tolerance); ``stale`` (an evaluator's installed version
+    differs from the one it was verified with: the check no longer covers the installed code); ``unverified`` (no
+    record, or one made for other results or, for a re-evaluation, other models)."""
     from gibench.submissions.verify import verification_status
 
     status = verification_status(loaded)
     date = (status.date or "")[:10]
     tolerance = "" if status.tolerance is None else f"|Δ| ≤ {status.tolerance:g}"
     jobs = f"{status.jobs_checked} job{'s' if status.jobs_checked != 1 else ''}"
+    check = status.check if status.date else ""
+    if status.state == "verified" and check == "reevaluated":
+        return Verification("verified", f"re-evaluated {date}, {tolerance}",
+                            f"`gibench verify --reevaluate` loaded the submitted models of {jobs} (each checked "
+                            f"against its SHA-256) and re-ran their evaluations on {date}: every metric agreed within "
+                            f"{tolerance} (absolute). {status.detail}. Re-training them (`gibench verify`) is the "
+                            "stronger check.", check)
     if status.state == "verified":
         return Verification("verified", f"verified {date}, {tolerance}",
                             f"`gibench verify` re-trained and re-evaluated {jobs} on {date}: every metric agreed "
-                            f"within {tolerance} (absolute). {status.detail}.")
+                            f"within {tolerance} (absolute). {status.detail}.", check)
     if status.state == "disagrees":
+        how = ("`gibench verify --reevaluate` re-evaluated the submitted models of" if check == "reevaluated"
+               else "`gibench verify` re-ran")
         return Verification("disagrees", f"disagrees {date}",
-                            f"`gibench verify` re-ran {jobs} on {date} and some metrics differed by more than "
-                            f"{tolerance}: {status.detail}.")
+                            f"{how} {jobs} on {date} and some metrics differed by more than {tolerance}: "
+                            f"{status.detail}.", check)
     if status.state == "stale":
-        return Verification("stale", "stale", f"Verified on {date} with other evaluator versions: {status.detail}.")
+        return Verification("stale", "stale", f"Verified on {date} with other evaluator versions: {status.detail}.",
+                            check)
     return Verification("unverified", "unverified", f"Not verified ({status.detail}).")
+
+
+def model_links(loaded: LoadedSubmission) -> list[ModelLink]:
+    """The models ``loaded`` references in its ``models.json`` (empty for none), in its order."""
+    from gibench.submissions.submitted_models import submitted_models
+
+    links = []
+    for entry in submitted_models(loaded):
+        weights = entry.files["model.safetensors"]
+        card = entry.files.get("card.md") or entry.files.get("card.json")
+        links.append(ModelLink(entry.identity.name, entry.identity.train_label, entry.identity.job_hash,
+                               weights.url or "", (card.url or "") if card is not None else "", weights.sha256,
+                               (weights.url or "").startswith("https://")))
+    return links

@@ -54,8 +54,8 @@ def builtin_configs() -> set[type]:
 
 def test_every_builtin_config_is_a_frozen_pydantic_dataclass():
     configs = builtin_configs()
-    # 13 regularizers (erm has none), 14 evaluators (validation_accuracy has none), 4 datasets, the denoiser's recipe
-    assert len(configs) == 32
+    # 15 regularizers (erm has none), 15 evaluators (validation_accuracy has none), 5 datasets, the denoiser's recipe
+    assert len(configs) == 36
     for config_cls in configs:
         assert is_pydantic_dataclass(config_cls) and dataclasses.is_dataclass(config_cls), config_cls
         config = config_cls()

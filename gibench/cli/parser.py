@@ -121,13 +121,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="size limit of the packed images and curves in MB (default 20; 1 MB = 10^6 bytes). Over it, "
                         "the lowest seed of each row and curves before images are packed first and the rest is "
                         "recorded as left out")
+    p.add_argument("--models", type=Path, default=None, metavar="DIR",
+                   help="reference the trained models in models.json: the folder `gibench export` wrote from the "
+                        "runs directory (with --models-url; the weights are never copied into the submission)")
+    p.add_argument("--models-url", default=None, metavar="PREFIX",
+                   help="where the --models folder's content is published: https://host/path (each model is "
+                        "PREFIX/<job hash>/model.safetensors), or file:///absolute/path, or file:relative/path "
+                        "(resolved against the submission folder, e.g. file:../../release/models)")
     p.set_defaults(handler=cmd_submit)
 
     p = sub.add_parser("validate", help="check a submission folder against the schema")
     p.add_argument("path", type=Path, help="the submission folder, e.g. submissions/<id>")
     p.set_defaults(handler=cmd_validate)
 
-    p = sub.add_parser("verify", help="re-train and re-evaluate a random sample of a submission's jobs and compare")
+    p = sub.add_parser("verify", help="re-train and re-evaluate a random sample of a submission's jobs and compare "
+                                      "(--reevaluate: load its submitted models instead of re-training)")
     p.add_argument("path", type=Path, help="the submission folder, e.g. submissions/<id>")
     p.add_argument("--jobs", type=int, default=1, help="how many of its jobs to re-run (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random choice of jobs (default 0)")
@@ -137,8 +145,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-6,
                    help="largest absolute difference per metric that still agrees (default 1e-6: CPU runs with the "
                         "same library versions and thread count are bit-identical; use e.g. 0.02 across devices)")
-    p.add_argument("--device", default="cpu", help="device to re-train on (default cpu, the deterministic one)")
+    p.add_argument("--device", default="cpu",
+                   help="device to re-train (or re-evaluate) on (default cpu, the deterministic one)")
     p.add_argument("--data-root", type=Path, default=None, help="where datasets other than the bundled ones live")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="the cheap check: load the submitted models of the sample (models.json; each checked against "
+                        "its SHA-256) and re-run their evaluations, instead of re-training them")
+    p.add_argument("--download", action="store_true",
+                   help="with --reevaluate: allow fetching models not in the cache (~/.cache/gibench/models) yet")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="with --reevaluate: the download cache (default ~/.cache/gibench/models)")
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("export", help="pack trained models (safetensors weights, a model card each) into a folder")

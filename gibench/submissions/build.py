@@ -16,6 +16,9 @@ A submission is a folder ``submissions/<id>/`` holding:
     The images and curves the site shows, at most 20 MB in all by default (``--max-artifact-mb``); over the limit
     they are packed in a stated priority order and the rest is recorded as left out
     (:mod:`gibench.submissions.artifacts`).
+``models.json`` (optional, ``gibench submit --models DIR --models-url PREFIX``)
+    The trained models, referenced by URL with each file's SHA-256 and size, never held
+    (:mod:`gibench.submissions.submitted_models`); ``submission.json`` records its SHA-256 (``models``).
 ``verification.json`` (optional, written later by ``gibench verify``; not part of the hashed content)
 
 The module is split by responsibility: the schema (:mod:`gibench.submissions.schema`), validation
@@ -25,7 +28,9 @@ public name is importable from here.
 Choices:
 
 * ``id`` is ``<slug of the name>-<12 hex digits>``: the SHA-256 of the canonical JSON of metadata, provenance, the
-  results file's digest and the artifacts record (not of ``created``). Submitting the same runs twice is a no-op
+  results file's digest, the artifacts record and ``models.json``'s digest when there is one (not of ``created``).
+  The models are covered like the results: they are what the numbers were computed from, so a model swapped after
+  the fact must not keep the submission's id. Submitting the same runs twice is a no-op
   returning the existing folder; a different folder under the same id is refused.
 * Folders are written to a hidden temporary folder and renamed into place, so a half-written submission never
   appears. Folders whose name starts with ``.`` or ``_`` are not submissions.
@@ -44,14 +49,15 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactFile", "ArtifactsRecord", "DEFAULT_MAX_ARTIFACT_MB", "Environment", "ID_PATTERN", "LeftOutArtifact",
-    "LoadedSubmission", "MANIFEST_FILE", "MetricInfo", "PluginRecord", "Provenance", "RESULTS_FILE",
-    "RESULT_COLUMNS", "ResultsFile", "RunRecord", "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "Submission",
-    "SubmissionMetadata", "SubmissionScan", "SuiteRecord", "build_submission", "load_submission",
+    "LoadedSubmission", "MANIFEST_FILE", "MODELS_FILE", "MetricInfo", "ModelsFile", "PluginRecord", "Provenance",
+    "RESULTS_FILE", "RESULT_COLUMNS", "ResultsFile", "RunRecord", "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE",
+    "Submission", "SubmissionMetadata", "SubmissionScan", "SuiteRecord", "build_submission", "load_submission",
     "load_submissions", "package_results", "scan_submissions", "slugify", "submission_id", "submission_json_schema",
     "validate_submission", "write_json_schema",
 ]
 
 import hashlib
+import json
 import os
 import re
 import unicodedata
@@ -75,6 +81,7 @@ from gibench.submissions.artifacts import (
 from gibench.submissions.schema import (
     ID_PATTERN,
     MANIFEST_FILE,
+    MODELS_FILE,
     RESULTS_FILE,
     SCHEMA_VERSION,
     STATUSES,
@@ -85,6 +92,7 @@ from gibench.submissions.schema import (
     LeftOutArtifact,
     LoadedSubmission,
     MetricInfo,
+    ModelsFile,
     PluginRecord,
     Provenance,
     ResultsFile,
@@ -115,7 +123,8 @@ from gibench.version import __version__
 def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
                      suite_name: str | None = None, *, results: pd.DataFrame | None = None,
                      warn: Callable[[str], None] | None = None,
-                     max_artifact_mb: float = DEFAULT_MAX_ARTIFACT_MB) -> Path:
+                     max_artifact_mb: float = DEFAULT_MAX_ARTIFACT_MB, models_dir: str | Path | None = None,
+                     models_url: str | None = None) -> Path:
     """Package the results in ``runs_dir`` as ``out_dir/<id>/`` and return that folder.
 
     Args:
@@ -126,6 +135,9 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
         results: the long results table; defaults to ``gibench.results.collect_results(runs_dir)``.
         warn: called with a message for each damaged file that is skipped (default: ``warnings.warn``).
         max_artifact_mb: the size limit of the packed artifacts in MB (10^6 bytes; default 20).
+        models_dir, models_url: reference the trained models in ``models.json``: a folder made by ``gibench export``
+            from ``runs_dir`` and the URL prefix its content is published under (``https://...``, or ``file:``; a
+            relative ``file:`` URL starts from the submission folder). Both or neither.
 
     Raises:
         SubmissionError: no manifest or no results (run ``gibench run`` first), an unknown suite name, bad metadata,
@@ -136,20 +148,29 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
         PosixPath('submissions/my-method-3f2a9c0b1d4e')
     """
     loaded = package_results(runs_dir, metadata, suite_name, results=results, warn=warn,
-                             max_artifact_mb=max_artifact_mb)
+                             max_artifact_mb=max_artifact_mb, models_dir=models_dir, models_url=models_url)
+    if loaded.models_data and models_dir is not None:  # a relative file: URL starts from the submission folder
+        from gibench.submissions.submitted_models import check_file_urls
+
+        check_file_urls(loaded.models_data, Path(out_dir) / loaded.submission.id, models_dir)
     return _write(Path(out_dir), loaded)
 
 
 def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping[str, Any],
                     suite_name: str | None = None, *, results: pd.DataFrame | None = None,
                     job_hashes: set[str] | None = None, warn: Callable[[str], None] | None = None,
-                    max_artifact_mb: float = DEFAULT_MAX_ARTIFACT_MB) -> LoadedSubmission:
+                    max_artifact_mb: float = DEFAULT_MAX_ARTIFACT_MB, models_dir: str | Path | None = None,
+                    models_url: str | None = None) -> LoadedSubmission:
     """The submission of ``runs_dir``'s results, in memory (``path`` None): what :func:`build_submission` writes.
 
     ``job_hashes`` restricts it to those jobs (and to the runs that list one of them). Its artifacts stay in the runs
     store (``LoadedSubmission.sources``). Same errors as :func:`build_submission`; nothing is written.
     """
     runs_dir = Path(runs_dir)
+    if (models_dir is None) != (models_url is None):
+        raise SubmissionError("--models and --models-url go together: the folder `gibench export` wrote, and the URL "
+                              "prefix its content is published under (https://host/path, or file:). Fix: pass both, "
+                              "or neither to submit without models.")
     meta = parse_model(SubmissionMetadata, metadata, "metadata")
     limit = limit_bytes(max_artifact_mb)
     suites, runs = _read_runs(runs_dir, suite_name, warn)
@@ -167,12 +188,19 @@ def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping
     plan = plan_artifacts(runs_dir, table, limit, warn)
     provenance = Provenance(suites=suites, runs=runs)
     digest = hashlib.sha256(data).hexdigest()
+    models_data, models = b"", None
+    if models_dir is not None and models_url is not None:
+        from gibench.submissions.submitted_models import reference_models
+
+        models_data = reference_models(models_dir, models_url, set(table["job_hash"]), runs_dir, warn)
+        models = ModelsFile(models=len(json.loads(models_data)["models"]),
+                            sha256=hashlib.sha256(models_data).hexdigest())
     submission = Submission(
-        id=submission_id(meta, provenance, digest, plan.record),
+        id=submission_id(meta, provenance, digest, plan.record, models.sha256 if models else None),
         created=datetime.now(timezone.utc).replace(microsecond=0), gibench_version=__version__,
         metadata=meta, provenance=provenance, results=ResultsFile(rows=len(table), sha256=digest),
-        metric_descriptions=_metric_descriptions(table), metrics=metrics, artifacts=plan.record)
-    return LoadedSubmission(None, submission, table, data, dict(plan.sources))
+        metric_descriptions=_metric_descriptions(table), metrics=metrics, artifacts=plan.record, models=models)
+    return LoadedSubmission(None, submission, table, data, dict(plan.sources), models_data=models_data)
 
 
 def slugify(text: str, max_length: int = 40) -> str:
@@ -285,17 +313,20 @@ def _results_csv(table: pd.DataFrame) -> bytes:
 
 
 def submission_id(meta: SubmissionMetadata, provenance: Provenance, results_sha256: str,
-                  artifacts: ArtifactsRecord | None) -> str:
-    """``<slug of the name>-<content hash>``: the id a submission of this content gets (see :func:`_content_hash`)."""
-    return f"{slugify(meta.name)}-{_content_hash(meta, provenance, results_sha256, artifacts)}"
+                  artifacts: ArtifactsRecord | None, models_sha256: str | None = None) -> str:
+    """``<slug of the name>-<content hash>``: the id a submission of this content gets (see :func:`_content_hash`);
+    ``models_sha256`` is the SHA-256 of its ``models.json`` (None: it references no models)."""
+    return f"{slugify(meta.name)}-{_content_hash(meta, provenance, results_sha256, artifacts, models_sha256)}"
 
 
 def _content_hash(meta: SubmissionMetadata, provenance: Provenance, results_sha256: str,
-                  artifacts: ArtifactsRecord | None) -> str:
+                  artifacts: ArtifactsRecord | None, models_sha256: str | None = None) -> str:
     payload: dict[str, Any] = {"metadata": meta.model_dump(mode="json"),
                                "provenance": provenance.model_dump(mode="json"), "results_sha256": results_sha256}
     if artifacts is not None and (artifacts.files or artifacts.left_out):  # ids of submissions without any stay
         payload["artifacts"] = artifacts.model_dump(mode="json")
+    if models_sha256 is not None:  # likewise: ids of submissions without models stay
+        payload["models_sha256"] = models_sha256
     return canonical_hash(payload, length=12)
 
 
@@ -333,6 +364,8 @@ def _write(out_dir: Path, loaded: LoadedSubmission) -> Path:
             (tmp / RESULTS_FILE).write_bytes(loaded.data)
             if submission.artifacts is not None:
                 pack_artifacts(tmp, ArtifactPlan(submission.artifacts, loaded.sources))
+            if submission.models is not None:
+                (tmp / MODELS_FILE).write_bytes(loaded.models_data)
             (tmp / SUBMISSION_FILE).write_text(submission.model_dump_json(indent=2) + "\n", encoding="utf-8")
     except FileExistsError:  # another process wrote the same id meanwhile
         return _write(out_dir, loaded)
@@ -340,5 +373,11 @@ def _write(out_dir: Path, loaded: LoadedSubmission) -> Path:
 
 
 def _same(a: Submission, b: Submission) -> bool:
-    return a.id == b.id and _content_hash(a.metadata, a.provenance, a.results.sha256, a.artifacts) == _content_hash(
-        b.metadata, b.provenance, b.results.sha256, b.artifacts)
+    return a.id == b.id and _content_hash(a.metadata, a.provenance, a.results.sha256, a.artifacts,
+                                          _models_sha256(a)) == _content_hash(b.metadata, b.provenance,
+                                                                              b.results.sha256, b.artifacts,
+                                                                              _models_sha256(b))
+
+
+def _models_sha256(submission: Submission) -> str | None:
+    return submission.models.sha256 if submission.models is not None else None

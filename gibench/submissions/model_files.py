@@ -23,7 +23,8 @@ Choices:
 from __future__ import annotations
 
 __all__ = [
-    "FileRef", "METADATA_KEY", "ModelFileError", "cache_folder", "describe_bytes", "fetch", "read_verified",
+    "FileRef", "METADATA_KEY", "ModelFileError", "cache_folder", "describe_bytes", "fetch", "file_url_path",
+    "read_verified",
     "read_weights", "sha256_hex", "weights_bytes", "write_weights",
 ]
 
@@ -104,6 +105,16 @@ class FileRef:
 #: The URL schemes a model file may be named by (http only for a server the user runs, e.g. on 127.0.0.1: every
 #: fetched file is checked against its SHA-256 whatever its scheme).
 URL_SCHEMES = ("https", "http", "file")
+
+
+def file_url_path(url: str, base: str | Path | None = None) -> Path:
+    """The local path a ``file:`` URL names: ``file:///absolute/path``, or ``file:relative/path`` resolved against
+    ``base`` (the folder of the index that lists it), so that an index kept beside the files it names (a submission
+    and a release folder next to it) works wherever the two are copied together."""
+    path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    if not path.is_absolute() and base is not None:
+        path = Path(os.path.normpath(Path(base) / path))
+    return path
 
 
 def sha256_hex(data: bytes) -> str:

@@ -56,6 +56,7 @@ from gibench.submissions.model_files import (
     FileRef,
     ModelFileError,
     fetch,
+    file_url_path,
     read_verified,
     read_weights,
     sha256_hex,
@@ -190,6 +191,8 @@ def _index_models(index: Path, base: str, sha256: str | None, options: _Options)
 
 def _local(ref: FileRef, base: str, options: _Options, suffix: str) -> tuple[Path, str]:
     """A local path holding ``ref``'s file (fetched if it is behind a URL) and its name for messages."""
+    if ref.url is not None and "://" not in base and urllib.parse.urlparse(ref.url).scheme == "file":
+        return file_url_path(ref.url, base), ref.url  # a relative file: URL starts from the index's folder
     if ref.url is not None:
         return fetch(ref.url, ref.sha256, ref.bytes, download=options.download, cache_dir=options.cache_dir,
                      suffix=suffix), ref.url

@@ -30,7 +30,7 @@ from gibench.core.fsio import atomic_folder, atomic_write_json
 from gibench.core.params import build_config
 from gibench.store.runs import evaluation_key
 from gibench.submissions.build import submission_id
-from gibench.submissions.schema import RESULTS_FILE, SUBMISSION_FILE, ArtifactsRecord, Submission
+from gibench.submissions.schema import MODELS_FILE, RESULTS_FILE, SUBMISSION_FILE, ArtifactsRecord, Submission
 from gibench.submissions.validate import load_submission
 from gibench.submissions.verify import VERIFICATION_FILE
 from gibench.suites.suite import identity_config
@@ -64,11 +64,14 @@ def rekey_submission(folder: str | Path) -> Path:
     if not mapping:
         return folder
     rekeyed = _rekeyed_artifacts(artifacts, mapping)
-    new_id = submission_id(submission.metadata, submission.provenance, submission.results.sha256, rekeyed)
+    new_id = submission_id(submission.metadata, submission.provenance, submission.results.sha256, rekeyed,
+                           submission.models.sha256 if submission.models is not None else None)
     updated = submission.model_copy(update={"id": new_id, "artifacts": rekeyed})
     final = folder.parent / new_id
     with atomic_folder(final) as tmp:
         shutil.copyfile(folder / RESULTS_FILE, tmp / RESULTS_FILE)
+        if submission.models is not None:
+            shutil.copyfile(folder / MODELS_FILE, tmp / MODELS_FILE)
         for old, new in zip(artifacts.files, rekeyed.files):
             (tmp / new.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / old.path, tmp / new.path)

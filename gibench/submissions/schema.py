@@ -12,7 +12,8 @@ from __future__ import annotations
 
 __all__ = [
     "ALLOWED_ARTIFACT_SUFFIXES", "ArtifactFile", "ArtifactsRecord", "Environment", "ID_PATTERN", "LeftOutArtifact",
-    "LoadedSubmission", "MANIFEST_FILE", "MetricInfo", "PluginRecord", "Provenance", "RESULTS_FILE", "RunRecord",
+    "LoadedSubmission", "MANIFEST_FILE", "MODELS_FILE", "MetricInfo", "ModelsFile", "PluginRecord", "Provenance",
+    "RESULTS_FILE", "RunRecord",
     "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "SelectionPoint", "SelectionRecord", "SelectionUnitRecord",
     "Submission", "SubmissionMetadata", "SubmissionScan",
     "SuiteRecord", "bounds_from_json", "bounds_to_json", "control_character", "parse_model", "submission_json_schema",
@@ -45,6 +46,7 @@ SCHEMA_VERSION = 1
 SUBMISSION_FILE = "submission.json"
 RESULTS_FILE = "results.csv"
 MANIFEST_FILE = "manifest.json"
+MODELS_FILE = "models.json"
 ID_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{12}$"
 STATUSES = ("ok", "skipped", "failed")
 #: The only artifact files a submission carries: images and curves the site shows.
@@ -226,6 +228,16 @@ class ResultsFile(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class ModelsFile(_Strict):
+    """``models.json``: the trained models the submission references by URL (each file with its SHA-256 and size;
+    the weights themselves are never part of a submission). Its SHA-256 is recorded here, so the submission's id
+    covers it (gibench.submissions.submitted_models)."""
+
+    file: Literal["models.json"] = MODELS_FILE
+    models: int = Field(ge=1, description="how many models it lists")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 Bound = float | None
 
 
@@ -348,6 +360,7 @@ class Submission(_Strict):
     metrics: list[MetricInfo] = Field(
         default_factory=list, description="every (evaluator, version, metric) of results.csv with its declaration")
     artifacts: ArtifactsRecord | None = Field(default=None, description="images and curves packed for the site")
+    models: ModelsFile | None = Field(default=None, description="the trained models referenced in models.json")
 
 
 @dataclass(frozen=True)
@@ -363,6 +376,7 @@ class LoadedSubmission:
     results: pd.DataFrame = field(repr=False)
     data: bytes = field(default=b"", repr=False)  # the results.csv bytes
     sources: dict[str, Path] = field(default_factory=dict, repr=False)
+    models_data: bytes = field(default=b"", repr=False)  # the models.json bytes (empty: it references no models)
 
     def artifact_path(self, artifact: ArtifactFile) -> Path | None:
         """The absolute path of one packed artifact (None: a submission in memory that does not know it)."""

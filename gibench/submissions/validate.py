@@ -1,5 +1,6 @@
 """Loading and validating a submission folder: ``submission.json`` against the schema, ``results.csv`` cell by cell,
-and the packed artifacts against their recorded SHA-256.
+the packed artifacts against their recorded SHA-256, and the models it references (``models.json``: its shape and
+recorded SHA-256, gibench.submissions.submitted_models).
 
 Validation is strict and reports the file, the field (or column and line) and how to fix it. ``results.csv`` is
 checked for columns, types, ``status`` values, finite values on ``ok`` rows, duplicate results, consistent job and
@@ -37,6 +38,7 @@ from gibench.core.errors import SubmissionError
 from gibench.results.tables import REQUIRED_COLUMNS
 from gibench.submissions.artifacts import check_artifacts
 from gibench.submissions.schema import (
+    MODELS_FILE,
     STATUSES,
     SUBMISSION_FILE,
     LoadedSubmission,
@@ -91,7 +93,12 @@ def load_submission(path: str | Path) -> LoadedSubmission:
     check_metric_records(submission.metrics, table, file)
     check_plausible(table, submission.metrics, results_path)
     check_artifacts(folder, submission.artifacts, file)
-    return LoadedSubmission(folder, submission, table, data)
+    models = b""
+    if submission.models is not None or (folder / MODELS_FILE).exists():  # torch is imported only then
+        from gibench.submissions.submitted_models import check_models
+
+        models = check_models(folder, submission.models, table, file)
+    return LoadedSubmission(folder, submission, table, data, models_data=models)
 
 
 def scan_submissions(root: str | Path) -> SubmissionScan:

@@ -47,6 +47,11 @@ Choices:
   into what the site shows: ``verified`` (date, tolerance), ``disagrees``, ``stale`` (the record says so, or an
   evaluator's installed version has changed since it was made) or ``unverified`` (no record, or one made for other
   results).
+* **Which check**: the record's ``check`` is ``retrained`` (this module) or ``reevaluated`` (``gibench verify
+  --reevaluate``, :mod:`gibench.submissions.reevaluate`: the submitted models loaded, checked against their SHA-256,
+  and evaluated again; a record of that check also holds the ``models.json`` SHA-256 it was made for, and is
+  ``unverified`` once the submission lists other models). A record written before ``check`` existed is a
+  retraining. The record holds the latest check: re-evaluating a submission replaces the record of its retraining.
 """
 
 from __future__ import annotations
@@ -130,6 +135,8 @@ class Verification:
     torch_threads: int
     environment_changes: dict[str, list[Any]] = field(default_factory=dict)
     selections: list[dict[str, Any]] = field(default_factory=list)  # per suite that selects: outcome and differences
+    check: str = "retrained"  # retrained | reevaluated (see the module docstring)
+    models_sha256: str | None = None  # the models.json a re-evaluation loaded its models from
     gibench_version: str = __version__
     schema_version: int = 1
 
@@ -149,6 +156,7 @@ class VerificationStatus:
     jobs_checked: int = 0
     detail: str = ""
     changed: dict[str, tuple[str, str]] = field(default_factory=dict)  # evaluator -> (at verify, installed now)
+    check: str = "retrained"  # which check the record is of: retrained | reevaluated
 
 
 def verify_submission(submission: LoadedSubmission, *, jobs: int = 1, seed: int = 0,
@@ -180,12 +188,15 @@ def verify_submission(submission: LoadedSubmission, *, jobs: int = 1, seed: int 
     return result
 
 
-def sample_jobs(results: pd.DataFrame, jobs: int, seed: int) -> list[str]:
-    """``jobs`` job hashes drawn (``random.Random(seed)``) from the sorted jobs with an ok result."""
+def sample_jobs(results: pd.DataFrame, jobs: int, seed: int, among: set[str] | None = None) -> list[str]:
+    """``jobs`` job hashes drawn (``random.Random(seed)``) from the sorted jobs with an ok result (and in ``among``,
+    when given)."""
     ok = results[(results["status"] == "ok") & (results["evaluator"] != TRAINING)]
-    candidates = sorted(set(ok["job_hash"]))
+    candidates = sorted(set(ok["job_hash"]) & among if among is not None else set(ok["job_hash"]))
     if not candidates:
-        raise SubmissionError("the submission has no ok results, so there is nothing to verify.")
+        raise SubmissionError("the submission has no ok results" + (" of a job with a submitted model" if among
+                                                                    is not None else "")
+                              + ", so there is nothing to verify.")
     return sorted(random.Random(seed).sample(candidates, min(jobs, len(candidates))))
 
 
@@ -253,19 +264,25 @@ def verification_status(submission: LoadedSubmission) -> VerificationStatus:
         checked = len(record["jobs"])
         at_verify = {str(k): str(v) for k, v in record["evaluator_versions"].items() if v is not None}
         sha256 = record["results_sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        check = str(record.get("check", "retrained"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return VerificationStatus("unverified", detail=f"{VERIFICATION_FILE} is unreadable ({exc})")
     if sha256 != submission.submission.results.sha256:
         return VerificationStatus("unverified", detail=f"{VERIFICATION_FILE} was made for other results")
-    if state not in ("verified", "disagrees", "stale"):
-        return VerificationStatus("unverified", detail=f"{VERIFICATION_FILE} has an unknown status {state!r}")
+    if state not in ("verified", "disagrees", "stale") or check not in ("retrained", "reevaluated"):
+        return VerificationStatus("unverified", detail=f"{VERIFICATION_FILE} has an unknown status {state!r} or "
+                                                       f"check {check!r}")
+    models = submission.submission.models
+    if check == "reevaluated" and (models is None or record.get("models_sha256") != models.sha256):
+        return VerificationStatus("unverified", detail=f"{VERIFICATION_FILE} re-evaluated other models than the "
+                                                       "ones models.json lists", check=check)
     now = installed_versions(submission.results)
     changed = {name: (old, now[name]) for name, old in at_verify.items() if now.get(name) not in (None, old)}
     if changed and state == "verified":
         names = ", ".join(f"{n} v{a} → v{b}" for n, (a, b) in sorted(changed.items()))
         return VerificationStatus("stale", date, tolerance, checked, f"evaluator versions changed since: {names}",
-                                  changed)
-    return VerificationStatus(state, date, tolerance, checked, _detail(record), changed)
+                                  changed, check)
+    return VerificationStatus(state, date, tolerance, checked, _detail(record), changed, check)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -339,7 +356,8 @@ def _rerun(rebuilt: dict[str, Any], sampled: list[str], scratch: Path, device: s
 
 
 def _verification(submission: LoadedSubmission, rows: list[RowComparison], job_reports: list[dict[str, Any]],
-                  sampled: list[str], jobs: int, seed: int, tolerance: float, device: str) -> Verification:
+                  sampled: list[str], jobs: int, seed: int, tolerance: float, device: str, check: str = "retrained",
+                  models_sha256: str | None = None) -> Verification:
     import torch
 
     from gibench.store.provenance import environment_info
@@ -358,7 +376,8 @@ def _verification(submission: LoadedSubmission, rows: list[RowComparison], job_r
         jobs_requested=jobs, jobs=job_reports, metrics=outcomes, rows=rows,
         evaluator_versions={k: v for k, v in versions.items() if v is not None},
         environment=environment, torch_threads=torch.get_num_threads(),
-        environment_changes=environment_changes(submission, sampled, environment), selections=selections)
+        environment_changes=environment_changes(submission, sampled, environment), selections=selections,
+        check=check, models_sha256=models_sha256)
 
 
 def recheck_selections(submission: LoadedSubmission) -> list[dict[str, Any]]:
@@ -442,6 +461,8 @@ def _row(r: dict[str, Any], submitted: float | None, status: str | None, recompu
 
 def _detail(record: dict[str, Any]) -> str:
     bad = [m for m in record.get("metrics", []) if m.get("outcome") != "agrees"]
-    if not bad:
+    rejected = [j for j in record.get("jobs", []) if j.get("state") == "model rejected"]
+    if not bad and not rejected:
         return f"{len(record.get('metrics', []))} metric(s) agree on {len(record.get('jobs', []))} job(s)"
-    return "; ".join(f"{m['evaluator']}: {m['metric']} {m['outcome']}" for m in bad[:5])
+    return "; ".join([f"the model of job {j['job_hash']} is not the submitted one" for j in rejected[:2]]
+                     + [f"{m['evaluator']}: {m['metric']} {m['outcome']}" for m in bad[:5]])
