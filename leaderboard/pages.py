@@ -25,8 +25,8 @@ from __future__ import annotations
 
 __all__ = [
     "COST_FILE", "CostRow", "HistoryRow", "MetricRow", "ModelLink", "PluginPage", "SanityLeftOut", "SanityRow",
-    "Verification", "evaluator_pages", "history_rows", "load_costs", "model_links", "regularizer_pages", "sanity_rows",
-    "sanity_view", "verification",
+    "Verification", "declared_passes", "evaluator_pages", "history_rows", "load_costs", "model_links",
+    "regularizer_pages", "sanity_rows", "sanity_view", "verification",
 ]
 
 import inspect
@@ -99,6 +99,7 @@ class PluginPage:
     costs: list[CostRow] = field(default_factory=list)
     cost_device: str = ""
     cost_command: str = ""
+    passes: str = ""  # a regularizer's declared model passes per training step at its defaults ("" when unknown)
     versions: list[tuple[str, int, bool]] = field(default_factory=list)  # (version, result rows, stale)
     history: list[HistoryRow] = field(default_factory=list)  # declared versions, then versions only seen
     tables: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (title, anchor, variants)
@@ -210,6 +211,7 @@ def regularizer_pages(tables: list[Table], cost_file: Path = COST_FILE) -> list[
             page.history = history_rows(cls, page.version, {})
             page.params = _params(cls)
             page.distribution = _distribution("regularizers", name)
+            page.passes = declared_passes(name)
         else:
             page.family = next((r.family for t in tables for r in t.rows if r.regularizer == name), "other")
         page.costs = [CostRow(c["backbone"], c.get("input", ""), f"{c['median_step_ms']:.1f}",
@@ -218,6 +220,17 @@ def regularizer_pages(tables: list[Table], cost_file: Path = COST_FILE) -> list[
         page.tables = _appearances(tables, lambda t, r, name=name: r.regularizer == name)
         pages.append(page)
     return _with_files(pages)
+
+
+def declared_passes(name: str) -> str:
+    """The regularizer's ``passes_per_step`` at its default settings, as a sentence ("" when it cannot be built)."""
+    try:
+        passes = _registry().regularizers.create(name).passes_per_step()
+        ratio = passes.forward_equivalents / 3  # erm's step: 1 forward + 1 backward = 3 forward-equivalents
+    except Exception:
+        return ""
+    return (f"{passes.forward} forward and {passes.backward} backward passes per image "
+            f"({passes.forward_equivalents} forward-equivalents, {ratio:.3g}× erm's)")
 
 
 def _with_files(pages: list[PluginPage]) -> list[PluginPage]:

@@ -430,6 +430,15 @@ def test_cost_file_names_its_device_and_command() -> None:
         assert r["time_vs_erm"] == pytest.approx(r["median_step_ms"] / base["median_step_ms"], rel=0.01)
 
 
+def test_regularizer_pages_state_the_declared_passes_per_step() -> None:
+    from gibench.leaderboard.pages import declared_passes
+
+    assert declared_passes("erm") == "1 forward and 1 backward passes per image (3 forward-equivalents, 1× erm's)"
+    assert declared_passes("gradient_norm").startswith("1 forward and 3 backward passes per image (7 ")
+    assert declared_passes("jem").startswith("22 forward and 22 backward passes per image (66 forward-equivalents, "
+                                             "22×")
+    assert declared_passes("no_such_regularizer") == ""
+
 
 def _history_table(page: str) -> list[tuple[str, ...]]:
     """(version, what changed, rows, status) of each row of an evaluator page's version table, tags stripped."""
