@@ -103,8 +103,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gibench.api.passes import Passes
-from gibench.api.passes import batch_view, module_modes
+from gibench.api.passes import Passes, batch_view, module_modes
 from gibench.api.regularizer import Regularizer, Sweep, TrainingLoss
 from gibench.core.config_types import (
     NoiseStd,

@@ -59,6 +59,7 @@ from gibench.core.errors import ConfigError, GibenchError
 from gibench.core.params import build_config, config_fields, did_you_mean, field_types, is_sequence_type, jsonable
 from gibench.data.validation import ValidationSplit
 from gibench.suites.selection_plan import SelectionPlan, parse_selection_plan
+from gibench.training.presets import expand_preset
 from gibench.training.specs import HASHED_UNLESS_DEFAULT, PluginSpec, TrainConfig  # noqa: F401  (re-exported)
 
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train",
@@ -304,8 +305,9 @@ def _check_xdnn_pairs(grid: Grid, where: str) -> None:
 
 
 def _train_config(value: Any, where: str) -> TrainConfig:
-    """The train section; booleans are refused for numeric options (pydantic would read ``epochs: true`` as 1)."""
-    options = _mapping(value, where)
+    """The train section, its ``preset`` (if any) expanded (:func:`gibench.training.presets.expand_preset`); booleans
+    are refused for numeric options (pydantic would read ``epochs: true`` as 1)."""
+    options = expand_preset(_mapping(value, where), where)
     types = field_types(TrainConfig)
     for key, option in options.items():
         if isinstance(option, bool) and types.get(key) not in (bool, None):
@@ -319,24 +321,28 @@ def _train_per_dataset(raw: Mapping[str, Any], datasets: tuple[PluginSpec, ...],
     """``train_per_dataset: {<dataset name or label>: {<train keys>}}``, each merged over ``train``.
 
     A dataset name applies to every grid point of that dataset, a label (``blockmnist(placement_seed=1)``) to one; where
-    both name a dataset, the label's keys win. Returns (label, merged config) for every dataset that an entry names.
+    both name a dataset, the label's keys win. A ``preset`` in ``train`` or in an entry stands for its keys there
+    (:func:`gibench.training.presets.expand_preset`); every preset sets the whole recipe
+    (:data:`gibench.training.presets.RECIPE_KEYS`), so an entry's preset replaces it and keeps the other keys of
+    ``train`` (``amp``, ``grad_clip``, ...). Returns (label, merged config) for every dataset that an entry names.
     """
     where = f"{source}: train_per_dataset"
     entries = _mapping(raw.get("train_per_dataset") or {}, where)
     known = list(dict.fromkeys([d.name for d in datasets] + [d.label for d in datasets]))
-    for key, overrides in entries.items():
+    for key in entries:
         if key not in known:
             raise ConfigError(
                 f"{where}: {key!r} is not a dataset of this suite.{did_you_mean(str(key), known)} "
                 f"Name one of the suite's datasets (by name or label): {', '.join(known)}."
             )
-        _mapping(overrides or {}, f"{where}.{key}")
-    base = dict(_mapping(raw.get("train") or {}, f"{source}: train"))
+    expanded = {key: expand_preset(_mapping(overrides or {}, f"{where}.{key}"), f"{where}.{key}")
+                for key, overrides in entries.items()}
+    base = expand_preset(_mapping(raw.get("train") or {}, f"{source}: train"), f"{source}: train")
     merged = []
     for dataset in datasets:
         keys = [k for k in (dataset.name, dataset.label) if k in entries]
         if keys:
-            options = {**base, **{k: v for key in keys for k, v in (entries[key] or {}).items()}}
+            options = {**base, **{k: v for key in keys for k, v in expanded[key].items()}}
             merged.append((dataset.label, _train_config(options, f"{where}.{keys[-1]}")))
     return tuple(merged)
 

@@ -31,6 +31,9 @@ class TrainConfig:
     :data:`gibench.training.augment.AUGMENTATIONS` (``none``, ``crop_flip``), applied to training batches only.
     ``channels_last`` stores the model and the batches in channels-last memory order (a speed setting for
     convolutions on GPUs; off by default until a GPU measurement shows it helps, see docs/benchmarks.md).
+    ``nesterov`` turns on Nesterov momentum (``optimizer: sgd`` only, with ``momentum > 0``). ``schedule: onecycle`` is
+    the one-cycle policy (:func:`gibench.training.train.build_schedule`): a warm-up to ``lr`` over the first 30 % of the
+    steps, then a cosine anneal to ``lr / 2.5e5``; momentum stays ``momentum``.
 
     The seed papers' recipe: ``{optimizer: sgd, lr: 0.1, momentum: 0.9, weight_decay: 5.0e-4, batch_size: 128,
     epochs: 200, schedule: multistep, milestones: [0.5, 0.75], augment: crop_flip}``.
@@ -42,7 +45,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
-    schedule: Literal["constant", "cosine", "multistep"] = "constant"
+    schedule: Literal["constant", "cosine", "multistep", "onecycle"] = "constant"
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     grad_clip: float = 0.0
@@ -50,6 +53,7 @@ class TrainConfig:
     log_every: int = 50
     augment: str = "none"
     channels_last: bool = False
+    nesterov: bool = False
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -64,6 +68,9 @@ class TrainConfig:
         check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         check(self.augment in AUGMENTATIONS, f"unknown augment {self.augment!r}."
               f"{did_you_mean(str(self.augment), list(AUGMENTATIONS))} Choices: {', '.join(AUGMENTATIONS)}.")
+        check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+              f"nesterov needs optimizer: sgd and momentum > 0, got optimizer {self.optimizer!r} and momentum "
+              f"{self.momentum}")
 
     def hash_dict(self) -> dict[str, Any]:
         """The fields as JSON for job hashes: every field, except those added later while they keep their default.
@@ -80,7 +87,7 @@ class TrainConfig:
 
 
 #: TrainConfig fields added after job hashes were first stored: part of the hash only when set to a non-default value.
-HASHED_UNLESS_DEFAULT: tuple[str, ...] = ("augment", "channels_last")
+HASHED_UNLESS_DEFAULT: tuple[str, ...] = ("augment", "channels_last", "nesterov")
 
 
 @dataclass(frozen=True)

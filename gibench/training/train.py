@@ -89,15 +89,34 @@ class TrainOutcome:
 
 def build_optimizer(params: Any, train: TrainConfig) -> torch.optim.Optimizer:
     if train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+                               nesterov=train.nesterov)
     if train.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
+#: ``schedule: onecycle``: the share of the steps that warm up, and the start and end rates as divisors of ``lr``
+#: (torch.optim.lr_scheduler.OneCycleLR's defaults; the cosine anneal is its default too).
+ONECYCLE_PCT_START = 0.3
+ONECYCLE_DIV_FACTOR = 25.0
+ONECYCLE_FINAL_DIV_FACTOR = 1.0e4
+
+
 def build_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, steps_per_epoch: int):
-    """A per-step learning-rate schedule (``constant``, ``cosine`` to zero, or ``multistep`` at epoch fractions)."""
+    """A per-step learning-rate schedule (``constant``, ``cosine`` to zero, ``multistep`` at epoch fractions, or
+    ``onecycle``).
+
+    ``onecycle`` is :class:`torch.optim.lr_scheduler.OneCycleLR` over all the steps with ``max_lr = lr``: from
+    ``lr / 25`` up to ``lr`` over the first 30 % of the steps, then down to ``lr / 25 / 1e4`` (both phases cosine),
+    Smith & Topin's one-cycle policy. Momentum is not cycled (``cycle_momentum=False``): ``momentum`` (and Adam's
+    betas) stay as configured, so that a config reads the same under every schedule.
+    """
     total = train.epochs * steps_per_epoch
+    if train.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=train.lr, total_steps=total, pct_start=ONECYCLE_PCT_START, anneal_strategy="cos",
+            div_factor=ONECYCLE_DIV_FACTOR, final_div_factor=ONECYCLE_FINAL_DIV_FACTOR, cycle_momentum=False)
     if train.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if train.schedule == "multistep":
