@@ -32,7 +32,7 @@ from gibench.api.artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import SIGNAL_MASK, EvalContext, EvalResult, Evaluator, Metric
 from gibench.api.ranks import rank_positions
-from gibench.api.saliency import SaliencyOptions, pixel_scores
+from gibench.api.saliency import SaliencyOptions, mask_mass_share, pixel_scores
 from gibench.core.config_types import ChannelReduction, FractionOrAll, Limit, plugin_config
 
 
@@ -44,16 +44,6 @@ class BlockMNISTLeakageConfig(SaliencyOptions):
     """How the gradient's channels become one score per pixel."""
     max_images: Limit = 1000
     """The first N test images; 0 = all."""
-
-
-def signal_mass_share(scores: Tensor, mask: Tensor) -> Tensor:
-    """Per image Σ_signal s / Σ s, (N,); an all-zero map gets the mask's pixel share. scores, mask: (N, H, W)."""
-    flat, m = scores.flatten(1), mask.flatten(1)
-    total = flat.sum(1)
-    signal = torch.where(m, flat, 0.0).sum(1)
-    uniform = m.sum(1).to(flat.dtype) / m.shape[1]
-    share = torch.where(total > 0, signal / total.clamp_min(torch.finfo(flat.dtype).tiny), uniform)
-    return share.double()
 
 
 def null_topk_share(scores: Tensor, mask: Tensor, k: int) -> Tensor:
@@ -98,7 +88,7 @@ class BlockMNISTLeakage(Evaluator):
             xb, yb = x[sl].to(ctx.device), y[sl].to(ctx.device)
             mb = masks[sl].to(ctx.device)[:, 0]
             scores = pixel_scores(ctx.saliency(ctx.model, xb, yb).detach(), cfg.pixel_reduction)
-            mass.append(signal_mass_share(scores, mb))
+            mass.append(mask_mass_share(scores, mb))
             topk.append(null_topk_share(scores, mb, k))
             if not grid:
                 grid = [xb[:8].cpu(), to_unit(scores[:8].unsqueeze(1)).cpu(), mb[:8].unsqueeze(1).float().cpu()]

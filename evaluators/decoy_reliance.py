@@ -37,7 +37,7 @@ per image and two forwards (test and shortcut images); the rest is batched tenso
 
 from __future__ import annotations
 
-__all__ = ["DecoyReliance", "DecoyRelianceConfig", "mask_mass_share"]
+__all__ = ["DecoyReliance", "DecoyRelianceConfig"]
 
 import torch
 from torch import Tensor
@@ -45,7 +45,7 @@ from torch import Tensor
 from gibench.api.artifacts import batches, eval_subset, save_grid, to_unit
 from gibench.api.cost import CostContext, EvaluationCost, work
 from gibench.api.plugin import DECOY_SHORTCUT, IRRELEVANT_MASK, EvalContext, EvalResult, Evaluator, Metric
-from gibench.api.saliency import SaliencyOptions, pixel_scores
+from gibench.api.saliency import SaliencyOptions, mask_mass_share, pixel_scores
 from gibench.core.config_types import ChannelReduction, Limit, plugin_config
 
 
@@ -55,16 +55,6 @@ class DecoyRelianceConfig(SaliencyOptions):
     """How the gradient's channels become one score per pixel."""
     max_images: Limit = 0
     """The first N test images; 0 = all."""
-
-
-def mask_mass_share(scores: Tensor, mask: Tensor) -> Tensor:
-    """Per image Σ_mask s / Σ s, (N,) float64; an all-zero map gets the mask's pixel share. scores, mask: (N, H, W)."""
-    flat, m = scores.flatten(1), mask.flatten(1)
-    total = flat.sum(1)
-    inside = torch.where(m, flat, 0.0).sum(1)
-    uniform = m.sum(1).to(flat.dtype) / m.shape[1]
-    share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(flat.dtype).tiny), uniform)
-    return share.double()
 
 
 class DecoyReliance(Evaluator):

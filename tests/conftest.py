@@ -73,3 +73,17 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
+
+@pytest.fixture
+def cli_output(monkeypatch):
+    """(stdout, stderr) of the command line as text: its rich consoles redirected, 200 columns, no colour."""
+    import io
+
+    from rich.console import Console
+
+    from gibench import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(cli._shared, "stdout", Console(file=out, width=200, color_system=None))
+    monkeypatch.setattr(cli._shared, "stderr", Console(file=err, width=200, color_system=None))
+    return out, err

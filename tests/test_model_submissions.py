@@ -7,7 +7,6 @@ after the fact or a model file whose bytes changed is caught; the site links the
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -15,10 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from rich.console import Console
 
 import gibench
-from gibench import cli
 from gibench.cli import main
 from gibench.core.errors import SubmissionError
 from gibench.running.runner import RunOptions, run_suite
@@ -59,13 +56,6 @@ def made(tmp_path_factory) -> dict:
     finally:
         torch.set_num_threads(threads)
 
-
-@pytest.fixture
-def cli_output(monkeypatch):
-    out, err = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(cli._shared, "stdout", Console(file=out, width=200, color_system=None))
-    monkeypatch.setattr(cli._shared, "stderr", Console(file=err, width=200, color_system=None))
-    return out, err
 
 
 def _copy(made: dict, under: Path, *, release: bool = False) -> Path:

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from rich.console import Console
 
 import gibench
-from gibench import cli
 from gibench.cli import main
 from gibench.running.runner import RunOptions, run_suite
 from gibench.store.runs import RunStore
@@ -279,13 +277,6 @@ def test_a_url_is_fetched_only_when_asked_into_the_cache_and_checked(zoo, http_s
     with pytest.raises(ModelFileError, match="could not be downloaded"):
         gibench.load_model(f"{http_server}/missing.safetensors", sha256=other, download=True, cache_dir=cache)
 
-
-@pytest.fixture
-def cli_output(monkeypatch):
-    out, err = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(cli._shared, "stdout", Console(file=out, width=200, color_system=None))
-    monkeypatch.setattr(cli._shared, "stderr", Console(file=err, width=200, color_system=None))
-    return out, err
 
 
 def test_gibench_export_and_gibench_load_from_the_command_line(zoo, tmp_path, cli_output):

@@ -40,8 +40,8 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_IG_STEPS", "PixelReduction", "SALIENCY_METHODS", "SaliencyFunction", "SaliencyOptions",
     "attribution_baseline", "input_gradient", "integrated_gradients", "label_logit", "leaf_logits_and_input_gradient",
-    "logits_and_input_gradient", "pixel_scores", "saliency_for", "saliency_function", "saliency_options",
-    "x_gradient",
+    "logits_and_input_gradient", "mask_mass_share", "pixel_scores", "saliency_for", "saliency_function",
+    "saliency_options", "x_gradient",
 ]
 
 import dataclasses
@@ -239,3 +239,15 @@ def pixel_scores(grad: Tensor, reduction: PixelReduction = "abs_sum") -> Tensor:
     if reduction == "abs":
         return grad.abs()
     raise ValueError(f"unknown pixel reduction {reduction!r}; use 'abs_sum', 'channel_std' or 'abs'")
+
+
+def mask_mass_share(scores: Tensor, mask: Tensor) -> Tensor:
+    """Per image the share of the pixel-score mass inside the mask, Σ_mask s / Σ s, (N,) float64; an all-zero map
+    gets the mask's share of the pixels (a uniform map's). ``scores`` (N, H, W) non-negative, ``mask`` (N, H, W) bool.
+    ``blockmnist``'s signal share and ``decoy_reliance``'s decoy share."""
+    flat, m = scores.flatten(1), mask.flatten(1)
+    total = flat.sum(1)
+    inside = torch.where(m, flat, 0.0).sum(1)
+    uniform = m.sum(1).to(flat.dtype) / m.shape[1]
+    share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(flat.dtype).tiny), uniform)
+    return share.double()
