@@ -159,6 +159,16 @@ def test_the_strongest_setting_within_max_drop_of_erm_is_chosen(validation, sele
         assert [p.mean for p in choice.curve] == [None if validation[v] == FAILED else validation[v] for v in VALUES]
 
 
+def test_a_choice_at_the_top_of_the_sweep_says_that_the_sweep_may_stop_short():
+    s = suite()
+    at_top = select(s, lookup_for(s, {"erm": 0.90, 0.001: 0.91, 0.1: 0.84, 10.0: 0.86})).units[0]
+    assert at_top.selected == 10.0 and at_top.reason.endswith(
+        "it is the strongest weight swept, so a stronger one may be within the budget too: extend the sweep "
+        "(`sweep: {values: ...}`) to find the operating point")
+    inside = select(s, lookup_for(s, {"erm": 0.90, 0.001: 0.91, 0.1: 0.86, 10.0: 0.50})).units[0]
+    assert inside.selected == 0.1 and "extend the sweep" not in inside.reason
+
+
 def test_the_mean_over_sweep_seeds_decides():
     s = suite(sweep={"seeds": [0, 1], "values": {"gradient_norm": VALUES}})
     dataset, backbone = s.datasets[0], s.backbones[0]

@@ -156,6 +156,9 @@ def _choose(unit: SelectionUnit, name: str, parameter: str, curve: tuple[CurvePo
     note = f"; training failed at {parameter} = {', '.join(failed)}" if failed else ""
     if within:
         best = within[-1]  # values are in increasing strength: the last within budget is the strongest
+        if best.value == curve[-1].value:  # the budget may allow more than the grid offers: say so
+            note += (f"; it is the strongest {parameter} swept, so a stronger one may be within the budget too: "
+                     "extend the sweep (`sweep: {values: ...}`) to find the operating point")
         return choice(best.value, "selected", f"the strongest {parameter} whose mean validation accuracy "
                       f"{best.mean:.4f} is within {max_drop:g} of erm's {reference.mean:.4f}{note}", budget)
     if trained:
