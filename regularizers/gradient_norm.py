@@ -11,8 +11,8 @@ reduction over the batch is the mean. λ defaults to 1e-3 (the paper; the public
 of the single forward pass serve both the cross-entropy and the gradient. Cost: one forward, one backward for the
 gradient with ``create_graph=True``, and one double backward through it.
 
-Sweep: λ ∈ {1e-4, 1e-3, 1e-2, 1e-1, 1, 10} (log). The paper reports one λ (1e-3, which costs 1.4 points of CIFAR-100
-accuracy in its submission version: 78.01 → 76.60 %) and its public scripts use 1e-5; "Which Models have
+Sweep: λ ∈ {1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100} (log). The paper reports one λ (1e-3, which costs 1.4 points of
+CIFAR-100 accuracy in its submission version: 78.01 → 76.60 %) and its public scripts use 1e-5; "Which Models have
 Perceptually-Aligned Gradients?" (Srinivas, Bordt & Lakkaraju, tml-tuebingen/pags) sweeps its gradient-norm penalty
 over logspace(−5, 2), but on the gradient of the mean loss with a hidden ×1e5/B² factor, so its values do not
 transfer. The decades were placed by training ``gibench_cnn`` (softplus) on ``mnist_subset`` (2 epochs, Adam 1e-3,
@@ -33,6 +33,9 @@ erm                     0.951     6.92
 1e-5 (the scripts' λ) is ``erm`` to the measurement, so the sweep starts at 1e-4, nearly ``erm`` (−1 % in ‖∇x f_y‖²);
 at 10 the penalty dominates (‖∇x f_y‖² a hundredth of ``erm``'s, the first accuracy cost): clearly strong. The
 score-matching regularizers, whose penalty contains this one plus terms that cost accuracy far sooner, sweep lower.
+On the tuned suite's training (3 epochs, a tenth of the split held out, seed 0, validation accuracy; ``erm``: 0.965)
+λ = 10 still gives 0.975, so a selection within 0.02 of ``erm`` kept the top of the grid; one decade more, λ = 100,
+gives 0.9375 (test 0.919), beyond that budget, so the grid ends there and the selected point lies inside it.
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ class GradientNorm(Regularizer):
     family = "gradient penalty"
     history = {"1": "first version: CE + λ·½‖∇x f_y‖², λ 1e-3 (Srinivas & Fleuret's baseline)"}
     amp_safe = True  # bfloat16 autocast keeps loss and gradients within 2 % (tests/test_precision.py)
-    sweep = Sweep("weight", (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), "log",
-                  "decades from nearly erm to a hundredth of erm's squared gradient norm; default 1e-3 (paper)")
+    sweep = Sweep("weight", (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0), "log",
+                  "decades from nearly erm to past a 0.02 accuracy cost (100, measured); default 1e-3 (paper)")
 
     def passes_per_step(self) -> Passes:
         """One forward; backwards: the input gradient (``create_graph``), then the training backward through the

@@ -16,11 +16,14 @@ so the noisy batch uses its own statistics and the running statistics are update
 
 Cost per step: 1 + ``num_samples`` forwards and one backward through all of them: about twice a plain step.
 
-Sweep: λ ∈ {1e-2, 1e-1, 1, 10, 100} (log): the five decades of PAGs' c ∈ logspace(−4, 4) around the default 1. The
+Sweep: λ ∈ {1e-2, 1e-1, 1, 10, 100, 1000} (log): decades of PAGs' c ∈ logspace(−4, 4) around the default 1. The
 penalty here is PAGs' own (Σ over logits / B, at their swept σ = 0.1), so their values transfer. Measured on
 ``mnist_subset`` (``gibench_cnn`` with softplus, 2 epochs, Adam 1e-3, batch 64, seed 0; test accuracy and mean ‖∇x
 f_y‖² of 500 test images; ``erm``: 0.951 and 6.92): λ = 1e-2 gives 0.952 and 6.21, nearly ``erm``; λ = 100 gives 0.942
-and 0.164 (a fortieth of ``erm``'s squared gradient norm): clearly strong.
+and 0.164 (a fortieth of ``erm``'s squared gradient norm): clearly strong. On the tuned suite's training (3 epochs,
+a tenth of the split held out, seed 0, validation accuracy; ``erm``: 0.965) λ = 100 gives 0.9525, within 0.02 of
+``erm``, so a selection kept the top of the grid; one decade more, λ = 1000, gives 0.870 (test 0.856), beyond that
+budget, so the grid ends there and the selected point lies inside it.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class NoiseConsistency(Regularizer):
     family = "noise"
     history = {"1": "first version: CE + λ·‖f(x) − f(x + δ)‖², δ ~ N(0, 0.1²), λ 1"}
     zero_strength: ClassVar[dict] = {"weight": 0.0}
-    sweep = Sweep("weight", (1e-2, 1e-1, 1.0, 10.0, 100.0), "log", "decades of PAGs' c in logspace(-4, 4) around 1")
+    sweep = Sweep("weight", (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0), "log",
+                  "decades of PAGs' c in logspace(-4, 4) around 1, to past a 0.02 accuracy cost (1000, measured)")
 
     def passes_per_step(self) -> Passes:
         """The clean forward and one noisy forward per draw, and the training backward through each."""

@@ -72,12 +72,15 @@ weight gradients), then two forwards and one backward through both. Measured wit
 (``pgd``, k = 7: 6.8×) and 5.3× on ``resnet18`` 3×32×32 (``pgd``: 5.3×); peak step memory 1.9× and 2.1× ``erm``'s (two
 forward graphs).
 
-Sweep: β ∈ {0.01, 0.1, 0.3, 1, 3, 10} (log) at the default L∞ ε = 0.3 and 5 steps, from nearly ``erm`` (β = 0.01:
+Sweep: β ∈ {0.01, 0.1, 0.3, 1, 3, 10, 30} (log) at the default L∞ ε = 0.3 and 5 steps, from nearly ``erm`` (β = 0.01:
 accuracy 0.968 and no robustness at 0.3, though the squared gradient norm is already two thirds of ``erm``'s) to clearly
 strong (β = 10: 5.4 points of accuracy, a hundred-and-fiftieth of ``erm``'s squared gradient norm); half decades around
 the default, where a selection within 0.02 of ``erm``'s accuracy falls (β = 1 costs 1.3 points of test accuracy here,
 β = 3 costs 2.3). It holds the paper's MNIST β = 1 and the README's range [1, 10]; its CIFAR-10 β = 6 lies between the
 two strongest points. An L2 threat model needs its own radius (``epsilon``), and β's sweep then holds at that radius.
+On the tuned suite's training (3 epochs, a tenth of the split held out, seed 0, validation accuracy; ``erm``: 0.965)
+β = 10 gives 0.950, within 0.02 of ``erm``, so a selection kept the top of the first grid; β = 30 gives 0.9425 (test
+0.943), just beyond that budget, so the grid ends there and the selected point lies inside it.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ class TRADES(Regularizer):
     family = "adversarial"
     history = {"1": "first version: TRADES, L∞ ε 0.3, 5 steps of 2ε/5, β 1, start 0.001·N(0, I), attack in eval mode"}
     zero_strength: ClassVar[dict] = {"beta": 0.0}
-    sweep = Sweep("beta", (0.01, 0.1, 0.3, 1.0, 3.0, 10.0), "log",
+    sweep = Sweep("beta", (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0), "log",
                   "nearly erm to strong at L∞ ε 0.3, 5 steps; holds the paper's MNIST β 1 (CIFAR-10's 6 inside)")
 
     def passes_per_step(self) -> Passes:

@@ -28,16 +28,16 @@ BUILTIN_SWEEPS = {
     "erm": None,
     "fooled": None,
     "gaussian_noise": ("sigma", (0.03, 0.06, 0.12, 0.25, 0.5, 1.0)),
-    "gradient_norm": ("weight", (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)),
+    "gradient_norm": ("weight", (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)),
     "jem": ("weight", (0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)),
-    "noise_consistency": ("weight", (0.01, 0.1, 1.0, 10.0, 100.0)),
+    "noise_consistency": ("weight", (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)),
     "pgd": ("epsilon", (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)),
     "rrr": ("weight", (1.5e-4, 1.5e-3, 1.5e-2, 1.5e-1, 1.5)),
     "score_matching": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
     "score_matching_antithetic": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
     "score_matching_hutchinson": ("weight", (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
     "sliced_score_matching": ("weight", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
-    "trades": ("beta", (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)),
+    "trades": ("beta", (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
 }
 
 
