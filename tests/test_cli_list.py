@@ -59,7 +59,7 @@ def test_each_regularizer_shows_its_sweep_with_the_default_marked(monkeypatch):
     _, lines = run_list(monkeypatch, "regularizers")
     sweeps = {name: next(line for line in plugin_block(lines, name) if line.startswith("  sweep"))
               for name in registry.regularizers.names()}
-    assert sweeps["gradient_norm"] == "  sweep weight: 1e-4, 1e-3*, 1e-2, 1e-1, 1, 10 (log; * = default)"
+    assert sweeps["gradient_norm"] == "  sweep weight: 1e-4, 1e-3*, 1e-2, 1e-1, 1, 10, 100 (log; * = default)"
     assert sweeps["score_matching"] == "  sweep weight: 1e-5, 1e-4, 1e-3*, 1e-2, 1e-1 (log; * = default)"
     assert sweeps["anti_score_matching"] == "  sweep weight: 1e-6, 1e-5, 1e-4*, 1e-3, 1e-2 (log; * = default)"
     assert sweeps["gaussian_noise"] == "  sweep sigma: 0.03, 0.06, 0.12, 0.25*, 0.5, 1 (log; * = default)"
