@@ -48,22 +48,10 @@ class PassCount:
         return Passes(self.forward_images / batch_size, self.backward_images / batch_size)
 
 
-class _Gradient(torch.autograd.Function):
-    """Identity on a gradient that a ``create_graph`` backward returned; a backward through it counts."""
-
-    @staticmethod
-    def forward(ctx: Any, grad: Tensor, anchor: Tensor, count: PassCount) -> Tensor:
-        ctx.anchor, ctx.count = anchor, count
-        return grad.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        return _passed(ctx, grad), None, None
-
-
-class _Input(torch.autograd.Function):
-    """Identity on the model's input, tied to ``anchor`` (a leaf that requires a gradient) so that every backward of
-    the graph runs it; counts the images of each backward that passes."""
+class _Counted(torch.autograd.Function):
+    """Identity tied to ``anchor`` (a leaf that requires a gradient), so that every backward of the graph runs it;
+    counts the images of each backward that passes. Put on the model's input, and on every gradient a
+    ``create_graph`` backward returns, so that a backward through that gradient's graph counts too."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, anchor: Tensor, count: PassCount) -> Tensor:
@@ -80,7 +68,7 @@ def _passed(ctx: Any, grad: Tensor) -> Tensor | None:
     if not ctx.needs_input_grad[0]:
         return None
     if torch.is_grad_enabled():  # create_graph: a backward through this gradient's graph counts too
-        return _Gradient.apply(grad, ctx.anchor, ctx.count)
+        return _Counted.apply(grad, ctx.anchor, ctx.count)
     return grad
 
 
@@ -112,7 +100,7 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
         count.forward_images += x.shape[0]
         if not torch.is_grad_enabled():
             return None
-        return (_Input.apply(x, anchor, count), *args[1:])
+        return (_Counted.apply(x, anchor, count), *args[1:])
 
     handle = model.register_forward_pre_hook(hook)
     try:
