@@ -114,3 +114,30 @@ def test_two_reference_settings_or_two_results_per_seed_are_refused():
     doubled = pd.concat([frame(REFERENCE), frame(REFERENCE)])
     with pytest.raises(ValueError, match="erm / seed 0 / pixel_perturbation"):
         protocol_agreement(doubled, frame(REFERENCE))
+
+
+def test_the_study_script_compares_two_suites_of_one_runs_directory(tmp_path):
+    """benchmarks/protocol_agreement.py end to end: two protocols that share their models (the candidate scores the
+    same jobs with a smaller image budget, and once at the reference's own budget) on a real runs directory."""
+    from benchmarks.protocol_agreement import agreement, markdown
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
+    from tests.conftest import write_suite
+
+    regularizers = ["erm", {"gradient_norm": {"weight": 1.0}}, "fooled"]
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "cand").mkdir()
+    reference = write_suite(tmp_path / "ref", regularizers=regularizers, seeds=[0, 1, 2],
+                            evaluators=["accuracy", {"complexity": {"max_images": 100}}])
+    candidate = write_suite(tmp_path / "cand", regularizers=regularizers, seeds=[0, 1, 2],
+                            evaluators=[{"complexity": {"max_images": 25}}, {"complexity": {"max_images": 100}}])
+    runs = tmp_path / "runs"
+    for suite in (reference, candidate):
+        run_suite(load_suite(suite), runs, RunOptions(device="cpu"))
+    table = agreement(runs, reference, [candidate]).set_index("candidate_params")
+    same = table.loc['{"max_images": 100}']
+    assert same["kendall_tau"] == pytest.approx(1.0) and same["kept"] == same["resolved"]
+    assert same["work"] == pytest.approx(1.0)
+    assert table.loc['{"max_images": 25}', "work"] == pytest.approx(0.25)
+    assert set(table["variants"]) == {3} and set(table["seeds"]) == {3}
+    assert "complexity: gini" in markdown(table.reset_index())
