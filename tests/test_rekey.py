@@ -212,7 +212,8 @@ def test_rekey_submission_moves_artifacts_renames_the_folder_and_keeps_the_verif
     assert not old.exists() and new.parent == old.parent and new.name != old.name
     loaded = load_submission(new)
     sub = loaded.submission
-    assert new.name == sub.id == submission_id(sub.metadata, sub.provenance, sub.results.sha256, sub.artifacts)
+    models = sub.models.sha256 if sub.models is not None else None  # the smoke reference references its models
+    assert new.name == sub.id == submission_id(sub.metadata, sub.provenance, sub.results.sha256, sub.artifacts, models)
     assert (new / "results.csv").read_bytes() == (smoke / "results.csv").read_bytes()
     assert [f.path for f in sub.artifacts.files] == [f.path for f in load_submission(smoke).submission.artifacts.files]
     assert verification_status(loaded).state == verification_status(load_submission(smoke)).state
@@ -241,7 +242,8 @@ def _aged_submission(folder: Path, tmp_path: Path) -> Path:
         if empty.is_dir() and not any(empty.iterdir()):
             empty.rmdir()
     artifacts = sub.artifacts.model_copy(update={"files": files})
-    new_id = submission_id(sub.metadata, sub.provenance, sub.results.sha256, artifacts)
+    new_id = submission_id(sub.metadata, sub.provenance, sub.results.sha256, artifacts,
+                           sub.models.sha256 if sub.models is not None else None)
     aged = sub.model_copy(update={"id": new_id, "artifacts": artifacts})
     (copy / "submission.json").write_text(aged.model_dump_json(indent=2) + "\n")
     record = json.loads((copy / "verification.json").read_text())
