@@ -312,12 +312,13 @@ def judge_spec(config: GANTestConfig) -> tuple[PluginSpec, TrainConfig]:
 def check_independent(judge: nn.Module, model: nn.Module, config: GANTestConfig) -> None:
     """Refuse a judge built exactly like the benchmarked model (same module tree)."""
     if repr(judge) == repr(model):
+        other = ("{gan_test: {judge_backbone: gibench_cnn, judge_backbone_options: {width: 16}}}"
+                 if config.judge_backbone == "gibench_mlp" else "{gan_test: {judge_backbone: gibench_mlp}}")
         raise GibenchError(
             f"the GAN-test judge ({config.judge_backbone} with options {dict(config.judge_backbone_options)}) has the "
             "same architecture as the benchmarked model, so it is not an independent judge. Set the evaluator "
-            "option judge_backbone (and judge_backbone_options) to another architecture, e.g. "
-            "{gan_test: {judge_backbone: gibench_mlp}} or {gan_test: {judge_backbone: gibench_cnn, "
-            "judge_backbone_options: {width: 16}}}."
+            f"option judge_backbone (and judge_backbone_options) to another architecture, e.g. {other} (in a suite, "
+            "in the `evaluators` of the grid that trains this backbone)."
         )
 
 

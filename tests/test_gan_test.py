@@ -188,9 +188,17 @@ def test_a_judge_below_the_floor_fails_naming_the_floor(mnist, aux_root, tmp_pat
 def test_a_judge_built_like_the_benchmarked_model_is_refused(mnist, tmp_path):
     model = build_model("gibench_cnn", SMALL_CNN, mnist).eval()
     ctx = context(model, mnist, tmp_path)
-    with pytest.raises(GibenchError, match="same architecture as the benchmarked model"):
+    with pytest.raises(GibenchError, match="same architecture as the benchmarked model") as refused:
         GANTest(config(judge_backbone="gibench_cnn", judge_backbone_options=SMALL_CNN)).evaluate(ctx)
+    assert "e.g. {gan_test: {judge_backbone: gibench_mlp}}" in str(refused.value)  # another architecture than its own
     assert ctx.aux.trained == []  # refused before any training
+
+
+def test_an_mlp_model_is_pointed_to_a_cnn_judge(mnist, tmp_path):
+    model = build_model("gibench_mlp", {}, mnist).eval()
+    with pytest.raises(GibenchError, match="same architecture") as refused:
+        GANTest(config(judge_backbone="gibench_mlp")).evaluate(context(model, mnist, tmp_path))
+    assert "e.g. {gan_test: {judge_backbone: gibench_cnn, judge_backbone_options: {width: 16}}}" in str(refused.value)
 
 
 def _two_jobs():
@@ -322,3 +330,17 @@ def test_a_suite_run_records_the_judge_and_a_rerun_reuses_it(tmp_path):
         (used,) = record["auxiliary"]
         assert used["kind"] == JUDGE_KIND and used["folder"] == f"aux/{judges[0].parent.name}"
         assert used["quality"]["test_accuracy"] >= 0.85
+
+
+def test_no_shipped_suite_judges_a_model_with_its_own_architecture():
+    """Every grid of every shipped suite names a GAN-test judge built unlike the models it judges (the runtime check
+    would fail those evaluations)."""
+    from gibench.suites.jobs import planned_jobs
+    from gibench.suites.suite import load_suite, shipped_suites
+
+    for name in shipped_suites():
+        for job in planned_jobs(load_suite(name)):
+            for spec in job.evaluators:
+                if spec.name == "gan_test":
+                    judge = (spec.config["judge_backbone"], spec.config["judge_backbone_options"] or {})
+                    assert judge != (job.backbone.name, dict(job.backbone.config)), (name, job.backbone.label)
