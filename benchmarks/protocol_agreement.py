@@ -48,12 +48,15 @@ def protocol_results(runs_dir: Path, suite) -> pd.DataFrame:
     return collect_results(runs_dir, hashes, evaluations=evaluations_of(suite))
 
 
-def evaluator_work(suite) -> dict[tuple[str, str], float]:
-    """(evaluator, canonical params JSON) → the forward-equivalent passes of all its evaluations in ``suite``."""
+def evaluator_work(suite) -> tuple[dict[tuple[str, str], float], float]:
+    """(evaluator, canonical params JSON) → the forward-equivalent passes of all its evaluations in ``suite``, and the
+    whole suite's (training, evaluations and auxiliary models)."""
     with tempfile.TemporaryDirectory() as empty:
         counted = plan(suite, Path(empty))
     by_label = {row.evaluator: row.passes.forward_equivalents for row in counted.evaluators}
-    return {(spec.name, _canonical(spec.params_json)): by_label.get(spec.label, math.nan) for spec in suite.evaluators}
+    per_evaluator = {(spec.name, _canonical(spec.params_json)): by_label.get(spec.label, math.nan)
+                     for spec in suite.evaluators}
+    return per_evaluator, counted.passes.forward_equivalents
 
 
 def collapsed_variants(runs_dir: Path, reference: pd.DataFrame, hashes: set[str]) -> set[tuple]:
@@ -71,14 +74,15 @@ def agreement(runs_dir: Path, reference_path: Path, candidate_paths: list[Path])
     reference = protocol_results(runs_dir, reference_suite)
     ref_hashes = {job.hash for job in expand(reference_suite)}
     collapsed = collapsed_variants(runs_dir, reference, ref_hashes)
-    ref_work = evaluator_work(reference_suite)
+    ref_work, ref_total = evaluator_work(reference_suite)
     ref_work_by_name = {name: work for (name, _), work in ref_work.items()}
     tables = []
     for path in candidate_paths:
         suite = load_suite(path)
         table = protocol_agreement(reference, protocol_results(runs_dir, suite), collapsed)
-        work = evaluator_work(suite)
+        work, total = evaluator_work(suite)
         table.insert(0, "protocol", suite.name)
+        table.insert(1, "protocol_work", total / ref_total)
         table["work"] = [work.get((e, p), math.nan) / ref_work_by_name.get(e, math.nan)
                          for e, p in zip(table["evaluator"], table["candidate_params"])]
         tables.append(table)
@@ -106,7 +110,9 @@ def markdown(table: pd.DataFrame) -> str:
                "kept [95 %]", "reversed", "candidate resolves"]
     lines = []
     for protocol, rows in table.groupby("protocol", sort=False):
-        lines += [f"**{protocol}**", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        share = rows["protocol_work"].iloc[0]
+        lines += [f"**{protocol}** (its whole work, training included, is {share:.3g} of the reference's)", "",
+                  "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
         for r in rows.itertuples():
             kept = "—" if not r.resolved else f"{r.kept}/{r.resolved} = " + _interval(r.kept_share, r.kept_low,
                                                                                         r.kept_high)
