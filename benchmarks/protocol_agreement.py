@@ -107,7 +107,7 @@ def _interval(value: float, low: float, high: float, digits: int = 2) -> str:
 
 def markdown(table: pd.DataFrame) -> str:
     columns = ["evaluator", "candidate settings", "work", "variants × seeds", "Kendall τ [95 %]", "resolved",
-               "kept [95 %]", "reversed", "candidate resolves"]
+               "kept [95 %]", "reversed", "missing", "candidate resolves"]
     lines = []
     for protocol, rows in table.groupby("protocol", sort=False):
         share = rows["protocol_work"].iloc[0]
@@ -119,7 +119,7 @@ def markdown(table: pd.DataFrame) -> str:
             cells = [f"{r.evaluator}: {r.metric} {'↑' if r.higher_is_better else '↓'}", _settings(r.candidate_params),
                      "—" if math.isnan(r.work) else f"{r.work:.3g}", f"{r.variants} × {r.seeds}",
                      _interval(r.kendall_tau, r.tau_low, r.tau_high), f"{r.resolved}/{r.pairs}", kept,
-                     str(r.reversed), f"{r.candidate_resolved}/{r.pairs}"]
+                     str(r.reversed), str(r.missing), f"{r.candidate_resolved}/{r.compared}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", verdict(rows), ""]
     return "\n".join(lines)

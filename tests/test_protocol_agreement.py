@@ -93,11 +93,15 @@ def test_collapsed_and_incomplete_variants_are_left_out():
     assert row["variants"] == 3 and row["seeds"] == 2 and row["left_out"] == 0
 
 
-def test_a_failed_candidate_evaluation_leaves_its_variant_out():
+def test_a_variant_the_candidate_cannot_score_loses_every_ordering_it_had():
+    # c's evaluation failed under the candidate (or its training diverged): the three orderings the reference resolves
+    # with c count as resolved and not kept; the other three are compared as usual
     cand = pd.concat([frame({k: v for k, v in REFERENCE.items() if k != "c"}), frame({"c": [4.0, 4.1, 3.9]},
                                                                                         status="failed")])
     row = protocol_agreement(frame(REFERENCE), cand).iloc[0]
     assert row["variants"] == 3 and row["left_out"] == 1
+    assert (row["pairs"], row["resolved"], row["kept"], row["missing"]) == (6, 6, 3, 3)
+    assert row["kept_share"] == pytest.approx(0.5) and row["kendall_tau"] == pytest.approx(1.0)
 
 
 def test_each_candidate_setting_gets_its_own_row():

@@ -18,13 +18,16 @@ Per (table, evaluator, candidate evaluator settings) :func:`protocol_agreement` 
   difference (:func:`gibench.results.stats.difference_interval`, 95 %) excludes zero; it is *kept* when the
   candidate's mean difference has the same sign (a tie under the candidate is not kept). The share kept carries a
   Wilson score interval over the resolved pairs. *Reversed* counts the resolved pairs whose candidate interval
-  excludes zero on the other side: a cheap protocol that is confidently wrong. *Candidate resolved* says how many of
-  all pairs the candidate itself still resolves (what the cheap protocol loses in power).
+  excludes zero on the other side: a cheap protocol that is confidently wrong. *Missing* counts the resolved pairs
+  with a variant that has no value under the candidate (its training diverged, its evaluation failed, a seed is
+  absent): they are resolved and not kept, because the cheap protocol cannot reproduce them. *Candidate resolved*
+  says how many of the ``compared`` pairs (both variants scored under both protocols) the candidate itself still
+  resolves (what the cheap protocol loses in power).
 
-Only variants that have an ``ok`` headline under both protocols for every common seed enter an evaluator's
-comparison (a skipped or failed evaluation, or a missing seed, leaves that variant out of that evaluator's row and is
-counted in ``left_out``). Variants that the caller marks as collapsed (by :mod:`gibench.results.collapse`, judged
-under the reference) are left out everywhere: a collapsed model has no place in a ranking.
+τ and the kept orderings compare the variants that have an ``ok`` headline under both protocols, on the seeds
+common to all of them (a variant present under one protocol only is counted in ``left_out``). Variants that the
+caller marks as collapsed (by :mod:`gibench.results.collapse`, judged under the reference) are left out everywhere:
+a collapsed model has no place in a ranking.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ MONTE_CARLO_RESAMPLES = 4000
 AGREEMENT_COLUMNS = [
     "dataset", "backbone", "backbone_params", "evaluator", "metric", "higher_is_better", "reference_params",
     "candidate_params", "variants", "seeds", "left_out", "kendall_tau", "tau_low", "tau_high", "pairs",
-    "resolved", "kept", "kept_share", "kept_low", "kept_high", "reversed", "candidate_resolved",
+    "resolved", "kept", "kept_share", "kept_low", "kept_high", "reversed", "missing", "compared", "candidate_resolved",
 ]
 _TABLE = ["dataset", "backbone", "backbone_params"]
 
@@ -131,17 +134,20 @@ def _canonical_json(text: str) -> str:
 def _compare(key: tuple, ref_group: pd.DataFrame, cand_group: pd.DataFrame, ref_params: str, cand_params: str,
              collapsed: set, confidence: float) -> dict:
     table, evaluator = key[:3], key[3]
-    ref_values = _by_variant(ref_group)
+    ref_values = {v: seeds for v, seeds in _by_variant(ref_group).items() if (*table, v) not in collapsed}
     cand_values = _by_variant(cand_group)
-    offered = set(ref_values) | set(cand_values)
-    variants = sorted(v for v in set(ref_values) & set(cand_values) if (*table, v) not in collapsed)
+    variants = sorted(set(ref_values) & set(cand_values))
     seeds = sorted(set.intersection(*(set(ref_values[v]) & set(cand_values[v]) for v in variants))) if variants else []
     variants = [v for v in variants if seeds]
-    left_out = len({v for v in offered if (*table, v) not in collapsed}) - len(variants)
+    missing = sorted(set(ref_values) - set(variants))  # scored under the reference only
+    left_out = len(set(ref_values) | {v for v in cand_values if (*table, v) not in collapsed}) - len(variants)
     ref_seeds = {v: {s: ref_values[v][s] for s in seeds} for v in variants}
     cand_seeds = {v: {s: cand_values[v][s] for s in seeds} for v in variants}
     tau, tau_low, tau_high = _tau_with_interval(ref_seeds, cand_seeds, seeds, confidence)
     counts = _pair_counts(ref_seeds, cand_seeds, confidence)
+    lost = _lost_pairs(ref_values, variants, missing, confidence)
+    counts.update(compared=counts["pairs"], pairs=counts["pairs"] + lost["missing_pairs"],
+                  resolved=counts["resolved"] + lost["missing"], missing=lost["missing"])
     low, high = wilson_interval(counts["kept"], counts["resolved"], confidence)
     return {
         "dataset": table[0], "backbone": table[1], "backbone_params": table[2], "evaluator": evaluator,
@@ -184,7 +190,7 @@ def _pair_counts(ref: dict, cand: dict, confidence: float) -> dict[str, int]:
         counts["pairs"] += 1
         ref_diff = difference_interval(ref[a], ref[b], confidence)
         cand_diff = difference_interval(cand[a], cand[b], confidence)
-        counts["candidate_resolved"] += cand_diff.excludes_zero()
+        counts["candidate_resolved"] += cand_diff.excludes_zero()  # of the compared pairs
         if not ref_diff.excludes_zero():
             continue
         counts["resolved"] += 1
@@ -192,3 +198,15 @@ def _pair_counts(ref: dict, cand: dict, confidence: float) -> dict[str, int]:
         counts["kept"] += cand_diff.estimate * sign > 0
         counts["reversed"] += cand_diff.excludes_zero() and cand_diff.estimate * sign < 0
     return counts
+
+
+def _lost_pairs(ref_values: dict, variants: list[str], missing: list[str], confidence: float) -> dict[str, int]:
+    """Orderings the reference resolves with a variant the candidate has no value for (its training or evaluation
+    failed, or a seed is missing): each counts as resolved and not kept (``missing``), since the cheap protocol
+    cannot reproduce it. The reference's interval here uses the seeds each pair has under the reference."""
+    lost = pairs = 0
+    for a in missing:
+        for b in [*variants, *[m for m in missing if m > a]]:
+            pairs += 1
+            lost += difference_interval(ref_values[a], ref_values[b], confidence).excludes_zero()
+    return {"missing": lost, "missing_pairs": pairs}
