@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gibench.core.errors import GibenchError
 from gibench.results.collapse import COLLAPSED, judged_summary, rule_of_runs
 from gibench.results.protocol_agreement import protocol_agreement
 from gibench.results.tables import collect_results, evaluations_of
@@ -42,10 +43,10 @@ from gibench.suites.suite import load_suite
 KEPT_TARGET = 0.9
 
 
-def protocol_results(runs_dir: Path, suite) -> pd.DataFrame:
-    """The results of ``suite``'s own jobs and evaluator settings in ``runs_dir``."""
+def protocol_results(runs_dir: Path, suite) -> tuple[pd.DataFrame, set[str]]:
+    """The results of ``suite``'s own jobs and evaluator settings in ``runs_dir``, and those jobs' hashes."""
     hashes = {job.hash for job in expand(suite)}
-    return collect_results(runs_dir, hashes, evaluations=evaluations_of(suite))
+    return collect_results(runs_dir, hashes, evaluations=evaluations_of(suite)), hashes
 
 
 def evaluator_work(suite) -> tuple[dict[tuple[str, str], float], float]:
@@ -71,15 +72,14 @@ def collapsed_variants(runs_dir: Path, reference: pd.DataFrame, hashes: set[str]
 
 def agreement(runs_dir: Path, reference_path: Path, candidate_paths: list[Path]) -> pd.DataFrame:
     reference_suite = load_suite(reference_path)
-    reference = protocol_results(runs_dir, reference_suite)
-    ref_hashes = {job.hash for job in expand(reference_suite)}
+    reference, ref_hashes = protocol_results(runs_dir, reference_suite)
     collapsed = collapsed_variants(runs_dir, reference, ref_hashes)
     ref_work, ref_total = evaluator_work(reference_suite)
     ref_work_by_name = {name: work for (name, _), work in ref_work.items()}
     tables = []
     for path in candidate_paths:
         suite = load_suite(path)
-        table = protocol_agreement(reference, protocol_results(runs_dir, suite), collapsed)
+        table = protocol_agreement(reference, protocol_results(runs_dir, suite)[0], collapsed)
         work, total = evaluator_work(suite)
         table.insert(0, "protocol", suite.name)
         table.insert(1, "protocol_work", total / ref_total)
@@ -132,9 +132,14 @@ def verdict(rows: pd.DataFrame) -> str:
     unjudged = sorted(set(rows.loc[rows["resolved"] == 0, "evaluator"]))
     failing = ", ".join(f"{r.evaluator} {_settings(r.candidate_params)}: {r.kept_share:.2f}"
                         for r in short.itertuples())
-    text = (f"Keeps at least {KEPT_TARGET:.0%} of the resolved orderings on every evaluator: "
-            + ("yes" if short.empty else f"no ({failing})"))
-    if unjudged:
+    if judged.empty:
+        text = f"Cannot tell whether it keeps {KEPT_TARGET:.0%} of the orderings: the reference resolves none"
+    elif short.empty:
+        text = (f"Keeps at least {KEPT_TARGET:.0%} of the resolved orderings on every evaluator judged: yes "
+                f"({len(judged)} of {len(rows)} rows)")
+    else:
+        text = f"Keeps at least {KEPT_TARGET:.0%} of the resolved orderings on every evaluator judged: no ({failing})"
+    if unjudged and not judged.empty:
         text += f". No ordering resolved by the reference, so not judged: {', '.join(unjudged)}"
     return text + "."
 
@@ -148,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the tables as markdown here too")
     parser.add_argument("--csv", type=Path, help="write every column here")
     args = parser.parse_args(argv)
-    table = agreement(args.runs_dir, args.reference, args.candidate)
+    if not args.runs_dir.is_dir():
+        print(f"error: --runs-dir {args.runs_dir} is not a folder; pass the runs directory both suites ran in",
+              file=sys.stderr)
+        return 2
+    try:
+        table = agreement(args.runs_dir, args.reference, args.candidate)
+    except (GibenchError, ValueError) as exc:  # a suite file that does not load, or a protocol that is not one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if table.empty:
         print("no candidate evaluation matches the reference's evaluators in this runs directory", file=sys.stderr)
         return 1

@@ -123,7 +123,7 @@ def test_two_reference_settings_or_two_results_per_seed_are_refused():
 def test_the_study_script_compares_two_suites_of_one_runs_directory(tmp_path):
     """benchmarks/protocol_agreement.py end to end: two protocols that share their models (the candidate scores the
     same jobs with a smaller image budget, and once at the reference's own budget) on a real runs directory."""
-    from benchmarks.protocol_agreement import agreement, markdown
+    from benchmarks.protocol_agreement import agreement, main, markdown
     from gibench.running.runner import RunOptions, run_suite
     from gibench.suites.suite import load_suite
     from tests.conftest import write_suite
@@ -145,3 +145,19 @@ def test_the_study_script_compares_two_suites_of_one_runs_directory(tmp_path):
     assert table.loc['{"max_images": 25}', "work"] == pytest.approx(0.25)
     assert set(table["variants"]) == {3} and set(table["seeds"]) == {3}
     assert "complexity: gini" in markdown(table.reset_index())
+    assert main(["--runs-dir", str(tmp_path / "absent"), "--reference", str(reference), "--candidate",
+                 str(candidate)]) == 2  # a clear error, no traceback
+    assert main(["--runs-dir", str(runs), "--reference", str(tmp_path / "nope.yaml"), "--candidate",
+                 str(candidate)]) == 2
+
+
+def test_the_verdict_needs_a_resolved_ordering_and_names_each_short_evaluator():
+    from benchmarks.protocol_agreement import verdict
+
+    rows = pd.DataFrame({"evaluator": ["gan_test", "road"], "candidate_params": ['{"steps": 100}', "{}"],
+                         "resolved": [10, 4], "kept_share": [0.8, 1.0]})
+    assert verdict(rows) == ("Keeps at least 90% of the resolved orderings on every evaluator judged: no "
+                             "(gan_test steps=100: 0.80).")
+    assert verdict(rows.assign(kept_share=[0.9, 1.0])).startswith("Keeps at least 90% of the resolved orderings on "
+                                                                  "every evaluator judged: yes (2 of 2 rows)")
+    assert verdict(rows.assign(resolved=[0, 0])).startswith("Cannot tell")  # never a vacuous yes

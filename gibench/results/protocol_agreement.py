@@ -35,7 +35,6 @@ from __future__ import annotations
 __all__ = ["AGREEMENT_COLUMNS", "kendall_tau", "protocol_agreement", "seed_bootstrap_resamples", "wilson_interval"]
 
 import itertools
-import json
 import math
 from collections.abc import Iterable, Sequence
 
@@ -44,6 +43,7 @@ import pandas as pd
 import scipy.stats
 
 from gibench.results.stats import CONFIDENCE, difference_interval
+from gibench.results.tables import complete
 
 #: Exact enumeration of the seed bootstrap up to this many resamples (nⁿ: n ≤ 5 seeds), else seeded Monte Carlo.
 EXACT_RESAMPLES_MAX = 5 ** 5
@@ -112,10 +112,10 @@ def protocol_agreement(reference: pd.DataFrame, candidate: pd.DataFrame, collaps
 
 
 def _headlines(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """The ok headline values, one per (table, variant, seed, evaluator, settings); the protocol's name in errors."""
-    ok = frame[frame["headline"].astype(bool) & (frame["status"] == "ok") & frame["value"].notna()].copy()
-    ok["backbone_params"] = ok["backbone_params"].map(_canonical_json)
-    ok["evaluator_params"] = ok["evaluator_params"].map(_canonical_json)
+    """The ok headline values, one per (table, variant, seed, evaluator, settings), options in one JSON spelling
+    (:func:`gibench.results.tables.complete`); the protocol's name in errors."""
+    frame = complete(frame)
+    ok = frame[frame["headline"].astype(bool) & (frame["status"] == "ok") & frame["value"].notna()]
     keys = [*_TABLE, "variant", "seed", "evaluator", "evaluator_params"]
     duplicated = ok[ok.duplicated(keys, keep=False)]
     if not duplicated.empty:
@@ -125,10 +125,6 @@ def _headlines(frame: pd.DataFrame, name: str) -> pd.DataFrame:
             f"{first['backbone']} / {first['variant']} / seed {first['seed']} / {first['evaluator']} (two training "
             "configs, or two evaluator versions, of one table); pass one protocol's jobs only")
     return ok
-
-
-def _canonical_json(text: str) -> str:
-    return json.dumps(json.loads(text or "{}"), sort_keys=True)
 
 
 def _compare(key: tuple, ref_group: pd.DataFrame, cand_group: pd.DataFrame, ref_params: str, cand_params: str,
@@ -145,9 +141,9 @@ def _compare(key: tuple, ref_group: pd.DataFrame, cand_group: pd.DataFrame, ref_
     cand_seeds = {v: {s: cand_values[v][s] for s in seeds} for v in variants}
     tau, tau_low, tau_high = _tau_with_interval(ref_seeds, cand_seeds, seeds, confidence)
     counts = _pair_counts(ref_seeds, cand_seeds, confidence)
-    lost = _lost_pairs(ref_values, variants, missing, confidence)
-    counts.update(compared=counts["pairs"], pairs=counts["pairs"] + lost["missing_pairs"],
-                  resolved=counts["resolved"] + lost["missing"], missing=lost["missing"])
+    missing_pairs, missing_resolved = _lost_pairs(ref_values, variants, missing, confidence)
+    counts.update(pairs=counts["compared"] + missing_pairs, resolved=counts["resolved"] + missing_resolved,
+                  missing=missing_resolved)
     low, high = wilson_interval(counts["kept"], counts["resolved"], confidence)
     return {
         "dataset": table[0], "backbone": table[1], "backbone_params": table[2], "evaluator": evaluator,
@@ -185,12 +181,13 @@ def _tau_with_interval(ref: dict, cand: dict, seeds: list[int], confidence: floa
 
 
 def _pair_counts(ref: dict, cand: dict, confidence: float) -> dict[str, int]:
-    counts = {"pairs": 0, "resolved": 0, "kept": 0, "reversed": 0, "candidate_resolved": 0}
+    """Over the pairs of variants scored under both protocols (``compared``)."""
+    counts = {"compared": 0, "resolved": 0, "kept": 0, "reversed": 0, "candidate_resolved": 0}
     for a, b in itertools.combinations(list(ref), 2):
-        counts["pairs"] += 1
+        counts["compared"] += 1
         ref_diff = difference_interval(ref[a], ref[b], confidence)
         cand_diff = difference_interval(cand[a], cand[b], confidence)
-        counts["candidate_resolved"] += cand_diff.excludes_zero()  # of the compared pairs
+        counts["candidate_resolved"] += cand_diff.excludes_zero()
         if not ref_diff.excludes_zero():
             continue
         counts["resolved"] += 1
@@ -200,13 +197,14 @@ def _pair_counts(ref: dict, cand: dict, confidence: float) -> dict[str, int]:
     return counts
 
 
-def _lost_pairs(ref_values: dict, variants: list[str], missing: list[str], confidence: float) -> dict[str, int]:
-    """Orderings the reference resolves with a variant the candidate has no value for (its training or evaluation
-    failed, or a seed is missing): each counts as resolved and not kept (``missing``), since the cheap protocol
-    cannot reproduce it. The reference's interval here uses the seeds each pair has under the reference."""
+def _lost_pairs(ref_values: dict, variants: list[str], missing: list[str], confidence: float) -> tuple[int, int]:
+    """The pairs with a variant the candidate has no value for (its training or evaluation failed, or a seed is
+    missing), and how many of them the reference resolves: each of those counts as resolved and not kept
+    (``missing``), since the cheap protocol cannot reproduce it. The reference's interval here uses the seeds each
+    pair has under the reference."""
     lost = pairs = 0
     for a in missing:
         for b in [*variants, *[m for m in missing if m > a]]:
             pairs += 1
             lost += difference_interval(ref_values[a], ref_values[b], confidence).excludes_zero()
-    return {"missing": lost, "missing_pairs": pairs}
+    return pairs, lost
