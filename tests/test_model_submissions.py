@@ -57,7 +57,6 @@ def made(tmp_path_factory) -> dict:
         torch.set_num_threads(threads)
 
 
-
 def _copy(made: dict, under: Path, *, release: bool = False) -> Path:
     """A copy of the submission at ``under/submissions/<id>`` (and of the release folder beside it)."""
     folder = under / "submissions" / made["folder"].name

@@ -278,7 +278,6 @@ def test_a_url_is_fetched_only_when_asked_into_the_cache_and_checked(zoo, http_s
         gibench.load_model(f"{http_server}/missing.safetensors", sha256=other, download=True, cache_dir=cache)
 
 
-
 def test_gibench_export_and_gibench_load_from_the_command_line(zoo, tmp_path, cli_output):
     runs, _, _ = zoo
     out, err = cli_output
