@@ -318,7 +318,7 @@ def check_independent(judge: nn.Module, model: nn.Module, config: GANTestConfig)
             f"the GAN-test judge ({config.judge_backbone} with options {dict(config.judge_backbone_options)}) has the "
             "same architecture as the benchmarked model, so it is not an independent judge. Set the evaluator "
             f"option judge_backbone (and judge_backbone_options) to another architecture, e.g. {other} (in a suite, "
-            "in the `evaluators` of the grid that trains this backbone)."
+            "in the grid that trains this backbone: `evaluator_options:` with that mapping)."
         )
 
 

@@ -240,6 +240,42 @@ def test_extra_grids_are_validated() -> None:
         _suite(extra_grids=[{"evaluators": ["acuracy"]}])
 
 
+def test_evaluator_options_change_one_option_of_a_grid_as_if_the_entry_had_been_written_with_it() -> None:
+    from gibench.suites.jobs import expand
+
+    base = {"regularizers": ["erm"], "seeds": [0],
+            "evaluators": ["accuracy", {"gan_test": {"num_samples": 100, "steps": 100}}, "blockmnist"]}
+    judge = {"judge_backbone": "gibench_cnn", "judge_backbone_options": {"width": 16}}
+    mlp = {"backbones": ["gibench_mlp"]}
+    merged = _suite(**base, extra_grids=[{**mlp, "evaluator_options": {"gan_test": judge}}])
+    written = _suite(**base, extra_grids=[{**mlp, "evaluators": [
+        "accuracy", {"gan_test": {"num_samples": 100, "steps": 100, **judge}}, "blockmnist"]}])
+    cnn_job, mlp_job = expand(merged)
+    assert [(j.hash, [(e.label, e.config_json) for e in j.evaluators]) for j in expand(merged)] == \
+        [(j.hash, [(e.label, e.config_json) for e in j.evaluators]) for j in expand(written)]
+    assert [e.label for e in mlp_job.evaluators] == [
+        "accuracy", "gan_test(num_samples=100, steps=100, judge_backbone=gibench_cnn, "
+        "judge_backbone_options={'width': 16})", "blockmnist"]
+    assert [e.label for e in cnn_job.evaluators] == ["accuracy", "gan_test(num_samples=100, steps=100)", "blockmnist"]
+
+
+def test_evaluator_options_are_validated() -> None:
+    def grid(options):
+        return _suite(extra_grids=[{"backbones": ["gibench_mlp"], "evaluator_options": options}])
+
+    with pytest.raises(ConfigError, match=r"t.yaml: extra_grids\[0\].evaluator_options: 'gan_test' is not an "
+                                          r"evaluator of this grid\. Its evaluators: accuracy, blockmnist"):
+        grid({"gan_test": {"judge_backbone": "gibench_cnn"}})
+    with pytest.raises(ConfigError, match=r"evaluator_options: .*Did you mean 'blockmnist'"):
+        grid({"blockmnst": {"saliency": "x_gradient"}})
+    with pytest.raises(ConfigError, match=r"evaluator_options.blockmnist.*saliancy"):
+        grid({"blockmnist": {"saliancy": "x_gradient"}})
+    with pytest.raises(ConfigError, match="expected a mapping of evaluator names to their options"):
+        grid(["blockmnist"])
+    with pytest.raises(ConfigError, match="one value per option here; a grid of options belongs in"):
+        grid({"blockmnist": {"saliency": ["x_gradient", "gradient"]}})
+
+
 def test_shipped_suites_have_the_x_variants_side_by_side() -> None:
     from gibench.suites.jobs import expand
     from gibench.suites.suite import load_suite

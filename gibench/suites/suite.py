@@ -10,9 +10,12 @@ suite whose every job can be built.
 
 ``extra_grids`` (optional) is a list of further cross products in the same suite, each a mapping with any of
 ``datasets``, ``backbones``, ``regularizers`` and ``evaluators`` (a key left out is the top-level list) and
-``add_evaluators`` (appended to the grid's evaluators), for jobs that belong in the suite but not in its main grid: an
-X-DNN backbone (``bias: false``) with only the regularizers that suit it, scored by the top-level evaluators plus
-extra evaluator options such as ``saliency: x_gradient``. A job that two grids produce is one job,
+``add_evaluators`` (appended to the grid's evaluators) and ``evaluator_options`` (``{<evaluator name>: {<option>:
+<value>}}``, merged into every entry of that evaluator in the grid, so that a grid changes one option, such as
+GAN-test's judge for a grid whose model is the default judge's architecture, without copying the evaluator list),
+for jobs that belong in the suite but not in its main grid: an X-DNN backbone (``bias: false``) with only the
+regularizers that suit it, scored by the top-level evaluators plus extra evaluator options such as ``saliency:
+x_gradient``. A job that two grids produce is one job,
 scored by the evaluators of both. The suite's ``datasets``/``backbones``/``regularizers``/``evaluators`` are the
 union over all grids (what preflight and provenance see); :meth:`Suite.all_grids` keeps them apart for
 :func:`gibench.suites.jobs.expand`. An X-DNN backbone with a regularizer that needs a smooth activation (the
@@ -65,7 +68,7 @@ from gibench.training.specs import HASHED_UNLESS_DEFAULT, PluginSpec, TrainConfi
 TOP_LEVEL_KEYS = ("name", "description", "datasets", "backbones", "regularizers", "evaluators", "seeds", "train",
                   "train_per_dataset", "extra_grids", "collapse", "validation", "sweep", "select", "limits")
 GRID_KEYS = ("datasets", "backbones", "regularizers", "evaluators")
-EXTRA_GRID_KEYS = GRID_KEYS + ("add_evaluators",)
+EXTRA_GRID_KEYS = GRID_KEYS + ("add_evaluators", "evaluator_options")
 REQUIRED_KEYS = ("name", "datasets", "backbones", "regularizers", "evaluators")
 COLLAPSE_KEYS = ("keep_fraction",)
 LIMITS_KEYS = ("job_timeout_s", "eval_timeout_s")
@@ -261,7 +264,40 @@ def _grid(raw: Mapping[str, Any], source: str, defaults: Grid | None = None) -> 
     if "add_evaluators" in raw:
         added = _plugin_list(raw, "add_evaluators", source, registry.evaluators)
         lists["evaluators"] = _union([lists["evaluators"], added])
+    if "evaluator_options" in raw:
+        lists["evaluators"] = _with_options(lists["evaluators"], raw["evaluator_options"],
+                                            f"{source}.evaluator_options")
     return Grid(**lists)
+
+
+def _with_options(specs: tuple[PluginSpec, ...], overrides: Any, where: str) -> tuple[PluginSpec, ...]:
+    """``specs`` with each ``{name: {option: value}}`` of ``overrides`` merged into every entry of that evaluator (the
+    entry's own options first, in their order, then the new ones: the label reads as if the entry had been written
+    with them). One value per option: a grid of options belongs in the evaluator's entry."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of evaluator names to their options, e.g. "
+                          f"{{gan_test: {{judge_backbone: gibench_cnn}}}}, got {overrides!r}.")
+    names = [spec.name for spec in specs]
+    for name, options in overrides.items():
+        if name not in names:
+            raise ConfigError(f"{where}: {name!r} is not an evaluator of this grid.{did_you_mean(str(name), names)} "
+                              f"Its evaluators: {', '.join(dict.fromkeys(names))}.")
+        _mapping(options, f"{where}.{name}")
+    merged = []
+    for spec in specs:
+        if spec.name not in overrides:
+            merged.append(spec)
+            continue
+        cls = registry.evaluators.get(spec.name)
+        types = field_types(cls.Config)
+        sequence_keys = {k for k in config_fields(cls.Config) if is_sequence_type(types[k])}
+        point = {**spec.params, **overrides[spec.name]}
+        if len(expand_grid(point, sequence_keys)) != 1:
+            raise ConfigError(f"{where}.{spec.name}: one value per option here; a grid of options belongs in the "
+                              f"evaluator's own entry in `evaluators`.")
+        config = build_config(cls.Config, point, f"{where}.{spec.name}")
+        merged.append(PluginSpec.of(spec.name, point, identity_config(config)))
+    return _union([merged])
 
 
 def _extra_grids(raw: Mapping[str, Any], source: str) -> list[Mapping[str, Any]]:
@@ -276,7 +312,8 @@ def _extra_grids(raw: Mapping[str, Any], source: str) -> list[Mapping[str, Any]]
             if key not in EXTRA_GRID_KEYS:
                 raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(str(key), EXTRA_GRID_KEYS)} A grid "
                                   f"takes {', '.join(EXTRA_GRID_KEYS)} (a list left out is the top-level one; "
-                                  "add_evaluators are appended to the grid's evaluators).")
+                                  "add_evaluators are appended to the grid's evaluators; evaluator_options are merged "
+                                  "into the grid's entries of the evaluators they name).")
         if not entry:
             raise ConfigError(f"{where}: an empty grid repeats the main grid; give at least one of "
                               f"{', '.join(EXTRA_GRID_KEYS)}.")
