@@ -231,10 +231,14 @@ def test_a_killed_run_leaves_no_orphan_worker_and_no_stale_claim(tmp_path):
 
 
 def _running(pid: int) -> bool:
-    """The process exists and is not a zombie waiting to be reaped."""
+    """Any thread of the process is still alive. A killed process's first thread shows as a zombie while its other
+    threads are still exiting, and the open files (the claim's lock) close only when the last thread is gone; its
+    parent's ``wait`` returns only then, but this test is not the worker's parent and reads ``/proc`` instead."""
     if not pid_alive(pid):
         return False
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                  for task in Path(f"/proc/{pid}/task").iterdir()]
     except (OSError, IndexError):
         return pid_alive(pid)
+    return any(state not in ("Z", "X") for state in states)
