@@ -13,9 +13,11 @@ and the seed count (``0.512 ± 0.031 (3)``); with ``--delta`` a second line per 
 of the same table, paired by seed when both rows share at least two seeds, and a ✓/✗ when that Δ interval excludes
 zero in the metric's better/worse direction (no mark: the interval includes zero, or one seed and no interval).
 
-``--metrics`` takes ``evaluator.metric`` names; ``--saliency`` keeps only the evaluations with that ``saliency``
-option (``input_gradient``, the default, is stored as the option left out); ``--backbone-params`` keeps the given
-backbone variants (JSON each, as in the results' ``backbone_params``).
+``--suite`` keeps only that suite's jobs (by job hash, so probes or other suites sharing the runs directory stay
+out) and orders the rows as the suite lists its regularizers. ``--metrics`` takes ``evaluator.metric`` names;
+``--saliency`` keeps only the evaluations with that ``saliency`` option (``input_gradient``, the default, is stored as
+the option left out); ``--backbone-params`` keeps the given backbone variants (JSON each, as in the results'
+``backbone_params``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,14 @@ def _delta_cell(row: pd.Series) -> str:
     return text + {"better": " ✓", "worse": " ✗"}.get(row["verdict"], "")
 
 
+def suite_jobs(suite_name: str) -> set[str]:
+    """The job hashes of a suite (every grid)."""
+    import gibench
+    from gibench.suites.jobs import expand
+
+    return {job.hash for job in expand(gibench.load_suite(suite_name))}
+
+
 def row_order(suite_name: str | None) -> list[str]:
     """The variant labels in the order the suite lists them (every grid), erm first; [] without a suite."""
     if suite_name is None:
@@ -113,10 +123,14 @@ def main() -> None:
     parser.add_argument("--saliency", default="input_gradient")
     parser.add_argument("--backbone-params", nargs="+", default=None, help="keep these backbone variants (JSON)")
     parser.add_argument("--delta", action="store_true", help="add a Δ-against-erm line under each regularizer")
-    parser.add_argument("--suite", default=None, help="order the rows as this suite lists its regularizers")
+    parser.add_argument("--suite", default=None,
+                        help="keep only this suite's jobs, in the order the suite lists its regularizers")
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
-    stats = select(summarize(collect_results(args.runs_dir)), args.metrics, args.saliency, args.backbone_params)
+    results = collect_results(args.runs_dir)
+    if args.suite is not None:
+        results = results[results["job_hash"].isin(suite_jobs(args.suite))]
+    stats = select(summarize(results), args.metrics, args.saliency, args.backbone_params)
     if stats.empty:
         raise SystemExit(f"none of {args.metrics} in {args.runs_dir} (with saliency {args.saliency})")
     text = tables(stats, args.metrics, args.delta, row_order(args.suite))
