@@ -106,13 +106,19 @@ def test_full_trains_with_the_papers_recipe_and_augments_cifar_only(suite):
     assert blockmnist.config["source"] == "mnist"
 
 
-def test_the_standard_suite_is_unchanged():
-    """Its main grid is the 39 jobs it had; the X-DNN grid (extra_grids) comes on top."""
+def test_the_standard_suite_trains_every_built_in_at_a_setting_that_does_not_collapse_here():
+    """Its softplus grids: 12 regularizer settings on all three datasets and the adversarial three at a radius per
+    data scale; then the X-DNN grid and DecoyMNIST's erm against rrr on an MLP."""
     standard = load_suite("standard")
     raw = yaml.safe_load(resolve_suite_path("standard").read_text())
-    main = [j for j in expand(standard) if j.backbone.label == "gibench_cnn(act=softplus)"]
-    assert len(main) == 39 and standard.train.epochs == 3 and standard.train.augment == "none"
-    assert len(expand(standard)) == 39 + _extra_jobs(raw)
+    softplus = [j for j in expand(standard) if j.backbone.label == "gibench_cnn(act=softplus)"]
+    assert len(softplus) == 3 * 12 + 2 * 3 + 3 and standard.train.epochs == 3 and standard.train.augment == "none"
+    assert len(expand(standard)) == 3 * 12 + _extra_jobs(raw)
+    assert {s.name for s in standard.regularizers} == _builtins(registry.regularizers)
+    mixture = {j.regularizer.label for j in softplus if j.dataset.name == "gaussian_mixture"}
+    assert {"pgd(norm=l2, epsilon=0.5)", "pgd(norm=linf, epsilon=0.05)", "trades(epsilon=0.05)"} <= mixture
+    defaults = {j.regularizer.label for j in softplus}
+    assert {"sliced_score_matching", "denoising_score_matching"} <= defaults  # at their defaults, which train here
 
 
 def test_missing_datasets_of_full_are_one_error_with_the_download_command(tmp_path, capsys):
