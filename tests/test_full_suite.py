@@ -107,18 +107,19 @@ def test_full_trains_with_the_papers_recipe_and_augments_cifar_only(suite):
 
 
 def test_the_standard_suite_trains_every_built_in_at_a_setting_that_does_not_collapse_here():
-    """Its softplus grids: 12 regularizer settings on all three datasets and the adversarial three at a radius per
-    data scale; then the X-DNN grid and DecoyMNIST's erm against rrr on an MLP."""
+    """Its softplus grids: 11 regularizer settings on all three datasets, the adversarial three at a radius per data
+    scale, JEM on the digits; then the X-DNN grid and DecoyMNIST's erm against rrr on an MLP."""
     standard = load_suite("standard")
     raw = yaml.safe_load(resolve_suite_path("standard").read_text())
     softplus = [j for j in expand(standard) if j.backbone.label == "gibench_cnn(act=softplus)"]
-    assert len(softplus) == 3 * 12 + 2 * 3 + 3 and standard.train.epochs == 3 and standard.train.augment == "none"
-    assert len(expand(standard)) == 3 * 12 + _extra_jobs(raw)
+    assert len(softplus) == 3 * 11 + 2 * 4 + 3 and standard.train.epochs == 3 and standard.train.augment == "none"
+    assert len(expand(standard)) == 3 * 11 + _extra_jobs(raw)
     assert {s.name for s in standard.regularizers} == _builtins(registry.regularizers)
     mixture = {j.regularizer.label for j in softplus if j.dataset.name == "gaussian_mixture"}
     assert {"pgd(norm=l2, epsilon=0.5)", "pgd(norm=linf, epsilon=0.05)", "trades(epsilon=0.05)"} <= mixture
     defaults = {j.regularizer.label for j in softplus}
     assert {"sliced_score_matching", "denoising_score_matching"} <= defaults  # at their defaults, which train here
+    assert "jem(sgld_steps=5, weight=0.01)" not in mixture
 
 
 def test_missing_datasets_of_full_are_one_error_with_the_download_command(tmp_path, capsys):
