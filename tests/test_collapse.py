@@ -18,7 +18,7 @@ from gibench.cli import _shared
 from gibench.cli.report import _print_ranks, print_frame
 from gibench.core.errors import ConfigError
 from gibench.leaderboard.build import build_site
-from gibench.leaderboard.tables import aggregate, combine, make_tables
+from gibench.leaderboard.tables import aggregate, make_tables
 from gibench.results.collapse import (
     COLLAPSED,
     CollapseRule,
@@ -337,20 +337,13 @@ def test_the_site_sanity_view_leaves_a_collapsed_control_out(tmp_path: Path) -> 
 # ----------------------------------------------------------------------------------------------------------------------
 # The reference submissions
 
-#: (dataset, backbone options, variant, reason) of every row the default floor flags in the reference ``standard``
-#: submission: the three score-matching collapses of its softplus grid, and both pgd settings, at chance on the 3-class
-#: Gaussian mixture. sliced_score_matching on blockmnist (0.746, 82 % of erm's margin over chance) is not among them.
-STANDARD_COLLAPSED = {
-    ("mnist_subset", '{"act": "softplus"}', "sliced_score_matching",
-     "collapsed: accuracy 0.525 vs erm 0.968 (floor 0.751: chance 0.100 + 0.75 × (erm − chance))"),
-    ("mnist_subset", '{"act": "softplus"}', "denoising_score_matching",
-     "collapsed: accuracy 0.724 vs erm 0.968 (floor 0.751: chance 0.100 + 0.75 × (erm − chance))"),
-    ("blockmnist", '{"act": "softplus"}', "denoising_score_matching",
-     "collapsed: accuracy 0.228 vs erm 0.892 (floor 0.694: chance 0.100 + 0.75 × (erm − chance))"),
-    ("gaussian_mixture", '{"act": "softplus"}', "pgd(norm=l2, epsilon=1)",
-     "collapsed: accuracy 0.346 vs erm 1.000 (floor 0.833: chance 0.333 + 0.75 × (erm − chance))"),
-    ("gaussian_mixture", '{"act": "softplus"}', "pgd(norm=linf, epsilon=0.1)",
-     "collapsed: accuracy 0.346 vs erm 1.000 (floor 0.833: chance 0.333 + 0.75 × (erm − chance))"),
+#: Rows of the reference ``standard`` submission that collapsed before the defaults were fixed (issue 21: sliced and
+#: denoising score matching at their papers' strengths, PGD at the digits' radii on the 3-class Gaussian mixture), with
+#: the accuracy each now reaches; the floor of each table is chance + 0.75 × (erm − chance).
+ONCE_COLLAPSED = {
+    ("mnist_subset", "sliced_score_matching"): 0.968, ("mnist_subset", "denoising_score_matching"): 0.969,
+    ("blockmnist", "denoising_score_matching"): 0.888, ("gaussian_mixture", "pgd(norm=l2, epsilon=0.5)"): 1.0,
+    ("gaussian_mixture", "pgd(norm=linf, epsilon=0.05)"): 1.0,
 }
 
 
@@ -365,44 +358,22 @@ def judged_classes(results: pd.DataFrame, suites: list) -> dict:
     from gibench.results.collapse import dataset_classes
 
     classes = dataset_classes(results["dataset"].astype(str), suites)
-    assert classes == {"blockmnist": 10, "gaussian_mixture": 3, "mnist_subset": 10}
+    expected = {"blockmnist": 10, "gaussian_mixture": 3, "mnist_subset": 10}
+    assert classes in (expected, {**expected, "decoy_mnist": 10})  # smoke; standard
     return classes
 
 
-def test_the_reference_standard_submission_flags_exactly_its_collapsed_rows() -> None:
+def test_no_default_of_the_reference_standard_submission_collapses() -> None:
     verdicts = reference_verdicts(STANDARD)
-    collapsed = verdicts[verdicts["collapse"] == COLLAPSED]
-    assert {(r.dataset, r.backbone_params, r.variant, r.collapse_reason) for r in collapsed.itertuples()} == (
-        STANDARD_COLLAPSED)
-    kept = verdicts.set_index(["dataset", "backbone_params", "variant"])
-    for variant in ("sliced_score_matching", "score_matching_antithetic", "fooled"):  # 14, 14 and 10 points below
-        assert kept.loc[("blockmnist", '{"act": "softplus"}', variant), "collapse"] == "kept"
-    assert set(verdicts["collapse"]) == {"collapsed", "kept", "baseline"}  # every row judged
+    assert set(verdicts["collapse"]) == {"kept", "baseline"}, verdicts[verdicts["collapse"] == COLLAPSED]
+    kept = verdicts.set_index(["dataset", "variant"])
+    for (dataset, variant), accuracy in ONCE_COLLAPSED.items():
+        assert kept.loc[(dataset, variant), "collapse_accuracy"] == pytest.approx(accuracy, abs=5e-4), (dataset, variant)
 
 
 def test_the_reference_smoke_submission_flags_nothing() -> None:
     verdicts = reference_verdicts(SMOKE)
     assert set(verdicts["collapse"]) == {"kept", "baseline"}
-
-
-@pytest.mark.slow
-def test_the_reference_standard_site_marks_no_collapsed_row_best() -> None:
-    loaded = [load_submission(STANDARD)]
-    tables = make_tables(aggregate(combine(loaded), loaded))
-    collapsed = [(t, r) for t in tables for r in t.collapsed_rows]
-    assert {(t.dataset, t.backbone_params, r.variant) for t, r in collapsed} == {
-        (d, p, v) for d, p, v, _ in STANDARD_COLLAPSED}
-    # without the verdict, some of them would hold the best mean of a column: there the mark goes to another row
-    extreme = 0
-    for t, r in collapsed:
-        for i, column in enumerate(t.columns):
-            values = [x.cells[i].sort_value for x in t.rows if x.cells[i].sort_value is not None]
-            value = r.cells[i].sort_value
-            if column.diagnostic or value is None or len(values) < 2:
-                continue
-            extreme += value == (max(values) if column.higher_is_better else min(values))
-            assert not r.cells[i].best and not r.cells[i].rank
-    assert extreme > 0
 
 
 @pytest.mark.browser
