@@ -368,7 +368,8 @@ def test_no_default_of_the_reference_standard_submission_collapses() -> None:
     assert set(verdicts["collapse"]) == {"kept", "baseline"}, verdicts[verdicts["collapse"] == COLLAPSED]
     kept = verdicts.set_index(["dataset", "variant"])
     for (dataset, variant), accuracy in ONCE_COLLAPSED.items():
-        assert kept.loc[(dataset, variant), "collapse_accuracy"] == pytest.approx(accuracy, abs=5e-4), (dataset, variant)
+        found = kept.loc[(dataset, variant), "collapse_accuracy"]
+        assert found == pytest.approx(accuracy, abs=5e-4), (dataset, variant, found)
 
 
 def test_the_reference_smoke_submission_flags_nothing() -> None:
