@@ -60,4 +60,8 @@ def test_the_standard_reference_holds_every_job_and_evaluation_of_the_shipped_su
     recorded = {(name, json.dumps(json.loads(params), sort_keys=True)) for name, params in
                 zip(results["evaluator"], results["evaluator_params"])}  # the options as the suite writes them
     assert {(spec.name, json.dumps(spec.params, sort_keys=True)) for spec in suite.evaluators} <= recorded
-    assert (results["status"] == "ok").mean() > 0.9  # skips: blockmnist's leakage off BlockMNIST
+    not_ok = results[results["status"] != "ok"]
+    assert set(not_ok["status"]) == {"skipped"}  # nothing failed
+    assert set(zip(not_ok["evaluator"], not_ok["dataset"])) <= {  # only where the dataset lacks the annotation
+        ("blockmnist", d) for d in ("mnist_subset", "gaussian_mixture", "decoy_mnist")} | {
+        ("decoy_reliance", d) for d in ("mnist_subset", "gaussian_mixture", "blockmnist")}
