@@ -68,21 +68,11 @@ def _delta_cell(row: pd.Series) -> str:
     return text + {"better": " ✓", "worse": " ✗"}.get(row["verdict"], "")
 
 
-def suite_jobs(suite_name: str) -> set[str]:
-    """The job hashes of a suite (every grid)."""
-    import gibench
-    from gibench.suites.jobs import expand
-
-    return {job.hash for job in expand(gibench.load_suite(suite_name))}
-
-
-def row_order(suite_name: str | None) -> list[str]:
+def row_order(suite) -> list[str]:
     """The variant labels in the order the suite lists them (every grid), erm first; [] without a suite."""
-    if suite_name is None:
+    if suite is None:
         return []
-    import gibench
-
-    labels = [r.label for grid in gibench.load_suite(suite_name).all_grids() for r in grid.regularizers]
+    labels = [r.label for grid in suite.all_grids() for r in grid.regularizers]
     return ["erm", *dict.fromkeys(label for label in labels if label != "erm")]
 
 
@@ -128,12 +118,17 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     results = collect_results(args.runs_dir)
+    suite = None
     if args.suite is not None:
-        results = results[results["job_hash"].isin(suite_jobs(args.suite))]
+        import gibench
+        from gibench.suites.jobs import expand
+
+        suite = gibench.load_suite(args.suite)
+        results = results[results["job_hash"].isin({job.hash for job in expand(suite)})]
     stats = select(summarize(results), args.metrics, args.saliency, args.backbone_params)
     if stats.empty:
         raise SystemExit(f"none of {args.metrics} in {args.runs_dir} (with saliency {args.saliency})")
-    text = tables(stats, args.metrics, args.delta, row_order(args.suite))
+    text = tables(stats, args.metrics, args.delta, row_order(suite))
     print(text)
     if args.markdown:
         args.markdown.write_text(text)

@@ -289,10 +289,8 @@ def _with_options(specs: tuple[PluginSpec, ...], overrides: Any, where: str) -> 
             merged.append(spec)
             continue
         cls = registry.evaluators.get(spec.name)
-        types = field_types(cls.Config)
-        sequence_keys = {k for k in config_fields(cls.Config) if is_sequence_type(types[k])}
         point = {**spec.params, **overrides[spec.name]}
-        if len(expand_grid(point, sequence_keys)) != 1:
+        if len(expand_grid(point, _sequence_options(cls.Config))) != 1:
             raise ConfigError(f"{where}.{spec.name}: one value per option here; a grid of options belongs in the "
                               f"evaluator's own entry in `evaluators`.")
         config = build_config(cls.Config, point, f"{where}.{spec.name}")
@@ -461,13 +459,17 @@ def _plugin_list(raw: Mapping[str, Any], key: str, source: str, reg: registry.Re
             cls = reg.get(name)
         except GibenchError as exc:
             raise type(exc)(f"{place}: {exc}") from None
-        types = field_types(cls.Config)
-        sequence_keys = {k for k in config_fields(cls.Config) if is_sequence_type(types[k])}
-        for point in expand_grid(options, sequence_keys):
+        for point in expand_grid(options, _sequence_options(cls.Config)):
             where = f"{place}.{name}"
             config = build_config(cls.Config, point, where)
             specs.append(PluginSpec.of(name, point, identity_config(config)))
     return tuple(specs)
+
+
+def _sequence_options(config_cls: type) -> set[str]:
+    """The options of a plugin Config whose own type is a sequence (a list there is one value, not a grid axis)."""
+    types = field_types(config_cls)
+    return {k for k in config_fields(config_cls) if is_sequence_type(types[k])}
 
 
 def identity_config(config: Any) -> dict[str, Any]:
