@@ -68,11 +68,20 @@ def test_jobs_training_and_evaluation_follow_the_rules(tmp_path):
 
 def test_second_call_uses_the_cache_and_training_scales_with_epochs(tmp_path):
     cache = tmp_path / "cache.json"
-    first = estimate_suite(_suite(tmp_path), tmp_path / "runs", device="cpu", cache_path=cache, **FAST)
+    shown = []
+    first = estimate_suite(_suite(tmp_path), tmp_path / "runs", device="cpu", cache_path=cache,
+                           progress=lambda *call: shown.append(call), **FAST)
+    # progress is told before each uncached unit is timed: how many are done, of how many, and which
+    assert [call[:2] for call in shown] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert sum("training step" in call[2] for call in shown) == 2
+    assert {call[2].split(" pass of")[0] for call in shown if "pass of" in call[2]} == {"a forward", "a saliency"}
     written = cache.read_bytes()
     longer = _suite(tmp_path, name="longer.yaml", train={"epochs": 2, "batch_size": 128, "optimizer": "adam",
                                                           "lr": 1.0e-2})
-    second = estimate_suite(longer, tmp_path / "runs", device="cpu", cache_path=cache, **FAST)
+    shown.clear()
+    second = estimate_suite(longer, tmp_path / "runs", device="cpu", cache_path=cache,
+                            progress=lambda *call: shown.append(call), **FAST)
+    assert shown == []  # everything came from the cache
     assert second.calibration.measured == 0 and second.calibration.reused == first.calibration.measured == 4
     assert cache.read_bytes() == written
     assert second.train_seconds == pytest.approx(2 * first.train_seconds, rel=1e-12)

@@ -85,10 +85,18 @@ def _print_estimate(args: argparse.Namespace) -> int:
                              throughput=throughput)
         title = f"suite {suite.name}: estimated device-hours at {throughput:g} forward-equivalent passes/s"
     else:
-        with _shared.stderr.status(f"calibrating {suite.name} on {args.device or 'the default device'} (cached after "
-                                   "the first time)"):
+        where = args.device or "the default device"
+        with _shared.stderr.status(f"calibrating {suite.name} on {where} (cached after the first time)") as status:
+            def progress(done: int, total: int, what: str) -> None:
+                message = f"calibrating {suite.name} on {where}: unit {done + 1} of {total} not yet cached, {what}"
+                status.update(escape(message))
+                if not _shared.stderr.is_terminal and done == 0:  # no spinner: say once why this takes a while
+                    _shared.stderr.print(f"calibrating {total} unit(s) of {suite.name} on {where} that are not yet in "
+                                         "the cache (a few seconds each; cached after the first time)",
+                                         soft_wrap=True)
+
             est = estimate_suite(suite, args.runs_dir, device=args.device, data_root=args.data_root,
-                                 eval_batch_size=args.eval_batch_size)
+                                 eval_batch_size=args.eval_batch_size, progress=progress)
         where = f"{est.device} ({est.device_name})" if est.device_name else est.device
         title = f"suite {suite.name}: estimated device-hours on {escape(where)}"
     priced = absent is None

@@ -272,6 +272,15 @@ class Calibration:
     measured: int = 0  # units timed by this object
     reused: int = 0  # units found in the cache
     measure_seconds: float = 0.0
+    before_measuring: Callable[[Unit], None] | None = None  # told of each unit just before it is timed
+
+    def key(self, unit: Unit) -> str:
+        """The cache key of ``unit`` on this device: units with one key cost the same and are timed once."""
+        return canonical_hash(unit_key(unit, self.device), length=32)
+
+    def is_cached(self, unit: Unit) -> bool:
+        """Whether ``unit``'s cost on this device is in the cache already (then :meth:`seconds` times nothing)."""
+        return self.cache.get(unit_key(unit, self.device)) is not None
 
     def seconds(self, unit: Unit) -> float:
         key = unit_key(unit, self.device)
@@ -279,6 +288,8 @@ class Calibration:
         if cached is not None:
             self.reused += 1
             return cached
+        if self.before_measuring is not None:
+            self.before_measuring(unit)
         start = time.perf_counter()
         value = measure(unit, self.device, self.warmup, self.timed)
         self.measure_seconds += time.perf_counter() - start

@@ -48,6 +48,7 @@ __all__ = ["EvaluatorRow", "Plan", "Row", "SuiteEstimate", "data_sizes", "estima
            "plan", "plan_suite", "unit_passes", "work_passes"]
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,10 +281,15 @@ def plan_suite(suite: Suite, runs_dir: Path, *, data_root: Path | None = None,
 
 def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, data_root: Path | None = None,
                    eval_batch_size: int = 256, cache_path: Path | None = None, warmup: int = WARMUP_STEPS,
-                   timed: int = TIMED_STEPS, throughput: float | None = None) -> SuiteEstimate:
+                   timed: int = TIMED_STEPS, throughput: float | None = None,
+                   progress: Callable[[int, int, str], None] | None = None) -> SuiteEstimate:
     """The work ``suite`` still needs in ``runs_dir``, in passes and in device seconds (read only; nothing is written
     there): timed by a calibration on ``device``, or, with ``throughput`` (forward-equivalent passes per second,
-    positive), seconds = forward-equivalent passes / throughput, with no calibration and no device needed."""
+    positive), seconds = forward-equivalent passes / throughput, with no calibration and no device needed.
+
+    ``progress(done, total, what)`` is called before each unit that is not yet in the calibration cache is timed
+    (``done`` of ``total`` such units timed so far, ``what`` the unit in words), so a caller can show how far a long
+    first calibration has got."""
     from gibench.running.options import resolve_device
     from gibench.store.provenance import device_name
 
@@ -305,6 +311,8 @@ def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, d
     est.device, est.device_name = str(torch_device), device_name(str(torch_device))
     est.calibration = Calibration(torch_device, CalibrationCache(cache_path or default_cache_path()), warmup, timed)
     costs: dict[Unit, float] = {}
+    if progress is not None:
+        _report_progress(est, progress)
     for row in [*est.rows, *est.auxiliary]:
         row.train_seconds = _price(row.train_work, est.calibration, costs)
         row.eval_seconds = _price(row.eval_work, est.calibration, costs)
@@ -350,6 +358,15 @@ def _add_job(job: Any, data: DataSizes, folder: Any, row: Row, shared: dict[str,
             if key not in shared:
                 shared[key] = Row(job.dataset.label, "", what, eval_work=dict(aux))
     return int(remaining)
+
+
+def _report_progress(est: SuiteEstimate, progress: Callable[[int, int, str], None]) -> None:
+    """Make ``est.calibration`` call ``progress(done, total, what)`` before it times each unit that is not cached."""
+    calibration = est.calibration
+    works = [w for r in [*est.rows, *est.auxiliary] for w in (r.train_work, r.eval_work)]
+    # one per cache key: units that differ only in what does not change a step's cost are timed once
+    total = len({calibration.key(unit) for work in works for unit in work if not calibration.is_cached(unit)})
+    calibration.before_measuring = lambda unit: progress(calibration.measured, total, describe(unit))
 
 
 def _price(work: Work, calibration: Calibration, costs: dict[Unit, float]) -> float:
