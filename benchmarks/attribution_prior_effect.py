@@ -1,4 +1,4 @@
-"""Do the attribution priors do what they say on test images? Issue 13's questions, from a finished runs directory.
+"""Do the attribution priors do what they say on test images? Answered from a finished runs directory.
 
 Run (CPU, about a minute for the 18 jobs of ``standard``'s X-DNN grid)::
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from gibench.results.tables import collect_results, summarize
 
-#: issue 14's headlines (and accuracy beside them)
+#: the metric families' headlines (and accuracy beside them)
 DEFAULT_METRICS = ["accuracy.accuracy", "random_logit.cosine", "complexity.gini", "sensitivity.max_sensitivity",
                    "infidelity.relative_infidelity_gaussian", "randomisation.emprt", "road.gap_lerf_morf"]
 

@@ -1,4 +1,4 @@
-"""What the seed papers claim, checked against a finished runs directory (issue 21, point 8): one markdown table.
+"""What the seed papers claim, checked against a finished runs directory: one markdown table.
 
 Run (seconds; reads the store, trains nothing)::
 

@@ -1,4 +1,4 @@
-"""Does a cheap protocol keep an expensive protocol's regularizer rankings? (issue 22, points 3 and 4)
+"""Does a cheap protocol keep an expensive protocol's regularizer rankings?
 
 Run (seconds; reads the store, trains nothing)::
 
@@ -16,7 +16,7 @@ Wilson interval. Variants that collapse under the reference (:mod:`gibench.resul
 
 ``work`` is the candidate evaluation's model passes over the reference's (forward-equivalents, per job, from the
 evaluators' ``cost`` hooks, :func:`gibench.running.estimate.plan`), so a row reads "this budget costs x of the
-reference and keeps y of its orderings". The last line per candidate suite is the issue's test: every evaluator keeps
+reference and keeps y of its orderings". The last line per candidate suite is the acceptance test: every evaluator keeps
 at least 90 % of the orderings the reference resolves.
 """
 
@@ -39,7 +39,7 @@ from gibench.running.estimate import plan
 from gibench.suites.jobs import expand
 from gibench.suites.suite import load_suite
 
-#: The issue's bar: the share of the reference's resolved orderings every evaluator must keep.
+#: The bar a cheap protocol must clear: the share of the reference's resolved orderings every evaluator must keep.
 KEPT_TARGET = 0.9
 
 

@@ -337,7 +337,7 @@ def test_the_site_sanity_view_leaves_a_collapsed_control_out(tmp_path: Path) -> 
 # ----------------------------------------------------------------------------------------------------------------------
 # The reference submissions
 
-#: Rows of the reference ``standard`` submission that collapsed before the defaults were fixed (issue 21: sliced and
+#: Rows of the reference ``standard`` submission that collapsed before the defaults were fixed (sliced and
 #: denoising score matching at their papers' strengths, PGD at the digits' radii on the 3-class Gaussian mixture), with
 #: the accuracy each now reaches; the floor of each table is chance + 0.75 × (erm − chance).
 ONCE_COLLAPSED = {

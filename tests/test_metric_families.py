@@ -1,4 +1,4 @@
-"""The metric-family evaluators (issue 14) against independent computations.
+"""The metric-family evaluators against independent computations.
 
 * ``random_logit``: ranks and Spearman against scipy, the cosine against numpy; a model whose logits share one
   gradient scores exactly 1; the other class is never the label and covers the other classes.

@@ -1,4 +1,4 @@
-"""Recovery from a damaged store: every damage the issue lists, then a rerun that completes with nothing lost."""
+"""Recovery from a damaged store: every kind of damage below, then a rerun that completes with nothing lost."""
 
 from __future__ import annotations
 

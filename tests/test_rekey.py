@@ -1,4 +1,4 @@
-"""Stores and submissions written under the exact-float hash rule keep every trained model and result (issue: content
+"""Stores and submissions written under the exact-float hash rule keep every trained model and result (content
 hashes that every machine agrees on): `gibench run` re-keys them and trains and evaluates nothing, `gibench doctor`
 reports them and `--fix` re-keys them, and a reference submission re-keyed by scripts/rekey_submission.py still
 validates and keeps its verification."""

@@ -1,6 +1,6 @@
 """The results table's rows, intervals, Δ intervals, rank ranges and evaluator agreement, and the report printing them.
 
-The two pooling bugs of issue 10 are reproduced on real runs: two suites on one runs directory that differ only in
+Two pooling bugs of the results tables are reproduced on real runs: two suites on one runs directory that differ only in
 the number of epochs, and a backbone grid over its activation, each must give separate rows, never "more seeds".
 """
 

@@ -1,4 +1,4 @@
-"""A ReLU table and its X-DNN twin (the same backbone with ``bias: false``, issue 13) are linked both ways and shown
+"""A ReLU table and its X-DNN twin (the same backbone with ``bias: false``) are linked both ways and shown
 side by side: the table model, the numbers of the section, the rendered pages and, in a real browser, the section.
 
 One hand-written submission (no training) holds three tables of ``gibench_cnn`` on mnist_subset: ReLU, its X-DNN
@@ -223,7 +223,7 @@ def test_the_downloads_and_boards_name_the_twin(site: Path, tables: dict) -> Non
 
 @pytest.mark.slow
 def test_the_standard_reference_shows_each_relu_table_beside_its_x_dnn_twin() -> None:
-    """The shipped standard reference (issue 13: ReLU gibench_cnn and its X-DNN under the same regularizers) pairs
+    """The shipped standard reference (ReLU gibench_cnn and its X-DNN under the same regularizers) pairs
     the two tables of mnist_subset, blockmnist and gaussian_mixture, with every shared variant in the section."""
     check_reference_twins(Path(__file__).parents[1] / "submissions")
 

@@ -1,4 +1,4 @@
-"""How well a cheap protocol keeps an expensive protocol's regularizer rankings (issue 22, points 3 and 4).
+"""How well a cheap protocol keeps an expensive protocol's regularizer rankings.
 
 A *protocol* is everything that decides a number except the regularizer and the seed: the training recipe and each
 evaluator's settings (its budget). Two protocols are compared on the same regularizer variants and seeds, per
