@@ -121,10 +121,10 @@ def main() -> None:
     suite = None
     if args.suite is not None:
         import gibench
-        from gibench.suites.jobs import expand
+        from gibench.suites.jobs import rebuildable_jobs
 
-        suite = gibench.load_suite(args.suite)
-        results = results[results["job_hash"].isin({job.hash for job in expand(suite)})]
+        suite = gibench.load_suite(args.suite)  # a selecting suite's sweep and scored settings, whichever were run
+        results = results[results["job_hash"].isin({job.hash for job in rebuildable_jobs(suite)})]
     stats = select(summarize(results), args.metrics, args.saliency, args.backbone_params)
     if stats.empty:
         raise SystemExit(f"none of {args.metrics} in {args.runs_dir} (with saliency {args.saliency})")

@@ -6,7 +6,8 @@ Run (seconds; reads the store, trains nothing)::
 
 Training seconds are the last ``seconds`` entry of each job's ``train_log.json`` (the loop's own clock); evaluation
 seconds are each result record's ``seconds`` (the evaluator's wall time, auxiliary models trained on first use
-included). With ``--suite`` only that suite's jobs count (by job hash, as ``gibench run --dry-run`` lists them).
+included). With ``--suite`` only that suite's jobs count (by job hash): every job a run of it could train, so for a
+suite that selects (``tuned``) its sweep and whichever settings its selection scored.
 The sum is the time one worker on one core would need if nothing else ran, the figure to compare with elapsed time:
 two workers on the same runs directory divide it, other processes on the same cores inflate it.
 """
@@ -21,9 +22,9 @@ from pathlib import Path
 
 def suite_job_hashes(suite: str) -> set[str]:
     import gibench
-    from gibench.suites.jobs import expand
+    from gibench.suites.jobs import rebuildable_jobs
 
-    return {job.hash for job in expand(gibench.load_suite(suite))}
+    return {job.hash for job in rebuildable_jobs(gibench.load_suite(suite))}
 
 
 def job_times(runs_dir: Path, only: set[str] | None) -> tuple[dict, dict, int]:
