@@ -88,6 +88,33 @@ def test_second_call_uses_the_cache_and_training_scales_with_epochs(tmp_path):
     assert [r.eval_seconds for r in second.rows] == [r.eval_seconds for r in first.rows]
 
 
+def test_one_training_step_is_timed_per_regularizer_for_every_nonzero_strength(tmp_path, register_plugin):
+    """A penalty weight does not change what a step computes, so gradient_norm at 1e-3 and at 10 share one timed step;
+    zero is timed apart, and a sweep that declares changes_step_cost is timed at every strength."""
+    from gibench.api.regularizer import Sweep
+    from regularizers.gradient_norm import GradientNorm
+
+    counted = type("CountedSteps", (GradientNorm,), {"sweep": Sweep("weight", (1e-3, 10.0), "log",
+                                                                        changes_step_cost=True)})
+    register_plugin(registry.regularizers, "counted_steps", counted)
+    strengths = [{"gradient_norm": {"weight": w}} for w in (1e-3, 10.0, 0.0)]
+    counted_strengths = [{"counted_steps": {"weight": w}} for w in (1e-3, 10.0)]
+    cache = tmp_path / "cache.json"
+    shown = []
+    est = estimate_suite(_suite(tmp_path, regularizers=strengths + counted_strengths, evaluators=["accuracy"]),
+                         tmp_path / "runs", device="cpu", cache_path=cache, progress=lambda *call: shown.append(call),
+                         **FAST)
+    steps = [e["key"]["regularizer"] for e in _entries(cache) if e["key"]["kind"] == "train_step"]
+    assert sorted(map(json.dumps, steps)) == sorted(map(json.dumps, [
+        ["gradient_norm", GradientNorm.version, {**GradientNorm.Config().__dict__, "weight": "nonzero"}],
+        ["gradient_norm", GradientNorm.version, {**GradientNorm.Config().__dict__, "weight": 0.0}],
+        ["counted_steps", GradientNorm.version, {**GradientNorm.Config().__dict__, "weight": 0.001}],
+        ["counted_steps", GradientNorm.version, {**GradientNorm.Config().__dict__, "weight": 10.0}]]))
+    assert est.calibration.measured == len(shown) == 5  # the four steps and accuracy's forward
+    first, second = est.rows[0], est.rows[1]  # gradient_norm at 1e-3 and at 10: priced by the one timed step
+    assert first.train_seconds == second.train_seconds > 0
+
+
 def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path):
     cache = tmp_path / "cache.json"
     cache.write_text('{"format": 1, "entries": {"x": ')

@@ -142,6 +142,9 @@ BAD_SWEEPS = {
                   "the weakest to the strongest"),
     "not_numbers": (Sweep("weight", ("1e-3", "1e-2"), "log"),  # type: ignore[arg-type]
                     "its sweep of 'weight' must list at least two finite numbers, got ('1e-3', '1e-2')"),
+    "step_cost_not_a_bool": (Sweep("weight", (1e-4, 1e-3), "log", changes_step_cost="no"),  # type: ignore[arg-type]
+                             "its sweep of 'weight' has changes_step_cost='no'; use True (the strength changes the "
+                             "work of a training step) or False"),
     "not_a_sweep": ({"weight": (1e-3, 1e-2)},
                     "its sweep must be a gibench.Sweep or None, got {'weight': (0.001, 0.01)}; declare sweep = "
                     "Sweep(parameter, values, scale), or sweep = None if it has no strength knob"),

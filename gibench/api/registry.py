@@ -219,6 +219,9 @@ def sweep_problems(cls: type[Regularizer]) -> list[str]:
         return [f"its sweep of {name!r} must list at least two finite numbers, got {values!r}; list the settings "
                 "from the weakest to the strongest"]
     problems = []
+    if not isinstance(sweep.changes_step_cost, bool):
+        problems.append(f"its sweep of {name!r} has changes_step_cost={sweep.changes_step_cost!r}; use True (the "
+                        "strength changes the work of a training step) or False")
     if sweep.scale not in ("log", "linear"):
         problems.append(f"its sweep of {name!r} has the scale {sweep.scale!r}; use 'log' (values spaced by factors) "
                         "or 'linear'")

@@ -51,6 +51,10 @@ class Sweep:
             differences): how the values are spaced, and so how a curve over the sweep spaces its x axis.
         note: where the values come from (a paper's own grid, or the reasoning), one line; the plugin's docstring
             says it in full.
+        changes_step_cost: whether the strength changes the work of a training step (a knob that is a number of
+            attack or sampling steps would). False, the usual case (a penalty weight, a noise level, an attack
+            radius): ``gibench run --estimate`` then times one training step for every nonzero strength instead of
+            one per sweep point (zero is timed apart: a regularizer may skip its extra work there).
 
     Example:
         >>> Sweep("weight", [1e-4, 1e-3, 1e-2], "log", "decades around the default").values
@@ -61,6 +65,7 @@ class Sweep:
     values: tuple[float, ...]
     scale: Literal["log", "linear"]
     note: str = ""
+    changes_step_cost: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.values, Iterable) and not isinstance(self.values, (str, bytes, tuple)):

@@ -22,7 +22,10 @@ torch/CUDA versions, CPU threads, gibench's version, the identity of the code th
 (:func:`gibench.core.source_identity.source_identity` of the training loop, the regularizer's module, the backbone's
 module, the saliency pass or the evaluator's module), the backbone and its options, the regularizer, its version and
 config, input shape, class count, batch size and every training option except those that only change the schedule
-(epochs, lr, schedule, milestones, gamma, momentum, weight decay, log interval). A damaged cache file is ignored and
+(epochs, lr, schedule, milestones, gamma, momentum, weight decay, log interval). A regularizer's declared strength
+(its :class:`~gibench.api.regularizer.Sweep` parameter) enters the key only as zero or nonzero, unless the sweep
+says that it ``changes_step_cost``: a penalty weight or a radius does not change what a step computes, so a suite
+that sweeps strengths times one step per regularizer, not one per sweep point. A damaged cache file is ignored and
 rewritten.
 """
 
@@ -94,7 +97,7 @@ def unit_key(unit: Unit, device: torch.device) -> dict[str, Any]:
     if isinstance(unit, TrainStep):
         reg_cls = registry.regularizers.get(unit.regularizer.name)
         key.update(kind="train_step", backbone=[unit.backbone.name, unit.backbone.config],
-                   regularizer=[unit.regularizer.name, reg_cls.version, unit.regularizer.config],
+                   regularizer=[unit.regularizer.name, reg_cls.version, _step_cost_config(reg_cls, unit.regularizer)],
                    train={k: v for k, v in dataclasses.asdict(unit.train).items() if k not in SCHEDULE_ONLY_FIELDS},
                    code=code_identity(train, reg_cls, model_entrypoint(unit.backbone.name)))
     elif isinstance(unit, ModelPass):
@@ -105,6 +108,16 @@ def unit_key(unit: Unit, device: torch.device) -> dict[str, Any]:
         key.update(kind="plugin_work", owner=[unit.owner, owner.version], work=unit.kind, options=unit.identity,
                    per=unit.per, batch_size=unit.batch_size, code=code_identity(owner))
     return key
+
+
+def _step_cost_config(reg_cls: Any, spec: Any) -> Any:
+    """The regularizer config as far as it changes a step's cost: a declared strength that does not is kept only as
+    zero or nonzero."""
+    sweep = getattr(reg_cls, "sweep", None)
+    config = spec.config
+    if sweep is None or sweep.changes_step_cost or not isinstance(config, dict) or not config.get(sweep.parameter):
+        return config
+    return {**config, sweep.parameter: "nonzero"}
 
 
 def random_bundle(shape: tuple[int, ...], num_classes: int, n_train: int, n_test: int = 2):
