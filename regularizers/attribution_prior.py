@@ -170,7 +170,8 @@ class AttributionPrior(Regularizer):
     history = {"1": "first version: CE + λ·prior on the attribution (default −Gini of the batch-mean |X-Gradient|, λ "
                    "1; total_variation λ 1e-3), trained through the attribution"}
     sweep = Sweep("weight", (0.01, 0.1, 1.0, 10.0, 100.0), "log",
-                  "FAA's grid for the default Gini prior; total_variation's λ is 1e-3 times these")
+                  "FAA's grid for the default Gini prior; a suite sweeps total_variation (default λ 1e-3) at 1e-3 "
+                  "times these, under sweep.values")
 
     def passes_per_step(self) -> Passes:
         """X-Gradient or gradient: one forward, the input gradient (``create_graph``) and the training backward
