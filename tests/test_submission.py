@@ -182,6 +182,25 @@ def test_all_suites_when_no_suite_name(tmp_path: Path, runs) -> None:
     assert sorted(s.name for s in sub.provenance.suites) == ["other", "tiny"] and sub.results.rows == 11
 
 
+def test_runs_of_two_versions_of_one_suite_are_submitted_with_a_warning_naming_both(tmp_path: Path, runs) -> None:
+    runs_dir, table = runs
+    manifest = json.loads((runs_dir / "manifest.json").read_text())
+    edited = {**SUITES["tiny"], "seeds": [0, 1, 2]}  # the suite file changed between two runs into one store
+    manifest["runs"].append({**manifest["runs"][0], "suite": edited, "suite_hash": suite_hash(edited)})
+    (runs_dir / "manifest.json").write_text(json.dumps(manifest))
+    said: list[str] = []
+    sub = validate_submission(build_submission(runs_dir, tmp_path / "s", META, "tiny", results=table,
+                                               warn=said.append))
+    assert len(sub.provenance.suites) == 2
+    hashes = [suite_hash(SUITES["tiny"])[:12], suite_hash(edited)[:12]]
+    assert len(said) == 1 and f"holds runs of 2 versions of suite 'tiny' (hashes {', '.join(hashes)})" in said[0]
+    assert "copy the runs directory's jobs/ folder into a new runs directory" in said[0]
+    quiet: list[str] = []
+    (tmp_path / "one").mkdir()
+    build_submission(make_runs(tmp_path / "one")[0], tmp_path / "s1", META, "tiny", results=table, warn=quiet.append)
+    assert quiet == []  # one version of each suite: nothing to say
+
+
 def test_build_errors_tell_to_run_first(tmp_path: Path, runs) -> None:
     runs_dir, table = runs
     empty = tmp_path / "empty"

@@ -61,6 +61,7 @@ import json
 import os
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -177,6 +178,7 @@ def package_results(runs_dir: str | Path, metadata: SubmissionMetadata | Mapping
     if job_hashes is not None:
         runs = [run for run in runs if job_hashes & set(run.jobs)]
         suites = [s for s in suites if any(run.suite_hash == s.hash for run in runs)]
+    _warn_of_suite_versions(runs_dir, suites, warn)
     if results is None:
         from gibench.results.tables import collect_results
         results = collect_results(runs_dir, job_hashes, warn=warn)
@@ -255,6 +257,21 @@ def _read_runs(runs_dir: Path, suite_name: str | None,
         # only the recorded fields: other manifest keys (e.g. the suite file's local path) stay private
         runs.append(parse_model(RunRecord, {k: v for k, v in entry.items() if k in RunRecord.model_fields}, where))
     return list(suites.values()), runs
+
+
+def _warn_of_suite_versions(runs_dir: Path, suites: list[SuiteRecord], warn: Callable[[str], None] | None) -> None:
+    """Say when the runs hold several versions (hashes) of one suite: a suite edited between runs leaves the jobs of
+    its older versions in the store, and the submission would hold them all."""
+    hashes: dict[str, list[str]] = {}
+    for suite in suites:
+        hashes.setdefault(suite.name, []).append(suite.hash[:12])
+    for name, versions in hashes.items():
+        if len(versions) > 1:
+            (warn or warnings.warn)(
+                f"{runs_dir} holds runs of {len(versions)} versions of suite {name!r} (hashes {', '.join(versions)}): "
+                "the suite file changed between runs, and the submission holds the jobs of every version. To submit "
+                "one version alone, copy the runs directory's jobs/ folder into a new runs directory, run that "
+                "version there (the copied jobs are found done, nothing retrains) and submit the new directory.")
 
 
 def _selection_records(runs_dir: Path) -> dict[tuple[Any, Any], dict[str, Any]]:
