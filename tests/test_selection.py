@@ -12,6 +12,7 @@ import pytest
 
 from gibench.api import registry
 from gibench.core.errors import ConfigError
+from gibench.running.estimate import plan
 from gibench.running.runner import run_suite
 from gibench.running.selection import FAILED, read_selections, select, selection_path, stored_accuracies
 from gibench.store.runs import RunStore
@@ -217,7 +218,7 @@ def test_a_run_trains_the_sweep_selects_on_validation_and_scores_only_the_select
 
     # a hand-built disagreement: make the test split favour another value; selection does not move, because it
     # reads validation accuracy only; make validation favour it, and selection follows
-    other = next(v for v in VALUES if v != chosen)
+    other = next(v for v in (10.0, 0.1) if v != chosen)  # not gradient_norm's default 1e-3 (see the estimate below)
     sweep = {job.regularizer.config.get("weight"): job for job in sweep_jobs(s) if job.regularizer.name != "erm"}
     for value, job in sweep.items():
         _set_scalar(runs, job.hash, "validation_accuracy", "validation_accuracy", 0.0 if value != other else 1.0)
@@ -232,6 +233,8 @@ def test_a_run_trains_the_sweep_selects_on_validation_and_scores_only_the_select
     again = run_suite(s, runs, device="cpu")
     assert again.ok and read_selections(runs)[0]["units"][0]["selected"] == other
     assert selection_path(runs, s).exists()
+    # the estimate counts the jobs of the selected setting, not of the default, which was never trained
+    assert plan(s, runs).jobs_left == 0
 
 
 def test_replaced_values_by_entry_label_win_over_values_by_name():

@@ -189,16 +189,19 @@ def rebuildable_jobs(suite: Suite) -> list[Job]:
     return merge_jobs(sweep_jobs(suite), expand(suite, every_setting=True))
 
 
-def planned_jobs(suite: Suite) -> list[Job]:
-    """Every job a run of ``suite`` would train, for pricing, preflight and counting before anything is selected: the
-    sweep, then the scored jobs with each selected setting stood in for by the regularizer's default (the cost of a
-    job does not depend on its strength)."""
-    defaults = {}
+def planned_jobs(suite: Suite, chosen: Mapping[SelectionUnit, float] | None = None) -> list[Job]:
+    """Every job a run of ``suite`` would train, for pricing, preflight and counting: the sweep, then the scored jobs,
+    each at the setting ``chosen`` holds for its unit (a selection made from a store's sweep) or, where none is chosen
+    yet, stood in for by the regularizer's default (the cost of a job does not depend on its strength)."""
+    settings = {}
     for unit, (_, _, _, regularizer) in selection_units(suite).items():
+        if chosen is not None and unit in chosen:
+            settings[unit] = chosen[unit]
+            continue
         parameter, values = swept_values(suite, regularizer)
         default = getattr(registry.regularizers.get(regularizer.name).Config(), parameter)
-        defaults[unit] = default if default in values else values[0]
-    return merge_jobs(sweep_jobs(suite), expand(suite, defaults))
+        settings[unit] = default if default in values else values[0]
+    return merge_jobs(sweep_jobs(suite), expand(suite, settings))
 
 
 def merge_jobs(*lists: list[Job]) -> list[Job]:
