@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,49 @@ def test_the_observer_sees_every_event_in_order(tiny_suite_file, tmp_path):
                                *[("job_step", i, steps) for i in range(1, steps + 1)],
                                ("job_phase", "evaluating accuracy"), ("job_finished", "trained"),
                                ("suite_finished", 1)]
+
+
+def test_a_rerun_has_no_phase_for_stored_work(tiny_suite_file, tmp_path):
+    suite = load_suite(write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"]))
+    run_suite(suite, tmp_path / "runs", RunOptions(device="cpu"))
+    recorder = Recorder()
+    run_suite(suite, tmp_path / "runs", RunOptions(device="cpu"), observer=recorder)
+    assert recorder.events == [("suite_started", 1), ("job_started", 1, 1), ("job_finished", "cached"),
+                               ("suite_finished", 1)]
+
+
+def _logged_run(suite, runs: Path, *, terminal: bool) -> list[str]:
+    """The lines a run prints through the progress display on a console that is (or is not) a terminal."""
+    import io
+
+    from rich.console import Console
+
+    from gibench.running.progress import RichProgress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, color_system=None, width=300)
+    with RichProgress(console) as display:
+        run_suite(suite, runs, RunOptions(device="cpu"), observer=display)
+    return [line for line in out.getvalue().splitlines() if line.strip()]
+
+
+def test_a_log_file_shows_each_phase_of_a_job_as_it_starts(tiny_suite_file, tmp_path):
+    suite = load_suite(write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"]))
+    label = "[1/1] mnist_subset / gibench_linear / erm / seed 0"
+    lines = _logged_run(suite, tmp_path / "runs", terminal=False)
+    phase = r" \(\d\d:\d\d:\d\d, \d+ s into the job\)"
+    assert len(lines) == 3, lines
+    assert re.fullmatch(re.escape(f"{label}: training") + phase, lines[0])
+    assert re.fullmatch(re.escape(f"{label}: evaluating accuracy") + phase, lines[1])
+    assert re.fullmatch(re.escape(f"{label}: trained in ") + r"[\d.]+s; accuracy done", lines[2])
+    # a rerun does no work: one line, no phase
+    assert _logged_run(suite, tmp_path / "runs", terminal=False) == [f"{label}: cached; accuracy cached"]
+
+
+def test_a_terminal_shows_phases_on_the_bar_not_as_lines(tiny_suite_file, tmp_path):
+    suite = load_suite(write_suite(tmp_path, regularizers=["erm"], evaluators=["accuracy"]))
+    printed = "\n".join(_logged_run(suite, tmp_path / "runs", terminal=True))
+    assert "into the job" not in printed and "trained in" in printed
 
 
 def test_run_options_are_picklable_and_validated():

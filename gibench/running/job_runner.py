@@ -105,7 +105,6 @@ class JobRunner:
             self.folder.write_spec(job_record(self.job))
         report = JobReport(self.job, state, seconds=time.perf_counter() - start)
         for spec in self.job.evaluators:
-            self.on_phase(f"evaluating {spec.name}")
             report.evaluations.append(self._evaluate(spec))
         return report
 
@@ -182,6 +181,7 @@ class JobRunner:
         return self._run_evaluator(spec, evaluator, key, header)
 
     def _run_evaluator(self, spec: PluginSpec, evaluator: Evaluator, key: str, header: dict) -> EvaluationReport:
+        self.on_phase(f"evaluating {spec.name}")  # a phase only for work: a stored or skipped result is no phase
         batch_size, oom_steps = self.eval_batch_size, []
         try:
             model = self._model_for_evaluation()

@@ -3,6 +3,11 @@
 One bar for the suite, one for the job in flight (its steps while training, its phase in the description), and one
 printed line per finished job: ``[3/8] mnist_subset / gibench_cnn / erm / seed 0: trained in 4.2s; accuracy done``.
 Warnings (damaged files moved aside, preflight warnings) print as they come.
+
+Off a terminal (a log file, a batch scheduler's output) no bar is drawn, and a job of a large suite can take hours
+between two finished-job lines; there each phase that does work (training, each evaluation that runs) also prints a
+line as it starts, with the wall-clock time and the seconds since the job began:
+``[3/8] mnist_subset / gibench_cnn / erm / seed 0: evaluating gan_test (18:42:07, 31 s into the job)``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 __all__ = [
     "RichProgress", "job_line",
 ]
+
+import time
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,10 +27,13 @@ from gibench.running.options import RunObserver
 
 
 class RichProgress(RunObserver):
-    """Use as a context manager around ``run_suite(..., observer=display)``."""
+    """Use as a context manager around ``run_suite(..., observer=display)``. ``phase_lines`` prints a line per phase
+    (default: when ``console`` is not a terminal, where no bar shows the phase)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, phase_lines: bool | None = None) -> None:
         self.console = console
+        self.phase_lines = not console.is_terminal if phase_lines is None else phase_lines
+        self._started: dict[str, float] = {}  # job hash -> time.monotonic() at job_started
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("ETA"), TimeRemainingColumn())
         self.progress = Progress(*columns, console=console, transient=True)
@@ -52,6 +62,7 @@ class RichProgress(RunObserver):
     def job_started(self, job, number, total) -> None:
         prefix = f"[{number}/{total}] {job.label}"
         self._numbers[job.hash] = (number, total)
+        self._started[job.hash] = time.monotonic()
         self._tasks[job.hash] = (self.progress.add_task(escape(prefix), total=None), prefix)
 
     def job_step(self, job, done, total) -> None:
@@ -62,9 +73,14 @@ class RichProgress(RunObserver):
         if job.hash in self._tasks:
             task, prefix = self._tasks[job.hash]
             self.progress.update(task, description=escape(f"{prefix}: {phase}"))
+            if self.phase_lines:
+                into = time.monotonic() - self._started.get(job.hash, time.monotonic())
+                self.console.print(escape(f"{prefix}: {phase} ({time.strftime('%H:%M:%S')}, {into:.0f} s into the "
+                                          "job)"), soft_wrap=True)
 
     def job_finished(self, report: JobReport) -> None:
         task = self._tasks.pop(report.job.hash, None)
+        self._started.pop(report.job.hash, None)
         if task is not None:
             self.progress.remove_task(task[0])
         number, total = self._numbers.get(report.job.hash, (0, 0))
