@@ -261,7 +261,10 @@ def plan(suite: Suite, runs_dir: Path, *, data_root: Path | None = None, eval_ba
     not_estimated: set[str] = set()
     # a suite that selects: its sweep, and each scored setting as selected from the stored sweep (at the default
     # where the sweep is not finished), so the jobs already scored at a selected strength count as done
-    for job in planned_jobs(suite, _stored_choices(suite, Path(runs_dir))):
+    from gibench.running.selection import stored_selection  # the store's reader, only for a suite that selects
+
+    selection = stored_selection(suite, Path(runs_dir))
+    for job in planned_jobs(suite, selection.chosen() if selection else None):
         row = rows.setdefault((job.dataset, job.backbone, job.regularizer),
                               Row(job.dataset.label, job.backbone.label, job.regularizer.label))
         row.jobs += 1
@@ -270,15 +273,6 @@ def plan(suite: Suite, runs_dir: Path, *, data_root: Path | None = None, eval_ba
                                   not_estimated)
     return Plan(suite.name, list(rows.values()), list(shared.values()), sorted(not_estimated),
                 list(evaluators.values()))
-
-
-def _stored_choices(suite: Suite, runs_dir: Path) -> dict | None:
-    """The settings a ``max_drop`` selection chooses from the sweep stored in ``runs_dir`` (None for other suites)."""
-    if suite.selection is None or suite.selection.rule != "max_drop":
-        return None
-    from gibench.running.selection import select, stored_accuracies
-
-    return select(suite, stored_accuracies(runs_dir)).chosen()
 
 
 def plan_suite(suite: Suite, runs_dir: Path, *, data_root: Path | None = None,

@@ -94,7 +94,7 @@ from gibench.running.options import (  # noqa: F401  (re-exported: the runner's 
 )
 from gibench.running.preflight import is_error, preflight
 from gibench.running.run_job import run_job
-from gibench.running.selection import Selection, select, stored_accuracies, write_selection
+from gibench.running.selection import stored_selection, write_selection
 from gibench.store.provenance import environment_info
 from gibench.store.records import RunEntry, plugin_source
 from gibench.store.rekey import rekey_store, stale_keys
@@ -136,7 +136,7 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
             observer.warning(f"{pending.counts()} are stored under keys of an older identity rule, and "
                              f"{len(pending.set_aside)} superseded copies under them; `gibench run` (or `gibench "
                              "doctor --fix`) re-keys them before anything trains.")
-        selection = _selection(suite, runs_dir) if sweep else None
+        selection = stored_selection(suite, runs_dir) if sweep else None
         jobs = merge_jobs(sweep, expand(suite, selection.chosen())) if selection else expand(suite)
         return RunSummary(runs_dir, suite, [_dry_report(job, store, findings) for job in jobs],
                           warnings=store.warnings, dry_run=True, selection=selection)
@@ -156,7 +156,7 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
 
     reports, selection = run(first), None
     if sweep:  # the sweep is stored: select from it, then score the selected settings
-        selection = _selection(suite, runs_dir)
+        selection = stored_selection(suite, runs_dir)
         write_selection(runs_dir, suite, selection)
         observer.selection_made(selection)
         scored = expand(suite, selection.chosen())
@@ -168,11 +168,6 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
                                          failed_jobs=[r.job.hash for r in reports if r.state == "failed"]))
     observer.suite_finished(summary)
     return summary
-
-
-def _selection(suite: Suite, runs_dir: Path) -> Selection:
-    """The selection from what the store holds now (:mod:`gibench.running.selection`)."""
-    return select(suite, stored_accuracies(runs_dir))
 
 
 def _merge_reports(first: list[JobReport], second: list[JobReport]) -> list[JobReport]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "FAILED", "CurvePoint", "Lookup", "Selection", "UnitChoice", "read_selections", "select", "selection_path",
-    "stored_accuracies", "write_selection",
+    "stored_accuracies", "stored_selection", "write_selection",
 ]
 
 import math
@@ -191,6 +191,14 @@ def stored_accuracies(runs_dir: Path) -> Lookup:
         return result.scalars.get("validation_accuracy")
 
     return lookup
+
+
+def stored_selection(suite: Suite, runs_dir: Path) -> Selection | None:
+    """The selection ``suite`` makes now from the sweep stored in ``runs_dir`` (what the runner scores, what
+    ``--estimate`` prices); None for a suite that does not select with ``rule: max_drop``."""
+    if suite.selection is None or suite.selection.rule != "max_drop":
+        return None
+    return select(suite, stored_accuracies(runs_dir))
 
 
 def selection_path(runs_dir: Path, suite: Suite) -> Path:
