@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 import gibench
 from gibench.core.errors import SubmissionError
@@ -624,6 +625,21 @@ def test_validate_cli_reports_rows_artifacts_and_verification(tmp_path: Path, wi
     assert " ".join(capsys.readouterr().err.split()) == (
         "error: --max-artifact-mb must be a number >= 0, got -1.0. Fix: pass e.g. --max-artifact-mb 20 (0 packs no "
         "artifacts).")
+
+
+def test_submit_takes_the_suite_as_a_file_too(tmp_path: Path, runs, capsys) -> None:
+    """--suite names the runs by the suite's name; a suite file stands for the name it declares, as in `gibench run`."""
+    from gibench.cli import main
+    from tests.conftest import TINY_SUITE
+
+    runs_dir, _ = runs
+    suite_file = tmp_path / "mine.yaml"
+    suite_file.write_text(yaml.safe_dump({**TINY_SUITE, "name": "nope"}))
+    args = ["submit", "--runs-dir", str(runs_dir), "--name", "x", "--author", "A", "--out", str(tmp_path / "t")]
+    assert main([*args, "--suite", str(suite_file)]) == 2
+    assert "no run of suite 'nope'. Suites run here: other, tiny" in " ".join(capsys.readouterr().err.split())
+    assert main([*args, "--suite", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
 
 
 def test_submit_never_packs_a_link_or_a_path_outside_the_evaluation_folder(tmp_path: Path, runs) -> None:

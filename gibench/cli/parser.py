@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="", help="a short description of the method (plain text)")
     p.add_argument("--link", action="append", default=[], dest="links",
                    help="an http(s) link, e.g. the paper or the code (repeat the option for several)")
-    p.add_argument("--suite", default=None, help="only the jobs of runs of this suite name")
+    p.add_argument("--suite", default=None,
+                   help="only the jobs of runs of this suite: its name, or its file as `gibench run --suite` takes it")
     p.add_argument("--out", type=Path, default=Path("submissions"), help="the folder that receives submissions/<id>/")
     p.add_argument("--max-artifact-mb", type=float, default=20.0, metavar="MB",
                    help="size limit of the packed images and curves in MB (default 20; 1 MB = 10^6 bytes). Over it, "

@@ -5,6 +5,7 @@ models."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.markup import escape
 
@@ -18,7 +19,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     # a mapping, so that a blank --name or a javascript: --link is a SubmissionError naming the option's field
     metadata = {"name": args.name, "authors": args.authors, "description": args.description, "links": args.links}
-    path = build_submission(args.runs_dir, args.out, metadata, suite_name=args.suite, warn=_shared.warn,
+    path = build_submission(args.runs_dir, args.out, metadata, suite_name=suite_name(args.suite), warn=_shared.warn,
                             max_artifact_mb=args.max_artifact_mb, models_dir=args.models, models_url=args.models_url)
     loaded = load_submission(path)
     record = loaded.submission.artifacts
@@ -38,3 +39,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                 "submission.json)" if record.left_out else ""))
     return 0
 
+
+def suite_name(value: str | None) -> str | None:
+    """``--suite`` as a suite name or, as ``gibench run --suite`` takes it, a suite file: then the ``name`` it declares
+    (the name the runs directory's manifest records). A file that does not load is a ConfigError naming it."""
+    if value is None or not (value.endswith((".yaml", ".yml")) or Path(value).is_file()):
+        return value
+    from gibench.suites.suite import load_suite
+
+    return load_suite(value).name
