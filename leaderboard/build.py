@@ -75,7 +75,9 @@ from gibench.leaderboard.tables import (
     fmt,
     make_tables,
     metric_info,
+    note_sweep_points,
     params_label,
+    split_sweep_points,
 )
 from gibench.leaderboard.twins import XDNN_NOTE, twin_section
 from gibench.submissions.build import (
@@ -138,9 +140,12 @@ def build_results_site(submissions: list[LoadedSubmission], out_dir: str | Path)
 
 
 def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out: Path, in_place: bool) -> Path:
-    summary = aggregate(combine(valid), valid)
+    every = combine(valid)
+    shown, sweep = split_sweep_points(every)  # a sweep's unselected settings are drawn, not tabled
+    summary = aggregate(shown, valid)
     info = metric_info(valid)
     tables = make_tables(summary, info, _families())
+    note_sweep_points(tables, sweep)
     _clear(out, keep_submissions=in_place)
     env = _environment()
     common = {"gibench_version": gibench.__version__}
@@ -153,7 +158,7 @@ def _render(valid: list[LoadedSubmission], invalid: list[tuple[Path, str]], out:
     regularizers = regularizer_pages(tables)
     evaluators = evaluator_pages(tables, valid, info)
     common |= {"reg_files": {p.name: p.file for p in regularizers}, "ev_files": {p.name: p.file for p in evaluators}}
-    strength = strength_sections(tables, summary, valid)
+    strength = strength_sections(tables, aggregate(every, valid) if len(sweep) else summary, valid)
     for table in tables:
         pictures = make_pictures(table, valid, out / "tables" / table.anchor, f"{table.anchor}/")
         _page(env, "table.html.j2", out / "tables" / f"{table.anchor}.html", "../", t=table, pictures=pictures,

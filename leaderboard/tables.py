@@ -25,13 +25,18 @@ Everything here is computed from :func:`gibench.results.summarize` (the aggregat
   evaluator agreement and the scatter plots' Pareto front, and is shown apart, under the other rows, with its reason.
   Each submission is judged by the floor its own recorded suites declare (the default when they declare none), and
   the table says which; rows that could not be judged (no ``erm`` in their submission, say) are listed with why.
+* A setting trained only for a strength sweep (a suite that selects scores only the setting it selects: the others
+  have a validation accuracy and no number on the test split, :func:`gibench.results.tables.sweep_point_mask`) is not
+  a row: the rows are the settings compared at matched accuracy, and the table says how many sweep settings it
+  leaves out; the page's selection charts draw them (:mod:`gibench.leaderboard.strength`).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "Agreement", "Cell", "Column", "HeldBack", "MetricInfo", "Omitted", "Problem", "Row", "Table", "aggregate",
-    "combine", "fmt", "link_twins", "make_tables", "metric_info", "params_label", "unique_name",
+    "combine", "fmt", "link_twins", "make_tables", "metric_info", "note_sweep_points", "params_label",
+    "split_sweep_points", "unique_name",
 ]
 
 import json
@@ -57,7 +62,9 @@ from gibench.results.tables import (
     TABLE_KEYS,
     TRAINING,
     agreement_table,
+    complete,
     summarize,
+    sweep_point_mask,
 )
 from gibench.submissions.build import LoadedSubmission, slugify
 
@@ -219,6 +226,8 @@ class Table:
     twin: str = ""  # the anchor of its twin table (same but for the backbone's ``bias`` option), or ""
     xdnn: bool = False  # its backbone has ``bias: false`` (an X-DNN)
     floors: list[tuple[str, str]] = field(default_factory=list)  # (submission, the collapse floor it was judged by)
+    #: (submission, variant) of each setting trained only for a strength sweep: not a row (:func:`note_sweep_points`)
+    sweep_points: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ranked_rows(self) -> list[Row]:
@@ -267,6 +276,27 @@ def combine(submissions: list[LoadedSubmission]) -> pd.DataFrame:
         return pd.DataFrame(columns=[*SUBMISSION_KEYS, *TABLE_KEYS, *ROW_KEYS[1:], *METRIC_KEYS, "higher_is_better",
                                      "headline", "seed", "value", "status"])
     return pd.concat(parts, ignore_index=True)
+
+
+def split_sweep_points(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``long`` split in two: the results of the settings the tables show, and those of settings trained only for a
+    strength sweep (:func:`gibench.results.tables.sweep_point_mask`, per submission)."""
+    mask = sweep_point_mask(long, by=SUBMISSION_KEYS)
+    return long[~mask], long[mask]
+
+
+def note_sweep_points(tables: list[Table], sweep: pd.DataFrame) -> None:
+    """Give each table the (submission, variant) of the sweep settings of its dataset, backbone and training config
+    (``sweep``: the second part of :func:`split_sweep_points`)."""
+    if sweep.empty:
+        return
+    found: dict[tuple[str, ...], set[tuple[str, str]]] = {}
+    for record in complete(sweep).to_dict("records"):
+        key = tuple(str(record[k]) for k in TABLE_KEYS)
+        found.setdefault(key, set()).add((str(record["submission"]), str(record["variant"])))
+    for table in tables:
+        key = (table.dataset, table.backbone_name, table.backbone_params, table.train_hash, table.train_label)
+        table.sweep_points = sorted(found.get(key, ()))
 
 
 def aggregate(long: pd.DataFrame, submissions: list[LoadedSubmission] | None = None) -> pd.DataFrame:

@@ -299,3 +299,10 @@ def test_the_cli_runs_a_selecting_suite_prints_its_selection_and_a_dry_run_says_
     assert main(["report", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "selection of suite select-tiny" in out and "10 % held out" in out and "not judged" not in out
+    # the settings trained only for the sweep are not rows of the report: the selection's curve lists them
+    from gibench.running.selection import read_selections
+
+    selected = read_selections(runs)[0]["units"][0]["selected"]
+    assert f"gradient_norm(weight={selected:g})" in out
+    assert [v for v in VALUES if f"gradient_norm(weight={v:g})" in out] == [selected]
+    assert "2 setting(s) trained only for a strength sweep are not listed" in " ".join(out.split())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -167,6 +168,41 @@ def test_a_max_drop_table_shows_its_selection_curve_with_the_chosen_value_marked
     assert "Selection reads the validation split only, never the test split." in max_drop["html"]
     assert 'href="#strength"' in max_drop["html"]  # the jump list names it
     assert page.blocks == []  # one scored setting: nothing to draw against the strength
+
+
+def test_the_settings_trained_only_for_the_sweep_are_drawn_not_tabled(max_drop: dict) -> None:
+    """The table and the index's heatmap hold erm and the selected setting; the table says how many sweep settings it
+    leaves out and points to the charts, which draw all three."""
+    [unit] = max_drop["record"]["units"]
+    selected = f"gradient_norm(weight={unit['selected']:g})"
+    html = max_drop["html"]
+    assert sorted(set(re.findall(r'<tr class="lb-row[^"]*" data-variant="([^"]+)"', html))) == ["erm", selected]
+    assert re.search(r'2 settings trained only for a strength sweep are not rows here: .*'
+                     r'<a href="../tables/[^"]+\.html#strength">The selection charts</a> draw them', html)
+    index = (max_drop["root"] / "site" / "index.html").read_text("utf-8")
+    unselected = [f"gradient_norm(weight={v:g})" for v in VALUES if v != unit["selected"]]
+    assert selected in index and not any(label in index for label in unselected)
+    assert len(strength_of(html).selections[0]["points"]) == len(VALUES)
+
+
+def test_the_sweep_point_mask_keeps_scored_settings_and_tables_that_do_not_select() -> None:
+    from gibench.results.tables import sweep_point_mask
+
+    def rows(table: str, variant: str, evaluators: list[str]) -> list[dict]:
+        return [{"dataset": "d", "backbone": "b", "train_hash": table, "regularizer": variant.split("(")[0],
+                 "variant": variant, "evaluator": e, "metric": e} for e in evaluators]
+
+    frame = pd.DataFrame([
+        *rows("sel", "erm", ["validation_accuracy", "accuracy"]),
+        *rows("sel", "g(w=1)", ["validation_accuracy", "accuracy"]),  # the selected setting
+        *rows("sel", "g(w=10)", ["validation_accuracy"]),  # a sweep point
+        *rows("sel", "g(w=100)", ["training"]),  # a sweep point whose training failed
+        *rows("plain", "g(w=100)", ["training"]),  # a failed job of a suite that does not select: a row
+        *rows("plain", "erm", ["accuracy"]),
+    ])
+    masked = frame[sweep_point_mask(frame)]
+    assert sorted(set(zip(masked["train_hash"], masked["variant"]))) == [("sel", "g(w=10)"), ("sel", "g(w=100)")]
+    assert not sweep_point_mask(frame.iloc[:0]).any()
 
 
 def test_over_budget_and_failed_values_are_drawn_as_such(max_drop: dict) -> None:

@@ -28,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print_selections(read_selections(args.runs_dir, warn=_shared.warn))
     if (args.ranks or args.csv) and not frame.empty:
         rule, suites = rule_of_runs(args.runs_dir)
-        stats = judged_summary(frame, rule=rule, suites=suites)
+        stats = judged_summary(_without_sweep_points(frame)[0], rule=rule, suites=suites)  # the rows printed above
         if args.ranks:
             _print_ranks(stats)
         if args.csv:  # every row with its collapse verdict and the floor it was judged by (the collapse_* columns)
@@ -110,6 +110,7 @@ def print_frame(frame, all_metrics: bool, rule=None, suites=()) -> None:
     from gibench.results.tables import TRAINING
 
     rule = rule or CollapseRule()
+    frame, sweep_points = _without_sweep_points(frame)
     judged = judged_summary(frame, rule=rule, suites=suites)
     stats = judged[(judged["headline"] | all_metrics) & (judged["evaluator"] != TRAINING)]  # failed trainings: below
     for _, table in stats.groupby(_TABLE, sort=True):
@@ -117,22 +118,30 @@ def print_frame(frame, all_metrics: bool, rule=None, suites=()) -> None:
     if len(stats):
         _shared.stdout.print(_INTERVALS)
         _print_collapse(judged[judged["evaluator"] != TRAINING], rule)
+    if sweep_points:
+        _shared.stdout.print(f"{sweep_points} setting(s) trained only for a strength sweep are not listed: selection "
+                             "scores only the setting it picks, so they have a validation accuracy and nothing on the "
+                             "test split (the selection's curves list them).", soft_wrap=True)
     _print_auxiliary(frame)
     _print_not_ok(frame)
 
 
+def _without_sweep_points(frame):
+    """``frame`` less the results of settings trained only for a strength sweep (validation accuracy alone:
+    :func:`gibench.results.tables.sweep_point_mask`), and how many such settings there were."""
+    from gibench.results.tables import TABLE_KEYS, VARIANT_KEYS, complete, sweep_point_mask
+
+    mask = sweep_point_mask(frame)
+    if not mask.any():
+        return frame, 0
+    return frame[~mask], len(complete(frame[mask]).drop_duplicates([*TABLE_KEYS, *VARIANT_KEYS]))
+
+
 def _print_collapse(stats, rule) -> None:
     """The floor the rows were judged by, and the variants it could not judge (with the reason), once per table."""
-    from gibench.suites.jobs import VALIDATION_EVALUATOR
-
     _shared.stdout.print(f"collapse: {escape(rule.text)}. A variant below it is listed apart, last in its table, with "
                          "its reason: it is not ranked and is left out of the agreement (ρ) and the sanity gate.")
-    unjudged = stats[stats["collapse"] == "not judged"]
-    if len(unjudged):  # a sweep point has validation accuracy only: it is not a row to judge
-        scored = unjudged.groupby([*_TABLE, "variant"])["evaluator"].transform(
-            lambda evaluators: (evaluators != VALIDATION_EVALUATOR.name).any())
-        unjudged = unjudged[scored.astype(bool)]
-    unjudged = unjudged.drop_duplicates([*_TABLE, "variant"])
+    unjudged = stats[stats["collapse"] == "not judged"].drop_duplicates([*_TABLE, "variant"])
     for _, rows in unjudged.groupby([*_TABLE, "collapse_reason"], sort=True):
         variants = ", ".join(sorted(set(rows["variant"])))
         _shared.stdout.print(f"[yellow]{escape(rows['collapse_reason'].iloc[0])}[/]: "

@@ -21,7 +21,7 @@ from __future__ import annotations
 __all__ = [
     "BASELINE", "COLUMNS", "FailedJob", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "ROW_KEYS", "TABLE_KEYS", "TRAINING",
     "add_ranks", "agreement_table", "auxiliary_table", "collect_results", "complete", "evaluations_of", "failed_jobs",
-    "metric_label", "mixed_versions", "sanity_table", "summarize", "train_columns",
+    "metric_label", "mixed_versions", "sanity_table", "summarize", "sweep_point_mask", "train_columns",
 ]
 
 import json
@@ -235,6 +235,26 @@ def complete(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("backbone_params", "regularizer_params", "evaluator_params"):
         frame[column] = frame[column].map(lambda text: json.dumps(json.loads(text or "{}"), sort_keys=True))
     return frame
+
+
+def sweep_point_mask(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.Series:
+    """True on the rows of ``frame`` that belong to settings trained only for a strength sweep: in a table (and
+    ``by``, e.g. a submission) that holds validation accuracies, a variant whose every result is a validation accuracy
+    or a failed training. A suite that selects (:mod:`gibench.running.selection`) trains every swept setting with the
+    sweep's seeds and scores only the one it selects, so such a variant has no number on the test split: it is a point
+    of the selection's curve (``gibench report`` prints the curves, the site draws them), not a row of a results table,
+    and a table of every swept setting would bury the settings compared at matched accuracy."""
+    from gibench.suites.jobs import VALIDATION_EVALUATOR
+
+    if frame.empty:
+        return pd.Series(False, index=frame.index, dtype=bool)
+    frame = complete(frame)
+    tables = [*by, *TABLE_KEYS]
+    validation = frame["evaluator"] == VALIDATION_EVALUATOR.name
+    scored = ~(validation | (frame["evaluator"] == TRAINING))
+    selects = validation.groupby([frame[k] for k in tables], dropna=False).transform("any")
+    variant_scored = scored.groupby([frame[k] for k in [*tables, *VARIANT_KEYS]], dropna=False).transform("any")
+    return (selects & ~variant_scored).astype(bool)
 
 
 def _summarize_group(group: pd.DataFrame) -> dict:
