@@ -38,6 +38,8 @@ CLI_ONLY = {
     "estimate": "prints the estimated device-hours instead of a run (the library's is "
                 "gibench.running.estimate.estimate_suite)",
     "throughput": "prices --estimate's passes (the library's is estimate_suite's throughput argument)",
+    "workers": "starts other `gibench run` processes beside this one (gibench/cli/workers.py); with the library, "
+               "call run_suite in several processes on one runs_dir",
 }
 
 #: The options whose every value is valid, and why; every other option has a case in ``BAD_VALUES``.
@@ -51,6 +53,8 @@ NOTHING_TO_REJECT = {
                   "gibench.running.estimate.check_throughput, which estimate_suite raises too (tests/test_passes.py)",
     "suite": "CLI-only (see CLI_ONLY): a bad name or file is load_suite's error, which the command calls as the "
              "library does",
+    "workers": "CLI-only (see CLI_ONLY), no run_suite argument to compare with: its bad values are the ConfigErrors "
+               "of gibench.cli.workers.check_workers (tests/test_workers.py)",
 }
 
 

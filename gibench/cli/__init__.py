@@ -3,7 +3,7 @@
     gibench list {regularizers,evaluators,datasets,backbones,suites} [--verbose]
     gibench run --suite NAME|PATH [--runs-dir DIR] [--data-root DIR] [--download] [--device cpu|cuda] [--dry-run]
                 [--retry-failed] [--eval-batch-size N] [--executor local|ray] [--address ADDR] [--gpus-per-job F]
-                [--check] [--estimate [--throughput PASSES_PER_SECOND]]
+                [--check] [--estimate [--throughput PASSES_PER_SECOND]] [--workers N]
     gibench doctor [--runs-dir DIR] [--fix]
     gibench report [--runs-dir DIR] [--csv FILE] [--all-metrics] [--ranks] [--sanity]
     gibench submit --name NAME --author A [--author B] [--description TEXT] [--link URL] [--suite NAME] [--out DIR]
@@ -20,7 +20,8 @@
 User errors (gibench.core.errors.GibenchError) print one message without a traceback and exit with status 2.
 
 The parser is :mod:`gibench.cli.parser`; each command lives in its own module (``list_plugins``, ``run``, ``doctor``,
-``report``, ``submit``, ``validate``, ``verify``, ``export``, ``load``, ``leaderboard``). Every command prints to the
+``report``, ``submit``, ``validate``, ``verify``, ``export``, ``load``, ``leaderboard``; ``workers`` starts the other
+processes of ``run --workers N``). Every command prints to the
 consoles of :mod:`gibench.cli._shared`; a test captures the output by replacing ``gibench.cli._shared.stdout``.
 """
 

@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-timeout", type=float, default=None, dest="eval_timeout_s", metavar="SECONDS",
                    help="stop an evaluation that runs longer and record it as timed out (default: the suite's "
                         "limits.eval_timeout_s, else no limit); needs --isolation process")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="with --executor local: N worker processes on this machine share the suite through the runs "
+                        "directory (each job trains once); this one shows the progress, the others write to "
+                        "RUNS_DIR/logs/worker-<i>.log. Each gets cores/N threads and, with several GPUs, one GPU, "
+                        "unless OMP_NUM_THREADS or CUDA_VISIBLE_DEVICES is set (default 1)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("doctor", help="scan a runs directory for damaged, stale or orphaned files")

@@ -5,6 +5,7 @@ executor; ``--dry-run`` prints the jobs and their preflight, ``--estimate`` the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from rich.markup import escape
@@ -13,12 +14,14 @@ from rich.table import Table
 from gibench.cli import _shared
 from gibench.cli.doctor import cmd_doctor
 from gibench.cli.report import print_frame, print_selections
+from gibench.cli.workers import StartingWorkers, check_workers
 from gibench.core.errors import ConfigError
 
 __all__ = ["cmd_run"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    check_workers(args)
     if args.check:  # a scan of --runs-dir, as `gibench doctor`: no other option applies
         args.fix = False
         return cmd_doctor(args)
@@ -40,8 +43,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.estimate:
         return _print_estimate(args)
     suite = load_suite(args.suite)
-    with RichProgress(_shared.stderr) as display:
-        summary = run_suite(suite, args.runs_dir, options, observer=display, executor=args.executor,
+    with _other_workers(args) as workers, RichProgress(_shared.stderr) as display:
+        observer = display if workers is None else StartingWorkers(display, workers, _say_where_workers_write)
+        summary = run_suite(suite, args.runs_dir, options, observer=observer, executor=args.executor,
                             address=args.address, gpus_per_job=args.gpus_per_job, dry_run=args.dry_run)
     if args.dry_run:
         return _print_dry_run(summary)
@@ -61,7 +65,27 @@ def cmd_run(args: argparse.Namespace) -> int:
                              "job(s) failed to train; the others finished):")
     for line in failures:
         _shared.stderr.print(f"[red]failed:[/] {escape(line)}")
-    return 1 if failures else 0
+    stopped = workers.failed() if workers else []
+    for line in stopped:
+        _shared.stderr.print(f"[red]{escape(line)}[/]", soft_wrap=True)
+    return 1 if failures or stopped else 0
+
+
+@contextlib.contextmanager
+def _other_workers(args: argparse.Namespace):
+    """With ``--workers N`` (N > 1): workers 2..N, to run beside this one (:mod:`gibench.cli.workers`); else None."""
+    if args.workers == 1:
+        yield None
+        return
+    from gibench.cli.workers import other_workers
+
+    with other_workers(args) as workers:
+        yield workers
+
+
+def _say_where_workers_write(workers) -> None:
+    _shared.stderr.print(escape(f"{len(workers.logs)} more worker(s) share this run; their output: "
+                                f"{workers.logs[0].parent}/worker-<i>.log"), soft_wrap=True)
 
 
 def _print_estimate(args: argparse.Namespace) -> int:
