@@ -220,7 +220,9 @@ def test_environment_changes_name_what_differs_from_the_recorded_runs(real) -> N
 
     loaded = load_submission(real["folder"])
     (job,) = set(loaded.results["job_hash"])
-    now = {**loaded.submission.provenance.runs[0].environment.model_dump(), "torch": "0.0.1", "device": "cuda:0"}
+    recorded = loaded.submission.provenance.runs[0].environment
+    now = {**recorded.model_dump(), "torch": "0.0.1", "device": "cuda:0", "device_name": "Another CPU"}
     assert environment_changes(loaded, [job], now) == {
-        "torch": [loaded.submission.provenance.runs[0].environment.torch, "0.0.1"], "device": ["cpu", "cuda:0"]}
+        "torch": [recorded.torch, "0.0.1"], "device": ["cpu", "cuda:0"],
+        "device_name": [recorded.device_name, "Another CPU"]}
     assert environment_changes(loaded, ["another job"], now) == {}

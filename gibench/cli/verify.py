@@ -49,10 +49,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
                      f"[{colours[m.outcome]}]{m.outcome}[/]")
     _shared.stdout.print(view)
     if result.environment_changes:
-        _shared.stdout.print(escape("environment differs from the submission's runs (expect small differences; raise "
-                                    "--tolerance): " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in
-                                                                sorted(result.environment_changes.items()))),
-                     soft_wrap=True)
+        _shared.stdout.print(escape(
+            "the environment differs from the one the sampled jobs were run in: " + ", ".join(
+                f"{k} {a} → {b}" for k, (a, b) in sorted(result.environment_changes.items()))
+            + ". Numbers are reproduced bit for bit only in the same environment; elsewhere last-bit differences grow"
+              " through training and evaluation, so compare with a larger --tolerance (for example 0.02)"
+            + ("." if args.reevaluate else ", or re-evaluate the submitted models (--reevaluate), which trains "
+                                           "nothing.")), soft_wrap=True)
     for check in result.selections:  # each recorded selection against the one the submitted rows give
         colour = {"agrees": "green", "disagrees": "red"}.get(check["outcome"], "yellow")
         _shared.stdout.print(f"selection of suite {escape(check['suite'])}: [{colour}]{check['outcome']}[/]"

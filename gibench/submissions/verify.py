@@ -12,11 +12,14 @@ Choices:
 
 * **Tolerance**: absolute, :data:`DEFAULT_TOLERANCE` = 1e-6 by default, the same for every metric. gibench seeds the
   weights, the batch order, the regularizers' noise and every evaluation, and training on the CPU with the same library
-  versions, thread count and instruction set gives bit-identical weights (:mod:`gibench.training.train`; oneDNN and MKL
-  choose AVX-512 kernels where the CPU has them, and those give other last bits than AVX2); results.csv stores floats
-  with full precision. So on the CPU a correct submission agrees exactly, and 1e-6 only absorbs printing. Measured:
-  submissions trained with 1 thread re-verified with 2 threads agreed bit for bit (max |Δ| 0 on every metric, for
-  ``gibench_linear`` and ``gibench_cnn``, one epoch on ``mnist_subset``). Other torch versions or a GPU change the
+  versions, thread count and CPU model gives bit-identical weights (:mod:`gibench.training.train`; oneDNN and MKL
+  choose their kernels by the instructions the CPU has, AVX-512 against AVX2 and the extensions beyond, and those give
+  other last bits); results.csv stores floats with full precision. So on the CPU a correct submission agrees exactly,
+  and 1e-6 only absorbs printing. Measured: submissions trained with 1 thread re-verified with 2 threads agreed bit for
+  bit (max |Δ| 0 on every metric, for ``gibench_linear`` and ``gibench_cnn``, one epoch on ``mnist_subset``); the
+  shipped ``smoke`` reference, trained on an AMD EPYC, re-trained on an Intel Xeon (both AVX-512, the same library
+  versions and thread count) differed by 5e-5 in the density ratio, 0.04 in DiffROAR's accuracies and 0.42 in
+  GAN-test's diversity, so ``environment_changes`` names the CPU model too. Other torch versions or a GPU change the
   floating-point summation order; their differences can grow through training to a flipped prediction (1/n on an
   accuracy), so pass a larger ``--tolerance`` (for example 0.02) there; the record says which tolerance was used and the
   thread count. The default device is the CPU for that reason.
@@ -423,8 +426,9 @@ def _selection_differences(recorded: list[dict[str, Any]], recomputed: list[dict
     return lines
 
 
-#: The parts of the recorded environment that decide whether a re-run can be bit-identical.
-COMPARED_ENVIRONMENT = ("gibench_version", "python", "torch", "torchvision", "timm", "numpy", "device")
+#: The parts of the recorded environment that decide whether a re-run can be bit-identical (``device_name``: the CPU
+#: or GPU model, whose kernels decide the last bits).
+COMPARED_ENVIRONMENT = ("gibench_version", "python", "torch", "torchvision", "timm", "numpy", "device", "device_name")
 
 
 def environment_changes(submission: LoadedSubmission, sampled: list[str],
