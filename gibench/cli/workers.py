@@ -146,7 +146,8 @@ def other_workers(args: argparse.Namespace) -> Iterator[Workers]:
     saved_threads = torch.get_num_threads()
     try:
         os.environ.update(own)  # for the supervised processes that run this worker's jobs
-        torch.set_num_threads(int(own["OMP_NUM_THREADS"]))  # for jobs run in this process (--isolation none)
+        if own["OMP_NUM_THREADS"].isdigit() and int(own["OMP_NUM_THREADS"]) > 0:  # for jobs run in this process
+            torch.set_num_threads(int(own["OMP_NUM_THREADS"]))  # (--isolation none); a bad value is OpenMP's to judge
         yield workers
     except BaseException:
         _stop(workers.processes)
