@@ -13,8 +13,9 @@ Choices:
 * **Threads.** Unless the environment sets ``OMP_NUM_THREADS``, each worker gets ``max(1, cores // N)`` threads: the
   small models of the CPU suites scale poorly over threads, and N one-thread workers on N cores is how the reference
   runs are made (docs/benchmarks.md).
-* **GPUs.** Unless the environment sets ``CUDA_VISIBLE_DEVICES``, on a machine with G > 1 visible GPUs and a device
-  that is not ``cpu``, worker i sees GPU ``(i − 1) mod G`` alone, so N = G puts one worker on each GPU.
+* **GPUs.** Unless the environment sets ``CUDA_VISIBLE_DEVICES``, on a machine with G > 1 visible GPUs and the device
+  ``cuda`` or the default, worker i sees GPU ``(i − 1) mod G`` alone, so N = G puts one worker on each GPU (a device
+  such as ``cuda:1`` names one GPU for every worker, and is left as it is).
 * **Stopping.** Ctrl-C, or an error in the command, stops the other workers (an interrupt, then a kill after 10 s);
   finished jobs are kept, and a rerun resumes from them. A worker that ends with a status other than 0 (done) or 1
   (some job failed: the command's own report lists it too) is named, with its log, and the command exits 1.
@@ -135,7 +136,7 @@ def other_workers(args: argparse.Namespace) -> Iterator[Workers]:
 
     count = args.workers
     cores = os.cpu_count() or 1
-    gpus = torch.cuda.device_count() if args.device != "cpu" else 0
+    gpus = torch.cuda.device_count() if args.device in (None, "cuda") else 0  # "cuda:1" names its GPU itself
     folder = Path(args.runs_dir) / WORKERS_LOG_DIR
     folder.mkdir(parents=True, exist_ok=True)
     workers = Workers([sys.executable, "-m", "gibench", *worker_argv(args)],
