@@ -243,3 +243,15 @@ def test_metric_family_rules_count_the_evaluators_model_passes(name, params):
     assert set(work.per_job) <= {forward, saliency}
     counted = _counted_passes(name, params, bundle, backbone)
     assert {"saliency": work.per_job.get(saliency, 0), "forward": work.per_job.get(forward, 0)} == counted
+
+
+@pytest.mark.parametrize("name", sorted(registry.regularizers.names()))
+def test_every_builtin_regularizer_s_training_step_can_be_calibrated(name):
+    """Calibration trains on random stand-in data: a regularizer that requires training annotations (rrr's
+    irrelevant_mask) gets random ones, so its step is timed instead of failing the whole estimate."""
+    from gibench.running.calibration import measure
+    from gibench.training.specs import TrainConfig
+
+    unit = TrainStep(PluginSpec.of("gibench_mlp", {"hidden": 8}, {"hidden": 8}), PluginSpec(name),
+                     TrainConfig(batch_size=4, augment="none"), (1, 12, 12), 3)
+    assert measure(unit, torch.device("cpu"), warmup=1, timed=1) > 0

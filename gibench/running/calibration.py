@@ -3,7 +3,8 @@ actual device, measured once and cached.
 
 * **Training step** (:class:`~gibench.api.cost.TrainStep`): one step of gibench's own training loop
   (:func:`gibench.training.train.fit`, so augmentation, autocast, the regularizer's extra passes and the optimizer are
-  all in it) on random images of the unit's shape in [0, 1] (random labels), for ``warmup + timed + 1`` steps; the
+  all in it) on random images of the unit's shape in [0, 1] (random labels, and a random mask for each training
+  annotation the regularizer requires), for ``warmup + timed + 1`` steps; the
   median of the ``timed`` step intervals after the ``warmup`` steps (the last step, which reads the logged losses
   back, is left out).
 * **Model pass** (:class:`~gibench.api.cost.ModelPass`), per image at the evaluation batch size: a *forward* (no
@@ -120,15 +121,31 @@ def _step_cost_config(reg_cls: Any, spec: Any) -> Any:
     return {**config, sweep.parameter: "nonzero"}
 
 
-def random_bundle(shape: tuple[int, ...], num_classes: int, n_train: int, n_test: int = 2):
-    """Uniform random images in [0, 1] with random labels: a stand-in of the right shape for timing."""
+def random_bundle(shape: tuple[int, ...], num_classes: int, n_train: int, n_test: int = 2,
+                  annotations: frozenset[str] = frozenset()):
+    """Uniform random images in [0, 1] with random labels: a stand-in of the right shape for timing.
+
+    ``annotations``: the training annotations (:data:`gibench.api.plugin_base.TRAINING_ANNOTATIONS`) the bundle must
+    carry, as a regularizer's ``requires`` names them; ``IRRELEVANT_MASK`` is a random mask (each pixel True with
+    probability one half) in both splits. What a step costs does not depend on which pixels are marked."""
+    from gibench.api.plugin_base import IRRELEVANT_MASK
     from gibench.data.tensors import make_bundle
 
+    unknown = set(annotations) - {IRRELEVANT_MASK}
+    if unknown:
+        raise GibenchError(f"calibration cannot stand in for the training annotations {sorted(unknown)}; it "
+                           f"knows only {IRRELEVANT_MASK!r}")
     gen = torch.Generator().manual_seed(0)
-    return make_bundle("calibration", torch.rand(n_train, *shape, generator=gen),
-                       torch.randint(0, num_classes, (n_train,), generator=gen),
-                       torch.rand(n_test, *shape, generator=gen), torch.randint(0, num_classes, (n_test,),
-                                                                                generator=gen), num_classes)
+    train_x, test_x = torch.rand(n_train, *shape, generator=gen), torch.rand(n_test, *shape, generator=gen)
+    train_y = torch.randint(0, num_classes, (n_train,), generator=gen)
+    test_y = torch.randint(0, num_classes, (n_test,), generator=gen)
+    train_extras, test_extras = {}, {}
+    if IRRELEVANT_MASK in annotations:
+        mask_shape = (1, *shape[1:])
+        train_extras[IRRELEVANT_MASK] = torch.rand(n_train, *mask_shape, generator=gen) < 0.5
+        test_extras[IRRELEVANT_MASK] = torch.rand(n_test, *mask_shape, generator=gen) < 0.5
+    return make_bundle("calibration", train_x, train_y, test_x, test_y, num_classes,
+                       capabilities=frozenset(annotations), train_extras=train_extras, test_extras=test_extras)
 
 
 def _stamp(device: torch.device) -> tuple[float, float]:
@@ -172,13 +189,14 @@ def time_train_step(unit: TrainStep, timer: Timer) -> float:
     from gibench.training.train import fit
 
     batch = unit.train.batch_size
-    bundle = random_bundle(unit.shape, unit.num_classes, batch * (timer.warmup + timer.timed + 1))
+    regularizer = registry.regularizers.create(unit.regularizer.name, **unit.regularizer.params)
+    bundle = random_bundle(unit.shape, unit.num_classes, batch * (timer.warmup + timer.timed + 1),
+                           annotations=regularizer.requires)
     stamps: list[tuple[float, float]] = []
 
     def on_step(done: int, total: int) -> None:
         stamps.append(_stamp(timer.device))
 
-    regularizer = registry.regularizers.create(unit.regularizer.name, **unit.regularizer.params)
     train = dataclasses.replace(unit.train, epochs=1)
     fit(bundle, unit.backbone, regularizer, train, seed=0, device=timer.device, on_step=on_step)
     return _median_interval(stamps, timer.warmup, timer.timed, timer.device)
