@@ -255,3 +255,40 @@ def test_every_builtin_regularizer_s_training_step_can_be_calibrated(name):
     unit = TrainStep(PluginSpec.of("gibench_mlp", {"hidden": 8}, {"hidden": 8}), PluginSpec(name),
                      TrainConfig(batch_size=4, augment="none"), (1, 12, 12), 3)
     assert measure(unit, torch.device("cpu"), warmup=1, timed=1) > 0
+
+
+def test_a_job_whose_training_failed_is_no_work_left_unless_retried(tmp_path):
+    """The runner does not train a job again whose training failed (a non-finite loss is deterministic), so the
+    estimate does not count it either; --retry-failed does, and so does an out-of-memory failure (retryable)."""
+    from gibench.running.estimate import plan
+    from gibench.store.runs import RunStore
+
+    suite = _suite(tmp_path, regularizers=["erm", "gradient_norm", "score_matching"], evaluators=["accuracy"])
+    runs = tmp_path / "runs"
+    erm, penalty, score = expand(suite)
+    store = RunStore(runs)
+    store.job(penalty.hash).save_failed("training failed: non-finite loss at step 3", {})
+    store.job(score.hash).save_failed("out of memory", {}, retryable=True)
+    counted = plan(suite, runs)
+    assert (counted.jobs, counted.jobs_left, counted.failed) == (3, 2, 1)
+    assert [row.jobs_left for row in counted.rows] == [1, 0, 1]
+    assert counted.rows[1].train_work == {} and counted.rows[1].eval_work == {}
+    retried = plan(suite, runs, retry_failed=True)
+    assert (retried.jobs, retried.jobs_left, retried.failed) == (3, 3, 0)
+    assert retried.rows[1].train_work and retried.rows[1].eval_work  # gradient_norm's training and accuracy
+
+
+def test_cli_estimate_says_how_many_failed_jobs_it_left_out(tmp_path, capsys):
+    from gibench.store.runs import RunStore
+
+    suite = _suite(tmp_path, regularizers=["erm", "gradient_norm"], evaluators=["accuracy"])
+    runs = tmp_path / "runs"
+    RunStore(runs).job(expand(suite)[1].hash).save_failed("training failed: non-finite loss at step 3", {})
+    args = ["run", "--suite", str(tmp_path / "suite.yaml"), "--runs-dir", str(runs), "--estimate",
+            "--throughput", "1e6"]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 job(s), 1 not yet complete" in out and "(1 whose training failed before are not counted" in out
+    assert main([*args, "--retry-failed"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 job(s), 2 not yet complete" in out and "failed before" not in out

@@ -102,11 +102,12 @@ def _print_estimate(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             absent = str(exc)
     if absent is not None:
-        est = plan(suite, args.runs_dir, data_root=args.data_root, eval_batch_size=args.eval_batch_size)
+        est = plan(suite, args.runs_dir, data_root=args.data_root, eval_batch_size=args.eval_batch_size,
+                   retry_failed=args.retry_failed)
         title = f"suite {suite.name}: work in model passes"
     elif throughput is not None:
         est = estimate_suite(suite, args.runs_dir, data_root=args.data_root, eval_batch_size=args.eval_batch_size,
-                             throughput=throughput)
+                             throughput=throughput, retry_failed=args.retry_failed)
         title = f"suite {suite.name}: estimated device-hours at {throughput:g} forward-equivalent passes/s"
     else:
         where = args.device or "the default device"
@@ -120,7 +121,8 @@ def _print_estimate(args: argparse.Namespace) -> int:
                                          soft_wrap=True)
 
             est = estimate_suite(suite, args.runs_dir, device=args.device, data_root=args.data_root,
-                                 eval_batch_size=args.eval_batch_size, progress=progress)
+                                 eval_batch_size=args.eval_batch_size, progress=progress,
+                                 retry_failed=args.retry_failed)
         where = f"{est.device} ({est.device_name})" if est.device_name else est.device
         title = f"suite {suite.name}: estimated device-hours on {escape(where)}"
     priced = absent is None
@@ -149,8 +151,10 @@ def _print_estimate(args: argparse.Namespace) -> int:
             per.add_row(escape(e.evaluator), str(e.jobs_left), _passes(e.passes),
                         *([_hours(e.seconds)] if priced else []))
         _shared.stdout.print(per)
-    work = (f"{est.jobs} job(s), {est.jobs_left} not yet complete in {args.runs_dir}: {total.forward:.4g} forward and "
-            f"{total.backward:.4g} backward passes, {total.forward_equivalents:.4g} forward-equivalent")
+    failed = (f" ({est.failed} whose training failed before are not counted: a rerun reports them and trains them "
+              "again only with --retry-failed)" if est.failed else "")
+    work = (f"{est.jobs} job(s), {est.jobs_left} not yet complete in {args.runs_dir}{failed}: {total.forward:.4g} "
+            f"forward and {total.backward:.4g} backward passes, {total.forward_equivalents:.4g} forward-equivalent")
     if absent is not None:
         _shared.stdout.print(f"{work}. Device-hours need the device ({absent.rstrip('.')}) or a stated throughput: "
                              "--throughput PASSES_PER_SECOND.", soft_wrap=True)

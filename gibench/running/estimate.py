@@ -201,6 +201,7 @@ class Plan:
     auxiliary: list[Row]
     not_estimated: list[str]  # evaluators without a cost hook
     evaluators: list[EvaluatorRow] = field(default_factory=list)
+    failed: int = 0  # jobs whose training failed before and that a rerun does not train again (not in rows' work)
 
     @property
     def jobs(self) -> int:
@@ -248,8 +249,13 @@ class SuiteEstimate(Plan):
         return sum(r.seconds for r in self.rows) + sum(r.seconds for r in self.auxiliary)
 
 
-def plan(suite: Suite, runs_dir: Path, *, data_root: Path | None = None, eval_batch_size: int = 256) -> Plan:
-    """The work ``suite`` still needs in ``runs_dir``, counted (passes) and not priced. Reads only; needs no device."""
+def plan(suite: Suite, runs_dir: Path, *, data_root: Path | None = None, eval_batch_size: int = 256,
+         retry_failed: bool = False) -> Plan:
+    """The work ``suite`` still needs in ``runs_dir``, counted (passes) and not priced. Reads only; needs no device.
+
+    A job whose training failed before is recorded as failed and not trained again by a rerun (the runner's rule,
+    :mod:`gibench.running.job_runner`), so it is no work left, unless ``retry_failed`` (``--retry-failed``) or its
+    failure is retryable (out of memory); such jobs are counted in ``Plan.failed``."""
     from gibench.store.runs import RunStore
     from gibench.suites.jobs import planned_jobs
 
@@ -259,6 +265,7 @@ def plan(suite: Suite, runs_dir: Path, *, data_root: Path | None = None, eval_ba
     shared: dict[str, Row] = {}
     evaluators: dict[str, EvaluatorRow] = {}
     not_estimated: set[str] = set()
+    failed = 0
     # a suite that selects: its sweep, and each scored setting as selected from the stored sweep (at the default
     # where the sweep is not finished), so the jobs already scored at a selected strength count as done
     from gibench.running.selection import stored_selection  # the store's reader, only for a suite that selects
@@ -268,11 +275,20 @@ def plan(suite: Suite, runs_dir: Path, *, data_root: Path | None = None, eval_ba
         row = rows.setdefault((job.dataset, job.backbone, job.regularizer),
                               Row(job.dataset.label, job.backbone.label, job.regularizer.label))
         row.jobs += 1
+        folder = store.job(job.hash)
+        if not retry_failed and _failed_for_good(folder):
+            failed += 1
+            continue
         data = sizes[job.dataset] if job.validation is None else job.validation.sizes(sizes[job.dataset])
-        row.jobs_left += _add_job(job, data, store.job(job.hash), row, shared, evaluators, eval_batch_size,
-                                  not_estimated)
+        row.jobs_left += _add_job(job, data, folder, row, shared, evaluators, eval_batch_size, not_estimated)
     return Plan(suite.name, list(rows.values()), list(shared.values()), sorted(not_estimated),
-                list(evaluators.values()))
+                list(evaluators.values()), failed)
+
+
+def _failed_for_good(folder: Any) -> bool:
+    """Whether the job's training failed before in a way a rerun does not retry (all but out of memory)."""
+    status = folder.status()
+    return status is not None and status.state == "failed" and not status.retryable
 
 
 def plan_suite(suite: Suite, runs_dir: Path, *, data_root: Path | None = None,
@@ -287,14 +303,16 @@ def plan_suite(suite: Suite, runs_dir: Path, *, data_root: Path | None = None,
 def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, data_root: Path | None = None,
                    eval_batch_size: int = 256, cache_path: Path | None = None, warmup: int = WARMUP_STEPS,
                    timed: int = TIMED_STEPS, throughput: float | None = None,
-                   progress: Callable[[int, int, str], None] | None = None) -> SuiteEstimate:
+                   progress: Callable[[int, int, str], None] | None = None,
+                   retry_failed: bool = False) -> SuiteEstimate:
     """The work ``suite`` still needs in ``runs_dir``, in passes and in device seconds (read only; nothing is written
     there): timed by a calibration on ``device``, or, with ``throughput`` (forward-equivalent passes per second,
     positive), seconds = forward-equivalent passes / throughput, with no calibration and no device needed.
 
     ``progress(done, total, what)`` is called before each unit that is not yet in the calibration cache is timed
     (``done`` of ``total`` such units timed so far, ``what`` the unit in words), so a caller can show how far a long
-    first calibration has got."""
+    first calibration has got. ``retry_failed``: count the jobs whose training failed before as work left
+    (:func:`plan`)."""
     from gibench.running.options import resolve_device
     from gibench.store.provenance import device_name
 
@@ -303,8 +321,9 @@ def estimate_suite(suite: Suite, runs_dir: Path, *, device: str | None = None, d
         torch_device = None
     else:
         torch_device = resolve_device(device)
-    counted = plan(suite, runs_dir, data_root=data_root, eval_batch_size=eval_batch_size)
-    est = SuiteEstimate(counted.suite, counted.rows, counted.auxiliary, counted.not_estimated, counted.evaluators)
+    counted = plan(suite, runs_dir, data_root=data_root, eval_batch_size=eval_batch_size, retry_failed=retry_failed)
+    est = SuiteEstimate(counted.suite, counted.rows, counted.auxiliary, counted.not_estimated, counted.evaluators,
+                        counted.failed)
     if throughput is not None:
         est.throughput = throughput  # plugin work without declared passes (est.not_counted) is left out
         for row in [*est.rows, *est.auxiliary]:
