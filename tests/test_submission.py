@@ -666,3 +666,26 @@ def test_submit_never_packs_a_link_or_a_path_outside_the_evaluation_folder(tmp_p
         "hidden": f"its path {artifacts['hidden']!r} is not a file of the evaluation's own artifact folder",
         "link": "a symbolic link, not a file of the runs store"}
     assert b"private" not in b"".join(p.read_bytes() for p in submission.rglob("*") if p.is_file())
+
+
+def test_a_suite_with_work_left_is_submitted_with_a_warning_that_says_how_to_finish_it(tmp_path: Path) -> None:
+    """Submitting a half-finished run is allowed (the finished results are real), but never silent: the warning
+    counts the jobs with work left and gives the command that finishes them."""
+    from gibench.running.runner import RunOptions, run_suite
+    from gibench.suites.suite import load_suite
+    from tests.conftest import write_suite
+
+    suite_file = write_suite(tmp_path, evaluators=["accuracy"])  # erm and gradient_norm
+    runs = tmp_path / "runs"
+    run_suite(load_suite(suite_file), runs, RunOptions(device="cpu"))
+    finished: list[str] = []
+    build_submission(runs, tmp_path / "done", META, "tiny", warn=finished.append)
+    assert finished == []
+    results = sorted((runs / "jobs").glob("*/results/accuracy__*.json"))
+    assert len(results) == 2
+    results[0].unlink()  # that job's evaluation is work left again
+    said: list[str] = []
+    folder = build_submission(runs, tmp_path / "partial", META, "tiny", warn=said.append)
+    assert len(said) == 1 and f"suite 'tiny' is not finished in {runs}: 1 of its 2 jobs still have" in said[0]
+    assert f"`gibench run --suite <its suite file> --runs-dir {runs}`" in said[0]
+    assert set(load_submission(folder).results["job_hash"]) == {results[1].parent.parent.name}

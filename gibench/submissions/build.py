@@ -133,7 +133,8 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
         out_dir: the submissions root, e.g. ``submissions/``.
         metadata: name, authors, description, links (a :class:`SubmissionMetadata` or a mapping).
         suite_name: keep only the runs of this suite, and the results of their jobs; None keeps every run.
-        results: the long results table; defaults to ``gibench.results.collect_results(runs_dir)``.
+        results: the long results table; defaults to ``gibench.results.collect_results(runs_dir)``, and then a suite
+            with work left in ``runs_dir`` (jobs to train, evaluations to run) is submitted with a warning.
         warn: called with a message for each damaged file that is skipped (default: ``warnings.warn``).
         max_artifact_mb: the size limit of the packed artifacts in MB (10^6 bytes; default 20).
         models_dir, models_url: reference the trained models in ``models.json``: a folder made by ``gibench export``
@@ -150,6 +151,8 @@ def build_submission(runs_dir: str | Path, out_dir: str | Path, metadata: Submis
     """
     loaded = package_results(runs_dir, metadata, suite_name, results=results, warn=warn,
                              max_artifact_mb=max_artifact_mb, models_dir=models_dir, models_url=models_url)
+    if results is None:  # results read from the store: say when the store is not finished
+        _warn_of_unfinished_suites(Path(runs_dir), loaded.submission.provenance.suites, warn)
     if loaded.models_data and models_dir is not None:  # a relative file: URL starts from the submission folder
         from gibench.submissions.submitted_models import check_file_urls
 
@@ -272,6 +275,29 @@ def _warn_of_suite_versions(runs_dir: Path, suites: list[SuiteRecord], warn: Cal
                 "the suite file changed between runs, and the submission holds the jobs of every version. To submit "
                 "one version alone, copy the runs directory's jobs/ folder into a new runs directory, run that "
                 "version there (the copied jobs are found done, nothing retrains) and submit the new directory.")
+
+
+def _warn_of_unfinished_suites(runs_dir: Path, suites: list[SuiteRecord],
+                               warn: Callable[[str], None] | None) -> None:
+    """Say when a submitted suite still has work left in ``runs_dir`` (jobs to train, evaluations to run; counted as
+    ``gibench run --estimate`` counts them): the submission then holds only the finished part. A suite that cannot be
+    parsed with the installed plugins is not checked."""
+    from gibench.core.errors import GibenchError
+    from gibench.running.estimate import plan
+    from gibench.suites.suite import parse_suite, shipped_suites
+
+    for record in suites:
+        try:
+            left = plan(parse_suite(record.suite, source=f"suite {record.name!r}"), runs_dir)
+        except GibenchError:
+            continue
+        if left.jobs_left:
+            suite_argument = record.name if record.name in shipped_suites() else "<its suite file>"
+            (warn or warnings.warn)(
+                f"suite {record.name!r} is not finished in {runs_dir}: {left.jobs_left} of its {left.jobs} jobs still "
+                "have training or evaluations to run, so the submission holds only the finished results. Finish it "
+                f"with `gibench run --suite {suite_argument} --runs-dir {runs_dir}` (nothing done is redone), then "
+                "submit again.")
 
 
 def _selection_records(runs_dir: Path) -> dict[tuple[Any, Any], dict[str, Any]]:
