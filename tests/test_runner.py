@@ -279,3 +279,20 @@ def test_the_ray_executor_without_ray_says_how_to_install_it(tiny_suite_file, tm
     with pytest.raises(ConfigError, match=r"pip install 'gibench\[ray\]'"):
         run_suite(load_suite(tiny_suite_file), tmp_path / "runs", RunOptions(device="cpu"), executor="ray")
     assert not (tmp_path / "runs" / "jobs").exists()
+
+
+def test_the_progress_bar_s_total_grows_as_scored_jobs_join_the_run():
+    """A suite that selects adds each decided unit's scored jobs to the run: the suite bar's total follows."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from gibench.running.progress import RichProgress
+
+    console = Console(file=io.StringIO(), force_terminal=False, width=120)
+    with RichProgress(console) as display:
+        display.suite_started(SimpleNamespace(name="s"), [object()] * 4)
+        display.jobs_added([object()] * 3)
+        [task] = [t for t in display.progress.tasks if t.id == display._overall]
+        assert task.total == 7

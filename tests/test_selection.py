@@ -306,3 +306,59 @@ def test_the_cli_runs_a_selecting_suite_prints_its_selection_and_a_dry_run_says_
     assert f"gradient_norm(weight={selected:g})" in out
     assert [v for v in VALUES if f"gradient_norm(weight={v:g})" in out] == [selected]
     assert "2 setting(s) trained only for a strength sweep are not listed" in " ".join(out.split())
+
+
+def test_a_worker_scores_the_decided_units_while_another_worker_holds_a_sweep_job(tmp_path, one_thread):
+    """The scored jobs of a unit join the run as soon as its sweep is stored: with gaussian_noise's last sweep job
+    held by another worker, this worker selects gradient_norm and scores it (and erm) instead of waiting; when the
+    held job is released it runs it, then selects and scores gaussian_noise. Each unit is announced once."""
+    from gibench.core.fsio import Claim
+    from gibench.running.runner import RunObserver, RunOptions
+
+    s = suite(regularizers=["erm", "gradient_norm", "gaussian_noise"],
+              sweep={"seeds": [0], "values": {"gradient_norm": VALUES, "gaussian_noise": [0.05, 0.1, 0.2]}})
+    runs = tmp_path / "runs"
+    held = next(j for j in sweep_jobs(s) if j.regularizer.name == "gaussian_noise" and
+                j.regularizer.config["sigma"] == 0.2)
+    other_worker = Claim(RunStore(runs).claim_path(held.hash), 300, 30)
+    assert other_worker.try_acquire()
+    released = []
+
+    class Recorder(RunObserver):
+        def __init__(self):
+            self.events = []
+
+        def jobs_added(self, jobs):
+            self.events.append(("added", sorted({j.regularizer.name for j in jobs})))
+
+        def selection_made(self, selection):
+            self.events.append(("selected", [u.unit.regularizer for u in selection.units]))
+
+        def job_finished(self, report):
+            job = report.job
+            scored = any(e.name == "accuracy" for e in job.evaluators)
+            self.events.append(("finished", job.regularizer.name, scored, report.state))
+            if scored and job.regularizer.name == "gradient_norm" and not released:
+                other_worker.release()  # the other worker gives the job up: this one trains it next
+                released.append(True)
+
+    recorder = Recorder()
+    summary = run_suite(s, runs, RunOptions(device="cpu", isolation="none", claim_poll_s=0.01), observer=recorder)
+    assert summary.ok, summary.failures()
+    events = recorder.events
+    assert events.count(("finished", "gaussian_noise", False, "busy")) == 1  # reported once while held
+    selected = [e for e in events if e[0] == "selected"]
+    assert selected == [("selected", ["gradient_norm"]), ("selected", ["gaussian_noise"])]
+    first_scored = events.index(next(e for e in events if e[:3] == ("finished", "gradient_norm", True)))
+    busy = events.index(("finished", "gaussian_noise", False, "busy"))
+    held_trained = events.index(("finished", "gaussian_noise", False, "trained"), busy)
+    noise_scored = events.index(next(e for e in events if e[:3] == ("finished", "gaussian_noise", True)))
+    assert busy < events.index(selected[0]) < first_scored < held_trained < events.index(selected[1]) < noise_scored
+    assert events[events.index(selected[0]) + 1] == ("added", ["erm", "gradient_norm"])
+    [record] = read_selections(runs)
+    assert [u["regularizer"] for u in record["units"]] == ["gradient_norm", "gaussian_noise"]
+    assert all(u["state"] in ("selected", "over_budget") for u in record["units"])  # the final record: both decided
+    scored = expand(s, select(s, stored_accuracies(runs)).chosen())
+    assert {r.job.hash for r in summary.jobs} == {j.hash for j in sweep_jobs(s)} | {j.hash for j in scored}
+    manifest = json.loads((runs / "manifest.json").read_text())
+    assert set(manifest["runs"][-1]["jobs"]) == {r.job.hash for r in summary.jobs}

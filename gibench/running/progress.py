@@ -40,6 +40,7 @@ class RichProgress(RunObserver):
         self._overall = None
         self._tasks: dict[str, tuple[int, str]] = {}  # job hash -> (task id, "[n/N] label")
         self._numbers: dict[str, tuple[int, int]] = {}
+        self._total = 0  # jobs in the run so far (a suite that selects adds its scored jobs as units are decided)
 
     def __enter__(self) -> RichProgress:
         self.progress.__enter__()
@@ -51,7 +52,13 @@ class RichProgress(RunObserver):
     def suite_started(self, suite, jobs) -> None:
         if self._overall is not None:  # the second phase of a suite that selects
             self.progress.remove_task(self._overall)
-        self._overall = self.progress.add_task(escape(f"suite {suite.name}"), total=len(jobs))
+        self._total = len(jobs)
+        self._overall = self.progress.add_task(escape(f"suite {suite.name}"), total=self._total)
+
+    def jobs_added(self, jobs) -> None:
+        self._total += len(jobs)
+        if self._overall is not None:
+            self.progress.update(self._overall, total=self._total)
 
     def selection_made(self, selection) -> None:
         for unit in selection.units:

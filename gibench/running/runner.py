@@ -13,10 +13,12 @@ Public interface (executors, the CLI and tests build on exactly this):
     another host dies its job waits up to ``claim_timeout_s`` (default 120 s) before another host takes it over.
 
 ``RunObserver``
-    Base class whose methods are all no-ops: ``suite_started(suite, jobs)`` (twice in a suite that selects: the
-    sweep, then the scored jobs), ``job_started(job, number, total)``, ``job_step(job, done, total)``,
-    ``job_phase(job, phase)``, ``job_finished(report)``, ``selection_made(selection)`` (after a sweep),
-    ``suite_finished(summary)``, ``warning(message)`` (damaged files moved aside, preflight warnings). The rich
+    Base class whose methods are all no-ops: ``suite_started(suite, jobs)`` (in a suite that selects: with the
+    sweep; under Ray a second time with the scored jobs), ``jobs_added(jobs)`` (a suite that selects, local executor:
+    the scored jobs of units just decided join the run; the total grows), ``job_started(job, number, total)``,
+    ``job_step(job, done, total)``, ``job_phase(job, phase)``, ``job_finished(report)``, ``selection_made(selection)``
+    (the units just decided, each once), ``suite_finished(summary)``, ``warning(message)`` (damaged files moved
+    aside, preflight warnings). The rich
     display is one observer (:mod:`gibench.running.progress`, used by the CLI); a Ray driver is another.
 
 ``run_job(job, runs_dir, options, observer=None, *, number=1, total=1) -> JobReport``
@@ -50,11 +52,14 @@ executor_options=None, dry_run=False, **option_fields) -> RunSummary``
     (the same names and ``cpus_per_job``; a name given both ways is an error). ``dry_run`` runs the preflight and
     returns one report per job (planned / cached / failed / invalid, with its ``findings``) without writing anything.
 
-    A suite with ``select: {rule: max_drop}`` (:mod:`gibench.suites.selection_plan`) runs in two phases in one call:
-    the sweep (:func:`gibench.suites.jobs.sweep_jobs`, scored by ``validation_accuracy`` only), then the selection
-    from the stored validation accuracies (:mod:`gibench.running.selection`, written to ``<runs>/selections/``), then
-    the selected settings with the suite's seeds and evaluators. A unit whose sweep is incomplete (a job another
-    worker holds, or not run) is left out of the second phase and picked up by the next run. The preflight checks
+    A suite with ``select: {rule: max_drop}`` (:mod:`gibench.suites.selection_plan`) runs its sweep
+    (:func:`gibench.suites.jobs.sweep_jobs`, scored by ``validation_accuracy`` only), selects from the stored
+    validation accuracies (:mod:`gibench.running.selection`, written to ``<runs>/selections/``), and runs the selected
+    settings with the suite's seeds and evaluators. The local executor streams it: whenever it has no job left that it
+    can start (the rest of the sweep done, or held by other workers), it selects, and the scored jobs of every unit
+    whose sweep is stored join the run, so no worker waits for another's last sweep job while scored jobs are ready.
+    Ray runs the whole sweep, then the scored jobs. A unit whose sweep is incomplete when the run ends (a job not
+    run) is picked up by the next run. The preflight checks
     every job the run could train, with each selected setting stood in for by the default; a dry run lists the sweep
     and the scored jobs the store's selection gives so far.
 
@@ -72,7 +77,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,14 +153,20 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     entry = _manifest_entry(suite, first, device)
     store.record_run(entry)
 
-    def run(jobs: list[Job]) -> list[JobReport]:
+    def run(jobs: list[Job], more: Callable[[], list[Job]] | None = None) -> list[JobReport]:
         observer.suite_started(suite, jobs)
         if executor == "ray":
             return list(_ray_executor().run_jobs(jobs, runs_dir, options, observer, **ray_options))
-        return _run_local(jobs, runs_dir, options, observer)
+        return _run_local(jobs, runs_dir, options, observer, more)
 
-    reports, selection = run(first), None
-    if sweep:  # the sweep is stored: select from it, then score the selected settings
+    selection = None
+    if sweep and executor != "ray":  # one stream: each unit's scored jobs join as soon as its sweep is stored
+        scoring = _Scoring(suite, runs_dir, store, entry, sweep, observer)
+        reports = _merge_reports(run(first, scoring.more), [])
+        selection = scoring.finish()
+        entry = scoring.entry
+    elif sweep:  # Ray runs a list at a time: the whole sweep, then the selected settings
+        reports = run(first)
         selection = stored_selection(suite, runs_dir)
         write_selection(runs_dir, suite, selection)
         observer.selection_made(selection)
@@ -163,11 +174,56 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
         entry = dataclasses.replace(entry, jobs=[job.hash for job in merge_jobs(sweep, scored)])
         store.record_run(entry)
         reports = _merge_reports(reports, run(scored))
+    else:
+        reports = run(first)
     summary = RunSummary(runs_dir, suite, list(reports), warnings=list(store.warnings), selection=selection)
     store.record_run(dataclasses.replace(entry, finished=now(),
                                          failed_jobs=[r.job.hash for r in reports if r.state == "failed"]))
     observer.suite_finished(summary)
     return summary
+
+
+class _Scoring:
+    """The scored phase of a suite that selects, fed to the local executor as its ``more()``: each time the executor
+    runs out of jobs it can start, select from the stored sweep; the units decided since the last look are announced
+    (``observer.selection_made`` with those units), their scored jobs join the run and the manifest entry, and the
+    selection record is rewritten. A unit whose sweep is not stored yet (a job another worker holds) stays pending and
+    is looked at again; one still pending when the run ends is picked up by the next run."""
+
+    def __init__(self, suite: Suite, runs_dir: Path, store: RunStore, entry: RunEntry, sweep: list[Job],
+                 observer: RunObserver) -> None:
+        self.suite, self.runs_dir, self.store, self.entry, self.sweep = suite, runs_dir, store, entry, sweep
+        self.observer = observer
+        self.announced: set[Any] = set()  # units whose choice was announced
+        self.queued: list[Job] = []  # scored jobs handed to the executor, in order
+        self._keys: set[tuple[str, tuple[Any, ...]]] = set()
+
+    @staticmethod
+    def _key(job: Job) -> tuple[str, tuple[Any, ...]]:
+        return job.hash, tuple(job.evaluators)  # a scored job may share its training (hash) with a sweep job
+
+    def more(self) -> list[Job]:
+        selection = stored_selection(self.suite, self.runs_dir)
+        decided = [choice for choice in selection.units if choice.state != "pending" and choice.unit not in
+                   self.announced]
+        new = [job for job in expand(self.suite, selection.chosen()) if self._key(job) not in self._keys]
+        if decided:
+            self.announced.update(choice.unit for choice in decided)
+            write_selection(self.runs_dir, self.suite, selection)
+            self.observer.selection_made(dataclasses.replace(selection, units=tuple(decided)))
+        if new:
+            self.queued.extend(new)
+            self._keys.update(self._key(job) for job in new)
+            self.entry = dataclasses.replace(self.entry,
+                                             jobs=[job.hash for job in merge_jobs(self.sweep, self.queued)])
+            self.store.record_run(self.entry)
+        return new
+
+    def finish(self) -> Any:
+        """The selection as the store gives it at the end of the run (written, and returned for the summary)."""
+        selection = stored_selection(self.suite, self.runs_dir)
+        write_selection(self.runs_dir, self.suite, selection)
+        return selection
 
 
 def _merge_reports(first: list[JobReport], second: list[JobReport]) -> list[JobReport]:
@@ -189,10 +245,17 @@ def _rekey(runs_dir: Path, observer: RunObserver) -> None:
         observer.warning(f"not re-keyed: {line}")
 
 
-def _run_local(jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver) -> list[JobReport]:
+def _run_local(jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver,
+               more: Callable[[], list[Job]] | None = None) -> list[JobReport]:
     """Jobs in order; those another worker holds are looked at again once the others are done. With
     ``isolation="process"`` (the default) each job runs in a supervised worker process
-    (:mod:`gibench.running.isolation`), else in this process."""
+    (:mod:`gibench.running.isolation`), else in this process.
+
+    ``more()`` is asked for further jobs whenever every job so far has run or is held by another worker (a suite
+    that selects: the scored jobs of the units whose sweep is now stored); what it returns joins the run (numbered
+    after the others, ``observer.jobs_added``), so a worker never waits for another's sweep job while a unit's
+    scored jobs are ready. The run ends when nothing is left, nothing is held and ``more()`` has nothing more."""
+    queue = list(jobs)
     with contextlib.ExitStack() as stack:
         if options.isolation_mode == "process":
             from gibench.running.isolation import Supervisor
@@ -200,28 +263,38 @@ def _run_local(jobs: list[Job], runs_dir: Path, options: RunOptions, observer: R
             supervisor = stack.enter_context(Supervisor(runs_dir, options, warn=observer.warning))
 
             def execute(job: Job, seen: RunObserver, number: int) -> JobReport:
-                return supervisor.run_job(job, seen, number=number, total=len(jobs))
+                return supervisor.run_job(job, seen, number=number, total=len(queue))
         else:
             if options.job_timeout_s is not None or options.eval_timeout_s is not None:
                 observer.warning("the time limits (--job-timeout, --eval-timeout, the suite's limits) are enforced "
                                  "only with --isolation process; this run has none.")
 
             def execute(job: Job, seen: RunObserver, number: int) -> JobReport:
-                return run_job(job, runs_dir, options, seen, number=number, total=len(jobs))
+                return run_job(job, runs_dir, options, seen, number=number, total=len(queue))
 
         reports: dict[int, JobReport] = {}
-        waiting = []
-        for number, job in enumerate(jobs, 1):
-            report = execute(job, observer, number)
-            (waiting.append(number) if report.state == "busy" else reports.__setitem__(number, report))
-        while waiting:
+        waiting: list[int] = []
+        next_number = 1
+        while True:
+            if next_number <= len(queue):  # the next job in order
+                report = execute(queue[next_number - 1], observer, next_number)
+                (waiting.append(next_number) if report.state == "busy" else reports.__setitem__(next_number, report))
+                next_number += 1
+                continue
+            added = more() if more is not None else []
+            if added:
+                queue.extend(added)
+                observer.jobs_added(added)
+                continue
+            if not waiting:
+                break
             time.sleep(options.claim_poll_s)
             still = []
             for number in waiting:
-                report = execute(jobs[number - 1], _QuietWhileBusy(observer), number)
+                report = execute(queue[number - 1], _QuietWhileBusy(observer), number)
                 (still.append(number) if report.state == "busy" else reports.__setitem__(number, report))
             waiting = still
-    return [reports[number] for number in range(1, len(jobs) + 1)]
+    return [reports[number] for number in range(1, len(queue) + 1)]
 
 
 class _QuietWhileBusy(RunObserver):
