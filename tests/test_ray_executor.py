@@ -377,3 +377,37 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(1500)
+@pytest.mark.slow
+def test_a_suite_that_selects_streams_its_scored_jobs_and_matches_the_local_executor(ray_cluster, tmp_path):
+    """Under Ray the scored jobs of a unit are submitted as soon as its sweep is stored (jobs_added), and the run
+    stores what the local executor stores: the same jobs, the same selection, the same numbers."""
+    from gibench.running.selection import read_selections
+    from gibench.suites.jobs import sweep_jobs
+    from gibench.suites.suite import parse_suite
+
+    raw = {"name": "select-ray", "datasets": [{"gaussian_mixture": {"train_size": 200, "test_size": 100, "height": 8,
+                                                                     "width": 8}}],
+           "backbones": ["gibench_linear"], "regularizers": ["erm", "gradient_norm"], "evaluators": ["accuracy"],
+           "seeds": [0, 1], "train": {"epochs": 1, "batch_size": 64, "lr": 1.0e-2},
+           "sweep": {"seeds": [0], "values": {"gradient_norm": [0.001, 10.0]}},
+           "select": {"rule": "max_drop", "max_drop": 0.05}}
+    suite = parse_suite(raw)
+
+    class Added(Recorder):
+        def jobs_added(self, jobs):
+            self.events.append(("added", len(jobs)))
+
+    recorder = Added()
+    summary = run_suite(suite, tmp_path / "ray", options=RunOptions(device="cpu"), observer=recorder, executor="ray")
+    local = run_suite(suite, tmp_path / "local", options=RunOptions(device="cpu"))
+    assert summary.ok and local.ok, summary.failures() + local.failures()
+    assert [e for e in recorder.events if e[0] == "added"] and all(n > 0 for kind, n, *_ in recorder.events
+                                                                   if kind == "added")
+    assert {r.job.hash for r in summary.jobs} == {r.job.hash for r in local.jobs} > {j.hash for j in sweep_jobs(suite)}
+    assert read_selections(tmp_path / "ray") == read_selections(tmp_path / "local")
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(result_values(tmp_path / "ray"), result_values(tmp_path / "local"))

@@ -10,6 +10,7 @@ __all__ = ["POLL_INTERVAL_S", "STEP_EVENT_INTERVAL_S", "ForwardingObserver", "Su
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +96,14 @@ class SuiteDriver:
 
     A job another worker holds (``run_job`` answers ``busy``) is resubmitted every ``options.claim_poll_s``, and
     the observer sees it as the local executor shows it: the first ``busy`` report, then nothing until the job runs.
+    ``more()`` (a suite that selects: the scored jobs of units whose sweep is now stored) is asked after every
+    finished job; what it returns is submitted at once (``observer.jobs_added``), numbered after the others.
     """
 
     def __init__(self, ray: Any, jobs: list[Job], runs_dir: Path, options: RunOptions, observer: RunObserver,
-                 marker: Marker, gpus: float, cpus: float) -> None:
-        self.ray, self.jobs, self.runs_dir, self.options = ray, jobs, runs_dir, options
-        self.observer, self.marker = observer, marker
+                 marker: Marker, gpus: float, cpus: float, more: Callable[[], list[Job]] | None = None) -> None:
+        self.ray, self.jobs, self.runs_dir, self.options = ray, list(jobs), runs_dir, options
+        self.observer, self.marker, self.more = observer, marker, more
         # max_calls left to Ray's default (1 for GPU tasks, 0 = reuse for CPU tasks): **Worker reuse** in ray_executor.
         self.task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=1, retry_exceptions=False)(job_task)
         self.states = [_JobState() for _ in jobs]
@@ -120,6 +123,7 @@ class SuiteDriver:
                 ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending),
                                          timeout=POLL_INTERVAL_S) if self.pending else ([], [])
                 self._relay()  # a finished task's events were queued before it returned
+                finished = False
                 for ref in ready:
                     index = self.pending.pop(ref)
                     report = self._report(ref, index)
@@ -129,6 +133,9 @@ class SuiteDriver:
                         reports[index] = report
                         self._announce(index, even_unstarted=True)
                         self.observer.job_finished(report)
+                        finished = True
+                if finished and self.more is not None:
+                    self._add(self.more(), reports)
                 if not self.pending and self.due:
                     time.sleep(POLL_INTERVAL_S)
         finally:
@@ -136,6 +143,17 @@ class SuiteDriver:
                 self.ray.cancel(ref, force=True)
             self.events.shutdown()
         return reports  # type: ignore[return-value]
+
+    def _add(self, jobs: list[Job], reports: list[JobReport | None]) -> None:
+        """Submit jobs that join the run (numbered after the others)."""
+        if not jobs:
+            return
+        self.observer.jobs_added(jobs)
+        for job in jobs:
+            self.jobs.append(job)
+            self.states.append(_JobState())
+            reports.append(None)
+            self._submit(len(self.jobs) - 1)
 
     def _submit(self, index: int) -> None:
         state = self.states[index]

@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gibench.running.job_runner import JobReport
@@ -104,8 +104,11 @@ def run_jobs(
     address: str | None = None,
     gpus_per_job: float | None = None,
     cpus_per_job: float = 1.0,
+    more: Callable[[], list[Job]] | None = None,
 ) -> list[JobReport]:
-    """Run every job as a Ray task writing into ``runs_dir``; the reports come back in the order of ``jobs``.
+    """Run every job as a Ray task writing into ``runs_dir``; the reports come back in the order of ``jobs``, then
+    of the jobs ``more()`` added (asked after every finished job: a suite that selects adds each decided unit's
+    scored jobs, :class:`gibench.running.ray_dispatch.SuiteDriver`).
 
     ``address`` and ``gpus_per_job`` are ``gibench run``'s ``--address`` and ``--gpus-per-job`` (``run_suite``
     validates them with :func:`gibench.running.options.check_executor_options` before it calls this); ``cpus_per_job``
@@ -120,4 +123,4 @@ def run_jobs(
         with visibility_marker(runs_dir) as marker:
             check_nodes_see_runs_dir(ray, marker)
             return SuiteDriver(ray, list(jobs), runs_dir, options, observer or RunObserver(), marker,
-                               gpus, cpus_per_job).run()
+                               gpus, cpus_per_job, more).run()

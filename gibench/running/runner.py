@@ -14,8 +14,8 @@ Public interface (executors, the CLI and tests build on exactly this):
 
 ``RunObserver``
     Base class whose methods are all no-ops: ``suite_started(suite, jobs)`` (in a suite that selects: with the
-    sweep; under Ray a second time with the scored jobs), ``jobs_added(jobs)`` (a suite that selects, local executor:
-    the scored jobs of units just decided join the run; the total grows), ``job_started(job, number, total)``,
+    sweep), ``jobs_added(jobs)`` (a suite that selects: the scored jobs of units just decided join the run; the total
+    grows), ``job_started(job, number, total)``,
     ``job_step(job, done, total)``, ``job_phase(job, phase)``, ``job_finished(report)``, ``selection_made(selection)``
     (the units just decided, each once), ``suite_finished(summary)``, ``warning(message)`` (damaged files moved
     aside, preflight warnings). The rich
@@ -46,7 +46,8 @@ executor_options=None, dry_run=False, **option_fields) -> RunSummary``
     ``eval_timeout_s`` is recorded as failed and the run goes on; :mod:`gibench.running.isolation`), or in this
     process (``isolation="none"``, for a debugger in a plugin; no time limits); ``executor="ray"`` imports
     :mod:`gibench.running.ray_executor` lazily and calls
-    ``run_jobs(jobs, runs_dir, options, observer, address=..., gpus_per_job=...) -> list[JobReport]`` (in job order)
+    ``run_jobs(jobs, runs_dir, options, observer, address=..., gpus_per_job=..., more=...) -> list[JobReport]`` (in
+    job order; ``more`` as the local executor's)
     with the Ray options given: ``address`` and ``gpus_per_job`` (``--address``, ``--gpus-per-job``; None: Ray's
     own address rule and one GPU per job on a GPU cluster, see that module), and whatever ``executor_options`` holds
     (the same names and ``cpus_per_job``; a name given both ways is an error). ``dry_run`` runs the preflight and
@@ -55,11 +56,11 @@ executor_options=None, dry_run=False, **option_fields) -> RunSummary``
     A suite with ``select: {rule: max_drop}`` (:mod:`gibench.suites.selection_plan`) runs its sweep
     (:func:`gibench.suites.jobs.sweep_jobs`, scored by ``validation_accuracy`` only), selects from the stored
     validation accuracies (:mod:`gibench.running.selection`, written to ``<runs>/selections/``), and runs the selected
-    settings with the suite's seeds and evaluators. The local executor streams it: whenever it has no job left that it
-    can start (the rest of the sweep done, or held by other workers), it selects, and the scored jobs of every unit
-    whose sweep is stored join the run, so no worker waits for another's last sweep job while scored jobs are ready.
-    Ray runs the whole sweep, then the scored jobs. A unit whose sweep is incomplete when the run ends (a job not
-    run) is picked up by the next run. The preflight checks
+    settings with the suite's seeds and evaluators, streamed: the local executor selects whenever it has no job left
+    that it can start (the rest of the sweep done, or held by other workers), Ray after every finished job, and the
+    scored jobs of every unit whose sweep is stored join the run, so no worker waits for another's last sweep job
+    while scored jobs are ready. A unit whose sweep is incomplete when the run ends (a job not run) is picked up by
+    the next run. The preflight checks
     every job the run could train, with each selected setting stood in for by the default; a dry run lists the sweep
     and the scored jobs the store's selection gives so far.
 
@@ -156,24 +157,14 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     def run(jobs: list[Job], more: Callable[[], list[Job]] | None = None) -> list[JobReport]:
         observer.suite_started(suite, jobs)
         if executor == "ray":
-            return list(_ray_executor().run_jobs(jobs, runs_dir, options, observer, **ray_options))
+            return list(_ray_executor().run_jobs(jobs, runs_dir, options, observer, more=more, **ray_options))
         return _run_local(jobs, runs_dir, options, observer, more)
 
     selection = None
-    if sweep and executor != "ray":  # one stream: each unit's scored jobs join as soon as its sweep is stored
+    if sweep:  # one stream: each unit's scored jobs join the run as soon as its sweep is stored
         scoring = _Scoring(suite, runs_dir, store, entry, sweep, observer)
         reports = _merge_reports(run(first, scoring.more), [])
-        selection = scoring.finish()
-        entry = scoring.entry
-    elif sweep:  # Ray runs a list at a time: the whole sweep, then the selected settings
-        reports = run(first)
-        selection = stored_selection(suite, runs_dir)
-        write_selection(runs_dir, suite, selection)
-        observer.selection_made(selection)
-        scored = expand(suite, selection.chosen())
-        entry = dataclasses.replace(entry, jobs=[job.hash for job in merge_jobs(sweep, scored)])
-        store.record_run(entry)
-        reports = _merge_reports(reports, run(scored))
+        selection, entry = scoring.finish(), scoring.entry
     else:
         reports = run(first)
     summary = RunSummary(runs_dir, suite, list(reports), warnings=list(store.warnings), selection=selection)
