@@ -5,8 +5,9 @@ The command itself is worker 1 (it draws the progress display and prints the rep
 (``python -m gibench run`` with the same suite and options, without ``--workers`` and ``--download``: two processes
 must never fetch into one folder), each writing what it prints to ``<runs>/logs/worker-<i>.log``. They need no
 coordination beyond what every run has: a job claims its folder before it trains, a worker that meets a job another
-holds looks at it again when its other jobs are done, and a suite that selects waits for its whole sweep before it
-selects. So each job trains once, and the command returns when its own loop and every other worker are done.
+holds looks at it again when its other jobs are done, and in a suite that selects, a worker with nothing else to
+start selects the units whose sweep is stored and scores them. So each job trains once, and the command returns
+when its own loop and every other worker are done.
 
 Choices:
 

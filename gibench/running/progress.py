@@ -50,7 +50,7 @@ class RichProgress(RunObserver):
         self.progress.__exit__(*exc)
 
     def suite_started(self, suite, jobs) -> None:
-        if self._overall is not None:  # the second phase of a suite that selects
+        if self._overall is not None:  # a second suite on one display
             self.progress.remove_task(self._overall)
         self._total = len(jobs)
         self._overall = self.progress.add_task(escape(f"suite {suite.name}"), total=self._total)

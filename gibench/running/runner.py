@@ -163,7 +163,7 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     selection = None
     if sweep:  # one stream: each unit's scored jobs join the run as soon as its sweep is stored
         scoring = _Scoring(suite, runs_dir, store, entry, sweep, observer)
-        reports = _merge_reports(run(first, scoring.more), [])
+        reports = _one_report_per_job(run(first, scoring.more))
         selection, entry = scoring.finish(), scoring.entry
     else:
         reports = run(first)
@@ -175,11 +175,12 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
 
 
 class _Scoring:
-    """The scored phase of a suite that selects, fed to the local executor as its ``more()``: each time the executor
-    runs out of jobs it can start, select from the stored sweep; the units decided since the last look are announced
-    (``observer.selection_made`` with those units), their scored jobs join the run and the manifest entry, and the
-    selection record is rewritten. A unit whose sweep is not stored yet (a job another worker holds) stays pending and
-    is looked at again; one still pending when the run ends is picked up by the next run."""
+    """The scored jobs of a suite that selects, fed to the executor as its ``more()`` (the local executor asks when it
+    has no job left that it can start, Ray's driver after every finished job): select from the stored sweep; the units
+    decided since the last look are announced (``observer.selection_made`` with those units), their scored jobs join
+    the run and the manifest entry, and the selection record is rewritten. A unit whose sweep is not stored yet (a job
+    another worker holds) stays pending and is looked at again; one still pending when the run ends is picked up by
+    the next run."""
 
     def __init__(self, suite: Suite, runs_dir: Path, store: RunStore, entry: RunEntry, sweep: list[Job],
                  observer: RunObserver) -> None:
@@ -217,10 +218,10 @@ class _Scoring:
         return selection
 
 
-def _merge_reports(first: list[JobReport], second: list[JobReport]) -> list[JobReport]:
-    """One report per job: a job the second phase ran again reports that run (it holds every evaluation)."""
-    merged = {report.job.hash: report for report in first}
-    merged.update({report.job.hash: report for report in second})
+def _one_report_per_job(reports: list[JobReport]) -> list[JobReport]:
+    """One report per trained model: a sweep job whose model a scored job reused (erm at a sweep seed, the selected
+    setting's sweep seed) reports the scored run, which holds every evaluation."""
+    merged = {report.job.hash: report for report in reports}  # a later report of a hash replaces an earlier one
     return list(merged.values())
 
 
