@@ -247,6 +247,23 @@ def test_run_suite_passes_the_ray_options_to_the_executor(tiny_suite_file, tmp_p
     assert [r.state for r in summary.jobs] == ["cached", "cached"] and not ray.is_initialized()
 
 
+def test_a_suite_that_selects_gives_the_ray_executor_its_scored_jobs_through_more(tmp_path, recorded_run_jobs):
+    """The executor gets the sweep, and ``more()`` gives the scored jobs once the sweep is stored (here the recording
+    executor stores nothing, so every unit is still pending and ``more()`` has only erm's scored jobs)."""
+    from gibench.suites.jobs import sweep_jobs
+    from gibench.suites.suite import parse_suite
+
+    suite = parse_suite({"name": "select-agree", "datasets": ["mnist_subset"], "backbones": ["gibench_linear"],
+                         "regularizers": ["erm", "gradient_norm"], "evaluators": ["accuracy"], "seeds": [0],
+                         "sweep": {"seeds": [0], "values": {"gradient_norm": [0.001, 0.1]}},
+                         "select": {"rule": "max_drop", "max_drop": 0.05}})
+    run_suite(suite, tmp_path / "runs", executor="ray")
+    [call] = recorded_run_jobs
+    assert call["jobs"] == [job.hash for job in sweep_jobs(suite)]
+    scored = call["more"]()
+    assert [(job.regularizer.name, job.seed) for job in scored] == [("erm", 0)] and call["more"]() == []
+
+
 def test_gibench_run_passes_address_and_gpus_per_job_to_the_executor(tiny_suite_file, tmp_path, recorded_run_jobs,
                                                                      stderr_text):
     runs = tmp_path / "runs"

@@ -12,7 +12,7 @@ import pytest
 
 from gibench.cli import main
 from gibench.cli.parser import _parser
-from gibench.cli.workers import _stop, worker_argv, worker_environment
+from gibench.cli.workers import _stop, interruptible_popen, worker_argv, worker_environment
 
 
 def test_each_worker_gets_its_share_of_the_cores_and_its_own_gpu():
@@ -80,11 +80,34 @@ def test_no_other_worker_starts_when_the_preflight_fails(tmp_path, capsys):
     assert not (runs / "logs" / "worker-2.log").exists()
 
 
-def test_stopping_interrupts_the_workers_that_still_run():
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+def test_stopping_interrupts_the_workers_that_still_run_even_when_this_process_ignores_sigint():
+    """A command started in the background of a shell (`nohup gibench run ... --workers 2 &`) ignores SIGINT, and its
+    children would inherit that: the workers are started with SIGINT at its default, so the interrupt stops them."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sleeper = interruptible_popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                                      stdout=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sleeper.stdout.readline().strip() == b"up"  # Python has installed its SIGINT handler by now
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait()
     start = time.monotonic()
     _stop([sleeper, done])
-    assert sleeper.returncode is not None and time.monotonic() - start < 10
+    assert sleeper.returncode == -signal.SIGINT and time.monotonic() - start < 10  # interrupted, not killed
     assert done.returncode == 0
+
+
+def test_a_worker_that_does_not_stop_when_interrupted_is_killed_after_the_grace_period(monkeypatch):
+    import signal
+
+    from gibench.cli import workers
+
+    monkeypatch.setattr(workers, "_STOP_GRACE_S", 0.5)
+    stubborn = interruptible_popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
+                                    "signal.SIG_IGN); print('up', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline().strip() == b"up"
+    _stop([stubborn])
+    assert stubborn.returncode == -signal.SIGKILL  # killed, and reaped

@@ -101,8 +101,8 @@ class Workers:
             return
         for env, log in zip(self.environments, self.logs):
             with open(log, "ab") as out:
-                self.processes.append(subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out,
-                                                       stderr=subprocess.STDOUT, env=env))
+                self.processes.append(interruptible_popen(self.command, stdin=subprocess.DEVNULL, stdout=out,
+                                                          stderr=subprocess.STDOUT, env=env))
 
     def failed(self) -> list[str]:
         """One line per worker that ended with a status other than 0 or 1."""
@@ -165,6 +165,19 @@ def other_workers(args: argparse.Namespace) -> Iterator[Workers]:
         torch.set_num_threads(saved_threads)
 
 
+def interruptible_popen(command: list[str], **kwargs: Any) -> subprocess.Popen:
+    """``subprocess.Popen`` of a process that SIGINT interrupts even when this one ignores SIGINT: a command started
+    in the background of a non-interactive shell (``nohup gibench run ... &``) ignores it, every child inherits that,
+    and :func:`_stop`'s interrupt would then do nothing."""
+    if os.name == "posix":
+        kwargs.setdefault("preexec_fn", _default_sigint)
+    return subprocess.Popen(command, **kwargs)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(processes: list[subprocess.Popen]) -> None:
     """Interrupt the workers still running (each stops between steps and keeps what it finished); kill those that
     have not ended after the grace period."""
@@ -176,3 +189,4 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.wait(timeout=_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()

@@ -157,7 +157,8 @@ def run_suite(suite: Suite, runs_dir: Path, options: RunOptions | None = None, *
     def run(jobs: list[Job], more: Callable[[], list[Job]] | None = None) -> list[JobReport]:
         observer.suite_started(suite, jobs)
         if executor == "ray":
-            return list(_ray_executor().run_jobs(jobs, runs_dir, options, observer, more=more, **ray_options))
+            streaming = {} if more is None else {"more": more}  # only a suite that selects has more to give
+            return list(_ray_executor().run_jobs(jobs, runs_dir, options, observer, **streaming, **ray_options))
         return _run_local(jobs, runs_dir, options, observer, more)
 
     selection = None
