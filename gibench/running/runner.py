@@ -15,10 +15,9 @@ Public interface (executors, the CLI and tests build on exactly this):
 ``RunObserver``
     Base class whose methods are all no-ops: ``suite_started(suite, jobs)`` (in a suite that selects: with the
     sweep), ``jobs_added(jobs)`` (a suite that selects: the scored jobs of units just decided join the run; the total
-    grows), ``job_started(job, number, total)``,
-    ``job_step(job, done, total)``, ``job_phase(job, phase)``, ``job_finished(report)``, ``selection_made(selection)``
-    (the units just decided, each once), ``suite_finished(summary)``, ``warning(message)`` (damaged files moved
-    aside, preflight warnings). The rich
+    grows), ``job_started(job, number, total)``, ``job_step(job, done, total)``, ``job_phase(job, phase)``,
+    ``job_finished(report)``, ``selection_made(selection)`` (the units just decided, each once),
+    ``suite_finished(summary)``, ``warning(message)`` (damaged files moved aside, preflight warnings). The rich
     display is one observer (:mod:`gibench.running.progress`, used by the CLI); a Ray driver is another.
 
 ``run_job(job, runs_dir, options, observer=None, *, number=1, total=1) -> JobReport``
@@ -60,9 +59,8 @@ executor_options=None, dry_run=False, **option_fields) -> RunSummary``
     that it can start (the rest of the sweep done, or held by other workers), Ray after every finished job, and the
     scored jobs of every unit whose sweep is stored join the run, so no worker waits for another's last sweep job
     while scored jobs are ready. A unit whose sweep is incomplete when the run ends (a job not run) is picked up by
-    the next run. The preflight checks
-    every job the run could train, with each selected setting stood in for by the default; a dry run lists the sweep
-    and the scored jobs the store's selection gives so far.
+    the next run. The preflight checks every job the run could train, with each selected setting stood in for by the
+    default; a dry run lists the sweep and the scored jobs the store's selection gives so far.
 
 Where they live: ``RunOptions``, ``RunObserver``, ``RunSummary``, ``EXECUTORS``, ``check_executor_options``,
 ``check_device``, ``resolve_device`` and ``load_bundle`` in :mod:`gibench.running.options`, ``run_job`` in
