@@ -276,19 +276,14 @@ def plan(suite: Suite, runs_dir: Path, *, data_root: Path | None = None, eval_ba
                               Row(job.dataset.label, job.backbone.label, job.regularizer.label))
         row.jobs += 1
         folder = store.job(job.hash)
-        if not retry_failed and _failed_for_good(folder):
+        status = folder.status()
+        if status is not None and status.keeps_a_rerun_from_training(retry_failed):  # the runner's own rule
             failed += 1
             continue
         data = sizes[job.dataset] if job.validation is None else job.validation.sizes(sizes[job.dataset])
         row.jobs_left += _add_job(job, data, folder, row, shared, evaluators, eval_batch_size, not_estimated)
     return Plan(suite.name, list(rows.values()), list(shared.values()), sorted(not_estimated),
                 list(evaluators.values()), failed)
-
-
-def _failed_for_good(folder: Any) -> bool:
-    """Whether the job's training failed before in a way a rerun does not retry (all but out of memory)."""
-    status = folder.status()
-    return status is not None and status.state == "failed" and not status.retryable
 
 
 def plan_suite(suite: Suite, runs_dir: Path, *, data_root: Path | None = None,

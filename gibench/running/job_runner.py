@@ -91,7 +91,7 @@ class JobRunner:
     def run(self, retry_failed: bool) -> JobReport:
         self.folder.clean_temporaries()
         status = self.folder.status()
-        if status and status.state == "failed" and not (retry_failed or status.retryable):
+        if status and status.keeps_a_rerun_from_training(retry_failed):
             return JobReport(self.job, "failed", f"{status.reason} (recorded earlier; rerun with --retry-failed)",
                              traceback=status.traceback)
         start = time.perf_counter()

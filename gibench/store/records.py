@@ -102,6 +102,11 @@ class TrainStatus(Record):
     checkpoint_bytes: int | None = None
     finished: str | None = None
 
+    def keeps_a_rerun_from_training(self, retry_failed: bool) -> bool:
+        """Whether a rerun reports this job as failed instead of training it again: its training failed, not
+        retryably (out of memory is retried without asking), and the rerun was not told ``--retry-failed``."""
+        return self.state == "failed" and not (retry_failed or self.retryable)
+
 
 @dataclass
 class ResultRecord(Record):
