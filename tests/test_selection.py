@@ -280,6 +280,14 @@ def test_a_submission_records_the_selection_and_verify_recomputes_it_from_the_su
         SuiteRecord(**raw)
     assert SubmissionError  # imported for the module's error type; the schema error above is what validate reports
 
+    # a damaged selection record: submit says which file and how to write it again, and refuses
+    selection_path(runs, s).write_text("garbage")
+    said: list[str] = []
+    with pytest.raises(SubmissionError, match="no selection is recorded"):
+        build_submission(runs, tmp_path / "subs2", {"name": "selected", "authors": ["A. Person"]}, warn=said.append)
+    assert len(said) == 1 and "unreadable selection record" in said[0]
+    assert "rerun the suite to write it again" in said[0]
+
 
 def test_the_cli_runs_a_selecting_suite_prints_its_selection_and_a_dry_run_says_what_waits(tmp_path, capsys,
                                                                                              one_thread):

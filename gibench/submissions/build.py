@@ -248,7 +248,7 @@ def _read_runs(runs_dir: Path, suite_name: str | None,
             raise SubmissionError(f"{path}: no run of suite {suite_name!r}. Suites run here: {', '.join(names)}.")
     suites: dict[str, SuiteRecord] = {}
     runs = []
-    selections = _selection_records(runs_dir)
+    selections = _selection_records(runs_dir, warn)
     for i, entry in enumerate(entries):
         where = f"{path}: runs[{i}]"
         if not isinstance(entry, Mapping):
@@ -300,12 +300,15 @@ def _warn_of_unfinished_suites(runs_dir: Path, suites: list[SuiteRecord],
                 "submit again.")
 
 
-def _selection_records(runs_dir: Path) -> dict[tuple[Any, Any], dict[str, Any]]:
+def _selection_records(runs_dir: Path, warn: Callable[[str], None] | None
+                       ) -> dict[tuple[Any, Any], dict[str, Any]]:
     """(suite name, suite hash) → the selection record the run of a suite that selects wrote
-    (:mod:`gibench.running.selection`), read once for every manifest entry."""
+    (:mod:`gibench.running.selection`), read once for every manifest entry; a damaged one is skipped with a warning
+    that says to rerun the suite (which writes it again)."""
     from gibench.running.selection import read_selections
 
-    return {(record.get("suite"), record.get("suite_hash")): record for record in read_selections(runs_dir)}
+    records = read_selections(runs_dir, warn=warn or warnings.warn)
+    return {(record.get("suite"), record.get("suite_hash")): record for record in records}
 
 
 def _select_rows(table: pd.DataFrame, runs: list[RunRecord], suite_name: str | None, runs_dir: Path) -> pd.DataFrame:
