@@ -283,8 +283,9 @@ def test_a_submission_records_the_selection_and_verify_recomputes_it_from_the_su
     # a damaged selection record: submit says which file and how to write it again, and refuses
     selection_path(runs, s).write_text("garbage")
     said: list[str] = []
-    with pytest.raises(SubmissionError, match="no selection is recorded"):
+    with pytest.raises(SubmissionError, match="holds no readable selection record of suite 'select-tiny'") as refused:
         build_submission(runs, tmp_path / "subs2", {"name": "selected", "authors": ["A. Person"]}, warn=said.append)
+    assert "Run `gibench run` of that suite" in str(refused.value) and "Fix: set" not in str(refused.value)
     assert len(said) == 1 and "unreadable selection record" in said[0]
     assert "rerun the suite to write it again" in said[0]
 

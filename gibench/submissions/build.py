@@ -105,6 +105,7 @@ from gibench.submissions.schema import (
     bounds_to_json,
     parse_model,
     submission_json_schema,
+    suite_selects,
     write_json_schema,
 )
 from gibench.submissions.validate import (
@@ -255,6 +256,12 @@ def _read_runs(runs_dir: Path, suite_name: str | None,
             raise SubmissionError(f"{where} is not an object; the run store is damaged. Re-run `gibench run`.")
         fields = {"name": entry.get("suite_name"), "suite": entry.get("suite"), "hash": entry.get("suite_hash")}
         selection = selections.get((entry.get("suite_name"), entry.get("suite_hash")))
+        if selection is None and suite_selects(entry.get("suite")):
+            raise SubmissionError(
+                f"{runs_dir} holds no readable selection record of suite {entry.get('suite_name')!r}, which selects a "
+                "strength per regularizer (`select:`), so the submission cannot say which settings were chosen. "
+                f"Run `gibench run` of that suite with --runs-dir {runs_dir} again: it makes the selection from the "
+                "stored sweep and writes the record (nothing trained is trained again), then submit.")
         record = parse_model(SuiteRecord, {**fields, **({"selection": selection} if selection else {})}, where)
         suites.setdefault(record.hash, record)
         # only the recorded fields: other manifest keys (e.g. the suite file's local path) stay private

@@ -17,7 +17,7 @@ __all__ = [
     "SCHEMA_VERSION", "STATUSES", "SUBMISSION_FILE", "SelectionPoint", "SelectionRecord", "SelectionUnitRecord",
     "Submission", "SubmissionMetadata", "SubmissionScan",
     "SuiteRecord", "bounds_from_json", "bounds_to_json", "control_character", "parse_model", "submission_json_schema",
-    "write_json_schema",
+    "suite_selects", "write_json_schema",
 ]
 
 import json
@@ -152,6 +152,13 @@ class SelectionRecord(_Strict):
     units: list[SelectionUnitRecord]
 
 
+def suite_selects(suite: Any) -> bool:
+    """Whether a suite's mapping selects a strength per regularizer (``select: {rule: max_drop}``): such a suite's
+    record must carry the selection its run made."""
+    select = suite.get("select") if isinstance(suite, dict) else None
+    return isinstance(select, dict) and select.get("rule") == "max_drop"
+
+
 class SuiteRecord(_Strict):
     name: str
     suite: dict[str, Any]
@@ -161,9 +168,7 @@ class SuiteRecord(_Strict):
 
     @model_validator(mode="after")
     def _selection_of_this_suite(self) -> SuiteRecord:
-        select = self.suite.get("select")
-        selects = isinstance(select, dict) and select.get("rule") == "max_drop"
-        if selects and self.selection is None:
+        if suite_selects(self.suite) and self.selection is None:
             raise ValueError("the suite selects (`select: {rule: max_drop}`) but no selection is recorded; submit the "
                              "runs again with this gibench version (it records the selection from the runs folder)")
         if self.selection is not None and self.selection.suite_hash != self.hash:
