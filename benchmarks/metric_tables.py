@@ -76,6 +76,23 @@ def row_order(suite) -> list[str]:
     return ["erm", *dict.fromkeys(label for label in labels if label != "erm")]
 
 
+def _name_and_options(label: str) -> tuple[str, set[str]]:
+    name, _, options = label.partition("(")
+    return name, {part.strip() for part in options.rstrip(")").split(", ") if part.strip()}
+
+
+def listed_rank(variant: str, rank: dict[str, int]) -> int:
+    """The place of ``variant`` among the suite's listed labels: its own, or, for a setting a selection chose
+    (``pgd(norm=l2, epsilon=2)``), that of the listed label it was swept from (``pgd(norm=l2)``: the same name, its
+    options a subset); unlisted variants go last."""
+    if variant in rank:
+        return rank[variant]
+    name, options = _name_and_options(variant)
+    listed = [(len(opts), rank[label]) for label in rank
+              for listed_name, opts in [_name_and_options(label)] if listed_name == name and opts <= options]
+    return max(listed)[1] if listed else len(rank)
+
+
 def tables(stats: pd.DataFrame, metrics: list[str], delta: bool, order: list[str] = ()) -> str:
     out = []
     rank = {label: i for i, label in enumerate(order)}
@@ -86,7 +103,7 @@ def tables(stats: pd.DataFrame, metrics: list[str], delta: bool, order: list[str
                 "| row | " + " | ".join(f"{m} {arrows[m]}" for m in present) + " |",
                 "| --- " * (len(present) + 1) + "|"]
         sub = sub.assign(row=sub["variant"] + sub["backbone_params"].map(_backbone_note),
-                         order=sub["variant"].map(lambda v: rank.get(v, len(rank))),
+                         order=sub["variant"].map(lambda v: listed_rank(v, rank)),
                          n_options=sub["backbone_params"].map(lambda p: len(json.loads(p))))
         sub = sub.sort_values(["order", "n_options", "backbone_params"], kind="stable")  # a variant before its twins
         for label, group in sub.groupby("row", sort=False):
