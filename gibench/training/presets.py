@@ -14,8 +14,11 @@ Every preset sets the same keys (:data:`RECIPE_KEYS`, ``nesterov: false`` includ
   Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks Using Large Learning Rates" (SPIE 2019).
   Taken from them: one warm-up to the peak rate and one anneal over the whole run, in a fraction of the usual epochs.
   Not taken: their larger peak rates (up to 3), cyclical momentum, reduced weight decay and batches of 1,000; the
-  peak rate, weight decay, batch and augmentation here are the papers' recipe's. Its accuracy on CIFAR is not measured
-  yet (docs/benchmarks.md).
+  peak rate, weight decay, batch and augmentation here are the papers' recipe's. Nor label smoothing, which fast
+  CIFAR recipes often add: it is itself a regularizer of the logits (Müller, Kornblith & Hinton, "When does label
+  smoothing help?", NeurIPS 2019, show it erases information from them), so it would act under every method this
+  benchmark compares and change the very input gradients it scores. Its accuracy on CIFAR is not measured yet
+  (docs/benchmarks.md).
 * ``short_mnist``: the digit datasets (MNIST, Fashion-MNIST, BlockMNIST, the bundled ``mnist_subset``): 3 epochs of
   SGD with Nesterov momentum under the one-cycle policy, the same number of passes as the ``standard`` suite's
   constant-rate Adam recipe (``{epochs: 3, batch_size: 64, optimizer: adam, lr: 1.0e-3}``); measured on
