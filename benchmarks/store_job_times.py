@@ -7,7 +7,9 @@ Run (seconds; reads the store, trains nothing)::
 Training seconds are the last ``seconds`` entry of each job's ``train_log.json`` (the loop's own clock); evaluation
 seconds are each result record's ``seconds`` (the evaluator's wall time, auxiliary models trained on first use
 included). With ``--suite`` only that suite's jobs count (by job hash): every job a run of it could train, so for a
-suite that selects (``tuned``) its sweep and whichever settings its selection scored.
+suite that selects (``tuned``) its sweep and whichever settings its selection scored; for such a suite a last table
+splits the time by phase: the sweep (its trainings and their validation accuracy, all that selection reads) and the
+scored phase (the other trainings and every other evaluation).
 The sum is the time one worker on one core would need if nothing else ran, the figure to compare with elapsed time:
 two workers on the same runs directory divide it, other processes on the same cores inflate it.
 """
@@ -51,6 +53,36 @@ def job_times(runs_dir: Path, only: set[str] | None) -> tuple[dict, dict, int]:
     return dict(per_dataset), dict(per_evaluator), jobs
 
 
+SELECTION_EVALUATOR = "validation_accuracy"
+
+
+def phase_times(runs_dir: Path, sweep: set[str], only: set[str]) -> dict[str, list[float]]:
+    """{"sweep" | "scored": [training s, trainings, evaluation s, evaluations]} over the jobs in ``only``: a sweep job's
+    training and its validation accuracy are the sweep's, everything else the scored phase's."""
+    phases: dict[str, list[float]] = {"sweep": [0.0, 0, 0.0, 0], "scored": [0.0, 0, 0.0, 0]}
+    for folder in sorted((runs_dir / "jobs").iterdir()):
+        if folder.name not in only or not (folder / "train_log.json").is_file():
+            continue
+        entries = json.loads((folder / "train_log.json").read_text()).get("entries") or []
+        trained = phases["sweep" if folder.name in sweep else "scored"]
+        trained[0] += entries[-1]["seconds"] if entries else 0.0
+        trained[1] += 1
+        for result in (folder / "results").glob("*.json"):
+            record = json.loads(result.read_text())
+            phase = phases["sweep" if folder.name in sweep and record["evaluator"] == SELECTION_EVALUATOR else "scored"]
+            phase[2] += record.get("seconds") or 0.0
+            phase[3] += 1
+    return phases
+
+
+def phase_markdown(phases: dict[str, list[float]]) -> str:
+    lines = ["| phase | trainings | training (min) | evaluations | evaluation (min) |",
+             "| --- | --- | --- | --- | --- |"]
+    for phase, (train, trainings, evaluation, evaluations) in phases.items():
+        lines.append(f"| {phase} | {trainings} | {train / 60:.1f} | {evaluations} | {evaluation / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(per_dataset: dict, per_evaluator: dict) -> str:
     lines = ["| dataset | jobs | training (min) | evaluation (min) |", "| --- | --- | --- | --- |"]
     for dataset, (train, evaluation, n) in sorted(per_dataset.items()):
@@ -75,6 +107,13 @@ def main() -> None:
     if not jobs:
         raise SystemExit(f"no trained job in {args.runs_dir}" + (f" of suite {args.suite}" if args.suite else ""))
     print(markdown(per_dataset, per_evaluator))
+    if args.suite:
+        import gibench
+        from gibench.suites.jobs import sweep_jobs
+
+        sweep = {job.hash for job in sweep_jobs(gibench.load_suite(args.suite))}
+        if sweep:
+            print(phase_markdown(phase_times(args.runs_dir, sweep, only)))
 
 
 if __name__ == "__main__":
