@@ -21,26 +21,29 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-
-def suite_job_hashes(suite: str) -> set[str]:
-    import gibench
-    from gibench.suites.jobs import rebuildable_jobs
-
-    return {job.hash for job in rebuildable_jobs(gibench.load_suite(suite))}
+SELECTION_EVALUATOR = "validation_accuracy"
 
 
-def job_times(runs_dir: Path, only: set[str] | None) -> tuple[dict, dict, int]:
-    """({dataset: [training s, evaluation s, jobs]}, {evaluator label: [seconds, evaluations]}, jobs)."""
+def job_times(runs_dir: Path, only: set[str] | None, sweep: set[str] = frozenset()
+              ) -> tuple[dict, dict, int, dict[str, list[float]]]:
+    """({dataset: [training s, evaluation s, jobs]}, {evaluator label: [seconds, evaluations]}, jobs, {"sweep" |
+    "scored": [training s, trainings, evaluation s, evaluations]}): a job in ``sweep`` has its training and its
+    validation accuracy counted as the sweep's, everything else is the scored phase's."""
     per_dataset: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     per_evaluator: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    phases: dict[str, list[float]] = {"sweep": [0.0, 0, 0.0, 0], "scored": [0.0, 0, 0.0, 0]}
     jobs = 0
     for folder in sorted((runs_dir / "jobs").iterdir()):
         if only is not None and folder.name not in only or not (folder / "train_log.json").is_file():
             continue
         dataset = json.loads((folder / "job.json").read_text())["labels"]["dataset"]
         entries = json.loads((folder / "train_log.json").read_text()).get("entries") or []
-        per_dataset[dataset][0] += entries[-1]["seconds"] if entries else 0.0
+        trained = entries[-1]["seconds"] if entries else 0.0
+        per_dataset[dataset][0] += trained
         per_dataset[dataset][2] += 1
+        in_sweep = folder.name in sweep
+        phases["sweep" if in_sweep else "scored"][0] += trained
+        phases["sweep" if in_sweep else "scored"][1] += 1
         jobs += 1
         for result in (folder / "results").glob("*.json"):
             record = json.loads(result.read_text())
@@ -50,29 +53,10 @@ def job_times(runs_dir: Path, only: set[str] | None) -> tuple[dict, dict, int]:
             label = record["evaluator"] + (f" ({saliency})" if saliency else "")
             per_evaluator[label][0] += seconds
             per_evaluator[label][1] += 1
-    return dict(per_dataset), dict(per_evaluator), jobs
-
-
-SELECTION_EVALUATOR = "validation_accuracy"
-
-
-def phase_times(runs_dir: Path, sweep: set[str], only: set[str]) -> dict[str, list[float]]:
-    """{"sweep" | "scored": [training s, trainings, evaluation s, evaluations]} over the jobs in ``only``: a sweep job's
-    training and its validation accuracy are the sweep's, everything else the scored phase's."""
-    phases: dict[str, list[float]] = {"sweep": [0.0, 0, 0.0, 0], "scored": [0.0, 0, 0.0, 0]}
-    for folder in sorted((runs_dir / "jobs").iterdir()):
-        if folder.name not in only or not (folder / "train_log.json").is_file():
-            continue
-        entries = json.loads((folder / "train_log.json").read_text()).get("entries") or []
-        trained = phases["sweep" if folder.name in sweep else "scored"]
-        trained[0] += entries[-1]["seconds"] if entries else 0.0
-        trained[1] += 1
-        for result in (folder / "results").glob("*.json"):
-            record = json.loads(result.read_text())
-            phase = phases["sweep" if folder.name in sweep and record["evaluator"] == SELECTION_EVALUATOR else "scored"]
-            phase[2] += record.get("seconds") or 0.0
+            phase = phases["sweep" if in_sweep and record["evaluator"] == SELECTION_EVALUATOR else "scored"]
+            phase[2] += seconds
             phase[3] += 1
-    return phases
+    return dict(per_dataset), dict(per_evaluator), jobs, phases
 
 
 def phase_markdown(phases: dict[str, list[float]]) -> str:
@@ -102,19 +86,20 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, required=True)
     parser.add_argument("--suite", default=None, help="count only this suite's jobs")
     args = parser.parse_args()
-    only = suite_job_hashes(args.suite) if args.suite else None
-    per_dataset, per_evaluator, jobs = job_times(args.runs_dir, only)
+    only = sweep = None
+    if args.suite:
+        import gibench
+        from gibench.suites.jobs import rebuildable_jobs, sweep_jobs
+
+        suite = gibench.load_suite(args.suite)
+        only = {job.hash for job in rebuildable_jobs(suite)}
+        sweep = {job.hash for job in sweep_jobs(suite)}
+    per_dataset, per_evaluator, jobs, phases = job_times(args.runs_dir, only, sweep or frozenset())
     if not jobs:
         raise SystemExit(f"no trained job in {args.runs_dir}" + (f" of suite {args.suite}" if args.suite else ""))
     print(markdown(per_dataset, per_evaluator))
-    if args.suite:
-        import gibench
-        from gibench.suites.jobs import sweep_jobs
-
-        sweep = {job.hash for job in sweep_jobs(gibench.load_suite(args.suite))}
-        if sweep:
-            print(phase_markdown(phase_times(args.runs_dir, sweep, only)))
-
+    if sweep:
+        print(phase_markdown(phases))
 
 if __name__ == "__main__":
     main()
