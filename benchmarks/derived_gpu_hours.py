@@ -72,14 +72,15 @@ def backbone_macs(backbone, shape: tuple[int, int, int], num_classes: int, cache
 
 
 def suite_operations(suite, data_root: Path | None) -> tuple[dict, float, float]:
-    """({(backbone label, shape): [forward-equivalents, MACs per forward]}, forward-equivalents left out, all
-    forward-equivalents) of ``suite`` planned from an empty runs directory."""
+    """({(backbone label, shape): [forward-equivalents, Σ forward-equivalents × MACs per forward]}, forward-equivalents
+    left out, all forward-equivalents) of ``suite`` planned from an empty runs directory. Each unit is priced with the
+    MACs of its own model (its class count sizes the last layer, so CIFAR-10 and CIFAR-100 differ slightly)."""
     from gibench.running.estimate import plan, unit_passes
 
     with tempfile.TemporaryDirectory() as empty:
         counted = plan(suite, Path(empty), data_root=data_root)
     cache: dict = {}
-    priced: dict = defaultdict(lambda: [0.0, 0])
+    priced: dict = defaultdict(lambda: [0.0, 0.0])
     left_out = everything = 0.0
     for row in [*counted.rows, *counted.auxiliary]:
         for work in (row.train_work, row.eval_work):
@@ -95,7 +96,7 @@ def suite_operations(suite, data_root: Path | None) -> tuple[dict, float, float]
                     continue
                 entry = priced[(backbone.label, unit.shape)]
                 entry[0] += forward_equivalents
-                entry[1] = backbone_macs(backbone, unit.shape, unit.num_classes, cache)
+                entry[1] += forward_equivalents * backbone_macs(backbone, unit.shape, unit.num_classes, cache)
     return dict(priced), left_out, everything
 
 
@@ -104,11 +105,12 @@ def markdown(name: str, priced: dict, left_out: float, everything: float, tflops
              "| backbone | image | forward-equivalents | GMACs per forward | PFLOP | hours |",
              "| --- | --- | --- | --- | --- | --- |"]
     total_flop = 0.0
-    for (backbone, shape), (forward_equivalents, macs) in sorted(priced.items(), key=lambda kv: -kv[1][0] * kv[1][1]):
-        flop = forward_equivalents * 2 * macs
+    for (backbone, shape), (forward_equivalents, mac_total) in sorted(priced.items(), key=lambda kv: -kv[1][1]):
+        flop = 2 * mac_total
         total_flop += flop
-        lines.append(f"| {backbone} | {'×'.join(map(str, shape))} | {forward_equivalents:.3g} | {macs / 1e9:.3g} | "
-                     f"{flop / 1e15:.3g} | {flop / (tflops * 1e12) / 3600:.3g} |")
+        per_forward = mac_total / forward_equivalents if forward_equivalents else 0.0  # the mean over units' models
+        lines.append(f"| {backbone} | {'×'.join(map(str, shape))} | {forward_equivalents:.3g} | "
+                     f"{per_forward / 1e9:.3g} | {flop / 1e15:.3g} | {flop / (tflops * 1e12) / 3600:.3g} |")
     lines += [f"| total | | {everything - left_out:.3g} | | {total_flop / 1e15:.3g} | "
               f"{total_flop / (tflops * 1e12) / 3600:.3g} |", "",
               f"left out (work that names no backbone): {left_out:.3g} forward-equivalents, "

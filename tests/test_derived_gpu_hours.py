@@ -24,7 +24,7 @@ def test_the_cifar_resnet18_costs_the_published_half_gigamac_per_image():
 
 
 def test_hours_are_two_operations_per_mac_per_forward_equivalent_at_the_stated_rate():
-    priced = {("net", (1, 8, 8)): [1e12, 1e9]}  # 1e12 forward-equivalents of a 1-GMAC network: 2e21 operations
+    priced = {("net", (1, 8, 8)): [1e12, 1e12 * 1e9]}  # 1e12 forward-equivalents of a 1-GMAC network: 2e21 operations
     text = markdown("s", priced, 0.0, 1e12, 100.0)
     assert "| net | 1×8×8 | 1e+12 | 1 | 2e+06 | 5.56e+03 |" in text  # 2e21 / 1e14 per s = 2e7 s = 5,556 h
     assert round(AIRBENCH_A100_TFLOPS, 1) == 76.9
