@@ -129,9 +129,13 @@ def main() -> None:
     if args.sustained_tflops <= 0:
         parser.error("--sustained-tflops must be positive")
     import gibench
+    from gibench.core.errors import GibenchError
 
     for name in args.suite:
-        priced, left_out, everything = suite_operations(gibench.load_suite(name), args.data_root)
+        try:
+            priced, left_out, everything = suite_operations(gibench.load_suite(name), args.data_root)
+        except GibenchError as exc:  # a suite that does not load, or a dataset the plan cannot size
+            parser.error(str(exc))
         print(markdown(name, priced, left_out, everything, args.sustained_tflops))
 
 

@@ -138,9 +138,13 @@ def main() -> None:
     suite = None
     if args.suite is not None:
         import gibench
+        from gibench.core.errors import GibenchError
         from gibench.suites.jobs import rebuildable_jobs
 
-        suite = gibench.load_suite(args.suite)  # a selecting suite's sweep and scored settings, whichever were run
+        try:
+            suite = gibench.load_suite(args.suite)  # a selecting suite's sweep and scored settings, whichever were run
+        except GibenchError as exc:
+            parser.error(str(exc))
         results = results[results["job_hash"].isin({job.hash for job in rebuildable_jobs(suite)})]
     stats = select(summarize(results), args.metrics, args.saliency, args.backbone_params)
     if stats.empty:

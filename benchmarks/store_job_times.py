@@ -86,12 +86,18 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, required=True)
     parser.add_argument("--suite", default=None, help="count only this suite's jobs")
     args = parser.parse_args()
+    if not (args.runs_dir / "jobs").is_dir():
+        parser.error(f"{args.runs_dir} holds no jobs/ folder: pass the runs directory a `gibench run` wrote")
     only = sweep = None
     if args.suite:
         import gibench
+        from gibench.core.errors import GibenchError
         from gibench.suites.jobs import rebuildable_jobs, sweep_jobs
 
-        suite = gibench.load_suite(args.suite)
+        try:
+            suite = gibench.load_suite(args.suite)
+        except GibenchError as exc:
+            parser.error(str(exc))
         only = {job.hash for job in rebuildable_jobs(suite)}
         sweep = {job.hash for job in sweep_jobs(suite)}
     per_dataset, per_evaluator, jobs, phases = job_times(args.runs_dir, only, sweep or frozenset())
